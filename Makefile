@@ -1,0 +1,87 @@
+# concur - build, test, demo, sanitizer checks and benchmarks.
+#
+#   make          build in-tree: build/concur/core.so, examples/embed/host
+#   make test     every spec (busted on Lua 5.4); ends with "N passed, M failed"
+#   make demo     the tutorial examples
+#   make check    the specs under ThreadSanitizer, then AddressSanitizer+UBSan
+#   make bench    concur beside Python 3, as ratios
+#
+# `make test` and `make demo` install what is missing with apt-get when run as
+# root on Debian/Ubuntu, and otherwise print the line to run.
+
+LUA       ?= lua5.4
+CC        ?= cc
+LUA_INC   ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIB   ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+WARN       = -Wall -Wextra -Werror
+CFLAGS    ?= -O2 -g
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC $(LUA_INC) -Isrc
+LIBS       = -lpthread -ldl
+
+SRCS   = src/core.c src/object.c src/thread.c src/transfer.c
+HDRS   = src/concur.h src/concur_int.h src/concur_lua.h
+BUILD ?= build
+SO     = $(BUILD)/concur/core.so
+HOST   = examples/embed/host
+
+DEB_PKGS = lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
+
+.PHONY: all test demo check check-tsan check-asan bench deps clean valgrind
+
+all: $(SO) $(HOST)
+
+# The compiled-in copy of the Lua layer.
+src/concur_lua.h: lua/concur.lua tools/embed.lua
+	$(LUA) tools/embed.lua lua/concur.lua > $@.tmp && mv $@.tmp $@
+
+$(SO): $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(LIBS) $(LDFLAGS)
+
+$(HOST): examples/embed/host.c $(SRCS) $(HDRS)
+	$(CC) $(ALL_CFLAGS) -o $@ examples/embed/host.c $(SRCS) $(LUA_LIB) -lm $(LIBS) $(LDFLAGS)
+
+deps:
+	@sh tools/deps.sh $(DEB_PKGS)
+
+# Lua paths for the in-tree build.
+RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;'
+
+test: deps all
+	@$(RUNENV) sh tools/run-specs.sh $(LUA)
+
+demo: deps all
+	@$(RUNENV) sh tools/run-demo.sh $(LUA)
+
+# Sanitizer builds: the module is instrumented, the stock lua5.4 is not; the
+# runtime is preloaded so that it sees every thread from the start.
+TSAN_RT = $(shell $(CC) -print-file-name=libtsan.so)
+ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+
+check: check-tsan check-asan
+
+check-tsan: deps src/concur_lua.h
+	$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='-O1 -g -fsanitize=thread' \
+	  LDFLAGS='-fsanitize=thread' build/tsan/concur/core.so
+	@LD_PRELOAD=$(TSAN_RT) TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$(CURDIR)/tools/tsan.supp" \
+	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/tsan/?.so;;' \
+	  CONCUR_SANITIZER=thread sh tools/run-specs.sh $(LUA)
+
+check-asan: deps src/concur_lua.h
+	$(MAKE) --no-print-directory BUILD=build/asan \
+	  CFLAGS='-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
+	  LDFLAGS='-fsanitize=address,undefined' build/asan/concur/core.so
+	@LD_PRELOAD=$(ASAN_RT) ASAN_OPTIONS="detect_leaks=1 abort_on_error=0 exitcode=66" \
+	  LSAN_OPTIONS="suppressions=$(CURDIR)/tools/lsan.supp print_suppressions=0" \
+	  UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
+	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/asan/?.so;;' \
+	  CONCUR_SANITIZER=address sh tools/run-specs.sh $(LUA)
+
+valgrind: all
+	@$(RUNENV) sh tools/run-valgrind.sh $(LUA)
+
+bench: deps all
+	@$(RUNENV) $(LUA) bench/run.lua
+
+clean:
+	rm -rf build $(HOST)

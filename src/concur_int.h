@@ -1,0 +1,141 @@
+/*
+ * concur_int.h - the interfaces between concur's C files.  Not installed; hosts
+ * use concur.h.
+ *
+ * Object model: every concur object (Thread now; Lock ... Queue later) starts
+ * with a `cobj` header holding an atomic reference count and its type.  A Lua
+ * handle is a full userdata holding one pointer to the object and owning one
+ * reference.  Within one lua_State an object has at most one live handle (the
+ * state context's identity map), so `==` works across transfers.
+ */
+#ifndef CONCUR_INT_H
+#define CONCUR_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "concur.h"
+
+#if LUA_VERSION_NUM < 504
+#error "concur needs Lua 5.4"
+#endif
+
+/* ---- objects (object.c) ------------------------------------------------ */
+
+typedef struct cobj cobj;
+
+typedef struct cobj_type {
+  const char *name;               /* "concur.Thread": metatable name, tostring */
+  void (*destroy)(cobj *o);       /* frees the object when its last ref goes */
+  /* called when a new handle for `o` is made in L, with the handle on top;
+   * may set the handle's user value.  NULL: nothing to do. */
+  void (*on_handle)(lua_State *L, cobj *o);
+} cobj_type;
+
+struct cobj {
+  atomic_long refs;
+  const cobj_type *type;
+};
+
+void cobj_init(cobj *o, const cobj_type *type);  /* refs = 1 */
+void cobj_incref(cobj *o);
+void cobj_decref(cobj *o);
+
+/* Pushes the one handle of `o` in L, making it (and taking a reference) if
+ * the state has none.  Can raise a memory error; takes no lock. */
+void cobj_push(lua_State *L, cobj *o);
+/* Pushes a new handle owning the caller's reference (no incref) and records
+ * it in the identity map.  For constructors. */
+void cobj_push_new(lua_State *L, cobj *o, int nuvalue);
+/* The object of the handle at idx if it is of `type` (any concur type when
+ * type is NULL), else NULL. */
+cobj *cobj_test(lua_State *L, int idx, const cobj_type *type);
+/* As cobj_test but raises "bad argument #idx (concur.X expected, got Y)". */
+cobj *cobj_check(lua_State *L, int idx, const cobj_type *type);
+/* Creates the metatable of `type` in L's registry, with methods `l` and
+ * `__gc`, `__tostring`, `__name`, the handle marker.  Leaves it on the stack. */
+void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
+
+/* ---- per-state context (object.c) ------------------------------------- */
+
+/* Registry slots of the per-state context (all in one table). */
+typedef struct state_ctx {
+  long names_version;    /* bumped when package.loaded or registrations change */
+  long cache_version;    /* names_version the name cache was built for */
+  int is_concur_state;   /* made by concur for one of its threads */
+} state_ctx;
+
+state_ctx *ctx_get(lua_State *L);   /* the context; makes it on first use */
+void ctx_push_table(lua_State *L);   /* pushes the context table */
+/* Indices in the context table */
+enum {
+  CTX_IDENTITY = 1,    /* weak-valued: lightuserdata(obj) -> handle */
+  CTX_NAME_OF,         /* value -> packed name string (see transfer.c) */
+  CTX_REGISTERED,      /* "module\0key" -> value, from core.register */
+  CTX_REG_NAMES,       /* value -> "module\0key" */
+  CTX_THREAD_CLASS,    /* the Lua layer's Thread class, for handles */
+  CTX_TRACEBACK,       /* last traceback captured by the thread runner */
+  CTX_SLOTS
+};
+
+/* ---- value transfer (transfer.c) -------------------------------------- */
+
+/* A self-contained encoded message: bytes plus the concur objects it holds
+ * a reference to (released by tbuf_free, whether decoded or not). */
+typedef struct tbuf {
+  unsigned char *data;
+  size_t len, cap;
+  cobj **objs;
+  size_t nobjs, objcap;
+} tbuf;
+
+#define TBUF_INIT {NULL, 0, 0, NULL, 0, 0}
+
+void tbuf_free(tbuf *b);
+
+/* Encodes the n values at idx .. idx+n-1 of L into b (appending).  `root`
+ * names them in error messages ("args" gives "args[2].cb"); with n == 1 and
+ * one_root set, the single value is named `root` itself.  On failure returns
+ * 0, leaves b as it was and writes a message into err; never raises and runs
+ * no Lua code. */
+#define TRANSFER_ERRLEN 256
+int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root,
+                    tbuf *b, char err[TRANSFER_ERRLEN]);
+/* transfer_encode, raising the error in L (after cleaning up). */
+void transfer_encode_or_raise(lua_State *L, int idx, int n, const char *root,
+                              int one_root, tbuf *b);
+/* Decodes a message, pushing its values; returns how many.  Raises a Lua
+ * error (the buffer stays owned by the caller) when a module or function
+ * cannot be found or the bytes are malformed. */
+int transfer_decode(lua_State *L, const unsigned char *data, size_t len);
+/* Decodes the message at b->data[at .. at+len); objects come from b. */
+int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len);
+
+/* Forgets the name cache of L (package.loaded changed). */
+void transfer_names_changed(lua_State *L);
+int transfer_open(lua_State *L);   /* registers core.register etc. */
+
+/* ---- threads (thread.c) ----------------------------------------------- */
+
+void thread_open(lua_State *L);    /* metatables, core functions */
+void thread_runtime_init(void);    /* once per process, from luaopen */
+lua_State *thread_new_state(void); /* a fresh state for a thread, or NULL */
+
+/* ---- runtime (core.c) -------------------------------------------------- */
+
+/* The functions a thread state needs: print and the host hooks. */
+int core_print(lua_State *L);
+void core_report_error(const char *report);
+int core_run_setup_hook(lua_State *L);   /* 0 ok; else error message on top */
+void core_preload(lua_State *L);         /* package.preload for concur, concur.core */
+double core_monotonic(void);
+/* Timeout argument at idx: nil -> -1 (forever); negative or NaN raises. */
+double concur_opt_timeout(lua_State *L, int idx);
+
+#define CONCUR_UNUSED(x) ((void)(x))
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * object.c - the shared object model: reference-counted objects, their Lua
+ * handles, and the per-state context that maps each object to its one handle.
+ *
+ * Invariants:
+ *  - a handle owns exactly one reference to its object until its __gc runs;
+ *  - the identity map of a state (weak values) holds each live handle under
+ *    lightuserdata(obj); Lua clears a weak entry before the handle's __gc
+ *    runs, so a handle being finalized is never handed out again;
+ *  - nothing here takes a lock: reference counts are atomic.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "concur_int.h"
+
+typedef struct handle {
+  cobj *obj;
+} handle;
+
+static const char handle_marker = 0;  /* metatable[&handle_marker] = type */
+static const char ctx_key = 0;        /* registry[&ctx_key] = context table */
+enum { CTX_STRUCT = CTX_SLOTS };
+
+void cobj_init(cobj *o, const cobj_type *type) {
+  atomic_init(&o->refs, 1);
+  o->type = type;
+}
+
+void cobj_incref(cobj *o) {
+  atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+}
+
+void cobj_decref(cobj *o) {
+  if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+    o->type->destroy(o);
+}
+
+/* ---- per-state context ------------------------------------------------- */
+
+static void ctx_create(lua_State *L) {
+  lua_createtable(L, CTX_STRUCT, 0);
+  lua_newtable(L);                                 /* identity map */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawseti(L, -2, CTX_IDENTITY);
+  for (int i = CTX_IDENTITY + 1; i < CTX_THREAD_CLASS; i++) {
+    lua_newtable(L);
+    lua_rawseti(L, -2, i);
+  }
+  state_ctx *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  c->names_version = 1;
+  lua_rawseti(L, -2, CTX_STRUCT);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
+}
+
+void ctx_push_table(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    ctx_create(L);
+  }
+}
+
+state_ctx *ctx_get(lua_State *L) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_STRUCT);
+  state_ctx *c = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return c;
+}
+
+/* ---- handles ----------------------------------------------------------- */
+
+cobj *cobj_test(lua_State *L, int idx, const cobj_type *type) {
+  handle *h = lua_touserdata(L, idx);
+  if (h == NULL || lua_type(L, idx) != LUA_TUSERDATA ||
+      lua_rawlen(L, idx) != sizeof(handle) || !lua_getmetatable(L, idx))
+    return NULL;
+  lua_rawgetp(L, -1, &handle_marker);
+  const cobj_type *t = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  if (t == NULL || (type != NULL && t != type))
+    return NULL;
+  return h->obj;
+}
+
+cobj *cobj_check(lua_State *L, int idx, const cobj_type *type) {
+  cobj *o = cobj_test(L, idx, type);
+  if (o == NULL) {
+    if (cobj_test(L, idx, NULL) == NULL || type != NULL) {
+      const char *msg = lua_pushfstring(L, "%s expected, got %s",
+                                        type ? type->name : "concur object",
+                                        luaL_typename(L, idx));
+      luaL_argerror(L, idx, msg);
+    }
+    luaL_argerror(L, idx, "concur object already finalized");
+  }
+  return o;
+}
+
+/* Makes a handle for o (owning one reference the caller gave) at the top
+ * and records it in the identity map of L. */
+static void handle_new(lua_State *L, cobj *o, int nuvalue) {
+  /* Make room before allocating so a memory error cannot lose the ref:
+   * on error the userdata exists with obj set, and its __gc releases it. */
+  handle *h = NULL;
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_IDENTITY);
+  luaL_getmetatable(L, o->type->name);
+  if (lua_isnil(L, -1)) {
+    cobj_decref(o);
+    luaL_error(L, "%s is not opened in this state", o->type->name);
+  }
+  h = lua_newuserdatauv(L, sizeof *h, nuvalue);
+  h->obj = o;
+  lua_insert(L, -2);
+  lua_setmetatable(L, -2);                 /* ctx, identity, handle */
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, -3, o);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+void cobj_push_new(lua_State *L, cobj *o, int nuvalue) {
+  handle_new(L, o, nuvalue);
+}
+
+void cobj_push(lua_State *L, cobj *o) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_IDENTITY);
+  if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 3);
+  cobj_incref(o);
+  handle_new(L, o, 1);
+  if (o->type->on_handle)
+    o->type->on_handle(L, o);
+}
+
+static int handle_gc(lua_State *L) {
+  handle *h = lua_touserdata(L, 1);
+  if (h && h->obj) {
+    cobj *o = h->obj;
+    h->obj = NULL;
+    cobj_decref(o);
+  }
+  return 0;
+}
+
+static int handle_tostring(lua_State *L) {
+  handle *h = lua_touserdata(L, 1);
+  luaL_getmetafield(L, 1, "__name");
+  lua_pushfstring(L, "<%s %p>", lua_tostring(L, -1), h ? (void *)h->obj : NULL);
+  return 1;
+}
+
+void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l) {
+  luaL_newmetatable(L, type->name);
+  lua_pushlightuserdata(L, (void *)type);
+  lua_rawsetp(L, -2, &handle_marker);
+  lua_pushcfunction(L, handle_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, handle_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "this metatable is private");
+  lua_setfield(L, -2, "__metatable");
+  if (l)
+    luaL_setfuncs(L, l, 0);
+}

@@ -1,0 +1,912 @@
+/*
+ * thread.c - concur.Thread on pthreads, and the process-wide thread runtime.
+ *
+ * A Thread object (thread_obj) is a cobj.  Its code runs on a *worker*: an OS
+ * thread that owns one lua_State.  After a task ends the worker closes that
+ * state and builds a fresh one (standard libraries, print, the host's setup
+ * hook, concur) before it parks, so the next `start` finds a thread and a state
+ * ready: the spawn's critical path is one encode, one handoff and one decode.
+ *
+ * Locking: one process-wide mutex, rt.lock, guards every field marked (rt)
+ * below, the live list, the idle stack and the counters.  Waits use
+ * CLOCK_MONOTONIC condition variables on rt.lock.  No Lua API call is made
+ * with rt.lock held (Lua may raise), except lua_* calls that cannot raise.
+ *
+ * Exit: an atexit handler (registered once, in the pinned shared object) waits
+ * for every started non-daemon thread, then asks parked workers to close their
+ * states and leave.  The shared object is pinned with RTLD_NODELETE so that no
+ * worker ever runs code of an unloaded library.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lualib.h"
+#include "concur_int.h"
+
+#define MAX_IDLE_WORKERS 8
+
+typedef enum { TH_NEW, TH_STARTED, TH_DONE } th_state;
+
+typedef struct worker worker;
+
+typedef struct thread_obj {
+  cobj hdr;
+  th_state state;            /* (rt) */
+  int daemon;                /* (rt) */
+  int is_main, is_dummy;
+  char *name;                /* (rt) replaced and freed under rt.lock */
+  int have_ids;              /* (rt) ident and native_id are known */
+  lua_Integer ident;         /* (rt) */
+  long native_id;            /* (rt) */
+  pthread_cond_t changed;    /* (rt) ids known, or the thread ended */
+  tbuf start;                /* fields + package paths; the worker's once started */
+  size_t start_split;        /* length of the first message in `start` */
+  tbuf result;               /* results, or the error value; fixed once DONE */
+  int failed;                /* (rt) the thread ended with an error */
+  char *errmsg;              /* why it failed when no error value could be kept */
+  struct thread_obj *prev, *next;   /* (rt) live list */
+} thread_obj;
+
+struct worker {
+  pthread_cond_t wake;       /* (rt) a task was assigned, or quit */
+  thread_obj *task;          /* (rt) holds a reference */
+  int quit;                  /* (rt) */
+  lua_State *L;              /* the worker's own; built off the critical path */
+  char setup_error[256];     /* why L could not be built */
+  lua_Integer ident;
+  long native_id;            /* (rt) 0 until the worker has run */
+  worker *next_idle;         /* (rt) */
+};
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t exit_cond;  /* a non-daemon thread or a worker ended */
+  int nondaemon;             /* started non-daemon threads not yet ended */
+  int nworkers;              /* workers alive */
+  int ndaemon_busy;          /* workers running daemon threads */
+  thread_obj live;           /* circular list of alive threads, main included */
+  int nlive;
+  worker *idle;
+  int nidle;
+  int shutting_down;
+  thread_obj *main;
+  long counter;              /* Thread-N */
+  long dummy_counter;        /* Dummy-N */
+} rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static _Thread_local thread_obj *current;   /* the Thread this OS thread runs */
+static _Thread_local worker *current_worker;
+static pthread_key_t dummy_key;
+static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
+
+static void th_destroy(cobj *o);
+static void th_on_handle(lua_State *L, cobj *o);
+static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void cond_init_monotonic(pthread_cond_t *c) {
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(c, &a);
+  pthread_condattr_destroy(&a);
+}
+
+static long sys_gettid(void) { return (long)syscall(SYS_gettid); }
+
+static void live_add(thread_obj *t) {
+  t->next = &rt.live;
+  t->prev = rt.live.prev;
+  rt.live.prev->next = t;
+  rt.live.prev = t;
+  rt.nlive++;
+}
+
+static void live_remove(thread_obj *t) {
+  if (t->next == NULL)
+    return;
+  t->prev->next = t->next;
+  t->next->prev = t->prev;
+  t->next = t->prev = NULL;
+  rt.nlive--;
+}
+
+/* Absolute CLOCK_MONOTONIC deadline `timeout` seconds from now; 0 when the
+ * timeout is so long that it means forever. */
+static int deadline_after(double timeout, struct timespec *ts) {
+  if (timeout > 1e9)
+    return 0;
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  double whole = (double)(long)timeout;
+  ts->tv_sec += (time_t)whole;
+  ts->tv_nsec += (long)((timeout - whole) * 1e9);
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+  return 1;
+}
+
+/* ---- objects -------------------------------------------------------------- */
+
+static thread_obj *th_alloc(const char *name) {
+  thread_obj *t = calloc(1, sizeof *t);
+  if (t == NULL)
+    return NULL;
+  t->name = strdup(name);
+  if (t->name == NULL) {
+    free(t);
+    return NULL;
+  }
+  cobj_init(&t->hdr, &thread_type);
+  cond_init_monotonic(&t->changed);
+  return t;
+}
+
+static void th_destroy(cobj *o) {
+  thread_obj *t = (thread_obj *)o;
+  tbuf_free(&t->start);
+  tbuf_free(&t->result);
+  free(t->errmsg);
+  pthread_cond_destroy(&t->changed);
+  free(t->name);
+  free(t);
+}
+
+/* A handle made by a transfer gets plain fields whose class is Thread. */
+static void th_on_handle(lua_State *L, cobj *o) {
+  CONCUR_UNUSED(o);
+  lua_newtable(L);
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_THREAD_CLASS);
+  if (lua_istable(L, -1))
+    lua_setmetatable(L, -3);
+  else
+    lua_pop(L, 1);
+  lua_pop(L, 1);
+  lua_setiuservalue(L, -2, 1);
+}
+
+static void dummy_release(void *p) { cobj_decref(p); }
+
+/* The Thread object of the calling OS thread: its concur Thread, the main
+ * thread, or a "Dummy-N" made on first use for threads concur did not start. */
+static thread_obj *th_current(void) {
+  if (current)
+    return current;
+  if (rt.main && pthread_equal((pthread_t)rt.main->ident, pthread_self()))
+    return rt.main;
+  thread_obj *d = pthread_getspecific(dummy_key);
+  if (d)
+    return d;
+  char name[32];
+  pthread_mutex_lock(&rt.lock);
+  long n = ++rt.dummy_counter;
+  pthread_mutex_unlock(&rt.lock);
+  snprintf(name, sizeof name, "Dummy-%ld", n);
+  d = th_alloc(name);
+  if (d == NULL)
+    return rt.main;
+  d->is_dummy = 1;
+  d->daemon = 1;
+  d->state = TH_STARTED;
+  d->have_ids = 1;
+  d->ident = (lua_Integer)pthread_self();
+  d->native_id = sys_gettid();
+  pthread_setspecific(dummy_key, d);
+  return d;
+}
+
+/* ---- worker pool ---------------------------------------------------------- */
+
+/* Runs as a protected call in a fresh state: everything a thread's state has
+ * before the thread's own code. */
+static int state_setup(lua_State *L) {
+  luaL_openlibs(L);
+  ctx_get(L)->is_concur_state = 1;
+  lua_pushcfunction(L, core_print);
+  lua_setglobal(L, "print");
+  core_preload(L);
+  if (core_run_setup_hook(L) != 0)
+    return lua_error(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "concur");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "concur");
+  return 0;
+}
+
+static lua_State *state_build(char *err, size_t errlen) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    snprintf(err, errlen, "cannot create a Lua state: not enough memory");
+    return NULL;
+  }
+  lua_pushcfunction(L, state_setup);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    const char *m = lua_tostring(L, -1);
+    snprintf(err, errlen, "cannot set up the thread's Lua state: %s", m ? m : "?");
+    lua_close(L);
+    return NULL;
+  }
+  err[0] = 0;
+  return L;
+}
+
+lua_State *thread_new_state(void) {
+  char err[256];
+  return state_build(err, sizeof err);
+}
+
+/* The thread's error report, "Exception in thread NAME:" and the traceback. */
+static int run_msgh(lua_State *L) {
+  const char *msg;
+  if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+    msg = lua_tostring(L, -1);
+  else if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
+    msg = lua_tostring(L, 1);
+  else
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  ctx_push_table(L);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, CTX_TRACEBACK);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Protected: decodes the start message, sets the paths, calls self:run(). */
+static int run_entry(lua_State *L) {
+  thread_obj *t = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  transfer_decode_tbuf(L, &t->start, 0, t->start_split);          /* 1: fields */
+  transfer_decode_tbuf(L, &t->start, t->start_split,
+                       t->start.len - t->start_split);             /* 2, 3: paths */
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_settop(L, 1);
+  cobj_push(L, &t->hdr);                                           /* 2: self */
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 2, 1);
+  lua_getfield(L, 2, "run");
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, LUA_MULTRET);
+  return lua_gettop(L) - 2;
+}
+
+/* tostring(v) that cannot raise past us: used for error reports. */
+static const char *safe_tostring(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
+    return lua_tostring(L, idx);
+  return luaL_typename(L, idx);
+}
+
+static void report_failure(thread_obj *t, const char *body) {
+  char head[300];
+  pthread_mutex_lock(&rt.lock);
+  snprintf(head, sizeof head, "Exception in thread %s:\n", t->name);
+  pthread_mutex_unlock(&rt.lock);
+  size_t hl = strlen(head), bl = strlen(body);
+  char *all = malloc(hl + bl + 2);
+  if (all == NULL) {
+    core_report_error(head);
+    core_report_error(body);
+    return;
+  }
+  memcpy(all, head, hl);
+  memcpy(all + hl, body, bl);
+  all[hl + bl] = '\n';
+  all[hl + bl + 1] = 0;
+  core_report_error(all);
+  free(all);
+}
+
+/* Runs t on w's state; leaves t's result or error in t->result. */
+static int run_task(worker *w, thread_obj *t) {
+  lua_State *L = w->L;
+  char err[TRANSFER_ERRLEN];
+  if (L == NULL) {
+    report_failure(t, w->setup_error);
+    t->errmsg = strdup(w->setup_error);
+    return 0;
+  }
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, run_msgh);
+  lua_pushcfunction(L, run_entry);
+  lua_pushlightuserdata(L, t);
+  int st = lua_pcall(L, 1, LUA_MULTRET, base + 1);
+  int ok = 1;
+  if (st == LUA_OK) {
+    int n = lua_gettop(L) - base - 1;
+    if (!transfer_encode(L, base + 2, n, "result", 0, &t->result, err)) {
+      lua_settop(L, base + 1);
+      lua_pushstring(L, err);
+      luaL_traceback(L, L, lua_tostring(L, -1), 0);
+      report_failure(t, lua_tostring(L, -1));
+      lua_pop(L, 1);
+      ok = 0;
+    }
+  } else {
+    ok = 0;
+    ctx_push_table(L);
+    lua_rawgeti(L, -1, CTX_TRACEBACK);
+    report_failure(t, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                    : safe_tostring(L, -3));
+    lua_pop(L, 2);
+  }
+  if (!ok) {
+    /* The error value travels by the transfer rules; if it cannot, its
+     * string form does. */
+    tbuf_free(&t->result);
+    if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err)) {
+      lua_pushstring(L, safe_tostring(L, -1));
+      if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err))
+        tbuf_free(&t->result);
+    }
+  }
+  lua_settop(L, base);
+  return ok;
+}
+
+static void task_finish(thread_obj *t, int ok) {
+  pthread_mutex_lock(&rt.lock);
+  live_remove(t);
+  if (!t->daemon && --rt.nondaemon == 0)
+    pthread_cond_broadcast(&rt.exit_cond);
+  t->failed = !ok;
+  t->state = TH_DONE;
+  pthread_cond_broadcast(&t->changed);
+  pthread_mutex_unlock(&rt.lock);
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  current_worker = w;
+  pthread_mutex_lock(&rt.lock);
+  w->native_id = sys_gettid();
+  w->ident = (lua_Integer)pthread_self();
+  if (w->task && !w->task->have_ids) {
+    w->task->ident = w->ident;
+    w->task->native_id = w->native_id;
+    w->task->have_ids = 1;
+    pthread_cond_broadcast(&w->task->changed);
+  }
+  pthread_mutex_unlock(&rt.lock);
+  if (w->L == NULL)
+    w->L = state_build(w->setup_error, sizeof w->setup_error);
+  pthread_mutex_lock(&rt.lock);
+  for (;;) {
+    while (w->task == NULL && !w->quit)
+      pthread_cond_wait(&w->wake, &rt.lock);
+    thread_obj *t = w->task;
+    if (t == NULL)
+      break;
+    pthread_mutex_unlock(&rt.lock);
+
+    current = t;
+    int ok = run_task(w, t);
+    tbuf_free(&t->start);   /* only this worker touches it once started */
+    current = NULL;
+    int was_daemon = t->daemon;
+    task_finish(t, ok);
+    cobj_decref(&t->hdr);
+
+    /* Fresh state for the next thread, built while nobody waits for it. */
+    if (w->L)
+      lua_close(w->L);
+    w->L = state_build(w->setup_error, sizeof w->setup_error);
+
+    pthread_mutex_lock(&rt.lock);
+    w->task = NULL;
+    if (was_daemon)
+      rt.ndaemon_busy--;
+    if (rt.shutting_down || rt.nidle >= MAX_IDLE_WORKERS)
+      break;
+    w->next_idle = rt.idle;
+    rt.idle = w;
+    rt.nidle++;
+  }
+  rt.nworkers--;
+  pthread_cond_broadcast(&rt.exit_cond);
+  pthread_mutex_unlock(&rt.lock);
+  if (w->L)
+    lua_close(w->L);
+  pthread_cond_destroy(&w->wake);
+  free(w);
+  return NULL;
+}
+
+/* ---- Lua methods ---------------------------------------------------------- */
+
+static thread_obj *check_thread(lua_State *L, int idx) {
+  return (thread_obj *)cobj_check(L, idx, &thread_type);
+}
+
+/* core.thread_new(fields) -> handle; the fields table becomes its user value. */
+static int th_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  thread_obj *cur = th_current();
+  char name[32];
+  pthread_mutex_lock(&rt.lock);
+  long n = ++rt.counter;
+  int daemon = cur ? cur->daemon : 0;
+  pthread_mutex_unlock(&rt.lock);
+  snprintf(name, sizeof name, "Thread-%ld", n);
+  thread_obj *t = th_alloc(name);
+  if (t == NULL)
+    return luaL_error(L, "not enough memory");
+  t->daemon = daemon;
+  cobj_push_new(L, &t->hdr, 1);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static void push_package_field(lua_State *L, const char *field) {
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1))
+    lua_getfield(L, -1, field);
+  else
+    lua_pushnil(L);
+  lua_remove(L, -2);
+}
+
+static int th_start(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  tbuf msg = TBUF_INIT;
+  char err[TRANSFER_ERRLEN];
+  /* Encode first, with no lock held: this is where bad values raise. */
+  lua_getiuservalue(L, 1, 1);
+  int ok = transfer_encode(L, -1, 1, "", 1, &msg, err);
+  size_t split = msg.len;
+  push_package_field(L, "path");
+  push_package_field(L, "cpath");
+  ok = ok && transfer_encode(L, -2, 2, "package", 0, &msg, err);
+  lua_pop(L, 3);
+  if (!ok) {
+    tbuf_free(&msg);
+    return luaL_error(L, "%s", err);
+  }
+  worker *w = NULL, *fresh = NULL;
+  pthread_mutex_lock(&rt.lock);
+  if (t->state != TH_NEW || t->is_main || t->is_dummy) {
+    pthread_mutex_unlock(&rt.lock);
+    tbuf_free(&msg);
+    return luaL_error(L, "threads can only be started once");
+  }
+  if (rt.shutting_down) {
+    pthread_mutex_unlock(&rt.lock);
+    tbuf_free(&msg);
+    return luaL_error(L, "cannot start a thread at interpreter shutdown");
+  }
+  t->start = msg;
+  t->start_split = split;
+  t->state = TH_STARTED;
+  live_add(t);
+  if (!t->daemon)
+    rt.nondaemon++;
+  else
+    rt.ndaemon_busy++;
+  cobj_incref(&t->hdr);               /* the worker's reference */
+  if (rt.idle) {
+    w = rt.idle;
+    rt.idle = w->next_idle;
+    rt.nidle--;
+    w->task = t;
+    t->ident = w->ident;
+    t->native_id = w->native_id;
+    t->have_ids = 1;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&rt.lock);
+    return 0;
+  }
+  rt.nworkers++;
+  pthread_mutex_unlock(&rt.lock);
+
+  /* No parked worker: make one; it builds its state, then runs t. */
+  fresh = calloc(1, sizeof *fresh);
+  int rc = ENOMEM;
+  if (fresh) {
+    cond_init_monotonic(&fresh->wake);
+    fresh->task = t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t tid;
+    rc = pthread_create(&tid, &attr, worker_main, fresh);
+    pthread_attr_destroy(&attr);
+  }
+  if (rc == 0)
+    return 0;
+  /* Undo: the thread never started and can be started again. */
+  pthread_mutex_lock(&rt.lock);
+  rt.nworkers--;
+  live_remove(t);
+  if (!t->daemon)
+    rt.nondaemon--;
+  else
+    rt.ndaemon_busy--;
+  t->state = TH_NEW;
+  msg = t->start;
+  t->start = (tbuf)TBUF_INIT;
+  pthread_mutex_unlock(&rt.lock);
+  tbuf_free(&msg);
+  cobj_decref(&t->hdr);
+  if (fresh) {
+    pthread_cond_destroy(&fresh->wake);
+    free(fresh);
+  }
+  return luaL_error(L, "can't start new thread (%s)", strerror(rc));
+}
+
+/* Timeout argument: nil -> -1 (forever); negative or NaN -> argument error. */
+double concur_opt_timeout(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx))
+    return -1;
+  lua_Number v = luaL_checknumber(L, idx);
+  luaL_argcheck(L, v >= 0, idx, "timeout must be a non-negative number");
+  return (double)v;
+}
+
+/* Waits (rt.lock held) for t to end; returns whether it has. */
+static int th_wait_done(thread_obj *t, double timeout) {
+  struct timespec dl;
+  int has_dl = timeout >= 0 && deadline_after(timeout, &dl);
+  while (t->state != TH_DONE) {
+    if (!has_dl)
+      pthread_cond_wait(&t->changed, &rt.lock);
+    else if (pthread_cond_timedwait(&t->changed, &rt.lock, &dl) == ETIMEDOUT)
+      return t->state == TH_DONE;
+  }
+  return 1;
+}
+
+static void check_joinable(lua_State *L, thread_obj *t, const char *what) {
+  if (t == th_current())
+    luaL_error(L, "cannot %s current thread", what);
+  if (t->is_main || t->is_dummy)
+    luaL_error(L, "cannot %s the main thread", what);
+}
+
+static int th_join(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  double timeout = concur_opt_timeout(L, 2);
+  check_joinable(L, t, "join");
+  pthread_mutex_lock(&rt.lock);
+  if (t->state == TH_NEW) {
+    pthread_mutex_unlock(&rt.lock);
+    return luaL_error(L, "cannot join thread before it is started");
+  }
+  int done = th_wait_done(t, timeout);
+  pthread_mutex_unlock(&rt.lock);
+  lua_pushboolean(L, done);
+  return 1;
+}
+
+static int th_result(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  check_joinable(L, t, "wait for the result of");
+  pthread_mutex_lock(&rt.lock);
+  if (t->state == TH_NEW) {
+    pthread_mutex_unlock(&rt.lock);
+    return luaL_error(L, "cannot get the result of a thread before it is started");
+  }
+  th_wait_done(t, -1);
+  int failed = t->failed;
+  pthread_mutex_unlock(&rt.lock);
+  /* DONE: the result buffer no longer changes and is read-only from here. */
+  if (t->result.len == 0)
+    return luaL_error(L, "%s", t->errmsg ? t->errmsg : "thread failed: not enough memory");
+  int n = transfer_decode_tbuf(L, &t->result, 0, t->result.len);
+  if (failed)
+    return lua_error(L);
+  return n;
+}
+
+static int th_is_alive(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  pthread_mutex_lock(&rt.lock);
+  int alive = t->state == TH_STARTED;
+  pthread_mutex_unlock(&rt.lock);
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+/* Waits until a started thread's ids are known (a new worker sets them). */
+static void th_wait_ids(thread_obj *t) {
+  while (t->state != TH_NEW && !t->have_ids)
+    pthread_cond_wait(&t->changed, &rt.lock);
+}
+
+static int th_index(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "name") == 0) {
+      pthread_mutex_lock(&rt.lock);
+      char *copy = strdup(t->name);
+      pthread_mutex_unlock(&rt.lock);
+      if (copy == NULL)
+        return luaL_error(L, "not enough memory");
+      lua_pushstring(L, copy);
+      free(copy);
+      return 1;
+    }
+    if (strcmp(k, "daemon") == 0) {
+      pthread_mutex_lock(&rt.lock);
+      lua_pushboolean(L, t->daemon);
+      pthread_mutex_unlock(&rt.lock);
+      return 1;
+    }
+    if (strcmp(k, "ident") == 0 || strcmp(k, "native_id") == 0) {
+      pthread_mutex_lock(&rt.lock);
+      th_wait_ids(t);
+      int known = t->have_ids;
+      lua_Integer v = k[0] == 'i' ? t->ident : (lua_Integer)t->native_id;
+      pthread_mutex_unlock(&rt.lock);
+      if (known)
+        lua_pushinteger(L, v);
+      else
+        lua_pushnil(L);
+      return 1;
+    }
+  }
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return 0;
+  lua_pushvalue(L, 2);
+  lua_gettable(L, -2);
+  return 1;
+}
+
+static int th_newindex(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "name") == 0) {
+      luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER,
+                       3, "string");
+      char *nn = strdup(lua_tostring(L, 3));
+      if (nn == NULL)
+        return luaL_error(L, "not enough memory");
+      pthread_mutex_lock(&rt.lock);
+      char *old = t->name;
+      t->name = nn;
+      pthread_mutex_unlock(&rt.lock);
+      free(old);
+      return 0;
+    }
+    if (strcmp(k, "daemon") == 0) {
+      luaL_argexpected(L, lua_type(L, 3) == LUA_TBOOLEAN, 3, "boolean");
+      pthread_mutex_lock(&rt.lock);
+      int ok = t->state == TH_NEW && !t->is_main && !t->is_dummy;
+      if (ok)
+        t->daemon = lua_toboolean(L, 3);
+      pthread_mutex_unlock(&rt.lock);
+      if (!ok)
+        return luaL_error(L, "cannot set daemon status of active thread");
+      return 0;
+    }
+    if (strcmp(k, "ident") == 0 || strcmp(k, "native_id") == 0)
+      return luaL_error(L, "attribute '%s' of a thread is read-only", k);
+  }
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return luaL_error(L, "thread handle has no fields");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+static int th_tostring(lua_State *L) {
+  thread_obj *t = check_thread(L, 1);
+  pthread_mutex_lock(&rt.lock);
+  const char *st = t->state == TH_NEW ? "initial" : t->state == TH_DONE ? "stopped" : "started";
+  char buf[400];
+  if (t->have_ids && t->state != TH_NEW)
+    snprintf(buf, sizeof buf, "<Thread(%s, %s%s %lld)>", t->name, st,
+             t->daemon ? " daemon" : "", (long long)t->ident);
+  else
+    snprintf(buf, sizeof buf, "<Thread(%s, %s%s)>", t->name, st, t->daemon ? " daemon" : "");
+  pthread_mutex_unlock(&rt.lock);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* ---- module functions ---------------------------------------------------- */
+
+static int th_current_thread(lua_State *L) {
+  cobj_push(L, &th_current()->hdr);
+  return 1;
+}
+
+static int th_main_thread(lua_State *L) {
+  cobj_push(L, &rt.main->hdr);
+  return 1;
+}
+
+static int th_get_ident(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)pthread_self());
+  return 1;
+}
+
+static int th_active_count(lua_State *L) {
+  pthread_mutex_lock(&rt.lock);
+  int n = rt.nlive;
+  pthread_mutex_unlock(&rt.lock);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* A box of references, released by __gc even if pushing handles raises. */
+typedef struct refbox {
+  size_t n;
+  cobj *objs[];
+} refbox;
+
+static int refbox_gc(lua_State *L) {
+  refbox *b = lua_touserdata(L, 1);
+  for (size_t i = 0; i < b->n; i++)
+    if (b->objs[i]) {
+      cobj *o = b->objs[i];
+      b->objs[i] = NULL;
+      cobj_decref(o);
+    }
+  return 0;
+}
+
+static int th_enumerate(lua_State *L) {
+  for (;;) {
+    pthread_mutex_lock(&rt.lock);
+    size_t cap = (size_t)rt.nlive + 4;
+    pthread_mutex_unlock(&rt.lock);
+    refbox *box = lua_newuserdatauv(L, sizeof(refbox) + cap * sizeof(cobj *), 0);
+    box->n = 0;
+    luaL_setmetatable(L, "concur.refbox");
+    pthread_mutex_lock(&rt.lock);
+    if ((size_t)rt.nlive > cap) {
+      pthread_mutex_unlock(&rt.lock);
+      lua_pop(L, 1);
+      continue;
+    }
+    for (thread_obj *t = rt.live.next; t != &rt.live; t = t->next) {
+      cobj_incref(&t->hdr);
+      box->objs[box->n++] = &t->hdr;
+    }
+    pthread_mutex_unlock(&rt.lock);
+    lua_createtable(L, (int)box->n, 0);
+    for (size_t i = 0; i < box->n; i++) {
+      cobj_push(L, box->objs[i]);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;   /* the box's __gc releases its references */
+  }
+}
+
+/* ---- runtime: init, exit, fork ---------------------------------------------- */
+
+static void rt_atexit(void) {
+  worker *self = current_worker;
+  pthread_mutex_lock(&rt.lock);
+  int self_nondaemon = current && !current->daemon && current->state == TH_STARTED;
+  while (rt.nondaemon > self_nondaemon)
+    pthread_cond_wait(&rt.exit_cond, &rt.lock);
+  rt.shutting_down = 1;
+  for (worker *w = rt.idle; w; w = w->next_idle) {
+    w->quit = 1;
+    pthread_cond_signal(&w->wake);
+  }
+  rt.idle = NULL;
+  rt.nidle = 0;
+  /* Workers that are not running a daemon thread leave soon: wait for them,
+   * so their states are closed before the process ends. */
+  while (rt.nworkers > rt.ndaemon_busy + (self ? 1 : 0))
+    pthread_cond_wait(&rt.exit_cond, &rt.lock);
+  pthread_mutex_unlock(&rt.lock);
+}
+
+/* In a forked child only the forking thread exists: forget the others. */
+static void rt_atfork_prepare(void) { pthread_mutex_lock(&rt.lock); }
+static void rt_atfork_parent(void) { pthread_mutex_unlock(&rt.lock); }
+static void rt_atfork_child(void) {
+  pthread_mutex_init(&rt.lock, NULL);
+  cond_init_monotonic(&rt.exit_cond);
+  thread_obj *self = th_current();
+  for (thread_obj *t = rt.live.next; t != &rt.live;) {
+    thread_obj *next = t->next;
+    if (t != self && t != rt.main) {
+      live_remove(t);
+      t->state = TH_DONE;   /* its thread does not exist here */
+    }
+    t = next;
+  }
+  rt.nondaemon = 0;
+  rt.nworkers = current_worker ? 1 : 0;
+  rt.ndaemon_busy = 0;
+  rt.idle = NULL;    /* those workers do not exist here; their memory stays */
+  rt.nidle = 0;
+}
+
+/* Keeps this shared object mapped until the process ends, whatever the
+ * states that loaded it do: workers and the atexit handler live in it. */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)pin_library, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
+static void rt_init(void) {
+  cond_init_monotonic(&rt.exit_cond);
+  rt.live.next = rt.live.prev = &rt.live;
+  pthread_key_create(&dummy_key, dummy_release);
+  rt.main = th_alloc("MainThread");
+  if (rt.main == NULL)
+    abort();
+  rt.main->is_main = 1;
+  rt.main->state = TH_STARTED;
+  rt.main->have_ids = 1;
+  rt.main->ident = (lua_Integer)pthread_self();
+  rt.main->native_id = sys_gettid();
+  live_add(rt.main);
+  pin_library();
+  pthread_atfork(rt_atfork_prepare, rt_atfork_parent, rt_atfork_child);
+  atexit(rt_atexit);
+}
+
+void thread_runtime_init(void) {
+  pthread_once(&rt_once, rt_init);
+}
+
+static int th_set_class(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ctx_push_table(L);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, CTX_THREAD_CLASS);
+  return 0;
+}
+
+void thread_open(lua_State *L) {
+  static const luaL_Reg meta[] = {
+    {"__index", th_index},
+    {"__newindex", th_newindex},
+    {"__tostring", th_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"thread_new", th_new},
+    {"thread_start", th_start},
+    {"thread_join", th_join},
+    {"thread_result", th_result},
+    {"thread_is_alive", th_is_alive},
+    {"thread_set_class", th_set_class},
+    {"current_thread", th_current_thread},
+    {"main_thread", th_main_thread},
+    {"get_ident", th_get_ident},
+    {"active_count", th_active_count},
+    {"enumerate", th_enumerate},
+    {NULL, NULL}
+  };
+  cobj_newmetatable(L, &thread_type, meta);
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, "concur.refbox")) {
+    lua_pushcfunction(L, refbox_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}

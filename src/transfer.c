@@ -1,0 +1,1104 @@
+/*
+ * transfer.c - moving Lua values between lua_States (API.md, "Moving values
+ * between Lua states").
+ *
+ * One encoder writes values into one flat byte buffer (a tbuf); one decoder
+ * rebuilds them in another state.  The bytes hold no pointers: concur objects
+ * are referenced by their index in the tbuf's object list, which owns one
+ * reference to each.  Format (all integers are LEB128 varints unless said):
+ *
+ *   message  := count value*
+ *   value    := NIL | FALSE | TRUE | INT zigzag | FLOAT f64le | STR len bytes
+ *             | TABLE narr nrec(u32le) value{narr} (value value){nrec} value(metatable or NIL)
+ *             | FUNC len(u32le) bytecode nups(u8) upval{nups}
+ *             | REF offset            -- a table or function already decoded
+ *             | MODULE str | FIELD str str | REG str str   -- looked up by name
+ *             | OBJ index             -- the tbuf's objs[index]
+ *   upval    := value | GLOBALS | UPJOIN offset index(u8)
+ *
+ * TABLE and FUNC become TABLE_SHARED / FUNC_SHARED (patched in place) when a
+ * later REF or UPJOIN points at them; offsets count from the message start.
+ * The decoder only remembers shared ones.
+ *
+ * The encoder runs no Lua code and allocates nothing in the Lua state, so it
+ * never raises: it reports failure to its caller, which cleans up and then
+ * raises (STYLE: never raise between two halves of an update).  The name
+ * cache it reads (value -> module name) is rebuilt beforehand in protected
+ * mode.  The decoder may raise; it never trusts a length, offset or index.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "concur_int.h"
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_SHARED,
+  T_FUNC, T_FUNC_SHARED, T_REF, T_MODULE, T_FIELD, T_REG, T_OBJ, T_GLOBALS,
+  T_UPJOIN
+};
+
+#define MAX_DEPTH 1000     /* nesting of tables/functions in one message */
+#define PATH_SEGS 48       /* path segments kept for error messages */
+
+void tbuf_free(tbuf *b) {
+  for (size_t i = 0; i < b->nobjs; i++)
+    cobj_decref(b->objs[i]);
+  free(b->objs);
+  free(b->data);
+  b->objs = NULL;
+  b->data = NULL;
+  b->len = b->cap = b->nobjs = b->objcap = 0;
+}
+
+/* ---- a small pointer map for the encoder ------------------------------- */
+
+typedef struct pmap_slot {
+  const void *key;
+  uint64_t val;
+} pmap_slot;
+
+typedef struct pmap {
+  pmap_slot *slots;
+  size_t cap, used;       /* cap is a power of two */
+  pmap_slot inline_slots[32];
+} pmap;
+
+static void pmap_init(pmap *m) {
+  m->slots = m->inline_slots;
+  m->cap = 32;
+  m->used = 0;
+  memset(m->inline_slots, 0, sizeof m->inline_slots);
+}
+
+static void pmap_free(pmap *m) {
+  if (m->slots != m->inline_slots)
+    free(m->slots);
+}
+
+static size_t pmap_hash(const void *p) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static pmap_slot *pmap_find(pmap *m, const void *key) {
+  size_t mask = m->cap - 1;
+  for (size_t i = pmap_hash(key) & mask;; i = (i + 1) & mask)
+    if (m->slots[i].key == key || m->slots[i].key == NULL)
+      return &m->slots[i];
+}
+
+static int pmap_get(pmap *m, const void *key, uint64_t *val) {
+  pmap_slot *s = pmap_find(m, key);
+  if (s->key == NULL)
+    return 0;
+  *val = s->val;
+  return 1;
+}
+
+static int pmap_put(pmap *m, const void *key, uint64_t val) {
+  if ((m->used + 1) * 4 > m->cap * 3) {
+    size_t ncap = m->cap * 2;
+    pmap_slot *ns = calloc(ncap, sizeof *ns);
+    if (ns == NULL)
+      return 0;
+    pmap old = *m;
+    m->slots = ns;
+    m->cap = ncap;
+    for (size_t i = 0; i < old.cap; i++)
+      if (old.slots[i].key)
+        *pmap_find(m, old.slots[i].key) = old.slots[i];
+    if (old.slots != m->inline_slots)
+      free(old.slots);
+  }
+  pmap_slot *s = pmap_find(m, key);
+  if (s->key == NULL)
+    m->used++;
+  s->key = key;
+  s->val = val;
+  return 1;
+}
+
+/* ---- encoder ----------------------------------------------------------- */
+
+enum { SEG_INDEX, SEG_KEY, SEG_KEYITSELF, SEG_UPVALUE, SEG_METATABLE };
+
+typedef struct pathseg {
+  int kind;
+  int stack_idx;           /* SEG_KEY, SEG_KEYITSELF: where the key sits */
+  lua_Integer index;       /* SEG_INDEX */
+  const char *name;        /* SEG_UPVALUE */
+} pathseg;
+
+typedef struct enc {
+  lua_State *L;
+  tbuf *b;
+  size_t base;             /* offset of the message in b->data */
+  int names;               /* stack index of the name cache */
+  int globals;             /* stack index of the globals table */
+  int depth;
+  int failed, cfunc_miss, oom;
+  pmap seen;               /* table/function -> offset of its tag */
+  pmap upvals;             /* upvalue id -> offset << 8 | upvalue index */
+  pathseg path[PATH_SEGS];
+  const char *root;
+  char *err;
+} enc;
+
+static int enc_reserve(enc *e, size_t n) {
+  tbuf *b = e->b;
+  if (b->cap - b->len >= n)
+    return 1;
+  size_t ncap = b->cap ? b->cap : 64;
+  while (ncap - b->len < n) {
+    if (ncap > SIZE_MAX / 2) {
+      e->oom = 1;
+      return 0;
+    }
+    ncap *= 2;
+  }
+  unsigned char *nd = realloc(b->data, ncap);
+  if (nd == NULL) {
+    e->oom = 1;
+    return 0;
+  }
+  b->data = nd;
+  b->cap = ncap;
+  return 1;
+}
+
+#define ENC_FAIL_OOM(e) ((e)->oom = 1, (e)->failed = 1, 0)
+
+static int put_byte(enc *e, unsigned char c) {
+  if (!enc_reserve(e, 1))
+    return ENC_FAIL_OOM(e);
+  e->b->data[e->b->len++] = c;
+  return 1;
+}
+
+static int put_bytes(enc *e, const void *p, size_t n) {
+  if (!enc_reserve(e, n))
+    return ENC_FAIL_OOM(e);
+  if (n)
+    memcpy(e->b->data + e->b->len, p, n);
+  e->b->len += n;
+  return 1;
+}
+
+static int put_varint(enc *e, uint64_t v) {
+  unsigned char tmp[10];
+  int n = 0;
+  do {
+    unsigned char c = v & 0x7f;
+    v >>= 7;
+    tmp[n++] = c | (v ? 0x80 : 0);
+  } while (v);
+  return put_bytes(e, tmp, (size_t)n);
+}
+
+static int put_u32(enc *e, uint32_t v) {
+  unsigned char tmp[4] = {(unsigned char)v, (unsigned char)(v >> 8),
+                          (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+  return put_bytes(e, tmp, 4);
+}
+
+static void patch_u32(enc *e, size_t at, uint32_t v) {
+  unsigned char *p = e->b->data + at;
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+
+static void path_push(enc *e, int kind, int stack_idx, lua_Integer index, const char *name) {
+  if (e->depth < PATH_SEGS) {
+    pathseg *s = &e->path[e->depth];
+    s->kind = kind;
+    s->stack_idx = stack_idx;
+    s->index = index;
+    s->name = name;
+  }
+  e->depth++;
+}
+
+static int is_ident_char(char c, int first) {
+  return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (!first && c >= '0' && c <= '9');
+}
+
+static int is_identifier(const char *s, size_t len) {
+  if (len == 0 || len > 40)
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if (!is_ident_char(s[i], i == 0))
+      return 0;
+  return 1;
+}
+
+/* Appends to dst (size TRANSFER_ERRLEN) without allocating in Lua. */
+static void err_cat(char *dst, const char *src, size_t n) {
+  size_t have = strlen(dst);
+  if (have + n >= TRANSFER_ERRLEN - 1)
+    n = TRANSFER_ERRLEN - 2 - have;
+  memcpy(dst + have, src, n);
+  dst[have + n] = 0;
+}
+
+/* Appends the key at idx to the path in dst, which starts `prefix` bytes in. */
+static void err_catf_key(enc *e, char *dst, size_t prefix, int idx) {
+  lua_State *L = e->L;
+  char tmp[64];
+  size_t len;
+  switch (lua_type(L, idx)) {
+  case LUA_TSTRING: {
+    const char *s = lua_tolstring(L, idx, &len);  /* a string: no conversion */
+    if (is_identifier(s, len)) {
+      if (strlen(dst) > prefix)
+        err_cat(dst, ".", 1);
+      err_cat(dst, s, len > 40 ? 40 : len);
+    } else {
+      err_cat(dst, "[\"", 2);
+      err_cat(dst, s, len > 40 ? 40 : len);
+      err_cat(dst, "\"]", 2);
+    }
+    return;
+  }
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx))
+      snprintf(tmp, sizeof tmp, "[%lld]", (long long)lua_tointeger(L, idx));
+    else
+      snprintf(tmp, sizeof tmp, "[%.14g]", (double)lua_tonumber(L, idx));
+    break;
+  case LUA_TBOOLEAN:
+    snprintf(tmp, sizeof tmp, "[%s]", lua_toboolean(L, idx) ? "true" : "false");
+    break;
+  default:
+    snprintf(tmp, sizeof tmp, "[<%s>]", lua_typename(L, lua_type(L, idx)));
+  }
+  err_cat(dst, tmp, strlen(tmp));
+}
+
+static const char *type_label(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+  case LUA_TTHREAD: return "coroutine";
+  case LUA_TLIGHTUSERDATA: return "light userdata";
+  case LUA_TFUNCTION: return "C function not found in any loaded module";
+  default: return lua_typename(L, lua_type(L, idx));
+  }
+}
+
+/* Records the failure of the value at idx, naming where it sits. */
+static int enc_fail(enc *e, int idx) {
+  char *d = e->err;
+  if (e->failed)
+    return 0;
+  int is_key = e->depth > 0 && e->depth <= PATH_SEGS &&
+               e->path[e->depth - 1].kind == SEG_KEYITSELF &&
+               e->path[e->depth - 1].stack_idx == idx;
+  e->failed = 1;
+  d[0] = 0;
+  err_cat(d, is_key ? "bad key at " : "bad value at ", is_key ? 11 : 13);
+  size_t prefix = strlen(d);
+  err_cat(d, e->root, strlen(e->root));
+  int shown = e->depth < PATH_SEGS ? e->depth : PATH_SEGS;
+  for (int i = 0; i < shown; i++) {
+    pathseg *s = &e->path[i];
+    char tmp[80];
+    switch (s->kind) {
+    case SEG_INDEX:
+      snprintf(tmp, sizeof tmp, "[%lld]", (long long)s->index);
+      err_cat(d, tmp, strlen(tmp));
+      break;
+    case SEG_KEY:
+    case SEG_KEYITSELF:
+      if (s->kind == SEG_KEYITSELF && i == shown - 1 && is_key)
+        break;   /* the key itself is the bad value: "bad key at t" */
+      err_catf_key(e, d, prefix, s->stack_idx);
+      break;
+    case SEG_UPVALUE:
+      snprintf(tmp, sizeof tmp, "<upvalue %.40s>", s->name);
+      err_cat(d, tmp, strlen(tmp));
+      break;
+    case SEG_METATABLE:
+      err_cat(d, "<metatable>", 11);
+      break;
+    }
+  }
+  if (e->depth > PATH_SEGS)
+    err_cat(d, "...", 3);
+  if (strlen(d) == prefix)
+    err_cat(d, "(value)", 7);
+  err_cat(d, " (", 2);
+  const char *label = type_label(e->L, idx);
+  err_cat(d, label, strlen(label));
+  err_cat(d, ")", 1);
+  return 0;
+}
+
+static int enc_fail_msg(enc *e, const char *msg) {
+  if (!e->failed) {
+    e->failed = 1;
+    snprintf(e->err, TRANSFER_ERRLEN, "%s", msg);
+  }
+  return 0;
+}
+
+static int encode_value(enc *e, int idx);
+
+/* Writes the name of v (at idx) if the name cache knows it: 1 written, 0 not
+ * named, -1 failed. */
+static int encode_named(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (e->names == 0)
+    return 0;
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->names) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  size_t len;
+  const char *packed = lua_tolstring(L, -1, &len);   /* kind, module \0 key */
+  int ok = put_byte(e, (unsigned char)packed[0]);
+  if (packed[0] == T_MODULE) {
+    ok = ok && put_varint(e, len - 1) && put_bytes(e, packed + 1, len - 1);
+  } else {
+    size_t mlen = strlen(packed + 1);
+    ok = ok && put_varint(e, mlen) && put_bytes(e, packed + 1, mlen) &&
+         put_varint(e, len - 2 - mlen) && put_bytes(e, packed + 2 + mlen, len - 2 - mlen);
+  }
+  lua_pop(L, 1);
+  return ok ? 1 : -1;
+}
+
+/* A second sighting of a table or function: refer back, marking the first
+ * copy shared. */
+static int encode_ref(enc *e, uint64_t off) {
+  unsigned char *tag = e->b->data + e->base + off;
+  if (*tag == T_TABLE)
+    *tag = T_TABLE_SHARED;
+  else if (*tag == T_FUNC)
+    *tag = T_FUNC_SHARED;
+  return put_byte(e, T_REF) && put_varint(e, off);
+}
+
+static int encode_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t off = e->b->len - e->base;
+  if (!pmap_put(&e->seen, lua_topointer(L, idx), off))
+    return ENC_FAIL_OOM(e);
+  lua_Unsigned narr = lua_rawlen(L, idx);
+  if (!put_byte(e, T_TABLE) || !put_varint(e, narr))
+    return 0;
+  size_t nrec_at = e->b->len;
+  if (!put_u32(e, 0))
+    return 0;
+  for (lua_Unsigned i = 1; i <= narr; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i);
+    path_push(e, SEG_INDEX, 0, (lua_Integer)i, NULL);
+    int ok = encode_value(e, lua_gettop(L));
+    e->depth--;
+    lua_pop(L, 1);
+    if (!ok)
+      return 0;
+  }
+  uint32_t nrec = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int key = lua_gettop(L) - 1;
+    if (lua_isinteger(L, key)) {
+      lua_Integer k = lua_tointeger(L, key);
+      if (k >= 1 && (lua_Unsigned)k <= narr) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    path_push(e, SEG_KEYITSELF, key, 0, NULL);
+    int ok = encode_value(e, key);
+    e->depth--;
+    if (ok) {
+      path_push(e, SEG_KEY, key, 0, NULL);
+      ok = encode_value(e, key + 1);
+      e->depth--;
+    }
+    if (!ok) {
+      lua_pop(L, 2);
+      return 0;
+    }
+    lua_pop(L, 1);
+    if (++nrec == UINT32_MAX)
+      return enc_fail_msg(e, "table too large to transfer");
+  }
+  patch_u32(e, nrec_at, nrec);
+  if (!lua_getmetatable(L, idx))
+    return put_byte(e, T_NIL);
+  path_push(e, SEG_METATABLE, 0, 0, NULL);
+  int ok = encode_value(e, lua_gettop(L));
+  e->depth--;
+  lua_pop(L, 1);
+  return ok;
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  CONCUR_UNUSED(L);
+  return put_bytes(ud, p, n) ? 0 : 1;
+}
+
+static int encode_function(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t off = e->b->len - e->base;
+  if (!pmap_put(&e->seen, lua_topointer(L, idx), off))
+    return ENC_FAIL_OOM(e);
+  if (!put_byte(e, T_FUNC))
+    return 0;
+  size_t len_at = e->b->len;
+  if (!put_u32(e, 0))
+    return 0;
+  lua_pushvalue(L, idx);
+  int st = lua_dump(L, dump_writer, e, 0);
+  lua_pop(L, 1);
+  if (st != 0 || e->failed)
+    return e->failed ? 0 : enc_fail_msg(e, "cannot dump function");
+  size_t dlen = e->b->len - len_at - 4;
+  if (dlen > UINT32_MAX)
+    return enc_fail_msg(e, "function too large to transfer");
+  patch_u32(e, len_at, (uint32_t)dlen);
+  int nups = 0;
+  while (lua_getupvalue(L, idx, nups + 1) != NULL) {
+    lua_pop(L, 1);
+    nups++;
+  }
+  if (!put_byte(e, (unsigned char)nups))
+    return 0;
+  for (int i = 1; i <= nups; i++) {
+    const char *name = lua_getupvalue(L, idx, i);
+    int ok;
+    uint64_t prev;
+    void *id = lua_upvalueid(L, idx, i);
+    if (lua_rawequal(L, -1, e->globals)) {
+      ok = put_byte(e, T_GLOBALS);
+    } else if (id != NULL && pmap_get(&e->upvals, id, &prev)) {
+      unsigned char *tag = e->b->data + e->base + (prev >> 8);
+      if (*tag == T_FUNC)
+        *tag = T_FUNC_SHARED;
+      ok = put_byte(e, T_UPJOIN) && put_varint(e, prev >> 8) &&
+           put_byte(e, (unsigned char)(prev & 0xff));
+    } else {
+      if (id != NULL && !pmap_put(&e->upvals, id, (uint64_t)off << 8 | (unsigned)i)) {
+        lua_pop(L, 1);
+        return ENC_FAIL_OOM(e);
+      }
+      path_push(e, SEG_UPVALUE, 0, 0, name);
+      ok = encode_value(e, lua_gettop(L));
+      e->depth--;
+    }
+    lua_pop(L, 1);
+    if (!ok)
+      return 0;
+  }
+  return 1;
+}
+
+static int encode_value(enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    return put_byte(e, T_NIL);
+  case LUA_TBOOLEAN:
+    return put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      uint64_t v = (uint64_t)lua_tointeger(L, idx);
+      return put_byte(e, T_INT) && put_varint(e, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
+    } else {
+      double d = (double)lua_tonumber(L, idx);
+      return put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
+    }
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    return enc_reserve(e, len + 11) ? put_byte(e, T_STR) && put_varint(e, len) &&
+                                          put_bytes(e, s, len)
+                                    : ENC_FAIL_OOM(e);
+  }
+  case LUA_TTABLE:
+  case LUA_TFUNCTION: {
+    uint64_t off;
+    int named = encode_named(e, idx);
+    if (named)
+      return named > 0;
+    if (pmap_get(&e->seen, lua_topointer(L, idx), &off))
+      return encode_ref(e, off);
+    if (lua_iscfunction(L, idx)) {
+      e->cfunc_miss = 1;
+      return enc_fail(e, idx);
+    }
+    if (e->depth >= MAX_DEPTH)
+      return enc_fail_msg(e, "value nested too deeply to transfer (more than 1000 levels)");
+    if (!lua_checkstack(L, 8))
+      return enc_fail_msg(e, "Lua stack overflow while encoding");
+    return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx) : encode_function(e, idx);
+  }
+  case LUA_TUSERDATA: {
+    cobj *o = cobj_test(L, idx, NULL);
+    if (o == NULL)
+      return enc_fail(e, idx);
+    tbuf *b = e->b;
+    size_t i;
+    for (i = 0; i < b->nobjs && b->objs[i] != o; i++)
+      ;
+    if (i == b->nobjs) {
+      if (b->nobjs == b->objcap) {
+        size_t ncap = b->objcap ? b->objcap * 2 : 4;
+        cobj **n = realloc(b->objs, ncap * sizeof *n);
+        if (n == NULL)
+          return ENC_FAIL_OOM(e);
+        b->objs = n;
+        b->objcap = ncap;
+      }
+      cobj_incref(o);
+      b->objs[b->nobjs++] = o;
+    }
+    return put_byte(e, T_OBJ) && put_varint(e, i);
+  }
+  default:
+    return enc_fail(e, idx);
+  }
+}
+
+/* ---- name cache --------------------------------------------------------- */
+
+static const char loaded_hook_key = 0;
+
+static void pack_name(luaL_Buffer *bb, int kind, const char *mod, const char *key) {
+  luaL_addchar(bb, (char)kind);
+  luaL_addstring(bb, mod);
+  if (key) {
+    luaL_addchar(bb, 0);
+    luaL_addstring(bb, key);
+  }
+}
+
+/* nameof[v] = packed name, unless v already has one. */
+static void name_set(lua_State *L, int nameof, int v, int kind, const char *mod, const char *key) {
+  lua_pushvalue(L, v);
+  if (lua_rawget(L, nameof) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, v);
+  luaL_Buffer bb;
+  luaL_buffinit(L, &bb);
+  pack_name(&bb, kind, mod, key);
+  luaL_pushresult(&bb);
+  lua_rawset(L, nameof);
+}
+
+/* Rebuilds CTX_NAME_OF from package.loaded and the registrations. */
+static int names_rebuild(lua_State *L) {
+  state_ctx *c = ctx_get(L);
+  ctx_push_table(L);                                  /* 1: ctx */
+  lua_newtable(L);                                    /* 2: nameof */
+  lua_rawgeti(L, 1, CTX_REG_NAMES);                   /* 3: value -> mod\0key */
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 2);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 4 */
+  lua_pushnil(L);
+  while (lua_next(L, 4)) {                             /* 5: name, 6: module */
+    if (lua_type(L, 5) == LUA_TSTRING) {
+      const char *mod = lua_tostring(L, 5);
+      if (lua_type(L, 6) == LUA_TTABLE) {
+        name_set(L, 2, 6, T_MODULE, mod, NULL);
+        lua_pushnil(L);
+        while (lua_next(L, 6)) {                       /* 7: key, 8: value */
+          if (lua_type(L, 7) == LUA_TSTRING && lua_iscfunction(L, 8))
+            name_set(L, 2, 8, T_FIELD, mod, lua_tostring(L, 7));
+          lua_pop(L, 1);
+        }
+      } else if (lua_iscfunction(L, 6)) {
+        name_set(L, 2, 6, T_MODULE, mod, NULL);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, 1, CTX_NAME_OF);
+  c->cache_version = c->names_version;
+  return 0;
+}
+
+static int names_refresh(lua_State *L, int force) {
+  state_ctx *c = ctx_get(L);
+  if (!force && c->cache_version == c->names_version)
+    return 1;
+  lua_pushcfunction(L, names_rebuild);
+  return lua_pcall(L, 0, 0, 0) == LUA_OK ? 1 : (lua_pop(L, 1), 0);
+}
+
+void transfer_names_changed(lua_State *L) {
+  ctx_get(L)->names_version++;
+}
+
+/* package.loaded's __newindex: keeps the name cache honest. */
+static int loaded_newindex(lua_State *L) {
+  lua_rawset(L, 1);
+  transfer_names_changed(L);
+  return 0;
+}
+
+/* ---- encode entry points ---------------------------------------------- */
+
+static int encode_once(lua_State *L, int idx, int n, const char *root, int one_root,
+                       tbuf *b, char *err, int *cfunc_miss) {
+  enc e;
+  e.L = L;
+  e.b = b;
+  e.base = b->len;
+  e.depth = 0;
+  e.failed = e.cfunc_miss = e.oom = 0;
+  e.root = root;
+  e.err = err;
+  size_t objs_before = b->nobjs;
+  int top = lua_gettop(L);
+  int ok = 1;
+  pmap_init(&e.seen);
+  pmap_init(&e.upvals);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  e.globals = lua_gettop(L);
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_NAME_OF);
+  e.names = lua_istable(L, -1) ? lua_gettop(L) : 0;
+  ok = put_varint(&e, (uint64_t)n);
+  for (int i = 0; ok && i < n; i++) {
+    if (!(n == 1 && one_root))
+      path_push(&e, SEG_INDEX, 0, i + 1, NULL);
+    ok = encode_value(&e, idx + i);
+    e.depth = 0;
+  }
+  lua_settop(L, top);
+  pmap_free(&e.seen);
+  pmap_free(&e.upvals);
+  if (!ok) {
+    if (e.oom)
+      snprintf(err, TRANSFER_ERRLEN, "not enough memory");
+    *cfunc_miss = e.cfunc_miss;
+    b->len = e.base;
+    while (b->nobjs > objs_before)
+      cobj_decref(b->objs[--b->nobjs]);
+  }
+  return ok;
+}
+
+int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root,
+                    tbuf *b, char err[TRANSFER_ERRLEN]) {
+  int miss = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_checkstack(L, 16)) {
+    snprintf(err, TRANSFER_ERRLEN, "Lua stack overflow while encoding");
+    return 0;
+  }
+  names_refresh(L, 0);
+  if (encode_once(L, idx, n, root, one_root, b, err, &miss))
+    return 1;
+  /* A C function may belong to a module changed since the cache was built. */
+  if (miss && names_refresh(L, 1))
+    return encode_once(L, idx, n, root, one_root, b, err, &miss);
+  return 0;
+}
+
+void transfer_encode_or_raise(lua_State *L, int idx, int n, const char *root,
+                              int one_root, tbuf *b) {
+  char err[TRANSFER_ERRLEN];
+  if (!transfer_encode(L, idx, n, root, one_root, b, err))
+    luaL_error(L, "%s", err);
+}
+
+/* ---- decoder ----------------------------------------------------------- */
+
+typedef struct dec {
+  lua_State *L;
+  const unsigned char *p, *start, *end;
+  const tbuf *b;
+  int refs;        /* stack index of offset -> shared value (nil until needed) */
+  int depth;
+} dec;
+
+__attribute__((noreturn)) static void dec_bad(dec *d) {
+  luaL_error(d->L, "malformed transfer message (at byte %d)", (int)(d->p - d->start));
+  abort();  /* not reached */
+}
+
+static unsigned char get_byte(dec *d) {
+  if (d->p >= d->end)
+    dec_bad(d);
+  return *d->p++;
+}
+
+static uint64_t get_varint(dec *d) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    unsigned char c = get_byte(d);
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80))
+      return v;
+  }
+  dec_bad(d);
+}
+
+static uint32_t get_u32(dec *d) {
+  if (d->end - d->p < 4)
+    dec_bad(d);
+  const unsigned char *p = d->p;
+  d->p += 4;
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static const char *get_bytes(dec *d, size_t n) {
+  if ((size_t)(d->end - d->p) < n)
+    dec_bad(d);
+  const char *s = (const char *)d->p;
+  d->p += n;
+  return s;
+}
+
+static void dec_remember(dec *d, size_t off) {
+  lua_State *L = d->L;
+  if (lua_isnil(L, d->refs)) {
+    lua_newtable(L);
+    lua_replace(L, d->refs);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, (lua_Integer)off);
+}
+
+static void dec_lookup_ref(dec *d, uint64_t off) {
+  if (lua_isnil(d->L, d->refs) || off > (uint64_t)(d->end - d->start) ||
+      lua_rawgeti(d->L, d->refs, (lua_Integer)off) == LUA_TNIL)
+    dec_bad(d);
+}
+
+/* Pushes package.loaded[mod], requiring it when absent. */
+static void dec_module(dec *d, const char *mod, size_t len) {
+  lua_State *L = d->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushlstring(L, mod, len);
+  if (lua_rawget(L, -2) != LUA_TNIL) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 2);
+  lua_getglobal(L, "require");
+  lua_pushlstring(L, mod, len);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    luaL_error(L, "cannot transfer a value of module '%s': %s", lua_pushlstring(L, mod, len),
+               lua_tostring(L, -2));
+}
+
+static void dec_named(dec *d, int kind) {
+  lua_State *L = d->L;
+  size_t mlen = (size_t)get_varint(d);
+  const char *mod = get_bytes(d, mlen);
+  if (kind == T_MODULE) {
+    dec_module(d, mod, mlen);
+    return;
+  }
+  size_t klen = (size_t)get_varint(d);
+  const char *key = get_bytes(d, klen);
+  if (kind == T_FIELD) {
+    dec_module(d, mod, mlen);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushlstring(L, key, klen);
+      lua_rawget(L, -2);
+      lua_remove(L, -2);
+    } else {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+  } else {
+    ctx_push_table(L);
+    lua_rawgeti(L, -1, CTX_REGISTERED);
+    lua_pushlstring(L, mod, mlen);
+    lua_pushliteral(L, "\0");
+    lua_pushlstring(L, key, klen);
+    lua_concat(L, 3);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNIL) {      /* not registered yet: load the module */
+      lua_pop(L, 1);
+      dec_module(d, mod, mlen);
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_rawget(L, -3);
+    }
+    lua_replace(L, -4);
+    lua_pop(L, 2);
+  }
+  if (lua_isnil(L, -1)) {
+    lua_pushlstring(L, mod, mlen);
+    lua_pushlstring(L, key, klen);
+    luaL_error(L, "cannot transfer function '%s.%s': not found in the receiving state",
+               lua_tostring(L, -2), lua_tostring(L, -1));
+  }
+}
+
+typedef struct chunk_reader {
+  const char *p;
+  size_t n;
+} chunk_reader;
+
+static const char *read_chunk(lua_State *L, void *ud, size_t *size) {
+  chunk_reader *r = ud;
+  CONCUR_UNUSED(L);
+  *size = r->n;
+  r->n = 0;
+  return *size ? r->p : NULL;
+}
+
+static void decode_value(dec *d);
+
+static void decode_table(dec *d, int shared, size_t off) {
+  lua_State *L = d->L;
+  uint64_t narr = get_varint(d);
+  uint32_t nrec = get_u32(d);
+  size_t left = (size_t)(d->end - d->p);
+  if (narr > left || nrec > left)    /* every entry takes at least a byte */
+    dec_bad(d);
+  lua_createtable(L, narr > INT_MAX ? 0 : (int)narr, nrec > INT_MAX ? 0 : (int)nrec);
+  int t = lua_gettop(L);
+  if (shared)
+    dec_remember(d, off);
+  for (uint64_t i = 1; i <= narr; i++) {
+    decode_value(d);
+    lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (uint32_t i = 0; i < nrec; i++) {
+    decode_value(d);
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1))))
+      dec_bad(d);
+    decode_value(d);
+    lua_rawset(L, t);
+  }
+  decode_value(d);
+  if (lua_istable(L, -1))
+    lua_setmetatable(L, t);
+  else if (lua_isnil(L, -1))
+    lua_pop(L, 1);
+  else
+    dec_bad(d);
+}
+
+static void decode_function(dec *d, int shared, size_t off) {
+  lua_State *L = d->L;
+  chunk_reader r;
+  r.n = get_u32(d);
+  r.p = get_bytes(d, r.n);
+  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0])
+    dec_bad(d);
+  if (lua_load(L, read_chunk, &r, "=(transfer)", "b") != LUA_OK)
+    luaL_error(L, "cannot transfer function: %s", lua_tostring(L, -1));
+  int f = lua_gettop(L);
+  if (shared)
+    dec_remember(d, off);
+  int nups = get_byte(d);
+  for (int i = 1; i <= nups; i++) {
+    unsigned char tag = d->p < d->end ? *d->p : T_NIL;
+    if (tag == T_GLOBALS) {
+      d->p++;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    } else if (tag == T_UPJOIN) {
+      d->p++;
+      uint64_t goff = get_varint(d);
+      int gi = get_byte(d);
+      dec_lookup_ref(d, goff);
+      if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) ||
+          lua_getupvalue(L, -1, gi) == NULL || lua_getupvalue(L, f, i) == NULL)
+        dec_bad(d);
+      lua_pop(L, 2);
+      lua_upvaluejoin(L, f, i, -1, gi);
+      lua_pop(L, 1);
+      continue;
+    } else {
+      decode_value(d);
+    }
+    if (lua_setupvalue(L, f, i) == NULL)
+      dec_bad(d);
+  }
+}
+
+static void decode_value(dec *d) {
+  lua_State *L = d->L;
+  size_t off = (size_t)(d->p - d->start);
+  unsigned char tag = get_byte(d);
+  if (++d->depth > MAX_DEPTH + 2)
+    dec_bad(d);
+  luaL_checkstack(L, 6, "too many nested values");
+  switch (tag) {
+  case T_NIL: lua_pushnil(L); break;
+  case T_FALSE: lua_pushboolean(L, 0); break;
+  case T_TRUE: lua_pushboolean(L, 1); break;
+  case T_INT: {
+    uint64_t z = get_varint(d);
+    lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+    break;
+  }
+  case T_FLOAT: {
+    double v;
+    memcpy(&v, get_bytes(d, sizeof v), sizeof v);
+    lua_pushnumber(L, (lua_Number)v);
+    break;
+  }
+  case T_STR: {
+    size_t len = (size_t)get_varint(d);
+    const char *s = get_bytes(d, len);
+    lua_pushlstring(L, s, len);
+    break;
+  }
+  case T_TABLE:
+  case T_TABLE_SHARED:
+    decode_table(d, tag == T_TABLE_SHARED, off);
+    break;
+  case T_FUNC:
+  case T_FUNC_SHARED:
+    decode_function(d, tag == T_FUNC_SHARED, off);
+    break;
+  case T_REF:
+    dec_lookup_ref(d, get_varint(d));
+    break;
+  case T_MODULE:
+  case T_FIELD:
+  case T_REG:
+    dec_named(d, tag);
+    break;
+  case T_OBJ: {
+    uint64_t i = get_varint(d);
+    if (d->b == NULL || i >= d->b->nobjs)
+      dec_bad(d);
+    cobj_push(L, d->b->objs[i]);
+    break;
+  }
+  default:
+    dec_bad(d);
+  }
+  d->depth--;
+}
+
+int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
+  dec d;
+  if (at > b->len || len > b->len - at)
+    luaL_error(L, "malformed transfer message (bad length)");
+  d.L = L;
+  d.start = d.p = b->data + at;
+  d.end = d.start + len;
+  d.b = b;
+  d.depth = 0;
+  luaL_checkstack(L, 8, "too many values");
+  lua_pushnil(L);
+  d.refs = lua_gettop(L);
+  uint64_t n = get_varint(&d);
+  if (n > len)
+    dec_bad(&d);
+  for (uint64_t i = 0; i < n; i++) {
+    luaL_checkstack(L, 4, "too many values to transfer");
+    decode_value(&d);
+  }
+  if (d.p != d.end)
+    dec_bad(&d);
+  lua_remove(L, d.refs);
+  return (int)n;
+}
+
+int transfer_decode(lua_State *L, const unsigned char *data, size_t len) {
+  tbuf b = TBUF_INIT;
+  b.data = (unsigned char *)data;
+  b.len = b.cap = len;
+  return transfer_decode_tbuf(L, &b, 0, len);
+}
+
+/* ---- Lua-facing functions ----------------------------------------------- */
+
+/* core.register(value, module, key): the value crosses states by name; the
+ * receiver finds it after requiring `module` (which registers it again). */
+static int tr_register(lua_State *L) {
+  luaL_checkany(L, 1);
+  const char *mod = luaL_checkstring(L, 2);
+  const char *key = luaL_checkstring(L, 3);
+  ctx_push_table(L);                          /* 4 */
+  lua_pushstring(L, mod);
+  lua_pushliteral(L, "\0");
+  lua_pushstring(L, key);
+  lua_concat(L, 3);                           /* 5: mod\0key */
+  lua_rawgeti(L, 4, CTX_REGISTERED);
+  lua_pushvalue(L, 5);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, 4, CTX_REG_NAMES);
+  lua_pushvalue(L, 1);
+  luaL_Buffer bb;
+  luaL_buffinit(L, &bb);
+  pack_name(&bb, T_REG, mod, key);
+  luaL_pushresult(&bb);
+  lua_rawset(L, -3);
+  transfer_names_changed(L);
+  return 0;
+}
+
+/* core.transfer(...): encodes its arguments and decodes them in the same
+ * state; for tests of the format and its errors. */
+static int tr_roundtrip(lua_State *L) {
+  int n = lua_gettop(L);
+  tbuf b = TBUF_INIT;
+  char err[TRANSFER_ERRLEN];
+  if (!transfer_encode(L, 1, n, "args", 0, &b, err)) {
+    tbuf_free(&b);
+    return luaL_error(L, "%s", err);
+  }
+  /* The buffer must be freed even if decoding raises: keep it in a box. */
+  tbuf *box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = b;
+  luaL_setmetatable(L, "concur.tbuf");
+  int r = transfer_decode_tbuf(L, box, 0, box->len);
+  lua_pushinteger(L, (lua_Integer)box->len);
+  lua_replace(L, -r - 2);
+  return r + 1;   /* size, values... */
+}
+
+static int tbuf_box_gc(lua_State *L) {
+  tbuf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+int transfer_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"register", tr_register},
+    {"transfer", tr_roundtrip},
+    {NULL, NULL}
+  };
+  luaL_setfuncs(L, funcs, 0);
+  if (luaL_newmetatable(L, "concur.tbuf")) {
+    lua_pushcfunction(L, tbuf_box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  /* Watch package.loaded, unless someone else already set its metatable. */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (!lua_getmetatable(L, -1)) {
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, loaded_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  CONCUR_UNUSED(loaded_hook_key);
+  return 0;
+}
