@@ -66,6 +66,7 @@ void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
 typedef struct state_ctx {
   long names_version;    /* bumped when package.loaded or registrations change */
   long cache_version;    /* names_version the name cache was built for */
+  int cache_has_cfuncs;  /* the cache also names C functions of modules */
   int is_concur_state;   /* made by concur for one of its threads */
 } state_ctx;
 

@@ -599,8 +599,12 @@ static void name_set(lua_State *L, int nameof, int v, int kind, const char *mod,
   lua_rawset(L, nameof);
 }
 
-/* Rebuilds CTX_NAME_OF from package.loaded and the registrations. */
+/* Rebuilds CTX_NAME_OF from the registrations and package.loaded: module
+ * tables always, the C functions inside them only when asked (argument 1),
+ * since most messages hold none and a fresh state has hundreds. */
 static int names_rebuild(lua_State *L) {
+  int with_cfuncs = lua_toboolean(L, 1);
+  lua_settop(L, 0);
   state_ctx *c = ctx_get(L);
   ctx_push_table(L);                                  /* 1: ctx */
   lua_newtable(L);                                    /* 2: nameof */
@@ -620,7 +624,7 @@ static int names_rebuild(lua_State *L) {
       if (lua_type(L, 6) == LUA_TTABLE) {
         name_set(L, 2, 6, T_MODULE, mod, NULL);
         lua_pushnil(L);
-        while (lua_next(L, 6)) {                       /* 7: key, 8: value */
+        while (with_cfuncs && lua_next(L, 6)) {        /* 7: key, 8: value */
           if (lua_type(L, 7) == LUA_TSTRING && lua_iscfunction(L, 8))
             name_set(L, 2, 8, T_FIELD, mod, lua_tostring(L, 7));
           lua_pop(L, 1);
@@ -634,15 +638,19 @@ static int names_rebuild(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_rawseti(L, 1, CTX_NAME_OF);
   c->cache_version = c->names_version;
+  c->cache_has_cfuncs = with_cfuncs;
   return 0;
 }
 
-static int names_refresh(lua_State *L, int force) {
+/* Brings the name cache up to date, in protected mode (a memory error or a
+ * finalizer's error leaves the old cache).  Returns whether it is current. */
+static int names_refresh(lua_State *L, int need_cfuncs) {
   state_ctx *c = ctx_get(L);
-  if (!force && c->cache_version == c->names_version)
+  if (c->cache_version == c->names_version && (c->cache_has_cfuncs || !need_cfuncs))
     return 1;
   lua_pushcfunction(L, names_rebuild);
-  return lua_pcall(L, 0, 0, 0) == LUA_OK ? 1 : (lua_pop(L, 1), 0);
+  lua_pushboolean(L, need_cfuncs || c->cache_has_cfuncs);
+  return lua_pcall(L, 1, 0, 0) == LUA_OK ? 1 : (lua_pop(L, 1), 0);
 }
 
 void transfer_names_changed(lua_State *L) {
@@ -707,12 +715,23 @@ int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root
     snprintf(err, TRANSFER_ERRLEN, "Lua stack overflow while encoding");
     return 0;
   }
-  names_refresh(L, 0);
+  /* Scalars need no names: skip the cache for them. */
+  for (int i = 0; i < n; i++) {
+    int t = lua_type(L, idx + i);
+    if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA) {
+      names_refresh(L, 0);
+      break;
+    }
+  }
   if (encode_once(L, idx, n, root, one_root, b, err, &miss))
     return 1;
-  /* A C function may belong to a module changed since the cache was built. */
-  if (miss && names_refresh(L, 1))
-    return encode_once(L, idx, n, root, one_root, b, err, &miss);
+  /* A C function missed: the cache may lack C functions, or be older than a
+   * change to a module table.  Rebuild with them and try once more. */
+  if (miss) {
+    ctx_get(L)->cache_version = 0;
+    if (names_refresh(L, 1))
+      return encode_once(L, idx, n, root, one_root, b, err, &miss);
+  }
   return 0;
 }
 
