@@ -53,29 +53,37 @@ test: deps all
 demo: deps all
 	@$(RUNENV) sh tools/run-demo.sh $(LUA)
 
-# Sanitizer builds: the module is instrumented, the stock lua5.4 is not; the
-# runtime is preloaded so that it sees every thread from the start.
-TSAN_RT = $(shell $(CC) -print-file-name=libtsan.so)
-ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+# Sanitizer builds: the module and a small stand-in for `lua` (tools/lua_runner.c)
+# are instrumented, so the runtime starts with the process; specs that start
+# subprocesses run $$CONCUR_LUA, which the spec runner sets to that stand-in.
+SAN_LUA_LIB ?= /usr/lib/$(shell $(CC) -print-multiarch)/liblua5.4.a
+
+build/%/lua: tools/lua_runner.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(WARN) $(SAN_CFLAGS) $(LUA_INC) -o $@ $< -Wl,-E $(SAN_LUA_LIB) -lm -ldl $(SAN_CFLAGS)
+
+TSAN_FLAGS = -O1 -g -fsanitize=thread
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 check: check-tsan check-asan
 
 check-tsan: deps src/concur_lua.h
-	$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='-O1 -g -fsanitize=thread' \
-	  LDFLAGS='-fsanitize=thread' build/tsan/concur/core.so
-	@LD_PRELOAD=$(TSAN_RT) TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$(CURDIR)/tools/tsan.supp" \
+	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)' \
+	  SAN_CFLAGS='$(TSAN_FLAGS)' build/tsan/concur/core.so build/tsan/lua
+	@echo "== specs under ThreadSanitizer"
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$(CURDIR)/tools/tsan.supp" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/tsan/?.so;;' \
-	  CONCUR_SANITIZER=thread sh tools/run-specs.sh $(LUA)
+	  CONCUR_SANITIZER=thread sh tools/run-specs.sh $(CURDIR)/build/tsan/lua
 
 check-asan: deps src/concur_lua.h
-	$(MAKE) --no-print-directory BUILD=build/asan \
-	  CFLAGS='-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
-	  LDFLAGS='-fsanitize=address,undefined' build/asan/concur/core.so
-	@LD_PRELOAD=$(ASAN_RT) ASAN_OPTIONS="detect_leaks=1 abort_on_error=0 exitcode=66" \
+	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS='$(ASAN_FLAGS)' LDFLAGS='$(ASAN_FLAGS)' \
+	  SAN_CFLAGS='$(ASAN_FLAGS)' build/asan/concur/core.so build/asan/lua
+	@echo "== specs under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@ASAN_OPTIONS="detect_leaks=1 exitcode=66" \
 	  LSAN_OPTIONS="suppressions=$(CURDIR)/tools/lsan.supp print_suppressions=0" \
 	  UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/asan/?.so;;' \
-	  CONCUR_SANITIZER=address sh tools/run-specs.sh $(LUA)
+	  CONCUR_SANITIZER=address sh tools/run-specs.sh $(CURDIR)/build/asan/lua
 
 valgrind: all
 	@$(RUNENV) sh tools/run-valgrind.sh $(LUA)

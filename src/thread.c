@@ -79,6 +79,7 @@ struct worker {
   char setup_error[256];     /* why L could not be built */
   lua_Integer ident;
   long native_id;            /* (rt) 0 until the worker has run */
+  pthread_t tid;             /* set before the worker runs */
   worker *next_idle;         /* (rt) */
 };
 
@@ -92,14 +93,19 @@ static struct {
   int nlive;
   worker *idle;
   int nidle;
+  worker *exited;            /* workers that left at shutdown, to be joined */
   int shutting_down;
   thread_obj *main;
   long counter;              /* Thread-N */
   long dummy_counter;        /* Dummy-N */
 } rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static _Thread_local thread_obj *current;   /* the Thread this OS thread runs */
-static _Thread_local worker *current_worker;
+/* initial-exec: static TLS even when loaded with dlopen, so the access is one
+ * instruction and LeakSanitizer never has to walk dynamic TLS (which it
+ * misreads with glibc >= 2.35 and crashes). */
+#define TLS_IE __attribute__((tls_model("initial-exec")))
+static _Thread_local thread_obj *current TLS_IE;   /* the Thread this OS thread runs */
+static _Thread_local worker *current_worker TLS_IE;
 static pthread_key_t dummy_key;
 static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
 
@@ -488,14 +494,31 @@ static void *worker_main(void *arg) {
     rt.idle = w;
     rt.nidle++;
   }
-  rt.nworkers--;
-  pthread_cond_broadcast(&rt.exit_cond);
+  /* Leaving: close the state first, so that at exit nothing of ours is
+   * still being torn down once the atexit handler returns. */
+  int joined = rt.shutting_down;
   pthread_mutex_unlock(&rt.lock);
   if (w->L)
     lua_close(w->L);
+  w->L = NULL;
   free(w->arena.base);
-  pthread_cond_destroy(&w->wake);
-  free(w);
+  w->arena.base = NULL;
+  pthread_mutex_lock(&rt.lock);
+  joined = joined || rt.shutting_down;
+  if (joined) {
+    /* The atexit handler joins this thread and frees w. */
+    w->next_idle = rt.exited;
+    rt.exited = w;
+  } else {
+    pthread_detach(pthread_self());
+  }
+  rt.nworkers--;
+  pthread_cond_broadcast(&rt.exit_cond);
+  pthread_mutex_unlock(&rt.lock);
+  if (!joined) {
+    pthread_cond_destroy(&w->wake);
+    free(w);
+  }
   return NULL;
 }
 
@@ -592,12 +615,10 @@ static int th_start(lua_State *L) {
   if (fresh) {
     cond_init_monotonic(&fresh->wake);
     fresh->task = t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t tid;
-    rc = pthread_create(&tid, &attr, worker_main, fresh);
-    pthread_attr_destroy(&attr);
+    /* Joinable: a worker detaches itself unless it leaves at shutdown. */
+    pthread_mutex_lock(&rt.lock);   /* publishes fresh->tid before it runs */
+    rc = pthread_create(&fresh->tid, NULL, worker_main, fresh);
+    pthread_mutex_unlock(&rt.lock);
   }
   if (rc == 0)
     return 0;
@@ -886,7 +907,16 @@ static void rt_atexit(void) {
    * so their states are closed before the process ends. */
   while (rt.nworkers > rt.ndaemon_busy + (self ? 1 : 0))
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
+  worker *gone = rt.exited;
+  rt.exited = NULL;
   pthread_mutex_unlock(&rt.lock);
+  while (gone) {
+    worker *next = gone->next_idle;
+    pthread_join(gone->tid, NULL);
+    pthread_cond_destroy(&gone->wake);
+    free(gone);
+    gone = next;
+  }
 }
 
 /* In a forked child only the forking thread exists: forget the others. */
@@ -908,6 +938,7 @@ static void rt_atfork_child(void) {
   rt.nworkers = current_worker ? 1 : 0;
   rt.ndaemon_busy = 0;
   rt.idle = NULL;    /* those workers do not exist here; their memory stays */
+  rt.exited = NULL;
   rt.nidle = 0;
 }
 

@@ -1,0 +1,223 @@
+-- bench/run.lua - concur beside Python 3 threading, as a Markdown table.
+--
+-- Run from the repository root (as `make bench` does):
+--   LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/?.so;;' lua5.4 bench/run.lua
+--
+-- Every workload has a Lua script (bench/lua/X.lua, using concur) and a Python
+-- script (bench/py/X.py, using threading). Each script prints its metric(s) on
+-- one line of stdout. Both are run BENCH_RUNS times (default 5), alternating,
+-- and the table shows the medians.
+--
+-- Environment:
+--   BENCH_RUNS   runs per script (default 5)
+--   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
+--   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2")
+--   BENCH_SHOW   if set, also prints every sample to stderr
+--   PYTHON       the Python interpreter (default python3)
+
+local RUNS = math.tointeger(tonumber(os.getenv("BENCH_RUNS") or "")) or 5
+if RUNS < 1 then RUNS = 1 end
+local SCALE = os.getenv("BENCH_SCALE")
+local ONLY = os.getenv("BENCH_ONLY")
+local SHOW = os.getenv("BENCH_SHOW")
+local PYTHON = os.getenv("PYTHON") or "python3"
+
+-- The interpreter running this driver also runs the Lua scripts.
+local LUA = "lua5.4"
+do
+  local i = -1
+  while arg and arg[i] do LUA = arg[i]; i = i - 1 end
+end
+local DIR = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
+
+-- Workloads. `rows` name what the script prints, in order. `better` says
+-- which direction is good; `goal` is checked against the concur value, or
+-- against the concur/python ratio when `goal_ratio` is set.
+local WORKLOADS = {
+  {script = "spawn", rows = {
+    {name = "spawn", unit = "µs/thread", better = "lower",
+     goal = 0.5, goal_ratio = true, goal_text = "<= 0.5x Python"},
+  }},
+  {script = "cpu2", rows = {
+    {name = "cpu2", unit = "speedup 2 thr/1 thr", better = "higher",
+     goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
+  }},
+  {script = "str1m", rows = {
+    {name = "str1m", unit = "GB/s", better = "higher",
+     goal = 2, goal_text = ">= 2 GB/s"},
+  }},
+  {script = "tables", rows = {
+    {name = "tables-to", unit = "M tables/s", better = "higher",
+     goal = 3, goal_text = ">= 3 M/s"},
+    {name = "tables-back", unit = "M tables/s", better = "higher",
+     goal = 3, goal_text = ">= 3 M/s"},
+  }},
+}
+
+-- Helpers ---------------------------------------------------------------------
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function capture(cmd)
+  local f = io.popen(cmd .. " 2>/dev/null")
+  if not f then return nil end
+  local out = f:read("a")
+  f:close()
+  out = out and out:gsub("%s+$", "")
+  if out == "" then return nil end
+  return out
+end
+
+local function have(cmd)
+  return os.execute("command -v " .. sh_quote(cmd) .. " >/dev/null 2>&1") == true
+end
+
+local function median(xs)
+  local s = {}
+  for i = 1, #xs do s[i] = xs[i] end
+  table.sort(s)
+  local k = #s
+  if k == 0 then return nil end
+  if k % 2 == 1 then return s[(k + 1) // 2] end
+  return (s[k // 2] + s[k // 2 + 1]) / 2
+end
+
+-- About 3 significant digits, never in exponent form.
+local function fmt(v)
+  if v == nil then return "n/a" end
+  if v ~= v or v == math.huge or v == -math.huge then return tostring(v) end
+  local a = math.abs(v)
+  if a >= 100 or a == 0 then return string.format("%.0f", v) end
+  local digits = 2 - math.floor(math.log(a, 10))
+  if digits > 6 then digits = 6 end
+  return string.format("%." .. digits .. "f", v)
+end
+
+-- Runs one script; returns the list of numbers it printed, or nil, reason.
+local function run_script(cmd)
+  local f = io.popen(cmd)
+  if not f then return nil, "cannot start" end
+  local out = f:read("a") or ""
+  local ok, how, code = f:close()
+  if not ok then return nil, ("exit %s %s"):format(how, code) end
+  local nums = {}
+  for w in out:gmatch("%S+") do
+    local n = tonumber(w)
+    if not n then return nil, "bad output: " .. out:sub(1, 60) end
+    nums[#nums + 1] = n
+  end
+  if #nums == 0 then return nil, "no output" end
+  return nums
+end
+
+-- Header ----------------------------------------------------------------------
+
+local function cpu_model()
+  local f = io.open("/proc/cpuinfo")
+  if f then
+    local text = f:read("a")
+    f:close()
+    for _, key in ipairs{"model name", "Hardware", "cpu model", "Processor", "cpu"} do
+      local v = text:match("\n" .. key .. "%s*:%s*([^\n]+)")
+        or text:match("^" .. key .. "%s*:%s*([^\n]+)")
+      if v then return (v:gsub("%s+", " ")) end
+    end
+  end
+  return capture("sysctl -n machdep.cpu.brand_string") or "unknown CPU"
+end
+
+local ncpu = tonumber(capture("nproc") or capture("getconf _NPROCESSORS_ONLN") or "")
+local lua_version = capture(sh_quote(LUA) .. " -v")
+lua_version = lua_version and lua_version:match("^(Lua %S+)") or _VERSION
+local has_python = have(PYTHON)
+local py_version = has_python and capture(sh_quote(PYTHON) .. " --version") or "python3 missing"
+
+print(("%s | %s | %s | %s CPUs | %s | %s | median of %d run%s%s"):format(
+  os.date("%Y-%m-%d"), capture("uname -sm") or "unknown OS", cpu_model(),
+  ncpu and tostring(ncpu) or "?", lua_version, py_version, RUNS, RUNS == 1 and "" or "s",
+  SCALE and (", BENCH_SCALE=" .. SCALE) or ""))
+print()
+print("| workload | metric | concur | Python | ratio | goal | met |")
+print("|---|---|---|---|---|---|---|")
+io.stdout:flush()
+
+-- Runs ------------------------------------------------------------------------
+
+local selected
+if ONLY and ONLY ~= "" then
+  selected = {}
+  for w in ONLY:gmatch("[^,%s]+") do selected[w] = true end
+end
+
+local failures = 0
+
+for _, w in ipairs(WORKLOADS) do
+  if not selected or selected[w.script] then
+    local lua_cmd = sh_quote(LUA) .. " " .. sh_quote(DIR .. "/lua/" .. w.script .. ".lua")
+    local py_cmd = sh_quote(PYTHON) .. " " .. sh_quote(DIR .. "/py/" .. w.script .. ".py")
+    local samples = {lua = {}, py = {}}
+    local err = {}
+    for _ = 1, RUNS do
+      for _, side in ipairs{"lua", "py"} do
+        if not err[side] and (side == "lua" or has_python) then
+          local nums, why = run_script(side == "lua" and lua_cmd or py_cmd)
+          if nums and #nums ~= #w.rows then
+            nums, why = nil, ("printed %d numbers, expected %d"):format(#nums, #w.rows)
+          end
+          if nums then
+            for i, n in ipairs(nums) do
+              samples[side][i] = samples[side][i] or {}
+              table.insert(samples[side][i], n)
+            end
+          else
+            err[side] = why
+            io.stderr:write(("bench: %s/%s.%s failed: %s\n"):format(
+              side, w.script, side, why))
+            failures = failures + 1
+          end
+        end
+      end
+    end
+
+    for i, row in ipairs(w.rows) do
+      local cv = not err.lua and samples.lua[i] and median(samples.lua[i]) or nil
+      local pv = has_python and not err.py and samples.py[i] and median(samples.py[i]) or nil
+      if SHOW then
+        for _, side in ipairs{"lua", "py"} do
+          local s = samples[side][i]
+          if s then
+            local t = {}
+            for k, v in ipairs(s) do t[k] = fmt(v) end
+            io.stderr:write(("%-12s %-3s %s\n"):format(row.name, side, table.concat(t, " ")))
+          end
+        end
+      end
+      local ratio = (cv and pv and pv ~= 0) and cv / pv or nil
+      local met
+      if err.lua then
+        met = "error"
+      elseif row.min_cpus and ncpu and ncpu < row.min_cpus then
+        met = ("n/a (%d CPU)"):format(ncpu)
+      else
+        local v
+        if row.goal_ratio then v = ratio else v = cv end
+        if v == nil then
+          met = "n/a"
+        elseif row.better == "lower" then
+          met = v <= row.goal and "ok" or "MISSED"
+        else
+          met = v >= row.goal and "ok" or "MISSED"
+        end
+      end
+      local py_cell = not has_python and "n/a" or (err.py and "error" or fmt(pv))
+      print(("| %s | %s | %s | %s | %s | %s | %s |"):format(
+        row.name, row.unit, err.lua and "error" or fmt(cv), py_cell,
+        ratio and (fmt(ratio) .. "x") or "n/a", row.goal_text, met))
+      io.stdout:flush()
+    end
+  end
+end
+
+if failures > 0 then os.exit(1) end

@@ -1,0 +1,694 @@
+-- spec/thread_spec.lua: concur.Thread and the module functions of src/thread.c
+-- and src/core.c (API.md, "Conventions" and "Threads").
+--
+-- Threads are ordered with join/result only.  A target that sleeps does so
+-- only to stay alive while the main thread looks at it, with wide margins.
+local concur = require "concur"
+
+local unpack = table.unpack
+
+-- The directory of this file, to find the fixtures whatever the cwd.
+local spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
+local fixtures = spec_dir .. "fixtures/"
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Runs a fixture with lua5.4 and this process's module paths; returns its
+-- stdout and stderr together, and its exit status.
+local function run_fixture(name, ...)
+  local cmd = {"LUA_PATH=" .. shell_quote(package.path),
+               "LUA_CPATH=" .. shell_quote(package.cpath),
+               "lua5.4", shell_quote(fixtures .. name)}
+  for _, a in ipairs({...}) do cmd[#cmd + 1] = shell_quote(a) end
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+-- Starts a thread on fn(...) and returns it.
+local function go(fn, ...)
+  local t = concur.Thread{target = fn, args = table.pack(...)}
+  t:start()
+  return t
+end
+
+-- pcall that returns the error message as a string.
+local function err_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+describe("concur.Thread", function()
+  describe("start and join", function()
+    it("join() returns true once the thread has ended", function()
+      local t = concur.Thread{target = function() return 1 end}
+      t:start()
+      assert.is_true(t:join())
+      assert.is_false(t:is_alive())
+    end)
+
+    it("join(timeout) returns false while the target still runs, then join() true", function()
+      local t = go(function() concur.sleep(1.0) end)
+      local t0 = concur.time()
+      assert.is_false(t:join(0.05))
+      local waited = concur.time() - t0
+      assert.is_true(waited >= 0.03, "join(0.05) returned after " .. waited .. " s")
+      assert.is_true(waited < 0.9, "join(0.05) returned after " .. waited .. " s")
+      assert.is_true(t:is_alive())
+      assert.is_true(t:join())
+      assert.is_false(t:is_alive())
+    end)
+
+    it("join(0) on an ended thread returns true", function()
+      local t = go(function() end)
+      assert.is_true(t:join())
+      assert.is_true(t:join(0))
+    end)
+
+    it("is_alive is false before start, true while running, false after join", function()
+      local t = concur.Thread{target = function() concur.sleep(1.0) end}
+      assert.is_false(t:is_alive())
+      t:start()
+      assert.is_true(t:is_alive())
+      assert.is_true(t:join())
+      assert.is_false(t:is_alive())
+    end)
+
+    it("a thread without a target runs and returns nothing", function()
+      local t = concur.Thread{}
+      t:start()
+      assert.is_true(t:join())
+      assert.are.equal(0, select("#", t:result()))
+    end)
+  end)
+
+  describe("result", function()
+    it("returns all values, nils in the middle and at the end included", function()
+      local t = go(function() return 1, nil, "three", nil end)
+      local r = table.pack(t:result())
+      assert.are.equal(4, r.n)
+      assert.are.same({1, nil, "three", nil, n = 4}, r)
+    end)
+
+    it("keeps the number subtypes and copies tables", function()
+      local t = go(function() return 3, 3.0, {a = {1, 2}, b = "x"} end)
+      local i, f, tab = t:result()
+      assert.are.equal("integer", math.type(i))
+      assert.are.equal("float", math.type(f))
+      assert.are.same({a = {1, 2}, b = "x"}, tab)
+    end)
+
+    it("can be called twice", function()
+      local t = go(function() return "v", 2 end)
+      assert.are.same({"v", 2}, {t:result()})
+      assert.are.same({"v", 2}, {t:result()})
+    end)
+
+    it("waits for the thread to end", function()
+      local t = go(function() concur.sleep(0.2); return "late" end)
+      assert.are.equal("late", t:result())
+      assert.is_false(t:is_alive())
+    end)
+
+    it("can be read from another thread holding the handle", function()
+      local t1 = go(function() return "from t1", 42, nil end)
+      local t2 = go(function(h)
+        local first = table.pack(h:result())
+        local second = table.pack(h:result())
+        return first.n, first[1], first[2], second[1], second[2]
+      end, t1)
+      assert.are.same({3, "from t1", 42, "from t1", 42}, {t2:result()})
+      -- and still here
+      assert.are.same({"from t1", 42}, {t1:result()})
+    end)
+
+    it("raises before start", function()
+      local t = concur.Thread{target = function() end}
+      assert.is_truthy(err_of(t.result, t):find("before it is started", 1, true))
+    end)
+  end)
+
+  describe("args", function()
+    it("passes a list", function()
+      local t = go(function(...) return select("#", ...), ... end, 10, "b", true)
+      assert.are.same({3, 10, "b", true}, {t:result()})
+    end)
+
+    it("honours an n field: inner and trailing nils are kept", function()
+      local t = concur.Thread{
+        target = function(...) return select("#", ...), ... end,
+        args = table.pack(1, nil, 3, nil),
+      }
+      t:start()
+      local r = table.pack(t:result())
+      assert.are.same({5, 4, 1, nil, 3, nil, n = 6}, r)
+    end)
+
+    it("copies tables: changes in the thread stay there", function()
+      local data = {count = 1, list = {1, 2}}
+      local t = go(function(d) d.count = 99; d.list[3] = 3; return d.count, #d.list end, data)
+      assert.are.same({99, 3}, {t:result()})
+      assert.are.equal(1, data.count)
+      assert.are.equal(2, #data.list)
+    end)
+  end)
+
+  describe("name", function()
+    it("defaults to Thread-N, N growing", function()
+      local a = concur.Thread{target = function() end}
+      local b = concur.Thread{target = function() end}
+      assert.matches("^Thread%-%d+$", a.name)
+      assert.matches("^Thread%-%d+$", b.name)
+      local na = tonumber(a.name:match("%d+"))
+      local nb = tonumber(b.name:match("%d+"))
+      assert.is_true(nb > na)
+    end)
+
+    it("is taken from the options", function()
+      local t = concur.Thread{target = function() return concur.current_thread().name end,
+                              name = "worker-7"}
+      assert.are.equal("worker-7", t.name)
+      t:start()
+      assert.are.equal("worker-7", t:result())
+    end)
+
+    it("is settable before start and seen inside the thread", function()
+      local t = concur.Thread{target = function() return concur.current_thread().name end}
+      t.name = "renamed"
+      t:start()
+      assert.are.equal("renamed", t:result())
+      assert.are.equal("renamed", t.name)
+    end)
+
+    it("is self.name in run", function()
+      local Named = concur.Thread:extend()
+      function Named:run() return self.name, concur.current_thread().name end
+      local t = Named{name = "named-one"}
+      t:start()
+      assert.are.same({"named-one", "named-one"}, {t:result()})
+    end)
+  end)
+
+  describe("daemon", function()
+    it("defaults to false in the main thread", function()
+      local t = concur.Thread{target = function() end}
+      assert.is_false(t.daemon)
+    end)
+
+    it("is taken from the options and settable before start", function()
+      local t = concur.Thread{target = function() end, daemon = true}
+      assert.is_true(t.daemon)
+      t.daemon = false
+      assert.is_false(t.daemon)
+      t.daemon = true
+      t:start()
+      assert.is_true(t:join())
+      assert.is_true(t.daemon)
+    end)
+
+    it("defaults to the creating thread's flag: true inside a daemon thread", function()
+      local t = concur.Thread{
+        target = function()
+          local inner = concur.Thread{target = function() end}
+          local explicit = concur.Thread{target = function() end, daemon = false}
+          return concur.current_thread().daemon, inner.daemon, explicit.daemon
+        end,
+        daemon = true,
+      }
+      t:start()
+      assert.are.same({true, true, false}, {t:result()})
+    end)
+
+    it("is false for a thread created inside a non-daemon thread", function()
+      local t = go(function() return concur.Thread{target = function() end}.daemon end)
+      assert.is_false(t:result())
+    end)
+
+    it("cannot be set once the thread is started", function()
+      local t = go(function() concur.sleep(1.0) end)
+      local msg = err_of(function() t.daemon = true end)
+      assert.is_truthy(msg:find("cannot set daemon status of active thread", 1, true), msg)
+      assert.is_false(t.daemon)
+      assert.is_true(t:join())
+      msg = err_of(function() t.daemon = true end)
+      assert.is_truthy(msg:find("cannot set daemon status of active thread", 1, true), msg)
+    end)
+  end)
+
+  describe("ident and native_id", function()
+    it("are nil before start", function()
+      local t = concur.Thread{target = function() end}
+      assert.is_nil(t.ident)
+      assert.is_nil(t.native_id)
+    end)
+
+    it("are integers after start; ident is get_ident() inside the thread", function()
+      local t = go(function()
+        local me = concur.current_thread()
+        return concur.get_ident(), me.ident, me.native_id
+      end)
+      assert.are.equal("integer", math.type(t.ident))
+      assert.are.equal("integer", math.type(t.native_id))
+      local inner_ident, inner_self_ident, inner_native = t:result()
+      assert.are.equal(t.ident, inner_ident)
+      assert.are.equal(t.ident, inner_self_ident)
+      assert.are.equal(t.native_id, inner_native)
+    end)
+
+    it("of the main thread is get_ident() in main", function()
+      assert.are.equal(concur.get_ident(), concur.main_thread().ident)
+      assert.are.equal("integer", math.type(concur.main_thread().native_id))
+    end)
+  end)
+
+  describe("misuse", function()
+    it("start twice raises", function()
+      local t = go(function() end)
+      local msg = err_of(t.start, t)
+      assert.is_truthy(msg:find("threads can only be started once", 1, true), msg)
+      assert.is_true(t:join())
+      msg = err_of(t.start, t)
+      assert.is_truthy(msg:find("threads can only be started once", 1, true), msg)
+    end)
+
+    it("join before start raises instead of blocking", function()
+      local t = concur.Thread{target = function() end}
+      local msg = err_of(t.join, t)
+      assert.is_truthy(msg:find("cannot join thread before it is started", 1, true), msg)
+    end)
+
+    it("joining the current thread raises", function()
+      local t = go(function()
+        local me = concur.current_thread()
+        local ok, err = pcall(me.join, me)
+        return ok, tostring(err)
+      end)
+      local ok, err = t:result()
+      assert.is_false(ok)
+      assert.is_truthy(err:find("cannot join current thread", 1, true), err)
+    end)
+
+    it("a negative timeout is an argument error", function()
+      local t = go(function() end)
+      local msg = err_of(t.join, t, -1)
+      assert.matches("bad argument", msg)
+      assert.matches("timeout", msg)
+      assert.is_true(t:join())
+    end)
+
+    it("a target that is not callable is an error naming target", function()
+      local msg = err_of(concur.Thread, {target = 5})
+      assert.matches("target", msg)
+    end)
+
+    it("an unknown option is an error naming it, at the caller's line", function()
+      local msg = err_of(function() return concur.Thread{bogus = 1} end)
+      assert.is_truthy(msg:find("unknown option 'bogus'", 1, true), msg)
+      assert.matches("thread_spec%.lua:%d+:", msg)
+    end)
+
+    it("a non-table argument is an error", function()
+      local msg = err_of(concur.Thread, "x")
+      assert.matches("bad argument", msg)
+    end)
+
+    it("a non-boolean daemon is an error", function()
+      local msg = err_of(concur.Thread, {target = function() end, daemon = "yes"})
+      assert.matches("daemon", msg)
+    end)
+
+    it("a non-table args is an error", function()
+      local msg = err_of(concur.Thread, {target = function() end, args = 5})
+      assert.matches("args", msg)
+    end)
+  end)
+
+  describe("errors in the thread", function()
+    it("are printed as 'Exception in thread NAME:' with a traceback, and re-raised by result()",
+      function()
+        local out, code = run_fixture("thread_error.lua")
+        assert.are.equal(0, code, out)
+        assert.is_truthy(out:find("Exception in thread failing-worker:", 1, true), out)
+        assert.is_truthy(out:find("stack traceback", 1, true), out)
+        assert.is_truthy(out:find("kaboom-1234", 1, true), out)
+        -- result() re-raised it, with the original text
+        local line = out:match("RESULT\t([^\n]*)")
+        assert.is_not_nil(line, out)
+        assert.matches("^false\t.*kaboom%-1234", line)
+        -- and a second result() raises again
+        assert.matches("AGAIN\tfalse\t[^\n]*kaboom%-1234", out)
+        -- join() itself just reports that the thread ended
+        assert.matches("JOIN\ttrue", out)
+      end)
+
+    it("re-raise a non-string error value by the transfer rules (subclass run)", function()
+      local out, code = run_fixture("thread_error.lua")
+      assert.are.equal(0, code, out)
+      assert.is_truthy(out:find("Exception in thread failing-subclass:", 1, true), out)
+      assert.matches("TABLE\tfalse\ttable\t7", out)
+    end)
+  end)
+
+  describe("subclassing", function()
+    local MyThread = concur.Thread:extend()
+    function MyThread:init(a, b)
+      self.a = a
+      self.b = b
+      self.name = "my-" .. tostring(a)
+    end
+    function MyThread:helper() return "helper:" .. self.a .. ":" .. self.b end
+    function MyThread:run()
+      return self.a, self.b, self:helper(), self:getName(), self.name,
+        rawequal(concur.current_thread(), self)
+    end
+
+    it("runs run() in the new thread with the fields, methods and result", function()
+      local t = MyThread("x", "y")
+      assert.are.equal("x", t.a)
+      assert.are.equal("my-x", t.name)
+      t:start()
+      assert.are.same({"x", "y", "helper:x:y", "my-x", "my-x", true}, {t:result()})
+    end)
+
+    it("runs in another OS thread", function()
+      local Ident = concur.Thread:extend()
+      function Ident:run() return concur.get_ident() end
+      local t = Ident()
+      t:start()
+      local ident = t:result()
+      assert.are.equal(t.ident, ident)
+      assert.are_not.equal(concur.get_ident(), ident)
+    end)
+
+    it("runs on a copy: fields changed in the thread stay there", function()
+      local Changer = concur.Thread:extend()
+      function Changer:init(v) self.value = v; self.list = {1} end
+      function Changer:run()
+        self.value = "changed"
+        self.list[2] = 2
+        self.added = true
+        return self.value, #self.list
+      end
+      local t = Changer("original")
+      t:start()
+      assert.are.same({"changed", 2}, {t:result()})
+      assert.are.equal("original", t.value)
+      assert.are.equal(1, #t.list)
+      assert.is_nil(t.added)
+    end)
+
+    it("without init accepts the options table", function()
+      local Plain = concur.Thread:extend()
+      function Plain:run() return self.name, self.daemon, self.extra end
+      local t = Plain{name = "x", daemon = true}
+      assert.are.equal("x", t.name)
+      assert.is_true(t.daemon)
+      t.extra = "field set after construction"
+      t:start()
+      assert.are.same({"x", true, "field set after construction"}, {t:result()})
+    end)
+
+    it("without run still runs a target", function()
+      local NoRun = concur.Thread:extend()
+      function NoRun:twice(v) return v * 2 end
+      local t = NoRun{target = function(v) return v + 1 end, args = {41}}
+      assert.are.equal(10, t:twice(5))
+      t:start()
+      assert.are.equal(42, t:result())
+    end)
+
+    it("a sub-subclass inherits init and methods and can override run", function()
+      local Sub = MyThread:extend()
+      function Sub:run()
+        return "sub", self:helper(), self.a
+      end
+      local t = Sub(1, 2)
+      assert.are.equal("my-1", t.name)
+      t:start()
+      assert.are.same({"sub", "helper:1:2", 1}, {t:result()})
+    end)
+  end)
+
+  describe("camelCase aliases", function()
+    it("getName and setName", function()
+      local t = concur.Thread{target = function() return concur.current_thread():getName() end}
+      t:setName("camel")
+      assert.are.equal("camel", t:getName())
+      assert.are.equal("camel", t.name)
+      t:start()
+      assert.are.equal("camel", t:result())
+    end)
+
+    it("isDaemon and setDaemon", function()
+      local t = concur.Thread{target = function() end}
+      assert.is_false(t:isDaemon())
+      t:setDaemon(true)
+      assert.is_true(t:isDaemon())
+      assert.is_true(t.daemon)
+      t:start()
+      assert.is_true(t:join())
+      assert.has_error(function() t:setDaemon(false) end)
+    end)
+
+    it("isAlive", function()
+      local t = concur.Thread{target = function() end}
+      assert.is_false(t:isAlive())
+      t:start()
+      t:join()
+      assert.is_false(t:isAlive())
+    end)
+
+    it("currentThread and activeCount", function()
+      assert.is_true(rawequal(concur.main_thread(), concur.currentThread()))
+      assert.are.equal(concur.active_count(), concur.activeCount())
+    end)
+  end)
+end)
+
+describe("module functions", function()
+  describe("current_thread and main_thread", function()
+    it("current_thread() in main is main_thread(), named MainThread", function()
+      assert.is_true(rawequal(concur.main_thread(), concur.current_thread()))
+      assert.are.equal("MainThread", concur.main_thread().name)
+      assert.is_true(concur.main_thread():is_alive())
+      assert.is_false(concur.main_thread().daemon)
+    end)
+
+    it("current_thread() inside a thread is its own handle, not main", function()
+      local t = go(function()
+        local me = concur.current_thread()
+        return rawequal(me, concur.main_thread()), me.name, concur.main_thread().name,
+          rawequal(me, concur.current_thread())
+      end)
+      assert.are.same({false, t.name, "MainThread", true}, {t:result()})
+    end)
+
+    it("the main thread cannot be started or joined", function()
+      local main = concur.main_thread()
+      assert.has_error(function() main:start() end)
+      assert.has_error(function() main:join() end)
+    end)
+  end)
+
+  describe("get_ident", function()
+    it("is an integer, the same on each call", function()
+      assert.are.equal("integer", math.type(concur.get_ident()))
+      assert.are.equal(concur.get_ident(), concur.get_ident())
+    end)
+
+    it("is distinct across threads that run at once", function()
+      local threads = {}
+      for i = 1, 4 do
+        threads[i] = go(function() concur.sleep(1.0); return concur.get_ident() end)
+      end
+      -- all four are alive together here (each sleeps 1 s)
+      for _, t in ipairs(threads) do assert.is_true(t:is_alive()) end
+      local seen = {[concur.get_ident()] = "main"}
+      for i, t in ipairs(threads) do
+        local ident = t:result()
+        assert.is_nil(seen[ident], "ident reused while alive")
+        seen[ident] = i
+        assert.are.equal(t.ident, ident)
+      end
+    end)
+  end)
+
+  describe("active_count and enumerate", function()
+    it("count the main thread and the running threads", function()
+      local base = concur.active_count()
+      assert.is_true(base >= 1)
+      local threads = {}
+      for i = 1, 3 do
+        threads[i] = go(function() concur.sleep(1.5) end)
+      end
+      assert.are.equal(base + 3, concur.active_count())
+      local list = concur.enumerate()
+      assert.are.equal(base + 3, #list)
+      local function contains(h)
+        for _, x in ipairs(list) do if rawequal(x, h) then return true end end
+        return false
+      end
+      assert.is_true(contains(concur.main_thread()))
+      for _, t in ipairs(threads) do assert.is_true(contains(t)) end
+      for _, t in ipairs(threads) do assert.is_true(t:join()) end
+      assert.are.equal(base, concur.active_count())
+      list = concur.enumerate()
+      assert.are.equal(base, #list)
+      for _, t in ipairs(threads) do assert.is_false(contains(t)) end
+    end)
+
+    it("do not count a thread that is not started", function()
+      local base = concur.active_count()
+      local t = concur.Thread{target = function() end}
+      assert.are.equal(base, concur.active_count())
+      for _, x in ipairs(concur.enumerate()) do assert.is_false(rawequal(x, t)) end
+    end)
+  end)
+
+  describe("sleep and time", function()
+    it("sleep(0.05) takes at least 0.04 s", function()
+      local t0 = concur.time()
+      concur.sleep(0.05)
+      local dt = concur.time() - t0
+      assert.is_true(dt >= 0.04, "slept " .. dt .. " s")
+      assert.is_true(dt < 2, "slept " .. dt .. " s")
+    end)
+
+    it("sleep(0) returns", function()
+      concur.sleep(0)
+      assert.is_true(true)
+    end)
+
+    it("a negative sleep is an argument error", function()
+      local msg = err_of(concur.sleep, -1)
+      assert.matches("bad argument #1 to 'sleep'", msg)
+      assert.has_error(function() concur.sleep("soon") end)
+    end)
+
+    it("time() is a monotonic float that increases", function()
+      local a = concur.time()
+      assert.are.equal("number", type(a))
+      local prev = a
+      for _ = 1, 1000 do
+        local now = concur.time()
+        assert.is_true(now >= prev)
+        prev = now
+      end
+      concur.sleep(0.01)
+      assert.is_true(concur.time() > a)
+    end)
+  end)
+
+  describe("cpu_count and getpid", function()
+    it("cpu_count() is an integer >= 1", function()
+      local n = concur.cpu_count()
+      assert.are.equal("integer", math.type(n))
+      assert.is_true(n >= 1)
+    end)
+
+    it("getpid() is an integer, the same in every thread of the process", function()
+      local pid = concur.getpid()
+      assert.are.equal("integer", math.type(pid))
+      assert.is_true(pid > 0)
+      local t = go(function() return concur.getpid() end)
+      assert.are.equal(pid, t:result())
+    end)
+  end)
+end)
+
+describe("threads and their states", function()
+  it("a thread started from a thread works and its result comes back", function()
+    local t = go(function(x)
+      local inner = concur.Thread{target = function(y) return y * 2, "inner" end, args = {x}}
+      inner:start()
+      local v, tag = inner:result()
+      return v + 1, tag, inner:is_alive()
+    end, 20)
+    assert.are.same({41, "inner", false}, {t:result()})
+  end)
+
+  it("a Thread handle passed to another thread is joined and read there", function()
+    local t1 = concur.Thread{target = function() return "v1", 2, {k = "v"} end}
+    t1:start()
+    local t2 = go(function(h)
+      local joined = h:join()
+      return joined, h:is_alive(), h.name, h:result()
+    end, t1)
+    assert.are.same({true, false, t1.name, "v1", 2, {k = "v"}}, {t2:result()})
+  end)
+
+  it("a handle that comes back from a thread is the same value", function()
+    local t1 = go(function() return 1 end)
+    local t2 = go(function(h) return h end, t1)
+    assert.is_true(rawequal(t1, (t2:result())))
+    t1:join()
+  end)
+
+  it("has the creator's package.path and package.cpath", function()
+    local t = go(function() return package.path, package.cpath end)
+    local path, cpath = t:result()
+    assert.are.equal(package.path, path)
+    assert.are.equal(package.cpath, cpath)
+  end)
+
+  it("does not see the creator's globals", function()
+    _G.concur_spec_global = 42
+    local ok, res = pcall(function()
+      local t = go(function() return concur_spec_global, type(concur_spec_global) end)  -- luacheck: ignore
+      return {t:result()}
+    end)
+    _G.concur_spec_global = nil
+    assert.is_true(ok, tostring(res))
+    assert.are.same({nil, "nil"}, res)
+  end)
+
+  it("has concur as a global and through require", function()
+    local t = go(function()
+      local g = rawget(_G, "concur")
+      local r = require "concur"
+      return type(g), rawequal(g, r), type(r.Thread), r.current_thread().name
+    end)
+    local tg, same, tthread, name = t:result()
+    assert.are.equal("table", tg)
+    assert.is_true(same)
+    assert.are.equal("table", tthread)
+    assert.are.equal(t.name, name)
+  end)
+
+  it("has the standard libraries", function()
+    local t = go(function()
+      return string.format("%03d", 7), math.floor(2.5), table.concat({"a", "b"}),
+        type(io.write), type(os.time), utf8.char(65), type(coroutine.create)
+    end)
+    assert.are.same({"007", 2, "ab", "function", "function", "A", "function"}, {t:result()})
+  end)
+
+  it("the target's upvalues are copied in", function()
+    local prefix, count = "up", 3
+    local t = go(function() return prefix .. count end)
+    assert.are.equal("up3", t:result())
+  end)
+end)
+
+describe("print in threads", function()
+  it("writes whole lines, never mixed with other threads' lines", function()
+    local out, code = run_fixture("print_lines.lua")
+    assert.are.equal(0, code, out:sub(1, 2000))
+    local lines, bad = 0, {}
+    for line in out:gmatch("([^\n]*)\n") do
+      lines = lines + 1
+      local c = line:sub(1, 1)
+      if #line ~= 200 or line ~= string.rep(c, 200) or not c:match("^[A-H]$") then
+        bad[#bad + 1] = line
+      end
+    end
+    assert.are.equal(0, #bad, "mixed lines, first: " .. tostring(bad[1]))
+    assert.are.equal(1600, lines)
+    -- nothing after the last newline
+    assert.are.equal("\n", out:sub(-1))
+  end)
+end)
