@@ -24,7 +24,7 @@ BUILD ?= build
 SO     = $(BUILD)/concur/core.so
 HOST   = examples/embed/host
 
-DEB_PKGS = lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
+DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
 
 .PHONY: all test demo check check-tsan check-asan bench deps clean valgrind
 
@@ -85,7 +85,8 @@ check-asan: deps src/concur_lua.h
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/asan/?.so;;' \
 	  CONCUR_SANITIZER=address sh tools/run-specs.sh $(CURDIR)/build/asan/lua
 
-valgrind: all
+valgrind: deps all
+	@sh tools/deps.sh valgrind
 	@$(RUNENV) sh tools/run-valgrind.sh $(LUA)
 
 bench: deps all

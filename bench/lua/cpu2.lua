@@ -1,11 +1,11 @@
 -- cpu2: a pure CPU loop (sum of i*i % 7 over 1..M) run in one concur.Thread,
 -- then split in two halves over two concur.Threads started together.
--- Prints the speedup t(1 thread) / t(2 threads); each time is the best of REPS.
+-- Prints the speedup t(1 thread) / t(2 threads); each time is the best of REPS (5).
 local concur = require "concur"
 
 local scale = tonumber(os.getenv("BENCH_SCALE")) or 1
 local M = math.max(1000, math.floor(20000000 * scale + 0.5))
-local REPS = 3
+local REPS = 5
 
 local function work(lo, hi)
   local s = 0

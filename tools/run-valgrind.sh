@@ -1,0 +1,19 @@
+#!/bin/sh
+# valgrind memcheck over every example: no definitely or indirectly lost block
+# and no memory error.  usage: run-valgrind.sh LUA
+lua=${1:-lua5.4}
+command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y valgrind"; exit 1; }
+status=0
+for f in examples/*.lua; do
+  printf '%s: ' "$f"
+  log=$(mktemp)
+  if valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+      --show-leak-kinds=definite,indirect --error-exitcode=99 \
+      "$lua" "$f" >/dev/null 2>"$log"; then
+    echo "clean"
+  else
+    echo "FAILED"; cat "$log"; status=1
+  fi
+  rm -f "$log"
+done
+exit $status
