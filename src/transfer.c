@@ -479,7 +479,9 @@ static int encode_function(enc *e, int idx) {
     int ok;
     uint64_t prev;
     void *id = lua_upvalueid(L, idx, i);
-    if (lua_rawequal(L, -1, e->globals)) {
+    /* API.md: an _ENV upvalue becomes the receiver's globals, whatever
+     * table it holds here (busted, for one, runs specs in its own _ENV). */
+    if ((name && strcmp(name, "_ENV") == 0) || lua_rawequal(L, -1, e->globals)) {
       ok = put_byte(e, T_GLOBALS);
     } else if (id != NULL && pmap_get(&e->upvals, id, &prev)) {
       unsigned char *tag = e->b->data + e->base + (prev >> 8);
