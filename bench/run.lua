@@ -101,7 +101,7 @@ local function run_script(cmd)
   if not f then return nil, "cannot start" end
   local out = f:read("a") or ""
   local ok, how, code = f:close()
-  if not ok then return nil, ("exit %s %s"):format(how, code) end
+  if not ok then return nil, ("%s %s"):format(how == "signal" and "killed by signal" or "exit status", code) end
   local nums = {}
   for w in out:gmatch("%S+") do
     local n = tonumber(w)

@@ -122,6 +122,24 @@ function Thread:setDaemon(daemonic) self.daemon = daemonic end
 
 concur.Thread = Thread
 
+-- Error values ------------------------------------------------------------------
+-- Unique values raised by queues, barriers and results: compare with ==,
+-- tostring gives the name.  Registered, so each state has its own and a
+-- transfer gives the receiver's.
+
+local error_mt = {
+  __tostring = function(e) return "concur." .. e.name end,
+  __newindex = function() error("concur error values are read-only", 2) end,
+  __metatable = "concur error value",
+}
+register(error_mt, "error_mt")
+
+for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
+  local e = setmetatable({name = name}, error_mt)
+  concur[name] = e
+  register(e, name)
+end
+
 -- Module functions ------------------------------------------------------------
 
 concur.current_thread = core.current_thread

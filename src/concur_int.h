@@ -92,11 +92,16 @@ typedef struct tbuf {
   size_t len, cap;
   cobj **objs;
   size_t nobjs, objcap;
+  cobj *owner;   /* listed in objs without a reference: the object that
+                    holds this buffer (a thread returning its own handle) */
 } tbuf;
 
-#define TBUF_INIT {NULL, 0, 0, NULL, 0, 0}
+#define TBUF_INIT {NULL, 0, 0, NULL, 0, 0, NULL}
 
 void tbuf_free(tbuf *b);
+/* Makes b hold no reference to `owner`, the object b belongs to, so that an
+ * object keeping a message that mentions itself is not a cycle. */
+void tbuf_set_owner(tbuf *b, cobj *owner);
 
 /* Encodes the n values at idx .. idx+n-1 of L into b (appending).  `root`
  * names them in error messages ("args" gives "args[2].cb"); with n == 1 and

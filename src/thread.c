@@ -429,6 +429,8 @@ static int run_task(worker *w, thread_obj *t) {
         tbuf_free(&t->result);
     }
   }
+  /* A thread may return its own handle: that must not keep it alive. */
+  tbuf_set_owner(&t->result, &t->hdr);
   lua_settop(L, base);
   return ok;
 }

@@ -45,12 +45,22 @@ enum {
 
 void tbuf_free(tbuf *b) {
   for (size_t i = 0; i < b->nobjs; i++)
-    cobj_decref(b->objs[i]);
+    if (b->objs[i] != b->owner)
+      cobj_decref(b->objs[i]);
+  b->owner = NULL;
   free(b->objs);
   free(b->data);
   b->objs = NULL;
   b->data = NULL;
   b->len = b->cap = b->nobjs = b->objcap = 0;
+}
+
+void tbuf_set_owner(tbuf *b, cobj *owner) {
+  /* The caller holds its own reference to owner: none of these is the last. */
+  for (size_t i = 0; i < b->nobjs; i++)
+    if (b->objs[i] == owner && b->owner != owner)
+      cobj_decref(owner);
+  b->owner = owner;
 }
 
 /* ---- a small pointer map for the encoder ------------------------------- */
@@ -625,11 +635,13 @@ static int names_rebuild(lua_State *L) {
       const char *mod = lua_tostring(L, 5);
       if (lua_type(L, 6) == LUA_TTABLE) {
         name_set(L, 2, 6, T_MODULE, mod, NULL);
-        lua_pushnil(L);
-        while (with_cfuncs && lua_next(L, 6)) {        /* 7: key, 8: value */
-          if (lua_type(L, 7) == LUA_TSTRING && lua_iscfunction(L, 8))
-            name_set(L, 2, 8, T_FIELD, mod, lua_tostring(L, 7));
-          lua_pop(L, 1);
+        if (with_cfuncs) {
+          lua_pushnil(L);
+          while (lua_next(L, 6)) {                     /* 7: key, 8: value */
+            if (lua_type(L, 7) == LUA_TSTRING && lua_iscfunction(L, 8))
+              name_set(L, 2, 8, T_FIELD, mod, lua_tostring(L, 7));
+            lua_pop(L, 1);
+          }
         }
       } else if (lua_iscfunction(L, 6)) {
         name_set(L, 2, 6, T_MODULE, mod, NULL);
@@ -820,9 +832,12 @@ static void dec_module(dec *d, const char *mod, size_t len) {
   lua_pop(L, 2);
   lua_getglobal(L, "require");
   lua_pushlstring(L, mod, len);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK)
-    luaL_error(L, "cannot transfer a value of module '%s': %s", lua_pushlstring(L, mod, len),
-               lua_tostring(L, -2));
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    const char *why = lua_tostring(L, -1);
+    lua_pushlstring(L, mod, len);
+    luaL_error(L, "cannot transfer a value of module '%s': %s", lua_tostring(L, -1),
+               why ? why : "(error object is not a string)");
+  }
 }
 
 static void dec_named(dec *d, int kind) {
