@@ -67,6 +67,12 @@ typedef struct state_ctx {
   long names_version;    /* bumped when package.loaded or registrations change */
   long cache_version;    /* names_version the name cache was built for */
   int cache_has_cfuncs;  /* the cache also names C functions of modules */
+  /* The pointers of the values the name cache holds (it anchors them, so an
+   * address is never reused while listed): a C-side membership test, so the
+   * encoder asks Lua only for values that have a name.  Open addressing;
+   * size a power of two; NULL: empty. */
+  const void **named;
+  size_t named_size;
   int is_concur_state;   /* made by concur for one of its threads */
 } state_ctx;
 

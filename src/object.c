@@ -10,6 +10,7 @@
  *  - nothing here takes a lock: reference counts are atomic.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "concur_int.h"
@@ -38,6 +39,13 @@ void cobj_decref(cobj *o) {
 
 /* ---- per-state context ------------------------------------------------- */
 
+static int ctx_gc(lua_State *L) {
+  state_ctx *c = lua_touserdata(L, 1);
+  free(c->named);
+  c->named = NULL;
+  return 0;
+}
+
 static void ctx_create(lua_State *L) {
   lua_createtable(L, CTX_STRUCT, 0);
   lua_newtable(L);                                 /* identity map */
@@ -53,6 +61,10 @@ static void ctx_create(lua_State *L) {
   state_ctx *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   c->names_version = 1;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, ctx_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   lua_rawseti(L, -2, CTX_STRUCT);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);

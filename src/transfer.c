@@ -153,6 +153,7 @@ typedef struct enc {
   int globals;             /* stack index of the globals table */
   int depth;
   int failed, cfunc_miss, oom;
+  const state_ctx *ctx;    /* for its `named` set */
   pmap seen;               /* table/function -> offset of its tag */
   pmap upvals;             /* upvalue id -> offset << 8 | upvalue index */
   pathseg path[PATH_SEGS];
@@ -160,10 +161,9 @@ typedef struct enc {
   char *err;
 } enc;
 
-static int enc_reserve(enc *e, size_t n) {
+/* Grows the buffer to hold n more bytes; 0 (and oom) when it cannot. */
+static int enc_grow(enc *e, size_t n) {
   tbuf *b = e->b;
-  if (b->cap - b->len >= n)
-    return 1;
   size_t ncap = b->cap ? b->cap : 64;
   while (ncap - b->len < n) {
     if (ncap > SIZE_MAX / 2) {
@@ -182,16 +182,22 @@ static int enc_reserve(enc *e, size_t n) {
   return 1;
 }
 
+static inline int enc_reserve(enc *e, size_t n) {
+  return e->b->cap - e->b->len >= n || enc_grow(e, n);
+}
+
 #define ENC_FAIL_OOM(e) ((e)->oom = 1, (e)->failed = 1, 0)
 
-static int put_byte(enc *e, unsigned char c) {
+/* The writers below are on the hot path of every value: inline, one
+ * capacity check each. */
+static inline int put_byte(enc *e, unsigned char c) {
   if (!enc_reserve(e, 1))
     return ENC_FAIL_OOM(e);
   e->b->data[e->b->len++] = c;
   return 1;
 }
 
-static int put_bytes(enc *e, const void *p, size_t n) {
+static inline int put_bytes(enc *e, const void *p, size_t n) {
   if (!enc_reserve(e, n))
     return ENC_FAIL_OOM(e);
   if (n)
@@ -200,18 +206,28 @@ static int put_bytes(enc *e, const void *p, size_t n) {
   return 1;
 }
 
-static int put_varint(enc *e, uint64_t v) {
-  unsigned char tmp[10];
-  int n = 0;
-  do {
-    unsigned char c = v & 0x7f;
+static inline int put_varint(enc *e, uint64_t v) {
+  if (!enc_reserve(e, 10))
+    return ENC_FAIL_OOM(e);
+  unsigned char *p = e->b->data + e->b->len, *start = p;
+  while (v >= 0x80) {
+    *p++ = (unsigned char)(v | 0x80);
     v >>= 7;
-    tmp[n++] = c | (v ? 0x80 : 0);
-  } while (v);
-  return put_bytes(e, tmp, (size_t)n);
+  }
+  *p++ = (unsigned char)v;
+  e->b->len += (size_t)(p - start);
+  return 1;
 }
 
-static int put_u32(enc *e, uint32_t v) {
+/* A tag and a varint, the most common pair. */
+static inline int put_tag_varint(enc *e, unsigned char tag, uint64_t v) {
+  if (!enc_reserve(e, 11))
+    return ENC_FAIL_OOM(e);
+  e->b->data[e->b->len++] = tag;
+  return put_varint(e, v);
+}
+
+static inline int put_u32(enc *e, uint32_t v) {
   unsigned char tmp[4] = {(unsigned char)v, (unsigned char)(v >> 8),
                           (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
   return put_bytes(e, tmp, 4);
@@ -362,9 +378,28 @@ static int encode_value(enc *e, int idx);
 
 /* Writes the name of v (at idx) if the name cache knows it: 1 written, 0 not
  * named, -1 failed. */
+static size_t named_slot(const void *p, size_t size) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x & (size - 1);
+}
+
+static int named_has(const state_ctx *c, const void *p) {
+  if (c->named == NULL || p == NULL)
+    return 0;
+  for (size_t i = named_slot(p, c->named_size);; i = (i + 1) & (c->named_size - 1)) {
+    if (c->named[i] == p)
+      return 1;
+    if (c->named[i] == NULL)
+      return 0;
+  }
+}
+
 static int encode_named(enc *e, int idx) {
   lua_State *L = e->L;
-  if (e->names == 0)
+  if (e->names == 0 || !named_has(e->ctx, lua_topointer(L, idx)))
     return 0;
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->names) != LUA_TSTRING) {
@@ -525,7 +560,7 @@ static int encode_value(enc *e, int idx) {
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) {
       uint64_t v = (uint64_t)lua_tointeger(L, idx);
-      return put_byte(e, T_INT) && put_varint(e, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
+      return put_tag_varint(e, T_INT, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
     } else {
       double d = (double)lua_tonumber(L, idx);
       return put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
@@ -533,9 +568,7 @@ static int encode_value(enc *e, int idx) {
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    return enc_reserve(e, len + 11) ? put_byte(e, T_STR) && put_varint(e, len) &&
-                                          put_bytes(e, s, len)
-                                    : ENC_FAIL_OOM(e);
+    return put_tag_varint(e, T_STR, len) && put_bytes(e, s, len);
   }
   case LUA_TTABLE:
   case LUA_TFUNCTION: {
@@ -551,7 +584,8 @@ static int encode_value(enc *e, int idx) {
     }
     if (e->depth >= MAX_DEPTH)
       return enc_fail_msg(e, "value nested too deeply to transfer (more than 1000 levels)");
-    if (!lua_checkstack(L, 8))
+    /* A level uses at most 4 stack slots: check once every 8 levels. */
+    if ((e->depth & 7) == 0 && !lua_checkstack(L, 40))
       return enc_fail_msg(e, "Lua stack overflow while encoding");
     return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx) : encode_function(e, idx);
   }
@@ -649,6 +683,32 @@ static int names_rebuild(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  /* The C-side set of the named values' pointers (see state_ctx). */
+  size_t n = 0, size = 16;
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  while (size < n * 2)
+    size *= 2;
+  const void **set = calloc(size, sizeof *set);
+  if (set == NULL)
+    return luaL_error(L, "not enough memory");
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    const void *p = lua_topointer(L, -2);
+    if (p) {
+      size_t i = named_slot(p, size);
+      while (set[i] && set[i] != p)
+        i = (i + 1) & (size - 1);
+      set[i] = p;
+    }
+    lua_pop(L, 1);
+  }
+  free(c->named);
+  c->named = set;
+  c->named_size = size;
   lua_pushvalue(L, 2);
   lua_rawseti(L, 1, CTX_NAME_OF);
   c->cache_version = c->names_version;
@@ -697,6 +757,7 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   pmap_init(&e.upvals);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e.globals = lua_gettop(L);
+  e.ctx = ctx_get(L);
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_NAME_OF);
   e.names = lua_istable(L, -1) ? lua_gettop(L) : 0;
