@@ -14,6 +14,8 @@
  *             | REF offset            -- a table or function already decoded
  *             | MODULE str | FIELD str str | REG str str   -- looked up by name
  *             | OBJ index             -- the tbuf's objs[index]
+ *             | KEYSTR len bytes      -- a short string table key, numbered
+ *             | STRREF n              -- the n-th KEYSTR again (0-based)
  *   upval    := value | GLOBALS | UPJOIN offset index(u8)
  *
  * TABLE and FUNC become TABLE_SHARED / FUNC_SHARED (patched in place) when a
@@ -37,7 +39,7 @@
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_SHARED,
   T_FUNC, T_FUNC_SHARED, T_REF, T_MODULE, T_FIELD, T_REG, T_OBJ, T_GLOBALS,
-  T_UPJOIN
+  T_UPJOIN, T_KEYSTR, T_STRREF
 };
 
 #define MAX_DEPTH 1000     /* nesting of tables/functions in one message */
@@ -76,17 +78,19 @@ typedef struct pmap {
   pmap_slot inline_slots[32];
 } pmap;
 
+/* Empty until the first put, so that messages without tables cost nothing. */
 static void pmap_init(pmap *m) {
-  m->slots = m->inline_slots;
-  m->cap = 32;
+  m->slots = NULL;
+  m->cap = 0;
   m->used = 0;
-  memset(m->inline_slots, 0, sizeof m->inline_slots);
 }
 
 static void pmap_free(pmap *m) {
   if (m->slots != m->inline_slots)
     free(m->slots);
 }
+
+static inline int pmap_get(pmap *m, const void *key, uint64_t *val);
 
 static size_t pmap_hash(const void *p) {
   uint64_t x = (uint64_t)(uintptr_t)p;
@@ -103,7 +107,9 @@ static pmap_slot *pmap_find(pmap *m, const void *key) {
       return &m->slots[i];
 }
 
-static int pmap_get(pmap *m, const void *key, uint64_t *val) {
+static inline int pmap_get(pmap *m, const void *key, uint64_t *val) {
+  if (m->cap == 0)
+    return 0;
   pmap_slot *s = pmap_find(m, key);
   if (s->key == NULL)
     return 0;
@@ -112,6 +118,11 @@ static int pmap_get(pmap *m, const void *key, uint64_t *val) {
 }
 
 static int pmap_put(pmap *m, const void *key, uint64_t val) {
+  if (m->cap == 0) {
+    m->slots = m->inline_slots;
+    m->cap = sizeof m->inline_slots / sizeof m->inline_slots[0];
+    memset(m->inline_slots, 0, sizeof m->inline_slots);
+  }
   if ((m->used + 1) * 4 > m->cap * 3) {
     size_t ncap = m->cap * 2;
     pmap_slot *ns = calloc(ncap, sizeof *ns);
@@ -156,6 +167,8 @@ typedef struct enc {
   const state_ctx *ctx;    /* for its `named` set */
   pmap seen;               /* table/function -> offset of its tag */
   pmap upvals;             /* upvalue id -> offset << 8 | upvalue index */
+  pmap keystrs;            /* short key string -> its KEYSTR number */
+  uint64_t nkeystrs;
   pathseg path[PATH_SEGS];
   const char *root;
   char *err;
@@ -431,6 +444,27 @@ static int encode_ref(enc *e, uint64_t off) {
   return put_byte(e, T_REF) && put_varint(e, off);
 }
 
+/* Table keys repeat (field names): a short string key is written once and
+ * referred to by number afterwards.  Short strings are interned, so one
+ * pointer is one string. */
+static int encode_key(enc *e, int key) {
+  lua_State *L = e->L;
+  if (lua_type(L, key) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, key, &len);
+    if (len <= 40) {
+      uint64_t n;
+      if (pmap_get(&e->keystrs, s, &n))
+        return put_tag_varint(e, T_STRREF, n);
+      if (!pmap_put(&e->keystrs, s, e->nkeystrs))
+        return ENC_FAIL_OOM(e);
+      e->nkeystrs++;
+      return put_tag_varint(e, T_KEYSTR, len) && put_bytes(e, s, len);
+    }
+  }
+  return encode_value(e, key);
+}
+
 static int encode_table(enc *e, int idx) {
   lua_State *L = e->L;
   size_t off = e->b->len - e->base;
@@ -455,7 +489,7 @@ static int encode_table(enc *e, int idx) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int key = lua_gettop(L) - 1;
-    if (lua_isinteger(L, key)) {
+    if (narr > 0 && lua_isinteger(L, key)) {
       lua_Integer k = lua_tointeger(L, key);
       if (k >= 1 && (lua_Unsigned)k <= narr) {
         lua_pop(L, 1);
@@ -463,7 +497,7 @@ static int encode_table(enc *e, int idx) {
       }
     }
     path_push(e, SEG_KEYITSELF, key, 0, NULL);
-    int ok = encode_value(e, key);
+    int ok = encode_key(e, key);
     e->depth--;
     if (ok) {
       path_push(e, SEG_KEY, key, 0, NULL);
@@ -755,6 +789,8 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   int ok = 1;
   pmap_init(&e.seen);
   pmap_init(&e.upvals);
+  pmap_init(&e.keystrs);
+  e.nkeystrs = 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e.globals = lua_gettop(L);
   e.ctx = ctx_get(L);
@@ -771,6 +807,7 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   lua_settop(L, top);
   pmap_free(&e.seen);
   pmap_free(&e.upvals);
+  pmap_free(&e.keystrs);
   if (!ok) {
     if (e.oom)
       snprintf(err, TRANSFER_ERRLEN, "not enough memory");
@@ -824,6 +861,8 @@ typedef struct dec {
   const unsigned char *p, *start, *end;
   const tbuf *b;
   int refs;        /* stack index of offset -> shared value (nil until needed) */
+  int strs;        /* stack index of the KEYSTR strings, in order (nil until needed) */
+  lua_Integer nstrs;
   int depth;
 } dec;
 
@@ -838,7 +877,7 @@ static unsigned char get_byte(dec *d) {
   return *d->p++;
 }
 
-static uint64_t get_varint(dec *d) {
+static uint64_t get_varint_slow(dec *d) {
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
     unsigned char c = get_byte(d);
@@ -847,6 +886,12 @@ static uint64_t get_varint(dec *d) {
       return v;
   }
   dec_bad(d);
+}
+
+static inline uint64_t get_varint(dec *d) {
+  if (d->p < d->end && *d->p < 0x80)
+    return *d->p++;
+  return get_varint_slow(d);
 }
 
 static uint32_t get_u32(dec *d) {
@@ -1037,7 +1082,10 @@ static void decode_value(dec *d) {
   unsigned char tag = get_byte(d);
   if (++d->depth > MAX_DEPTH + 2)
     dec_bad(d);
-  luaL_checkstack(L, 6, "too many nested values");
+  /* A level holds at most 4 slots (table or function, key, value, and a
+   * lookup): make room once every 8 levels. */
+  if ((d->depth & 7) == 0)
+    luaL_checkstack(L, 40, "too many nested values");
   switch (tag) {
   case T_NIL: lua_pushnil(L); break;
   case T_FALSE: lua_pushboolean(L, 0); break;
@@ -1057,6 +1105,25 @@ static void decode_value(dec *d) {
     size_t len = (size_t)get_varint(d);
     const char *s = get_bytes(d, len);
     lua_pushlstring(L, s, len);
+    break;
+  }
+  case T_KEYSTR: {
+    size_t len = (size_t)get_varint(d);
+    const char *s = get_bytes(d, len);
+    lua_pushlstring(L, s, len);
+    if (lua_isnil(L, d->strs)) {
+      lua_newtable(L);
+      lua_replace(L, d->strs);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->strs, ++d->nstrs);
+    break;
+  }
+  case T_STRREF: {
+    uint64_t n = get_varint(d);
+    if (n >= (uint64_t)d->nstrs)
+      dec_bad(d);
+    lua_rawgeti(L, d->strs, (lua_Integer)n + 1);
     break;
   }
   case T_TABLE:
@@ -1088,7 +1155,7 @@ static void decode_value(dec *d) {
   d->depth--;
 }
 
-int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
+static int decode_message(lua_State *L, const tbuf *b, size_t at, size_t len) {
   dec d;
   if (at > b->len || len > b->len - at)
     luaL_error(L, "malformed transfer message (bad length)");
@@ -1097,20 +1164,55 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
   d.end = d.start + len;
   d.b = b;
   d.depth = 0;
-  luaL_checkstack(L, 8, "too many values");
+  luaL_checkstack(L, 48, "too many values");
   lua_pushnil(L);
   d.refs = lua_gettop(L);
+  lua_pushnil(L);
+  d.strs = lua_gettop(L);
+  d.nstrs = 0;
   uint64_t n = get_varint(&d);
   if (n > len)
     dec_bad(&d);
   for (uint64_t i = 0; i < n; i++) {
-    luaL_checkstack(L, 4, "too many values to transfer");
+    luaL_checkstack(L, 44, "too many values to transfer");
     decode_value(&d);
   }
   if (d.p != d.end)
     dec_bad(&d);
   lua_remove(L, d.refs);
+  lua_remove(L, d.refs);   /* strs */
   return (int)n;
+}
+
+typedef struct decode_args {
+  const tbuf *b;
+  size_t at, len;
+} decode_args;
+
+static int decode_protected(lua_State *L) {
+  decode_args *a = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  return decode_message(L, a->b, a->at, a->len);
+}
+
+/* Everything a decode makes stays reachable until it ends, so collector steps
+ * during a large decode only re-traverse the growing heap: a large message is
+ * decoded with the collector paused (and resumed, even on error). */
+#define DECODE_PAUSE_GC_BYTES (64 * 1024)
+
+int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
+  if (len < DECODE_PAUSE_GC_BYTES || !lua_gc(L, LUA_GCISRUNNING))
+    return decode_message(L, b, at, len);
+  decode_args a = {b, at, len};
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, decode_protected);
+  lua_pushlightuserdata(L, &a);
+  lua_gc(L, LUA_GCSTOP);
+  int st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  lua_gc(L, LUA_GCRESTART);
+  if (st != LUA_OK)
+    return lua_error(L);
+  return lua_gettop(L) - top;
 }
 
 int transfer_decode(lua_State *L, const unsigned char *data, size_t len) {
