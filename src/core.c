@@ -183,7 +183,7 @@ static void layer_compile(void) {
     return;
   if (luaL_loadbuffer(T, (const char *)concur_lua_source, sizeof concur_lua_source - 1,
                       "=concur") == LUA_OK &&
-      lua_dump(T, layer_writer, NULL, 0) != 0) {
+      lua_dump(T, layer_writer, NULL, 1) != 0) {
     free(layer_bc);
     layer_bc = NULL;
   }
