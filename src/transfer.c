@@ -410,9 +410,9 @@ static int named_has(const state_ctx *c, const void *p) {
   }
 }
 
-static int encode_named(enc *e, int idx) {
+static int encode_named(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
-  if (e->names == 0 || !named_has(e->ctx, lua_topointer(L, idx)))
+  if (e->names == 0 || !named_has(e->ctx, p))
     return 0;
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->names) != LUA_TSTRING) {
@@ -465,10 +465,10 @@ static int encode_key(enc *e, int key) {
   return encode_value(e, key);
 }
 
-static int encode_table(enc *e, int idx) {
+static int encode_table(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
   size_t off = e->b->len - e->base;
-  if (!pmap_put(&e->seen, lua_topointer(L, idx), off))
+  if (!pmap_put(&e->seen, p, off))
     return ENC_FAIL_OOM(e);
   lua_Unsigned narr = lua_rawlen(L, idx);
   if (!put_byte(e, T_TABLE) || !put_varint(e, narr))
@@ -527,10 +527,10 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return put_bytes(ud, p, n) ? 0 : 1;
 }
 
-static int encode_function(enc *e, int idx) {
+static int encode_function(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
   size_t off = e->b->len - e->base;
-  if (!pmap_put(&e->seen, lua_topointer(L, idx), off))
+  if (!pmap_put(&e->seen, p, off))
     return ENC_FAIL_OOM(e);
   if (!put_byte(e, T_FUNC))
     return 0;
@@ -607,10 +607,11 @@ static int encode_value(enc *e, int idx) {
   case LUA_TTABLE:
   case LUA_TFUNCTION: {
     uint64_t off;
-    int named = encode_named(e, idx);
+    const void *p = lua_topointer(L, idx);
+    int named = encode_named(e, idx, p);
     if (named)
       return named > 0;
-    if (pmap_get(&e->seen, lua_topointer(L, idx), &off))
+    if (pmap_get(&e->seen, p, &off))
       return encode_ref(e, off);
     if (lua_iscfunction(L, idx)) {
       e->cfunc_miss = 1;
@@ -621,7 +622,7 @@ static int encode_value(enc *e, int idx) {
     /* A level uses at most 4 stack slots: check once every 8 levels. */
     if ((e->depth & 7) == 0 && !lua_checkstack(L, 40))
       return enc_fail_msg(e, "Lua stack overflow while encoding");
-    return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx) : encode_function(e, idx);
+    return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx, p) : encode_function(e, idx, p);
   }
   case LUA_TUSERDATA: {
     cobj *o = cobj_test(L, idx, NULL);
