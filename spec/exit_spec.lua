@@ -4,28 +4,9 @@
 -- Each case runs a fixture script in its own Lua process ($CONCUR_LUA or lua5.4).
 local concur = require "concur"
 
-local spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
-local fixtures = spec_dir .. "fixtures/"
-
--- The interpreter the spec runner uses (an instrumented one under `make check`).
-local LUA = os.getenv("CONCUR_LUA") or "lua5.4"
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- Runs a fixture; returns stdout+stderr, the exit status and the seconds it took.
-local function run_fixture(name, ...)
-  local cmd = {"LUA_PATH=" .. shell_quote(package.path),
-               "LUA_CPATH=" .. shell_quote(package.cpath),
-               shell_quote(LUA), shell_quote(fixtures .. name)}
-  for _, a in ipairs({...}) do cmd[#cmd + 1] = shell_quote(a) end
-  local t0 = concur.time()
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  return out, code, concur.time() - t0, how
-end
+local support = require "support"
+local fixtures, LUA = support.fixtures, support.LUA
+local shell_quote, run_fixture = support.shell_quote, support.run_fixture
 
 describe("process exit", function()
   it("waits for a non-daemon thread when the main chunk ends", function()

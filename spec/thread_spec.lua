@@ -5,29 +5,8 @@
 -- only to stay alive while the main thread looks at it, with wide margins.
 local concur = require "concur"
 
--- The directory of this file, to find the fixtures whatever the cwd.
-local spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
-local fixtures = spec_dir .. "fixtures/"
+local run_fixture = require("support").run_fixture
 
--- The interpreter the spec runner uses (an instrumented one under `make check`).
-local LUA = os.getenv("CONCUR_LUA") or "lua5.4"
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- Runs a fixture with that interpreter and this process's module paths; returns its
--- stdout and stderr together, and its exit status.
-local function run_fixture(name, ...)
-  local cmd = {"LUA_PATH=" .. shell_quote(package.path),
-               "LUA_CPATH=" .. shell_quote(package.cpath),
-               shell_quote(LUA), shell_quote(fixtures .. name)}
-  for _, a in ipairs({...}) do cmd[#cmd + 1] = shell_quote(a) end
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  return out, code
-end
 
 -- Starts a thread on fn(...) and returns it.
 local function go(fn, ...)
