@@ -6,14 +6,16 @@
 -- thread states and embedding hosts load without a package.path.
 --
 -- Values a thread may receive by reference (classes, the class constructor)
--- are registered by name: they cross states as the receiver's own copy of
--- this module's value, never as a deep copy.
+-- are listed in `concur.__concur_names`: they cross states by name, as the
+-- receiver's own copy of this module's value, never as a deep copy (any
+-- module may list values there; see src/transfer.c).
 local core = require "concur.core"
 
-local concur = {version = core.version}
+local names = {}
+local concur = {version = core.version, __concur_names = names}
 
 local function register(value, key)
-  core.register(value, "concur", key)
+  names[key] = value
 end
 
 -- Classes -------------------------------------------------------------------

@@ -555,6 +555,17 @@ describe("transfer of C functions and module tables", function()
     assert.is_true(rawequal(c, second))
   end)
 
+  it("sends the values a module lists in __concur_names by name", function()
+    local named = require "fixtures.transfer_named"
+    local r = {on_thread(function(v)
+      local m = require "fixtures.transfer_named"
+      return rawequal(v, m.get_secret()), v.kind
+    end, named.get_secret())}
+    assert.are.same({true, "secret"}, r)
+    local _, back = core.transfer(named.get_secret())
+    assert.is_true(rawequal(back, named.get_secret()))
+  end)
+
   it("sends concur's registered values (the Thread class) by name", function()
     local r = {on_thread(function(cls, c) return rawequal(cls, concur.Thread), rawequal(c, concur) end,
       concur.Thread, concur)}

@@ -82,8 +82,6 @@ void ctx_push_table(lua_State *L);   /* pushes the context table */
 enum {
   CTX_IDENTITY = 1,    /* weak-valued: lightuserdata(obj) -> handle */
   CTX_NAME_OF,         /* value -> packed name string (see transfer.c) */
-  CTX_REGISTERED,      /* "module\0key" -> value, from core.register */
-  CTX_REG_NAMES,       /* value -> "module\0key" */
   CTX_THREAD_CLASS,    /* the Lua layer's Thread class, for handles */
   CTX_TRACEBACK,       /* last traceback captured by the thread runner */
   CTX_SLOTS
@@ -129,7 +127,7 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len);
 
 /* Forgets the name cache of L (package.loaded changed). */
 void transfer_names_changed(lua_State *L);
-int transfer_open(lua_State *L);   /* registers core.register etc. */
+int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */
 
 /* ---- threads (thread.c) ----------------------------------------------- */
 

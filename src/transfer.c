@@ -653,7 +653,10 @@ static int encode_value(enc *e, int idx) {
 
 /* ---- name cache --------------------------------------------------------- */
 
-static const char loaded_hook_key = 0;
+/* A module lists in this field the values that cross by name although they
+ * are neither the module nor a C function in it (classes, private
+ * functions): {key = value}; the receiver finds them after requiring it. */
+#define NAMES_FIELD "__concur_names"
 
 static void pack_name(luaL_Buffer *bb, int kind, const char *mod, const char *key) {
   luaL_addchar(bb, (char)kind);
@@ -689,15 +692,25 @@ static int names_rebuild(lua_State *L) {
   state_ctx *c = ctx_get(L);
   ctx_push_table(L);                                  /* 1: ctx */
   lua_newtable(L);                                    /* 2: nameof */
-  lua_rawgeti(L, 1, CTX_REG_NAMES);                   /* 3: value -> mod\0key */
-  lua_pushnil(L);
-  while (lua_next(L, 3)) {
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 2);
-    lua_pop(L, 1);
-  }
+  lua_pushnil(L);                                     /* 3: unused */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 4 */
+  /* First the values modules list in their __concur_names, so that they win
+   * over any other name. */
+  lua_pushnil(L);
+  while (lua_next(L, 4)) {                             /* 5: name, 6: module */
+    lua_pushliteral(L, NAMES_FIELD);
+    if (lua_type(L, 5) == LUA_TSTRING && lua_type(L, 6) == LUA_TTABLE &&
+        lua_rawget(L, 6) == LUA_TTABLE) {              /* 7: its names */
+      const char *mod = lua_tostring(L, 5);
+      lua_pushnil(L);
+      while (lua_next(L, 7)) {                         /* 8: key, 9: value */
+        if (lua_type(L, 8) == LUA_TSTRING)
+          name_set(L, 2, 9, T_REG, mod, lua_tostring(L, 8));
+        lua_pop(L, 1);
+      }
+    }
+    lua_settop(L, 5);
+  }
   lua_pushnil(L);
   while (lua_next(L, 4)) {                             /* 5: name, 6: module */
     if (lua_type(L, 5) == LUA_TSTRING) {
@@ -967,23 +980,19 @@ static void dec_named(dec *d, int kind) {
       lua_pop(L, 1);
       lua_pushnil(L);
     }
-  } else {
-    ctx_push_table(L);
-    lua_rawgeti(L, -1, CTX_REGISTERED);
-    lua_pushlstring(L, mod, mlen);
-    lua_pushliteral(L, "\0");
-    lua_pushlstring(L, key, klen);
-    lua_concat(L, 3);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TNIL) {      /* not registered yet: load the module */
-      lua_pop(L, 1);
-      dec_module(d, mod, mlen);
-      lua_pop(L, 1);
-      lua_pushvalue(L, -1);
-      lua_rawget(L, -3);
+  } else {                                   /* module.__concur_names[key] */
+    dec_module(d, mod, mlen);                   /* mod */
+    lua_pushliteral(L, NAMES_FIELD);
+    if (lua_type(L, -2) == LUA_TTABLE)
+      lua_rawget(L, -2);                        /* mod, names */
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushlstring(L, key, klen);
+      lua_rawget(L, -2);                        /* mod, names, value */
+    } else {
+      lua_pushnil(L);
     }
-    lua_replace(L, -4);
-    lua_pop(L, 2);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
   }
   if (lua_isnil(L, -1)) {
     lua_pushlstring(L, mod, mlen);
@@ -1225,32 +1234,6 @@ int transfer_decode(lua_State *L, const unsigned char *data, size_t len) {
 
 /* ---- Lua-facing functions ----------------------------------------------- */
 
-/* core.register(value, module, key): the value crosses states by name; the
- * receiver finds it after requiring `module` (which registers it again). */
-static int tr_register(lua_State *L) {
-  luaL_checkany(L, 1);
-  const char *mod = luaL_checkstring(L, 2);
-  const char *key = luaL_checkstring(L, 3);
-  ctx_push_table(L);                          /* 4 */
-  lua_pushstring(L, mod);
-  lua_pushliteral(L, "\0");
-  lua_pushstring(L, key);
-  lua_concat(L, 3);                           /* 5: mod\0key */
-  lua_rawgeti(L, 4, CTX_REGISTERED);
-  lua_pushvalue(L, 5);
-  lua_pushvalue(L, 1);
-  lua_rawset(L, -3);
-  lua_rawgeti(L, 4, CTX_REG_NAMES);
-  lua_pushvalue(L, 1);
-  luaL_Buffer bb;
-  luaL_buffinit(L, &bb);
-  pack_name(&bb, T_REG, mod, key);
-  luaL_pushresult(&bb);
-  lua_rawset(L, -3);
-  transfer_names_changed(L);
-  return 0;
-}
-
 /* core.transfer(...): encodes its arguments and decodes them in the same
  * state; for tests of the format and its errors. */
 static int tr_roundtrip(lua_State *L) {
@@ -1278,7 +1261,6 @@ static int tbuf_box_gc(lua_State *L) {
 
 int transfer_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"register", tr_register},
     {"transfer", tr_roundtrip},
     {NULL, NULL}
   };
@@ -1299,6 +1281,5 @@ int transfer_open(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  CONCUR_UNUSED(loaded_hook_key);
   return 0;
 }
