@@ -15,7 +15,7 @@ LUA_INC   ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/inclu
 LUA_LIB   ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 WARN       = -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
-ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC $(LUA_INC) -Isrc
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc
 LIBS       = -lpthread -ldl
 
 SRCS   = src/core.c src/object.c src/thread.c src/transfer.c

@@ -24,24 +24,31 @@ extern "C" {
 
 #define CONCUR_VERSION "0.1.0"
 
+/* The library is built with hidden symbols; these are its interface. */
+#if defined(__GNUC__)
+#define CONCUR_API __attribute__((visibility("default")))
+#else
+#define CONCUR_API
+#endif
+
 /* Opens the whole module (C core and Lua layer); returns 1 (the table).
  * Works with no package.path: the Lua layer is compiled into the library. */
-int luaopen_concur(lua_State *L);
+CONCUR_API int luaopen_concur(lua_State *L);
 /* Opens the C core only ("concur.core"), as `require "concur.core"` does. */
-int luaopen_concur_core(lua_State *L);
+CONCUR_API int luaopen_concur_core(lua_State *L);
 
 /* Runs in every new thread's state, after the standard libraries and before
  * concur and the thread's code.  Return 0 on success; on failure push an
  * error message and return nonzero: the thread then fails with it.  The host
  * may replace `print` here: concur only replaces the standard one. */
 typedef int (*concur_setup_fn)(lua_State *L, void *ud);
-void concur_set_thread_setup(concur_setup_fn fn, void *ud);
+CONCUR_API void concur_set_thread_setup(concur_setup_fn fn, void *ud);
 
 /* Receives the report of an error that ended a thread ("Exception in thread
  * NAME:" and the traceback, as one string ending in a newline).  Default:
  * written to stderr in one piece. */
 typedef void (*concur_report_fn)(const char *report, void *ud);
-void concur_set_error_report(concur_report_fn fn, void *ud);
+CONCUR_API void concur_set_error_report(concur_report_fn fn, void *ud);
 
 #ifdef __cplusplus
 }
