@@ -117,13 +117,35 @@ static inline int pmap_get(pmap *m, const void *key, uint64_t *val) {
   return 1;
 }
 
+static int pmap_put(pmap *m, const void *key, uint64_t val);
+
+/* One probe sequence for "seen before?" and "remember it": returns 1 with
+ * *val set to the stored value if key is there, else stores *val and
+ * returns 0; -1 when out of memory. */
+static int pmap_get_or_put(pmap *m, const void *key, uint64_t *val) {
+  if (m->cap != 0 && (m->used + 1) * 2 <= m->cap) {
+    pmap_slot *s = pmap_find(m, key);
+    if (s->key) {
+      *val = s->val;
+      return 1;
+    }
+    s->key = key;
+    s->val = *val;
+    m->used++;
+    return 0;
+  }
+  if (pmap_get(m, key, val))
+    return 1;
+  return pmap_put(m, key, *val) ? 0 : -1;
+}
+
 static int pmap_put(pmap *m, const void *key, uint64_t val) {
   if (m->cap == 0) {
     m->slots = m->inline_slots;
     m->cap = sizeof m->inline_slots / sizeof m->inline_slots[0];
     memset(m->inline_slots, 0, sizeof m->inline_slots);
   }
-  if ((m->used + 1) * 4 > m->cap * 3) {
+  if ((m->used + 1) * 2 > m->cap) {     /* load at most 1/2: short probes */
     size_t ncap = m->cap * 2;
     pmap_slot *ns = calloc(ncap, sizeof *ns);
     if (ns == NULL)
@@ -465,17 +487,13 @@ static int encode_key(enc *e, int key) {
   return encode_value(e, key);
 }
 
-static int encode_table(enc *e, int idx, const void *p) {
+static int encode_table(enc *e, int idx) {
   lua_State *L = e->L;
-  size_t off = e->b->len - e->base;
-  if (!pmap_put(&e->seen, p, off))
-    return ENC_FAIL_OOM(e);
   lua_Unsigned narr = lua_rawlen(L, idx);
-  if (!put_byte(e, T_TABLE) || !put_varint(e, narr))
-    return 0;
+  if (!put_tag_varint(e, T_TABLE, narr) || !enc_reserve(e, 4))
+    return ENC_FAIL_OOM(e);
   size_t nrec_at = e->b->len;
-  if (!put_u32(e, 0))
-    return 0;
+  e->b->len += 4;                    /* nrec, patched below */
   for (lua_Unsigned i = 1; i <= narr; i++) {
     lua_rawgeti(L, idx, (lua_Integer)i);
     path_push(e, SEG_INDEX, 0, (lua_Integer)i, NULL);
@@ -486,9 +504,9 @@ static int encode_table(enc *e, int idx, const void *p) {
       return 0;
   }
   uint32_t nrec = 0;
+  int key = lua_gettop(L) + 1;       /* where lua_next leaves each key */
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int key = lua_gettop(L) - 1;
     if (narr > 0 && lua_isinteger(L, key)) {
       lua_Integer k = lua_tointeger(L, key);
       if (k >= 1 && (lua_Unsigned)k <= narr) {
@@ -527,11 +545,9 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return put_bytes(ud, p, n) ? 0 : 1;
 }
 
-static int encode_function(enc *e, int idx, const void *p) {
+static int encode_function(enc *e, int idx) {
   lua_State *L = e->L;
   size_t off = e->b->len - e->base;
-  if (!pmap_put(&e->seen, p, off))
-    return ENC_FAIL_OOM(e);
   if (!put_byte(e, T_FUNC))
     return 0;
   size_t len_at = e->b->len;
@@ -611,7 +627,11 @@ static int encode_value(enc *e, int idx) {
     int named = encode_named(e, idx, p);
     if (named)
       return named > 0;
-    if (pmap_get(&e->seen, p, &off))
+    off = e->b->len - e->base;          /* where its tag will be */
+    int seen = pmap_get_or_put(&e->seen, p, &off);
+    if (seen < 0)
+      return ENC_FAIL_OOM(e);
+    if (seen)
       return encode_ref(e, off);
     if (lua_iscfunction(L, idx)) {
       e->cfunc_miss = 1;
@@ -622,7 +642,7 @@ static int encode_value(enc *e, int idx) {
     /* A level uses at most 4 stack slots: check once every 8 levels. */
     if ((e->depth & 7) == 0 && !lua_checkstack(L, 40))
       return enc_fail_msg(e, "Lua stack overflow while encoding");
-    return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx, p) : encode_function(e, idx, p);
+    return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx) : encode_function(e, idx);
   }
   case LUA_TUSERDATA: {
     cobj *o = cobj_test(L, idx, NULL);
@@ -1033,17 +1053,25 @@ static void decode_table(dec *d, int shared, size_t off) {
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (uint32_t i = 0; i < nrec; i++) {
+    /* Only these tags could make an invalid key (nil, NaN); the others
+     * cannot, and skip the check. */
+    int tag = d->p < d->end ? *d->p : T_NIL;
     decode_value(d);
-    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1))))
+    if ((tag == T_FLOAT || tag == T_REF || tag == T_MODULE || tag == T_FIELD || tag == T_REG) &&
+        (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))))
+      dec_bad(d);
+    else if (tag == T_NIL)
       dec_bad(d);
     decode_value(d);
     lua_rawset(L, t);
   }
+  if (d->p < d->end && *d->p == T_NIL) {   /* no metatable: the common case */
+    d->p++;
+    return;
+  }
   decode_value(d);
   if (lua_istable(L, -1))
     lua_setmetatable(L, t);
-  else if (lua_isnil(L, -1))
-    lua_pop(L, 1);
   else
     dec_bad(d);
 }
