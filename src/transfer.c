@@ -1037,6 +1037,28 @@ static const char *read_chunk(lua_State *L, void *ud, size_t *size) {
 
 static void decode_value(dec *d);
 
+/* decode_value with the commonest table entries (integers, numbered key
+ * strings) decoded in line. */
+static inline void decode_entry(dec *d) {
+  if (d->p < d->end) {
+    if (*d->p == T_INT) {
+      d->p++;
+      uint64_t z = get_varint(d);
+      lua_pushinteger(d->L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+      return;
+    }
+    if (*d->p == T_STRREF) {
+      d->p++;
+      uint64_t n = get_varint(d);
+      if (n >= (uint64_t)d->nstrs)
+        dec_bad(d);
+      lua_rawgeti(d->L, d->strs, (lua_Integer)n + 1);
+      return;
+    }
+  }
+  decode_value(d);
+}
+
 static void decode_table(dec *d, int shared, size_t off) {
   lua_State *L = d->L;
   uint64_t narr = get_varint(d);
@@ -1049,20 +1071,20 @@ static void decode_table(dec *d, int shared, size_t off) {
   if (shared)
     dec_remember(d, off);
   for (uint64_t i = 1; i <= narr; i++) {
-    decode_value(d);
+    decode_entry(d);
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (uint32_t i = 0; i < nrec; i++) {
     /* Only these tags could make an invalid key (nil, NaN); the others
      * cannot, and skip the check. */
     int tag = d->p < d->end ? *d->p : T_NIL;
-    decode_value(d);
+    decode_entry(d);
     if ((tag == T_FLOAT || tag == T_REF || tag == T_MODULE || tag == T_FIELD || tag == T_REG) &&
         (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))))
       dec_bad(d);
     else if (tag == T_NIL)
       dec_bad(d);
-    decode_value(d);
+    decode_entry(d);
     lua_rawset(L, t);
   }
   if (d->p < d->end && *d->p == T_NIL) {   /* no metatable: the common case */
