@@ -48,9 +48,12 @@ void cobj_decref(cobj *o);
 /* Pushes the one handle of `o` in L, making it (and taking a reference) if
  * the state has none.  Can raise a memory error; takes no lock. */
 void cobj_push(lua_State *L, cobj *o);
-/* Pushes a new handle owning the caller's reference (no incref) and records
- * it in the identity map.  For constructors. */
-void cobj_push_new(lua_State *L, cobj *o, int nuvalue);
+/* Constructors, in this order so that a memory error can lose nothing:
+ * cobj_newhandle pushes an empty handle (its __gc does nothing); the caller
+ * then makes the object and cobj_bind gives the handle at idx the caller's
+ * reference to it and records it in the identity map. */
+void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue);
+void cobj_bind(lua_State *L, int idx, cobj *o);
 /* The object of the handle at idx if it is of `type` (any concur type when
  * type is NULL), else NULL. */
 cobj *cobj_test(lua_State *L, int idx, const cobj_type *type);

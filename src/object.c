@@ -114,31 +114,23 @@ cobj *cobj_check(lua_State *L, int idx, const cobj_type *type) {
   return o;
 }
 
-/* Makes a handle for o (owning one reference the caller gave) at the top
- * and records it in the identity map of L. */
-static void handle_new(lua_State *L, cobj *o, int nuvalue) {
-  /* Make room before allocating so a memory error cannot lose the ref:
-   * on error the userdata exists with obj set, and its __gc releases it. */
-  handle *h = NULL;
-  ctx_push_table(L);
-  lua_rawgeti(L, -1, CTX_IDENTITY);
-  luaL_getmetatable(L, o->type->name);
-  if (lua_isnil(L, -1)) {
-    cobj_decref(o);
-    luaL_error(L, "%s is not opened in this state", o->type->name);
-  }
-  h = lua_newuserdatauv(L, sizeof *h, nuvalue);
-  h->obj = o;
-  lua_insert(L, -2);
-  lua_setmetatable(L, -2);                 /* ctx, identity, handle */
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, -3, o);
-  lua_replace(L, -3);
-  lua_pop(L, 1);
+void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue) {
+  handle *h = lua_newuserdatauv(L, sizeof *h, nuvalue);
+  h->obj = NULL;                           /* empty: its __gc does nothing */
+  if (luaL_getmetatable(L, type->name) == LUA_TNIL)
+    luaL_error(L, "%s is not opened in this state", type->name);
+  lua_setmetatable(L, -2);
 }
 
-void cobj_push_new(lua_State *L, cobj *o, int nuvalue) {
-  handle_new(L, o, nuvalue);
+void cobj_bind(lua_State *L, int idx, cobj *o) {
+  idx = lua_absindex(L, idx);
+  handle *h = lua_touserdata(L, idx);
+  h->obj = o;                              /* from here its __gc releases o */
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_IDENTITY);
+  lua_pushvalue(L, idx);
+  lua_rawsetp(L, -2, o);
+  lua_pop(L, 2);
 }
 
 void cobj_push(lua_State *L, cobj *o) {
@@ -150,8 +142,9 @@ void cobj_push(lua_State *L, cobj *o) {
     return;
   }
   lua_pop(L, 3);
+  cobj_newhandle(L, o->type, 1);
   cobj_incref(o);
-  handle_new(L, o, 1);
+  cobj_bind(L, -1, o);
   if (o->type->on_handle)
     o->type->on_handle(L, o);
 }

@@ -540,13 +540,14 @@ static int th_new(lua_State *L) {
   int daemon = cur ? cur->daemon : 0;
   pthread_mutex_unlock(&rt.lock);
   snprintf(name, sizeof name, "Thread-%ld", n);
+  cobj_newhandle(L, &thread_type, 1);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
   thread_obj *t = th_alloc(name);
   if (t == NULL)
     return luaL_error(L, "not enough memory");
   t->daemon = daemon;
-  cobj_push_new(L, &t->hdr, 1);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
+  cobj_bind(L, -1, &t->hdr);
   return 1;
 }
 
@@ -633,6 +634,7 @@ static int th_start(lua_State *L) {
   else
     rt.ndaemon_busy--;
   t->state = TH_NEW;
+  pthread_cond_broadcast(&t->changed);   /* wakes readers of t.ident */
   msg = t->start;
   t->start = (tbuf)TBUF_INIT;
   pthread_mutex_unlock(&rt.lock);
@@ -907,7 +909,10 @@ static void rt_atexit(void) {
   rt.nidle = 0;
   /* Workers that are not running a daemon thread leave soon: wait for them,
    * so their states are closed before the process ends. */
-  while (rt.nworkers > rt.ndaemon_busy + (self ? 1 : 0))
+  /* The calling worker (os.exit in a thread) is one of them, already
+   * counted in ndaemon_busy when its thread is a daemon. */
+  int self_extra = self && !(current && current->daemon);
+  while (rt.nworkers > rt.ndaemon_busy + self_extra)
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
   worker *gone = rt.exited;
   rt.exited = NULL;
