@@ -26,7 +26,7 @@ HOST   = examples/embed/host
 
 DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
 
-.PHONY: all test demo check check-tsan check-asan bench deps clean valgrind
+.PHONY: all test demo check check-tsan check-asan bench deps clean valgrind warnings
 
 all: $(SO) $(HOST)
 
@@ -43,6 +43,14 @@ $(HOST): examples/embed/host.c $(SRCS) $(HDRS)
 
 deps:
 	@sh tools/deps.sh $(DEB_PKGS)
+
+# The C sources compile without a warning under gcc and clang alike.
+warnings: deps src/concur_lua.h
+	@sh tools/deps.sh clang
+	@for cc in gcc clang; do \
+	  echo "== $$cc -Wall -Wextra -Werror"; \
+	  $(MAKE) --no-print-directory CC=$$cc BUILD=build/$$cc build/$$cc/concur/core.so || exit 1; \
+	done
 
 # Lua paths for the in-tree build.
 RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;'
