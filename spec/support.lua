@@ -19,8 +19,9 @@ end
 -- and how it ended ("exit" or "signal").
 function support.run_fixture(name, ...)
   local q = support.shell_quote
+  -- A hang (the bugs these specs catch) becomes a failure after 60 s.
   local cmd = {"LUA_PATH=" .. q(package.path), "LUA_CPATH=" .. q(package.cpath),
-               q(support.LUA), q(support.fixtures .. name)}
+               "timeout -k 5 60", q(support.LUA), q(support.fixtures .. name)}
   for _, a in ipairs({...}) do cmd[#cmd + 1] = q(a) end
   local t0 = concur.time()
   local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))

@@ -668,6 +668,47 @@ describe("threads and their states", function()
   end)
 end)
 
+describe("a thread's package paths", function()
+  it("are the creator's before the thread's values are decoded", function()
+    local support = require "support"
+    local saved = package.path
+    package.path = support.fixtures .. "pathmods/?.lua;" .. saved
+    local ok, m = pcall(require, "concur_pathmod")
+    package.path = saved
+    assert.is_true(ok, m)
+    -- the target's upvalue `m` is a module: the thread requires it by name
+    local t = concur.Thread{target = function() return m.answer() end}
+    package.path = support.fixtures .. "pathmods/?.lua;" .. saved
+    local started, err = pcall(t.start, t)
+    package.path = saved
+    package.loaded.concur_pathmod = nil
+    assert.is_true(started, err)
+    assert.are.equal(42, t:result())
+  end)
+
+  it("stay the thread's own when the creator's are not strings", function()
+    local out, code = run_fixture("nil_path.lua")
+    assert.are.equal(0, code, out)
+    assert.are.equal("string\tstring\ttrue\n", out)
+  end)
+end)
+
+describe("a Thread handle received from another thread", function()
+  it("cannot be started there, with a clear error", function()
+    local t = concur.Thread{target = function() return "ran" end}
+    local other = concur.Thread{target = function(h)
+      local ok, err = pcall(h.start, h)
+      return ok, err
+    end, args = {t}}
+    other:start()
+    local ok, err = other:result()
+    assert.is_false(ok)
+    assert.matches("can only be started from the Lua state that created it", err)
+    t:start()                         -- the creator still can
+    assert.are.equal("ran", t:result())
+  end)
+end)
+
 describe("print in threads", function()
   it("writes whole lines, never mixed with other threads' lines", function()
     local out, code = run_fixture("print_lines.lua")

@@ -63,7 +63,9 @@ typedef struct thread_obj {
   long native_id;            /* (rt) */
   pthread_cond_t changed;    /* (rt) ids known, or the thread ended */
   tbuf start;                /* fields + package paths; the worker's once started */
-  size_t start_split;        /* length of the first message in `start` */
+  size_t start_split;        /* length of the first message (the paths) */
+  const void *creator;       /* main lua_State of the state that made it;
+                                compared only, never used */
   tbuf result;               /* results, or the error value; fixed once DONE */
   int failed;                /* (rt) the thread ended with an error */
   char *errmsg;              /* why it failed when no error value could be kept */
@@ -94,6 +96,7 @@ static struct {
   worker *idle;
   int nidle;
   worker *exited;            /* workers that left at shutdown, to be joined */
+  worker *fork_worker;       /* in a child forked from a thread: its worker */
   int shutting_down;
   thread_obj *main;
   long counter;              /* Thread-N */
@@ -339,17 +342,22 @@ static int run_msgh(lua_State *L) {
 static int run_entry(lua_State *L) {
   thread_obj *t = lua_touserdata(L, 1);
   lua_settop(L, 0);
-  transfer_decode_tbuf(L, &t->start, 0, t->start_split);          /* 1: fields */
-  transfer_decode_tbuf(L, &t->start, t->start_split,
-                       t->start.len - t->start_split);             /* 2, 3: paths */
+  /* The paths first: decoding the fields may require modules. */
+  transfer_decode_tbuf(L, &t->start, 0, t->start_split);          /* 1, 2: paths */
   lua_getglobal(L, "package");
   if (lua_istable(L, -1)) {
-    lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "path");
-    lua_pushvalue(L, 3);
-    lua_setfield(L, -2, "cpath");
+    if (lua_type(L, 1) == LUA_TSTRING) {
+      lua_pushvalue(L, 1);
+      lua_setfield(L, -2, "path");
+    }
+    if (lua_type(L, 2) == LUA_TSTRING) {
+      lua_pushvalue(L, 2);
+      lua_setfield(L, -2, "cpath");
+    }
   }
-  lua_settop(L, 1);
+  lua_settop(L, 0);
+  transfer_decode_tbuf(L, &t->start, t->start_split,
+                       t->start.len - t->start_split);             /* 1: fields */
   cobj_push(L, &t->hdr);                                           /* 2: self */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 2, 1);
@@ -357,13 +365,6 @@ static int run_entry(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_call(L, 1, LUA_MULTRET);
   return lua_gettop(L) - 2;
-}
-
-/* tostring(v) that cannot raise past us: used for error reports. */
-static const char *safe_tostring(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
-    return lua_tostring(L, idx);
-  return luaL_typename(L, idx);
 }
 
 static void report_failure(thread_obj *t, const char *body) {
@@ -386,6 +387,32 @@ static void report_failure(thread_obj *t, const char *body) {
   free(all);
 }
 
+/* Protected: reports a thread's failure and keeps its error in t->result.
+ * 1: t (light); 2: the error value; 3: its traceback or nil; 4: a C string
+ * (light) that replaces 2 and 3 when the results could not be encoded. */
+static int run_fail(lua_State *L) {
+  thread_obj *t = lua_touserdata(L, 1);
+  const char *cmsg = lua_touserdata(L, 4);
+  char err[TRANSFER_ERRLEN];
+  if (cmsg) {
+    lua_pushstring(L, cmsg);
+    lua_replace(L, 2);
+    luaL_traceback(L, L, cmsg, 0);
+    lua_replace(L, 3);
+  }
+  report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
+                                                 : luaL_tolstring(L, 2, NULL));
+  /* The error value travels by the transfer rules; if it cannot, its
+   * string form does. */
+  tbuf_free(&t->result);
+  if (!transfer_encode(L, 2, 1, "error", 1, &t->result, err)) {
+    luaL_tolstring(L, 2, NULL);
+    if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err))
+      tbuf_free(&t->result);
+  }
+  return 0;
+}
+
 /* Runs t on w's state; leaves t's result or error in t->result. */
 static int run_task(worker *w, thread_obj *t) {
   lua_State *L = w->L;
@@ -400,46 +427,47 @@ static int run_task(worker *w, thread_obj *t) {
   lua_pushcfunction(L, run_entry);
   lua_pushlightuserdata(L, t);
   int st = lua_pcall(L, 1, LUA_MULTRET, base + 1);
-  int ok = 1;
-  if (st == LUA_OK) {
-    int n = lua_gettop(L) - base - 1;
-    if (!transfer_encode(L, base + 2, n, "result", 0, &t->result, err)) {
-      lua_settop(L, base + 1);
-      lua_pushstring(L, err);
-      luaL_traceback(L, L, lua_tostring(L, -1), 0);
-      report_failure(t, lua_tostring(L, -1));
-      lua_pop(L, 1);
-      ok = 0;
-    }
-  } else {
-    ok = 0;
+  if (st == LUA_OK &&
+      transfer_encode(L, base + 2, lua_gettop(L) - base - 1, "result", 0, &t->result, err)) {
+    /* A thread may return its own handle: that must not keep it alive. */
+    tbuf_set_owner(&t->result, &t->hdr);
+    lua_settop(L, base);
+    return 1;
+  }
+  /* Failed: the error is on top (st != LUA_OK), or err says why the results
+   * could not cross.  Nothing below allocates outside run_fail's pcall. */
+  int errv = lua_gettop(L);
+  lua_pushcfunction(L, run_fail);
+  lua_pushlightuserdata(L, t);
+  if (st != LUA_OK) {
+    lua_pushvalue(L, errv);
     ctx_push_table(L);
     lua_rawgeti(L, -1, CTX_TRACEBACK);
-    report_failure(t, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                    : safe_tostring(L, -3));
-    lua_pop(L, 2);
+    lua_remove(L, -2);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushlightuserdata(L, err);
   }
-  if (!ok) {
-    /* The error value travels by the transfer rules; if it cannot, its
-     * string form does. */
+  if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+    report_failure(t, "(the error could not be reported: not enough memory)");
     tbuf_free(&t->result);
-    if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err)) {
-      lua_pushstring(L, safe_tostring(L, -1));
-      if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err))
-        tbuf_free(&t->result);
-    }
+    t->errmsg = strdup("thread failed; its error could not be kept (not enough memory)");
   }
-  /* A thread may return its own handle: that must not keep it alive. */
   tbuf_set_owner(&t->result, &t->hdr);
   lua_settop(L, base);
-  return ok;
+  return 0;
 }
 
 static void task_finish(thread_obj *t, int ok) {
   pthread_mutex_lock(&rt.lock);
   live_remove(t);
-  if (!t->daemon && --rt.nondaemon == 0)
+  if (!t->daemon) {
+    rt.nondaemon--;
+    /* rt_atexit waits for 0, or 1 when os.exit runs in a thread. */
     pthread_cond_broadcast(&rt.exit_cond);
+  }
   t->failed = !ok;
   t->state = TH_DONE;
   pthread_cond_broadcast(&t->changed);
@@ -479,6 +507,8 @@ static void *worker_main(void *arg) {
     int was_daemon = t->daemon;
     task_finish(t, ok);
     cobj_decref(&t->hdr);
+    if (w == rt.fork_worker)
+      exit(0);   /* the exit rules (rt_atexit) run here */
 
     /* Fresh state for the next thread, built while nobody waits for it. */
     if (w->L)
@@ -530,6 +560,13 @@ static thread_obj *check_thread(lua_State *L, int idx) {
   return (thread_obj *)cobj_check(L, idx, &thread_type);
 }
 
+static const void *main_state(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  const void *m = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return m;
+}
+
 /* core.thread_new(fields) -> handle; the fields table becomes its user value. */
 static int th_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -547,6 +584,7 @@ static int th_new(lua_State *L) {
   if (t == NULL)
     return luaL_error(L, "not enough memory");
   t->daemon = daemon;
+  t->creator = main_state(L);
   cobj_bind(L, -1, &t->hdr);
   return 1;
 }
@@ -564,13 +602,18 @@ static int th_start(lua_State *L) {
   thread_obj *t = check_thread(L, 1);
   tbuf msg = TBUF_INIT;
   char err[TRANSFER_ERRLEN];
-  /* Encode first, with no lock held: this is where bad values raise. */
-  lua_getiuservalue(L, 1, 1);
-  int ok = transfer_encode(L, -1, 1, "", 1, &msg, err);
-  size_t split = msg.len;
+  /* The fields (target, args, the object itself) live in the creating
+   * state; a handle that arrived by transfer has none. */
+  if (t->creator != main_state(L) && !t->is_main && !t->is_dummy)
+    return luaL_error(L, "a thread can only be started from the Lua state that created it");
+  /* Everything that may raise comes before the encode; the encode raises
+   * nothing and runs with no lock held. */
   push_package_field(L, "path");
   push_package_field(L, "cpath");
-  ok = ok && transfer_encode(L, -2, 2, "package", 0, &msg, err);
+  lua_getiuservalue(L, 1, 1);
+  int ok = transfer_encode(L, -3, 2, "package", 0, &msg, err);
+  size_t split = msg.len;
+  ok = ok && transfer_encode(L, -1, 1, "", 1, &msg, err);
   lua_pop(L, 3);
   if (!ok) {
     tbuf_free(&msg);
@@ -634,7 +677,8 @@ static int th_start(lua_State *L) {
   else
     rt.ndaemon_busy--;
   t->state = TH_NEW;
-  pthread_cond_broadcast(&t->changed);   /* wakes readers of t.ident */
+  pthread_cond_broadcast(&t->changed);   /* wakes readers of t.ident, joiners */
+  pthread_cond_broadcast(&rt.exit_cond);
   msg = t->start;
   t->start = (tbuf)TBUF_INIT;
   pthread_mutex_unlock(&rt.lock);
@@ -660,13 +704,14 @@ double concur_opt_timeout(lua_State *L, int idx) {
 static int th_wait_done(thread_obj *t, double timeout) {
   struct timespec dl;
   int has_dl = timeout >= 0 && deadline_after(timeout, &dl);
-  while (t->state != TH_DONE) {
+  /* A start that failed sets the state back to NEW: stop waiting then too. */
+  while (t->state == TH_STARTED) {
     if (!has_dl)
       pthread_cond_wait(&t->changed, &rt.lock);
     else if (pthread_cond_timedwait(&t->changed, &rt.lock, &dl) == ETIMEDOUT)
-      return t->state == TH_DONE;
+      break;
   }
-  return 1;
+  return t->state == TH_DONE;
 }
 
 static void check_joinable(lua_State *L, thread_obj *t, const char *what) {
@@ -686,7 +731,10 @@ static int th_join(lua_State *L) {
     return luaL_error(L, "cannot join thread before it is started");
   }
   int done = th_wait_done(t, timeout);
+  int unstarted = t->state == TH_NEW;
   pthread_mutex_unlock(&rt.lock);
+  if (unstarted)
+    return luaL_error(L, "cannot join thread: its start failed");
   lua_pushboolean(L, done);
   return 1;
 }
@@ -699,9 +747,11 @@ static int th_result(lua_State *L) {
     pthread_mutex_unlock(&rt.lock);
     return luaL_error(L, "cannot get the result of a thread before it is started");
   }
-  th_wait_done(t, -1);
+  int done = th_wait_done(t, -1);
   int failed = t->failed;
   pthread_mutex_unlock(&rt.lock);
+  if (!done)
+    return luaL_error(L, "cannot get the result of a thread whose start failed");
   /* DONE: the result buffer no longer changes and is read-only from here. */
   if (t->result.len == 0)
     return luaL_error(L, "%s", t->errmsg ? t->errmsg : "thread failed: not enough memory");
@@ -722,7 +772,7 @@ static int th_is_alive(lua_State *L) {
 
 /* Waits until a started thread's ids are known (a new worker sets them). */
 static void th_wait_ids(thread_obj *t) {
-  while (t->state != TH_NEW && !t->have_ids)
+  while (t->state == TH_STARTED && !t->have_ids)
     pthread_cond_wait(&t->changed, &rt.lock);
 }
 
@@ -935,15 +985,23 @@ static void rt_atfork_child(void) {
   thread_obj *self = th_current();
   for (thread_obj *t = rt.live.next; t != &rt.live;) {
     thread_obj *next = t->next;
+    cond_init_monotonic(&t->changed);   /* its waiters stayed in the parent */
     if (t != self && t != rt.main) {
       live_remove(t);
       t->state = TH_DONE;   /* its thread does not exist here */
+      t->failed = 1;
+      if (t->result.len == 0 && t->errmsg == NULL)
+        t->errmsg = strdup("the thread does not exist in this forked process");
     }
     t = next;
   }
-  rt.nondaemon = 0;
+  int self_running = current && current->state == TH_STARTED;
+  rt.nondaemon = self_running && !current->daemon;
+  rt.ndaemon_busy = self_running && current->daemon;
   rt.nworkers = current_worker ? 1 : 0;
-  rt.ndaemon_busy = 0;
+  /* Forked from a thread: that thread is all this process runs, and the
+   * process ends when it does (as in Python). */
+  rt.fork_worker = current_worker;
   rt.idle = NULL;    /* those workers do not exist here; their memory stays */
   rt.exited = NULL;
   rt.nidle = 0;

@@ -857,7 +857,9 @@ int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root
                     tbuf *b, char err[TRANSFER_ERRLEN]) {
   int miss = 0;
   idx = lua_absindex(L, idx);
-  if (!lua_checkstack(L, 16)) {
+  /* The encoder checks the stack every 8 levels for 40 slots; the first
+   * levels (from depth 1 with several roots) need this much. */
+  if (!lua_checkstack(L, 48)) {
     snprintf(err, TRANSFER_ERRLEN, "Lua stack overflow while encoding");
     return 0;
   }
@@ -1288,16 +1290,14 @@ int transfer_decode(lua_State *L, const unsigned char *data, size_t len) {
  * state; for tests of the format and its errors. */
 static int tr_roundtrip(lua_State *L) {
   int n = lua_gettop(L);
-  tbuf b = TBUF_INIT;
   char err[TRANSFER_ERRLEN];
-  if (!transfer_encode(L, 1, n, "args", 0, &b, err)) {
-    tbuf_free(&b);
-    return luaL_error(L, "%s", err);
-  }
-  /* The buffer must be freed even if decoding raises: keep it in a box. */
+  /* The buffer lives in a box made first, so that it is freed whatever
+   * raises later. */
   tbuf *box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = b;
+  *box = (tbuf)TBUF_INIT;
   luaL_setmetatable(L, "concur.tbuf");
+  if (!transfer_encode(L, 1, n, "args", 0, box, err))
+    return luaL_error(L, "%s", err);
   int r = transfer_decode_tbuf(L, box, 0, box->len);
   lua_pushinteger(L, (lua_Integer)box->len);
   lua_replace(L, -r - 2);
