@@ -191,6 +191,7 @@ typedef struct enc {
   pmap upvals;             /* upvalue id -> offset << 8 | upvalue index */
   pmap keystrs;            /* short key string -> its KEYSTR number */
   uint64_t nkeystrs;
+  struct { const char *s; uint64_t n; } keycache[16];  /* in front of keystrs */
   pathseg path[PATH_SEGS];
   const char *root;
   char *err;
@@ -476,10 +477,19 @@ static int encode_key(enc *e, int key) {
     const char *s = lua_tolstring(L, key, &len);
     if (len <= 40) {
       uint64_t n;
-      if (pmap_get(&e->keystrs, s, &n))
+      /* Records repeat the same few keys: a direct-mapped cache first. */
+      size_t slot = ((uintptr_t)s >> 4) & 15;
+      if (e->keycache[slot].s == s)
+        return put_tag_varint(e, T_STRREF, e->keycache[slot].n);
+      if (pmap_get(&e->keystrs, s, &n)) {
+        e->keycache[slot].s = s;
+        e->keycache[slot].n = n;
         return put_tag_varint(e, T_STRREF, n);
+      }
       if (!pmap_put(&e->keystrs, s, e->nkeystrs))
         return ENC_FAIL_OOM(e);
+      e->keycache[slot].s = s;
+      e->keycache[slot].n = e->nkeystrs;
       e->nkeystrs++;
       return put_tag_varint(e, T_KEYSTR, len) && put_bytes(e, s, len);
     }
@@ -825,6 +835,7 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   pmap_init(&e.upvals);
   pmap_init(&e.keystrs);
   e.nkeystrs = 0;
+  memset(e.keycache, 0, sizeof e.keycache);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e.globals = lua_gettop(L);
   e.ctx = ctx_get(L);
