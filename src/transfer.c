@@ -92,12 +92,14 @@ static void pmap_free(pmap *m) {
 
 static inline int pmap_get(pmap *m, const void *key, uint64_t *val);
 
+/* Tables made one after another sit at nearby addresses, and a large message
+ * visits them in that order.  The hash keeps addresses of one 1 MiB block in
+ * order (slots follow each other: the cache and prefetcher see a sweep, not
+ * random probes into a map of megabytes) and gives each block a scrambled
+ * offset, so that separate blocks do not pile up on the same slots. */
 static size_t pmap_hash(const void *p) {
-  uint64_t x = (uint64_t)(uintptr_t)p;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  return (size_t)x;
+  uint64_t x = (uint64_t)(uintptr_t)p >> 4;
+  return (size_t)(x + (x >> 16) * 0x9e3779b97f4a7c15ULL);
 }
 
 static pmap_slot *pmap_find(pmap *m, const void *key) {
