@@ -18,7 +18,7 @@ CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc
 LIBS       = -lpthread -ldl
 
-SRCS   = src/core.c src/object.c src/thread.c src/transfer.c
+SRCS   = src/core.c src/object.c src/process.c src/thread.c src/transfer.c
 HDRS   = src/concur.h src/concur_int.h src/concur_lua.h
 BUILD ?= build
 SO     = $(BUILD)/concur/core.so
@@ -79,7 +79,7 @@ check-tsan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)' \
 	  SAN_CFLAGS='$(TSAN_FLAGS)' build/tsan/concur/core.so build/tsan/lua
 	@echo "== specs under ThreadSanitizer"
-	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$(CURDIR)/tools/tsan.supp" \
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 die_after_fork=0 suppressions=$(CURDIR)/tools/tsan.supp" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/tsan/?.so;;' \
 	  CONCUR_SANITIZER=thread sh tools/run-specs.sh $(CURDIR)/build/tsan/lua
 

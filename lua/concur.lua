@@ -58,50 +58,39 @@ local function check_options(opts, allowed, fname, level)
   end
 end
 
--- Thread ----------------------------------------------------------------------
+-- Runnables: Thread and Process ---------------------------------------------------
+-- Both take {target, args, name, daemon}, run `target(args...)` from a `run`
+-- method that subclasses may replace, and keep their fields in a table whose
+-- metatable is the class; the C core owns name, daemon and the ids.
 
-local Thread = {}
-Thread.__index = Thread
-setmetatable(Thread, {__call = class_call})
-register(Thread, "Thread")
-core.thread_set_class(Thread)
+local runnable_options = {target = true, args = true, name = true, daemon = true}
 
-function Thread.__new(cls, ...)
-  local self = core.thread_new(setmetatable({}, cls))
-  self:init(...)
-  return self
+-- The `init` of a runnable class named `what`, checking its options table.
+local function runnable_init(what)
+  return function(self, opts)
+    if opts == nil then return end
+    check_options(opts, runnable_options, what, 4)
+    local function bad(field, expected, value)
+      error(("bad argument #1 to '%s' (%s must be %s, got %s)")
+        :format(what, field, expected, type(value)), 5)
+    end
+    if opts.target ~= nil and not callable(opts.target) then bad("target", "callable", opts.target) end
+    if opts.args ~= nil and type(opts.args) ~= "table" then bad("args", "a table", opts.args) end
+    if opts.name ~= nil and type(opts.name) ~= "string" and type(opts.name) ~= "number" then
+      bad("name", "a string", opts.name)
+    end
+    if opts.daemon ~= nil and type(opts.daemon) ~= "boolean" then
+      bad("daemon", "a boolean", opts.daemon)
+    end
+    self.target = opts.target
+    self.args = opts.args
+    if opts.name ~= nil then self.name = tostring(opts.name) end
+    if opts.daemon ~= nil then self.daemon = opts.daemon end
+  end
 end
 
-local thread_options = {target = true, args = true, name = true, daemon = true}
-
---- Thread{target = f, args = {...}, name = "w", daemon = false}
-function Thread:init(opts)
-  if opts == nil then return end
-  check_options(opts, thread_options, "Thread", 4)
-  if opts.target ~= nil and not callable(opts.target) then
-    error("bad argument #1 to 'Thread' (target must be callable, got "
-      .. type(opts.target) .. ")", 4)
-  end
-  if opts.args ~= nil and type(opts.args) ~= "table" then
-    error("bad argument #1 to 'Thread' (args must be a table, got "
-      .. type(opts.args) .. ")", 4)
-  end
-  if opts.name ~= nil and type(opts.name) ~= "string" and type(opts.name) ~= "number" then
-    error("bad argument #1 to 'Thread' (name must be a string, got "
-      .. type(opts.name) .. ")", 4)
-  end
-  if opts.daemon ~= nil and type(opts.daemon) ~= "boolean" then
-    error("bad argument #1 to 'Thread' (daemon must be a boolean, got "
-      .. type(opts.daemon) .. ")", 4)
-  end
-  self.target = opts.target
-  self.args = opts.args
-  if opts.name ~= nil then self.name = tostring(opts.name) end
-  if opts.daemon ~= nil then self.daemon = opts.daemon end
-end
-
---- Runs in the new thread, on a copy of the object; returns the result.
-function Thread:run()
+--- Runs in the new thread or process, on a copy of the object.
+local function runnable_run(self)
   local target = self.target
   if target == nil then return end
   local args = self.args
@@ -109,20 +98,47 @@ function Thread:run()
   return target(table.unpack(args, 1, args.n or #args))
 end
 
-Thread.extend = extend
+-- A runnable class: `new` makes the C handle around a fields table.
+local function runnable_class(what, new)
+  local cls = {}
+  cls.__index = cls
+  setmetatable(cls, {__call = class_call})
+  register(cls, what)
+  function cls.__new(c, ...)
+    local self = new(setmetatable({}, c))
+    self:init(...)
+    return self
+  end
+  cls.init = runnable_init(what)
+  cls.run = runnable_run
+  cls.extend = extend
+  -- Python's legacy camelCase names.
+  function cls:getName() return self.name end
+  function cls:setName(name) self.name = name end
+  function cls:isDaemon() return self.daemon end
+  function cls:setDaemon(daemonic) self.daemon = daemonic end
+  return cls
+end
+
+--- Thread{target = f, args = {...}, name = "w", daemon = false}
+local Thread = runnable_class("Thread", core.thread_new)
+core.thread_set_class(Thread)
 Thread.start = core.thread_start
 Thread.join = core.thread_join
 Thread.is_alive = core.thread_is_alive
-Thread.result = core.thread_result
-
--- Python's legacy camelCase names.
 Thread.isAlive = core.thread_is_alive
-function Thread:getName() return self.name end
-function Thread:setName(name) self.name = name end
-function Thread:isDaemon() return self.daemon end
-function Thread:setDaemon(daemonic) self.daemon = daemonic end
-
+Thread.result = core.thread_result
 concur.Thread = Thread
+
+--- Process{target = f, args = {...}, name = "p", daemon = false}
+local Process = runnable_class("Process", core.process_new)
+core.process_set_class(Process)
+Process.start = core.process_start
+Process.join = core.process_join
+Process.is_alive = core.process_is_alive
+Process.terminate = core.process_terminate
+Process.kill = core.process_kill
+concur.Process = Process
 
 -- Error values ------------------------------------------------------------------
 -- Unique values raised by queues, barriers and results: compare with ==,
@@ -153,6 +169,10 @@ concur.sleep = core.sleep
 concur.time = core.time
 concur.cpu_count = core.cpu_count
 concur.getpid = core.getpid
+
+concur.active_children = core.active_children
+concur.current_process = core.current_process
+concur.parent_process = core.parent_process
 
 concur.currentThread = core.current_thread
 concur.activeCount = core.active_count

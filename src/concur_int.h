@@ -86,6 +86,7 @@ enum {
   CTX_IDENTITY = 1,    /* weak-valued: lightuserdata(obj) -> handle */
   CTX_NAME_OF,         /* value -> packed name string (see transfer.c) */
   CTX_THREAD_CLASS,    /* the Lua layer's Thread class, for handles */
+  CTX_PROCESS_CLASS,   /* the Lua layer's Process class, for handles */
   CTX_TRACEBACK,       /* last traceback captured by the thread runner */
   CTX_SLOTS
 };
@@ -137,6 +138,15 @@ int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */
 void thread_open(lua_State *L);    /* metatables, core functions */
 void thread_runtime_init(void);    /* once per process, from luaopen */
 lua_State *thread_new_state(void); /* a fresh state for a thread, or NULL */
+/* Waits for non-daemon threads, applies proc_exit_rules, stops the parked
+ * workers: what a process does when it ends (atexit, or a child's exit). */
+void thread_exit_rules(void);
+
+/* ---- processes (process.c) ------------------------------------------- */
+
+void proc_open(lua_State *L);
+void proc_runtime_init(void);
+void proc_exit_rules(void);        /* join non-daemon children, stop daemon ones */
 
 /* ---- runtime (core.c) -------------------------------------------------- */
 

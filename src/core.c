@@ -230,11 +230,13 @@ int luaopen_concur_core(lua_State *L) {
     {"print", core_print},
     {NULL, NULL}
   };
+  proc_runtime_init();
   thread_runtime_init();
   ctx_get(L);
   luaL_newlib(L, funcs);
   transfer_open(L);
   thread_open(L);
+  proc_open(L);
   lua_pushliteral(L, CONCUR_VERSION);
   lua_setfield(L, -2, "version");
   adopt_print(L);

@@ -944,12 +944,18 @@ static int th_enumerate(lua_State *L) {
 
 /* ---- runtime: init, exit, fork ---------------------------------------------- */
 
-static void rt_atexit(void) {
+/* The exit rules of a process (API.md): wait for the non-daemon threads,
+ * join the non-daemon children and stop the daemon ones (process.c), then
+ * let the parked workers close their states and leave. */
+void thread_exit_rules(void) {
   worker *self = current_worker;
   pthread_mutex_lock(&rt.lock);
   int self_nondaemon = current && !current->daemon && current->state == TH_STARTED;
   while (rt.nondaemon > self_nondaemon)
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
+  pthread_mutex_unlock(&rt.lock);
+  proc_exit_rules();
+  pthread_mutex_lock(&rt.lock);
   rt.shutting_down = 1;
   for (worker *w = rt.idle; w; w = w->next_idle) {
     w->quit = 1;
@@ -974,6 +980,10 @@ static void rt_atexit(void) {
     free(gone);
     gone = next;
   }
+}
+
+static void rt_atexit(void) {
+  thread_exit_rules();
 }
 
 /* In a forked child only the forking thread exists: forget the others. */

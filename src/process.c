@@ -1,0 +1,622 @@
+/*
+ * process.c - concur.Process on fork(), Python's exit codes and exit rules.
+ *
+ * A Process object (proc_obj) is a cobj of the process that made it.  start()
+ * flushes stdio and forks; the child runs the object's run method on its copy
+ * of the parent's Lua state, then applies the exit rules (its own non-daemon
+ * threads and children), flushes its stdio and leaves with _exit, so none of
+ * the parent's exit work runs twice.  The parent reaps children with waitpid;
+ * waits with a timeout sleep in poll() on a pidfd (no busy waiting).
+ *
+ * Locking: pr.lock guards the children list and every proc_obj's state, pid
+ * and exitcode.  It is never held across a Lua call that can raise, nor
+ * across a blocking wait.  It is taken before fork and re-made in the child
+ * (pthread_atfork in rt_init order: registered from proc_runtime_init).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "concur_int.h"
+
+typedef enum { PR_NEW, PR_STARTED, PR_DONE } pr_state;
+
+typedef struct proc_obj {
+  cobj hdr;
+  pr_state state;            /* (pr) DONE once reaped */
+  pid_t pid;                 /* (pr) 0 before start */
+  int exitcode;              /* (pr) valid when DONE */
+  int daemon;                /* (pr) */
+  int is_main, is_parent;    /* current_process() / parent_process() stand-ins */
+  char *name;                /* (pr) */
+  const void *creator;       /* main lua_State of the creating state */
+  struct proc_obj *prev, *next;   /* (pr) started, unreaped children */
+} proc_obj;
+
+static struct {
+  pthread_mutex_t lock;
+  proc_obj children;         /* circular list head */
+  long counter;              /* Process-N */
+  proc_obj *current;         /* in a child: the Process it runs */
+  proc_obj *main;            /* "MainProcess" (or this child's own object) */
+  proc_obj *parent;          /* in a child: its parent */
+  int daemonic;              /* this process is a daemon Process */
+} pr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
+
+static void pr_destroy(cobj *o);
+static void pr_on_handle(lua_State *L, cobj *o);
+static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle};
+
+/* ---- objects ---------------------------------------------------------------- */
+
+static proc_obj *pr_alloc(const char *name) {
+  proc_obj *p = calloc(1, sizeof *p);
+  if (p == NULL)
+    return NULL;
+  p->name = strdup(name);
+  if (p->name == NULL) {
+    free(p);
+    return NULL;
+  }
+  cobj_init(&p->hdr, &proc_type);
+  return p;
+}
+
+static void pr_destroy(cobj *o) {
+  proc_obj *p = (proc_obj *)o;
+  free(p->name);
+  free(p);
+}
+
+static void pr_on_handle(lua_State *L, cobj *o) {
+  CONCUR_UNUSED(o);
+  lua_newtable(L);
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_PROCESS_CLASS);
+  if (lua_istable(L, -1))
+    lua_setmetatable(L, -3);
+  else
+    lua_pop(L, 1);
+  lua_pop(L, 1);
+  lua_setiuservalue(L, -2, 1);
+}
+
+static void children_add(proc_obj *p) {
+  p->next = &pr.children;
+  p->prev = pr.children.prev;
+  pr.children.prev->next = p;
+  pr.children.prev = p;
+  cobj_incref(&p->hdr);               /* the list's reference */
+}
+
+/* Unlinks p (pr.lock held); returns whether the caller must drop the list's
+ * reference (after unlocking). */
+static int children_remove(proc_obj *p) {
+  if (p->next == NULL)
+    return 0;
+  p->prev->next = p->next;
+  p->next->prev = p->prev;
+  p->next = p->prev = NULL;
+  return 1;
+}
+
+/* Python's exit code from a wait status. */
+static int exitcode_of(int status) {
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status);
+  if (WIFSIGNALED(status))
+    return -WTERMSIG(status);
+  return 255;
+}
+
+/* Reaps p if it has ended (pr.lock held); 1 when p is DONE.  *drop is set
+ * when the children list's reference must be dropped after unlocking. */
+static int pr_reap_locked(proc_obj *p, int *drop) {
+  if (p->state != PR_STARTED)
+    return p->state == PR_DONE;
+  int status;
+  pid_t r;
+  do
+    r = waitpid(p->pid, &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0)
+    return 0;
+  /* r < 0: ECHILD, someone else reaped it (a SIGCHLD handler set to
+   * SIG_IGN, say): it has ended, with no status to tell. */
+  p->exitcode = r == p->pid ? exitcode_of(status) : 255;
+  p->state = PR_DONE;
+  *drop = children_remove(p);
+  return 1;
+}
+
+static int pr_reap(proc_obj *p) {
+  int drop = 0;
+  pthread_mutex_lock(&pr.lock);
+  int done = pr_reap_locked(p, &drop);
+  pthread_mutex_unlock(&pr.lock);
+  if (drop)
+    cobj_decref(&p->hdr);
+  return done;
+}
+
+/* Sleeps until p ends or `timeout` seconds pass (< 0: forever); no lock
+ * held.  Uses a pidfd where the kernel has them, else short sleeps. */
+static int pr_wait(proc_obj *p, double timeout) {
+  if (pr_reap(p))
+    return 1;
+  double deadline = timeout < 0 ? -1 : core_monotonic() + timeout;
+  int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  long nap_ms = 1;
+  for (;;) {
+    double left = deadline < 0 ? -1 : deadline - core_monotonic();
+    if (deadline >= 0 && left <= 0)
+      break;
+    if (fd >= 0) {
+      struct pollfd pfd = {fd, POLLIN, 0};
+      int ms = left < 0 ? -1 : left > 1e6 ? 1000000000 : (int)(left * 1000) + 1;
+      if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
+        break;
+    } else {
+      long ms = nap_ms;
+      if (left >= 0 && left * 1000 < ms)
+        ms = (long)(left * 1000) + 1;
+      struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+      if (nap_ms < 20)
+        nap_ms *= 2;
+    }
+    if (pr_reap(p))
+      break;
+  }
+  if (fd >= 0)
+    close(fd);
+  return pr_reap(p);
+}
+
+/* ---- exit rules --------------------------------------------------------------- */
+
+/* Joins the non-daemon children, then terminates and reaps the daemon ones
+ * (API.md, "Threads": the exit rules; threads were waited for before). */
+void proc_exit_rules(void) {
+  for (int pass = 0; pass < 2; pass++) {
+    for (;;) {
+      proc_obj *p = NULL;
+      pthread_mutex_lock(&pr.lock);
+      for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next)
+        if (q->daemon == pass) {
+          p = q;
+          cobj_incref(&p->hdr);
+          break;
+        }
+      pthread_mutex_unlock(&pr.lock);
+      if (p == NULL)
+        break;
+      if (pass == 1 && !pr_reap(p))
+        kill(p->pid, SIGTERM);
+      pr_wait(p, -1);
+      cobj_decref(&p->hdr);
+    }
+  }
+}
+
+/* ---- the child ------------------------------------------------------------------ */
+
+/* Leaves the child: its exit rules, its stdio, then _exit (the parent's
+ * atexit work is the parent's). */
+__attribute__((noreturn)) static void child_leave(int code) {
+  thread_exit_rules();
+  fflush(NULL);
+  _exit(code);
+}
+
+/* os.exit in a child process: the same, with Lua's status rules. */
+static int child_os_exit(lua_State *L) {
+  int code;
+  if (lua_isboolean(L, 1))
+    code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
+  else
+    code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+  child_leave(code);
+}
+
+static int child_msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Runs in the child, in the state that called start (the handle at idx). */
+__attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p) {
+  pr.current = p;
+  pr.main = p;
+  p->pid = getpid();
+  p->state = PR_STARTED;
+  if (p->daemon)
+    pr.daemonic = 1;
+  lua_getglobal(L, "os");
+  if (lua_istable(L, -1)) {
+    lua_pushcfunction(L, child_os_exit);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, child_msgh);
+  int msgh = lua_gettop(L);
+  lua_getfield(L, idx, "run");
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 0, msgh) == LUA_OK)
+    child_leave(0);
+  /* Python prints "Process NAME:" and the traceback, and exits with 1. */
+  const char *tb = lua_tostring(L, -1);
+  char *report = malloc(strlen(p->name) + (tb ? strlen(tb) : 0) + 32);
+  if (report) {
+    sprintf(report, "Process %s:\n%s\n", p->name, tb ? tb : "(no message)");
+    core_report_error(report);
+    free(report);
+  }
+  child_leave(1);
+}
+
+/* ---- Lua methods ------------------------------------------------------------------ */
+
+static proc_obj *check_proc(lua_State *L, int idx) {
+  return (proc_obj *)cobj_check(L, idx, &proc_type);
+}
+
+static const void *main_state(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  const void *m = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return m;
+}
+
+/* core.process_new(fields) -> handle */
+static int pr_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  char name[32];
+  pthread_mutex_lock(&pr.lock);
+  long n = ++pr.counter;
+  int daemon = pr.daemonic;
+  pthread_mutex_unlock(&pr.lock);
+  snprintf(name, sizeof name, "Process-%ld", n);
+  cobj_newhandle(L, &proc_type, 1);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  proc_obj *p = pr_alloc(name);
+  if (p == NULL)
+    return luaL_error(L, "not enough memory");
+  p->daemon = daemon;
+  p->creator = main_state(L);
+  cobj_bind(L, -1, &p->hdr);
+  return 1;
+}
+
+static int pr_start(lua_State *L) {
+  proc_obj *p = check_proc(L, 1);
+  lua_settop(L, 1);
+  if (p->is_main || p->is_parent)
+    return luaL_error(L, "cannot start the current or parent process");
+  if (p->creator != main_state(L))
+    return luaL_error(L, "a process can only be started from the Lua state that created it");
+  pthread_mutex_lock(&pr.lock);
+  int ok = p->state == PR_NEW, daemonic = pr.daemonic;
+  pthread_mutex_unlock(&pr.lock);
+  if (!ok)
+    return luaL_error(L, "processes can only be started once");
+  if (daemonic)
+    return luaL_error(L, "daemonic processes are not allowed to have children");
+  /* Output buffered so far is the parent's: print it once, not twice. */
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return luaL_error(L, "cannot start a process: %s", strerror(errno));
+  if (pid == 0)
+    child_run(L, 1, p);
+  pthread_mutex_lock(&pr.lock);
+  p->pid = pid;
+  p->state = PR_STARTED;
+  children_add(p);
+  pthread_mutex_unlock(&pr.lock);
+  return 0;
+}
+
+static int pr_join(lua_State *L) {
+  proc_obj *p = check_proc(L, 1);
+  double timeout = concur_opt_timeout(L, 2);
+  if (p->is_main || p == pr.current)
+    return luaL_error(L, "cannot join current process");
+  if (p->is_parent)
+    return luaL_error(L, "cannot join the parent process");
+  pthread_mutex_lock(&pr.lock);
+  pr_state st = p->state;
+  pthread_mutex_unlock(&pr.lock);
+  if (st == PR_NEW)
+    return luaL_error(L, "cannot join a process before it is started");
+  lua_pushboolean(L, pr_wait(p, timeout));
+  return 1;
+}
+
+static int pr_is_alive(lua_State *L) {
+  proc_obj *p = check_proc(L, 1);
+  if (p->is_main || p == pr.current) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (p->is_parent) {
+    lua_pushboolean(L, kill(p->pid, 0) == 0 || errno == EPERM);
+    return 1;
+  }
+  pthread_mutex_lock(&pr.lock);
+  pr_state st = p->state;
+  pthread_mutex_unlock(&pr.lock);
+  lua_pushboolean(L, st == PR_STARTED && !pr_reap(p));
+  return 1;
+}
+
+/* terminate/kill: a process not started raises; one that ended: no-op, as in
+ * Python (its pid may belong to another process by now: never signalled). */
+static int pr_signal(lua_State *L, int sig) {
+  proc_obj *p = check_proc(L, 1);
+  if (p->is_main || p->is_parent || p == pr.current)
+    return luaL_error(L, "cannot signal the current or parent process through its object");
+  pthread_mutex_lock(&pr.lock);
+  int drop = 0;
+  pr_state st = p->state;
+  int done = st == PR_STARTED ? pr_reap_locked(p, &drop) : st == PR_DONE;
+  if (st == PR_STARTED && !done)
+    kill(p->pid, sig);   /* still our unreaped child: the pid is its own */
+  pthread_mutex_unlock(&pr.lock);
+  if (drop)
+    cobj_decref(&p->hdr);
+  if (st == PR_NEW)
+    return luaL_error(L, "cannot signal a process before it is started");
+  return 0;
+}
+
+static int pr_terminate(lua_State *L) { return pr_signal(L, SIGTERM); }
+static int pr_kill(lua_State *L) { return pr_signal(L, SIGKILL); }
+
+static int pr_index(lua_State *L) {
+  proc_obj *p = check_proc(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "name") == 0) {
+      pthread_mutex_lock(&pr.lock);
+      char *copy = strdup(p->name);
+      pthread_mutex_unlock(&pr.lock);
+      if (copy == NULL)
+        return luaL_error(L, "not enough memory");
+      lua_pushstring(L, copy);
+      free(copy);
+      return 1;
+    }
+    if (strcmp(k, "daemon") == 0) {
+      lua_pushboolean(L, p->daemon);
+      return 1;
+    }
+    if (strcmp(k, "pid") == 0 || strcmp(k, "ident") == 0) {
+      if (p->is_main)
+        lua_pushinteger(L, getpid());
+      else if (p->pid)
+        lua_pushinteger(L, p->pid);
+      else
+        lua_pushnil(L);
+      return 1;
+    }
+    if (strcmp(k, "exitcode") == 0) {
+      if (!p->is_main && !p->is_parent && p != pr.current && pr_reap(p))
+        lua_pushinteger(L, p->exitcode);
+      else
+        lua_pushnil(L);
+      return 1;
+    }
+  }
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return 0;
+  lua_pushvalue(L, 2);
+  lua_gettable(L, -2);
+  return 1;
+}
+
+static int pr_newindex(lua_State *L) {
+  proc_obj *p = check_proc(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "name") == 0) {
+      luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER,
+                       3, "string");
+      char *nn = strdup(lua_tostring(L, 3));
+      if (nn == NULL)
+        return luaL_error(L, "not enough memory");
+      pthread_mutex_lock(&pr.lock);
+      char *old = p->name;
+      p->name = nn;
+      pthread_mutex_unlock(&pr.lock);
+      free(old);
+      return 0;
+    }
+    if (strcmp(k, "daemon") == 0) {
+      luaL_argexpected(L, lua_type(L, 3) == LUA_TBOOLEAN, 3, "boolean");
+      pthread_mutex_lock(&pr.lock);
+      int ok = p->state == PR_NEW && !p->is_main && !p->is_parent;
+      if (ok)
+        p->daemon = lua_toboolean(L, 3);
+      pthread_mutex_unlock(&pr.lock);
+      if (!ok)
+        return luaL_error(L, "process has already started");
+      return 0;
+    }
+    if (strcmp(k, "pid") == 0 || strcmp(k, "ident") == 0 || strcmp(k, "exitcode") == 0)
+      return luaL_error(L, "attribute '%s' of a process is read-only", k);
+  }
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return luaL_error(L, "process handle has no fields");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+static int pr_tostring(lua_State *L) {
+  proc_obj *p = check_proc(L, 1);
+  char buf[400];
+  pthread_mutex_lock(&pr.lock);
+  if (p->is_main || p == pr.current)
+    snprintf(buf, sizeof buf, "<Process name='%s' parent=%ld started>", p->name,
+             (long)getppid());
+  else if (p->state == PR_NEW)
+    snprintf(buf, sizeof buf, "<Process name='%s'%s>", p->name, p->daemon ? " daemon" : "");
+  else if (p->state == PR_DONE)
+    snprintf(buf, sizeof buf, "<Process name='%s' pid=%ld exitcode=%d%s>", p->name,
+             (long)p->pid, p->exitcode, p->daemon ? " daemon" : "");
+  else
+    snprintf(buf, sizeof buf, "<Process name='%s' pid=%ld started%s>", p->name, (long)p->pid,
+             p->daemon ? " daemon" : "");
+  pthread_mutex_unlock(&pr.lock);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* ---- module functions --------------------------------------------------------------- */
+
+static int pr_active_children(lua_State *L) {
+  /* Reap the ended ones first (as Python does), then list the rest. */
+  for (;;) {
+    proc_obj *ended = NULL;
+    pthread_mutex_lock(&pr.lock);
+    for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next) {
+      int drop = 0;
+      if (pr_reap_locked(q, &drop)) {
+        ended = drop ? q : NULL;
+        break;
+      }
+    }
+    pthread_mutex_unlock(&pr.lock);
+    if (ended == NULL)
+      break;
+    cobj_decref(&ended->hdr);
+  }
+  lua_newtable(L);
+  for (int i = 1;; i++) {
+    proc_obj *p = NULL;
+    pthread_mutex_lock(&pr.lock);
+    int k = 1;
+    for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next, k++)
+      if (k == i) {
+        p = q;
+        cobj_incref(&p->hdr);
+        break;
+      }
+    pthread_mutex_unlock(&pr.lock);
+    if (p == NULL)
+      break;
+    /* The handle takes its own reference; ours is given back after. */
+    cobj_push(L, &p->hdr);
+    cobj_decref(&p->hdr);
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
+static int pr_current_process(lua_State *L) {
+  cobj_push(L, &pr.main->hdr);
+  return 1;
+}
+
+static int pr_parent_process(lua_State *L) {
+  if (pr.parent == NULL)
+    return 0;
+  cobj_push(L, &pr.parent->hdr);
+  return 1;
+}
+
+static int pr_set_class(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ctx_push_table(L);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, CTX_PROCESS_CLASS);
+  return 0;
+}
+
+/* ---- runtime -------------------------------------------------------------------------- */
+
+static void pr_atfork_prepare(void) { pthread_mutex_lock(&pr.lock); }
+static void pr_atfork_parent(void) { pthread_mutex_unlock(&pr.lock); }
+
+/* The child: its parent's children are its siblings, not its own. */
+static void pr_atfork_child(void) {
+  pthread_mutex_init(&pr.lock, NULL);
+  proc_obj *q = pr.children.next;
+  pr.children.next = pr.children.prev = &pr.children;
+  while (q != &pr.children) {     /* the copies' list references: leave them */
+    proc_obj *next = q->next;
+    q->next = q->prev = NULL;
+    q = next;
+  }
+  /* The parent, as seen from here: its name and pid at the fork. */
+  proc_obj *parent = pr_alloc(pr.main ? pr.main->name : "MainProcess");
+  if (parent) {
+    parent->is_parent = 1;
+    parent->pid = getppid();
+    parent->state = PR_STARTED;
+  }
+  pr.parent = parent;   /* the grandparent object, if any, stays as a copy */
+  pr.counter = 0;
+}
+
+static void pr_init(void) {
+  pr.children.next = pr.children.prev = &pr.children;
+  pr.main = pr_alloc("MainProcess");
+  if (pr.main == NULL)
+    abort();
+  pr.main->is_main = 1;
+  pr.main->state = PR_STARTED;
+  pthread_atfork(pr_atfork_prepare, pr_atfork_parent, pr_atfork_child);
+}
+
+void proc_runtime_init(void) {
+  pthread_once(&pr_once, pr_init);
+}
+
+void proc_open(lua_State *L) {
+  static const luaL_Reg meta[] = {
+    {"__index", pr_index},
+    {"__newindex", pr_newindex},
+    {"__tostring", pr_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"process_new", pr_new},
+    {"process_start", pr_start},
+    {"process_join", pr_join},
+    {"process_is_alive", pr_is_alive},
+    {"process_terminate", pr_terminate},
+    {"process_kill", pr_kill},
+    {"process_set_class", pr_set_class},
+    {"active_children", pr_active_children},
+    {"current_process", pr_current_process},
+    {"parent_process", pr_parent_process},
+    {NULL, NULL}
+  };
+  cobj_newmetatable(L, &proc_type, meta);
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}
