@@ -34,6 +34,7 @@ typedef struct proc_obj {
   cobj hdr;
   pr_state state;            /* (pr) DONE once reaped */
   pid_t pid;                 /* (pr) 0 before start */
+  pid_t parent_pid;          /* the process that started it */
   int exitcode;              /* (pr) valid when DONE */
   int daemon;                /* (pr) */
   int is_main, is_parent;    /* current_process() / parent_process() stand-ins */
@@ -156,7 +157,11 @@ static int pr_wait(proc_obj *p, double timeout) {
   if (pr_reap(p))
     return 1;
   double deadline = timeout < 0 ? -1 : core_monotonic() + timeout;
+#ifdef SYS_pidfd_open
   int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+#else
+  int fd = -1;
+#endif
   long nap_ms = 1;
   for (;;) {
     double left = deadline < 0 ? -1 : deadline - core_monotonic();
@@ -330,6 +335,7 @@ static int pr_start(lua_State *L) {
     child_run(L, 1, p);
   pthread_mutex_lock(&pr.lock);
   p->pid = pid;
+  p->parent_pid = getpid();
   p->state = PR_STARTED;
   children_add(p);
   pthread_mutex_unlock(&pr.lock);
@@ -348,6 +354,8 @@ static int pr_join(lua_State *L) {
   pthread_mutex_unlock(&pr.lock);
   if (st == PR_NEW)
     return luaL_error(L, "cannot join a process before it is started");
+  if (p->parent_pid != getpid())
+    return luaL_error(L, "can only join a child process");
   lua_pushboolean(L, pr_wait(p, timeout));
   return 1;
 }
@@ -365,6 +373,8 @@ static int pr_is_alive(lua_State *L) {
   pthread_mutex_lock(&pr.lock);
   pr_state st = p->state;
   pthread_mutex_unlock(&pr.lock);
+  if (st == PR_STARTED && p->parent_pid != getpid())
+    return luaL_error(L, "can only test a child process");
   lua_pushboolean(L, st == PR_STARTED && !pr_reap(p));
   return 1;
 }
@@ -378,14 +388,17 @@ static int pr_signal(lua_State *L, int sig) {
   pthread_mutex_lock(&pr.lock);
   int drop = 0;
   pr_state st = p->state;
-  int done = st == PR_STARTED ? pr_reap_locked(p, &drop) : st == PR_DONE;
-  if (st == PR_STARTED && !done)
+  int mine = p->parent_pid == getpid();
+  int done = st == PR_STARTED && mine ? pr_reap_locked(p, &drop) : st == PR_DONE;
+  if (st == PR_STARTED && !done && mine)
     kill(p->pid, sig);   /* still our unreaped child: the pid is its own */
   pthread_mutex_unlock(&pr.lock);
   if (drop)
     cobj_decref(&p->hdr);
   if (st == PR_NEW)
     return luaL_error(L, "cannot signal a process before it is started");
+  if (st == PR_STARTED && !mine)
+    return luaL_error(L, "can only signal a child process");
   return 0;
 }
 
@@ -420,7 +433,8 @@ static int pr_index(lua_State *L) {
       return 1;
     }
     if (strcmp(k, "exitcode") == 0) {
-      if (!p->is_main && !p->is_parent && p != pr.current && pr_reap(p))
+      if (!p->is_main && !p->is_parent && p != pr.current &&
+          (p->state == PR_DONE || p->parent_pid == getpid()) && pr_reap(p))
         lua_pushinteger(L, p->exitcode);
       else
         lua_pushnil(L);
