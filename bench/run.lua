@@ -1,17 +1,20 @@
--- bench/run.lua - concur beside Python 3 threading, as a Markdown table.
+-- bench/run.lua - concur beside Python 3 threading and multiprocessing, as a
+-- Markdown table.
 --
 -- Run from the repository root (as `make bench` does):
 --   LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/?.so;;' lua5.4 bench/run.lua
 --
 -- Every workload has a Lua script (bench/lua/X.lua, using concur) and a Python
--- script (bench/py/X.py, using threading). Each script prints its metric(s) on
+-- script (bench/py/X.py, using threading, or multiprocessing with the fork
+-- start method for proc and cpu2proc). Each script prints its metric(s) on
 -- one line of stdout. Both are run BENCH_RUNS times (default 5), alternating,
 -- and the table shows the medians.
 --
 -- Environment:
 --   BENCH_RUNS   runs per script (default 5)
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
---   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2")
+--   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
+--                all: spawn, cpu2, str1m, tables, proc, cpu2proc)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -51,6 +54,14 @@ local WORKLOADS = {
      goal = 3, goal_text = ">= 3 M/s"},
     {name = "tables-back", unit = "M tables/s", better = "higher",
      goal = 3, goal_text = ">= 3 M/s"},
+  }},
+  {script = "proc", rows = {
+    {name = "proc", unit = "µs/process", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+  }},
+  {script = "cpu2proc", rows = {
+    {name = "cpu2proc", unit = "speedup 2 proc/1 proc", better = "higher",
+     goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
   }},
 }
 

@@ -39,6 +39,7 @@ typedef struct proc_obj {
   int daemon;                /* (pr) */
   int is_main, is_parent;    /* current_process() / parent_process() stand-ins */
   char *name;                /* (pr) */
+  char identity[64];         /* "2", or "1:2" for the 2nd child of Process-1 */
   const void *creator;       /* main lua_State of the creating state */
   struct proc_obj *prev, *next;   /* (pr) started, unreaped children */
 } proc_obj;
@@ -51,6 +52,7 @@ static struct {
   proc_obj *main;            /* "MainProcess" (or this child's own object) */
   proc_obj *parent;          /* in a child: its parent */
   int daemonic;              /* this process is a daemon Process */
+  char identity[64];         /* this process's identity: "" in the main one */
 } pr = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
@@ -249,8 +251,13 @@ static int child_msgh(lua_State *L) {
 
 /* Runs in the child, in the state that called start (the handle at idx). */
 __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p) {
+  proc_obj *old_main = pr.main;
+  cobj_incref(&p->hdr);
   pr.current = p;
   pr.main = p;
+  memcpy(pr.identity, p->identity, sizeof pr.identity);
+  if (old_main)
+    cobj_decref(&old_main->hdr);
   p->pid = getpid();
   p->state = PR_STARTED;
   if (p->daemon)
@@ -261,14 +268,18 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
     lua_setfield(L, -2, "exit");
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, child_msgh);
-  int msgh = lua_gettop(L);
-  lua_getfield(L, idx, "run");
+  /* run on a Lua thread of its own, so that a traceback shows the child's
+   * frames, not the parent's call of start() below them. */
+  lua_State *C = lua_newthread(L);
+  lua_pushcfunction(C, child_msgh);
   lua_pushvalue(L, idx);
-  if (lua_pcall(L, 1, 0, msgh) == LUA_OK)
+  lua_xmove(L, C, 1);                       /* C: msgh, self */
+  lua_getfield(C, 2, "run");
+  lua_insert(C, 2);                         /* C: msgh, run, self */
+  if (lua_pcall(C, 1, 0, 1) == LUA_OK)
     child_leave(0);
   /* Python prints "Process NAME:" and the traceback, and exits with 1. */
-  const char *tb = lua_tostring(L, -1);
+  const char *tb = lua_tostring(C, -1);
   char *report = malloc(strlen(p->name) + (tb ? strlen(tb) : 0) + 32);
   if (report) {
     sprintf(report, "Process %s:\n%s\n", p->name, tb ? tb : "(no message)");
@@ -294,12 +305,14 @@ static const void *main_state(lua_State *L) {
 /* core.process_new(fields) -> handle */
 static int pr_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  char name[32];
+  char name[96], identity[64];
   pthread_mutex_lock(&pr.lock);
   long n = ++pr.counter;
   int daemon = pr.daemonic;
+  /* Python's names: Process-2, and Process-1:2 for a child's second child. */
+  snprintf(identity, sizeof identity, "%.40s%s%ld", pr.identity, pr.identity[0] ? ":" : "", n);
   pthread_mutex_unlock(&pr.lock);
-  snprintf(name, sizeof name, "Process-%ld", n);
+  snprintf(name, sizeof name, "Process-%s", identity);
   cobj_newhandle(L, &proc_type, 1);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -308,6 +321,7 @@ static int pr_new(lua_State *L) {
     return luaL_error(L, "not enough memory");
   p->daemon = daemon;
   p->creator = main_state(L);
+  memcpy(p->identity, identity, sizeof identity);
   cobj_bind(L, -1, &p->hdr);
   return 1;
 }
@@ -592,7 +606,9 @@ static void pr_atfork_child(void) {
     parent->pid = getppid();
     parent->state = PR_STARTED;
   }
-  pr.parent = parent;   /* the grandparent object, if any, stays as a copy */
+  if (pr.parent)
+    cobj_decref(&pr.parent->hdr);   /* a grandchild's copy of its grandparent */
+  pr.parent = parent;
   pr.counter = 0;
 }
 
