@@ -591,7 +591,7 @@ static void pr_atfork_parent(void) { pthread_mutex_unlock(&pr.lock); }
 
 /* The child: its parent's children are its siblings, not its own. */
 static void pr_atfork_child(void) {
-  pthread_mutex_init(&pr.lock, NULL);
+  pthread_mutex_unlock(&pr.lock);   /* the forking thread took it in prepare */
   proc_obj *q = pr.children.next;
   pr.children.next = pr.children.prev = &pr.children;
   while (q != &pr.children) {     /* the copies' list references: leave them */

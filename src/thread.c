@@ -990,7 +990,7 @@ static void rt_atexit(void) {
 static void rt_atfork_prepare(void) { pthread_mutex_lock(&rt.lock); }
 static void rt_atfork_parent(void) { pthread_mutex_unlock(&rt.lock); }
 static void rt_atfork_child(void) {
-  pthread_mutex_init(&rt.lock, NULL);
+  pthread_mutex_unlock(&rt.lock);   /* the forking thread took it in prepare */
   cond_init_monotonic(&rt.exit_cond);
   thread_obj *self = th_current();
   for (thread_obj *t = rt.live.next; t != &rt.live;) {
