@@ -11,6 +11,7 @@
 #ifndef CONCUR_INT_H
 #define CONCUR_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +63,15 @@ cobj *cobj_check(lua_State *L, int idx, const cobj_type *type);
 /* Creates the metatable of `type` in L's registry, with methods `l` and
  * `__gc`, `__tostring`, `__name`, the handle marker.  Leaves it on the stack. */
 void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
+
+/* Handles with fields (Thread, Process): the handle's user value is a table
+ * of fields whose metatable is the Lua class.  Helpers for their metatables. */
+const void *cobj_main_state(lua_State *L);  /* identifies a state; never used */
+void cobj_new_fields(lua_State *L, int class_slot);  /* for on_handle */
+int cobj_get_field(lua_State *L);   /* __index fallback: fields[key] */
+int cobj_set_field(lua_State *L);   /* __newindex fallback: rawset(fields, key, value) */
+int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name);
+int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name);
 
 /* ---- per-state context (object.c) ------------------------------------- */
 

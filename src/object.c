@@ -7,8 +7,11 @@
  *  - the identity map of a state (weak values) holds each live handle under
  *    lightuserdata(obj); Lua clears a weak entry before the handle's __gc
  *    runs, so a handle being finalized is never handed out again;
- *  - nothing here takes a lock: reference counts are atomic.
+ *  - nothing here takes a lock, but for the name helpers of handles with
+ *    fields, which take the caller's: reference counts are atomic.
  */
+#define _GNU_SOURCE
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,4 +183,70 @@ void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l) {
   lua_setfield(L, -2, "__metatable");
   if (l)
     luaL_setfuncs(L, l, 0);
+}
+
+/* ---- handles with fields (Thread, Process) ------------------------------- */
+
+const void *cobj_main_state(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  const void *m = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return m;
+}
+
+void cobj_new_fields(lua_State *L, int class_slot) {
+  lua_newtable(L);
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, class_slot);
+  if (lua_istable(L, -1))
+    lua_setmetatable(L, -3);
+  else
+    lua_pop(L, 1);
+  lua_pop(L, 1);
+  lua_setiuservalue(L, -2, 1);
+}
+
+int cobj_get_field(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return 0;
+  lua_pushvalue(L, 2);
+  lua_gettable(L, -2);
+  return 1;
+}
+
+int cobj_set_field(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  if (!lua_istable(L, -1))
+    return luaL_error(L, "handle has no fields");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name) {
+  /* Copied under the lock, pushed after: pushing may raise. */
+  pthread_mutex_lock(lock);
+  char *copy = strdup(*name);
+  pthread_mutex_unlock(lock);
+  if (copy == NULL)
+    return luaL_error(L, "not enough memory");
+  lua_pushstring(L, copy);
+  free(copy);
+  return 1;
+}
+
+int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
+  luaL_argexpected(L, lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER,
+                   idx, "string");
+  char *nn = strdup(lua_tostring(L, idx));
+  if (nn == NULL)
+    return luaL_error(L, "not enough memory");
+  pthread_mutex_lock(lock);
+  char *old = *name;
+  *name = nn;
+  pthread_mutex_unlock(lock);
+  free(old);
+  return 0;
 }

@@ -84,15 +84,7 @@ static void pr_destroy(cobj *o) {
 
 static void pr_on_handle(lua_State *L, cobj *o) {
   CONCUR_UNUSED(o);
-  lua_newtable(L);
-  ctx_push_table(L);
-  lua_rawgeti(L, -1, CTX_PROCESS_CLASS);
-  if (lua_istable(L, -1))
-    lua_setmetatable(L, -3);
-  else
-    lua_pop(L, 1);
-  lua_pop(L, 1);
-  lua_setiuservalue(L, -2, 1);
+  cobj_new_fields(L, CTX_PROCESS_CLASS);
 }
 
 static void children_add(proc_obj *p) {
@@ -295,13 +287,6 @@ static proc_obj *check_proc(lua_State *L, int idx) {
   return (proc_obj *)cobj_check(L, idx, &proc_type);
 }
 
-static const void *main_state(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  const void *m = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  return m;
-}
-
 /* core.process_new(fields) -> handle */
 static int pr_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -320,7 +305,7 @@ static int pr_new(lua_State *L) {
   if (p == NULL)
     return luaL_error(L, "not enough memory");
   p->daemon = daemon;
-  p->creator = main_state(L);
+  p->creator = cobj_main_state(L);
   memcpy(p->identity, identity, sizeof identity);
   cobj_bind(L, -1, &p->hdr);
   return 1;
@@ -331,7 +316,7 @@ static int pr_start(lua_State *L) {
   lua_settop(L, 1);
   if (p->is_main || p->is_parent)
     return luaL_error(L, "cannot start the current or parent process");
-  if (p->creator != main_state(L))
+  if (p->creator != cobj_main_state(L))
     return luaL_error(L, "a process can only be started from the Lua state that created it");
   pthread_mutex_lock(&pr.lock);
   int ok = p->state == PR_NEW, daemonic = pr.daemonic;
@@ -423,16 +408,8 @@ static int pr_index(lua_State *L) {
   proc_obj *p = check_proc(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0) {
-      pthread_mutex_lock(&pr.lock);
-      char *copy = strdup(p->name);
-      pthread_mutex_unlock(&pr.lock);
-      if (copy == NULL)
-        return luaL_error(L, "not enough memory");
-      lua_pushstring(L, copy);
-      free(copy);
-      return 1;
-    }
+    if (strcmp(k, "name") == 0)
+      return cobj_push_name(L, &pr.lock, &p->name);
     if (strcmp(k, "daemon") == 0) {
       lua_pushboolean(L, p->daemon);
       return 1;
@@ -455,31 +432,15 @@ static int pr_index(lua_State *L) {
       return 1;
     }
   }
-  lua_getiuservalue(L, 1, 1);
-  if (!lua_istable(L, -1))
-    return 0;
-  lua_pushvalue(L, 2);
-  lua_gettable(L, -2);
-  return 1;
+  return cobj_get_field(L);
 }
 
 static int pr_newindex(lua_State *L) {
   proc_obj *p = check_proc(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0) {
-      luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER,
-                       3, "string");
-      char *nn = strdup(lua_tostring(L, 3));
-      if (nn == NULL)
-        return luaL_error(L, "not enough memory");
-      pthread_mutex_lock(&pr.lock);
-      char *old = p->name;
-      p->name = nn;
-      pthread_mutex_unlock(&pr.lock);
-      free(old);
-      return 0;
-    }
+    if (strcmp(k, "name") == 0)
+      return cobj_set_name(L, 3, &pr.lock, &p->name);
     if (strcmp(k, "daemon") == 0) {
       luaL_argexpected(L, lua_type(L, 3) == LUA_TBOOLEAN, 3, "boolean");
       pthread_mutex_lock(&pr.lock);
@@ -494,13 +455,7 @@ static int pr_newindex(lua_State *L) {
     if (strcmp(k, "pid") == 0 || strcmp(k, "ident") == 0 || strcmp(k, "exitcode") == 0)
       return luaL_error(L, "attribute '%s' of a process is read-only", k);
   }
-  lua_getiuservalue(L, 1, 1);
-  if (!lua_istable(L, -1))
-    return luaL_error(L, "process handle has no fields");
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_rawset(L, -3);
-  return 0;
+  return cobj_set_field(L);
 }
 
 static int pr_tostring(lua_State *L) {

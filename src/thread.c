@@ -190,15 +190,7 @@ static void th_destroy(cobj *o) {
 /* A handle made by a transfer gets plain fields whose class is Thread. */
 static void th_on_handle(lua_State *L, cobj *o) {
   CONCUR_UNUSED(o);
-  lua_newtable(L);
-  ctx_push_table(L);
-  lua_rawgeti(L, -1, CTX_THREAD_CLASS);
-  if (lua_istable(L, -1))
-    lua_setmetatable(L, -3);
-  else
-    lua_pop(L, 1);
-  lua_pop(L, 1);
-  lua_setiuservalue(L, -2, 1);
+  cobj_new_fields(L, CTX_THREAD_CLASS);
 }
 
 static void dummy_release(void *p) { cobj_decref(p); }
@@ -560,13 +552,6 @@ static thread_obj *check_thread(lua_State *L, int idx) {
   return (thread_obj *)cobj_check(L, idx, &thread_type);
 }
 
-static const void *main_state(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  const void *m = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  return m;
-}
-
 /* core.thread_new(fields) -> handle; the fields table becomes its user value. */
 static int th_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -584,7 +569,7 @@ static int th_new(lua_State *L) {
   if (t == NULL)
     return luaL_error(L, "not enough memory");
   t->daemon = daemon;
-  t->creator = main_state(L);
+  t->creator = cobj_main_state(L);
   cobj_bind(L, -1, &t->hdr);
   return 1;
 }
@@ -604,7 +589,7 @@ static int th_start(lua_State *L) {
   char err[TRANSFER_ERRLEN];
   /* The fields (target, args, the object itself) live in the creating
    * state; a handle that arrived by transfer has none. */
-  if (t->creator != main_state(L) && !t->is_main && !t->is_dummy)
+  if (t->creator != cobj_main_state(L) && !t->is_main && !t->is_dummy)
     return luaL_error(L, "a thread can only be started from the Lua state that created it");
   /* Everything that may raise comes before the encode; the encode raises
    * nothing and runs with no lock held. */
@@ -780,16 +765,8 @@ static int th_index(lua_State *L) {
   thread_obj *t = check_thread(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0) {
-      pthread_mutex_lock(&rt.lock);
-      char *copy = strdup(t->name);
-      pthread_mutex_unlock(&rt.lock);
-      if (copy == NULL)
-        return luaL_error(L, "not enough memory");
-      lua_pushstring(L, copy);
-      free(copy);
-      return 1;
-    }
+    if (strcmp(k, "name") == 0)
+      return cobj_push_name(L, &rt.lock, &t->name);
     if (strcmp(k, "daemon") == 0) {
       pthread_mutex_lock(&rt.lock);
       lua_pushboolean(L, t->daemon);
@@ -809,31 +786,15 @@ static int th_index(lua_State *L) {
       return 1;
     }
   }
-  lua_getiuservalue(L, 1, 1);
-  if (!lua_istable(L, -1))
-    return 0;
-  lua_pushvalue(L, 2);
-  lua_gettable(L, -2);
-  return 1;
+  return cobj_get_field(L);
 }
 
 static int th_newindex(lua_State *L) {
   thread_obj *t = check_thread(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0) {
-      luaL_argexpected(L, lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER,
-                       3, "string");
-      char *nn = strdup(lua_tostring(L, 3));
-      if (nn == NULL)
-        return luaL_error(L, "not enough memory");
-      pthread_mutex_lock(&rt.lock);
-      char *old = t->name;
-      t->name = nn;
-      pthread_mutex_unlock(&rt.lock);
-      free(old);
-      return 0;
-    }
+    if (strcmp(k, "name") == 0)
+      return cobj_set_name(L, 3, &rt.lock, &t->name);
     if (strcmp(k, "daemon") == 0) {
       luaL_argexpected(L, lua_type(L, 3) == LUA_TBOOLEAN, 3, "boolean");
       pthread_mutex_lock(&rt.lock);
@@ -848,13 +809,7 @@ static int th_newindex(lua_State *L) {
     if (strcmp(k, "ident") == 0 || strcmp(k, "native_id") == 0)
       return luaL_error(L, "attribute '%s' of a thread is read-only", k);
   }
-  lua_getiuservalue(L, 1, 1);
-  if (!lua_istable(L, -1))
-    return luaL_error(L, "thread handle has no fields");
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_rawset(L, -3);
-  return 0;
+  return cobj_set_field(L);
 }
 
 static int th_tostring(lua_State *L) {
