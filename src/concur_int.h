@@ -86,7 +86,6 @@ typedef struct state_ctx {
    * size a power of two; NULL: empty. */
   const void **named;
   size_t named_size;
-  int is_concur_state;   /* made by concur for one of its threads */
 } state_ctx;
 
 state_ctx *ctx_get(lua_State *L);   /* the context; makes it on first use */
@@ -129,14 +128,10 @@ void tbuf_set_owner(tbuf *b, cobj *owner);
 #define TRANSFER_ERRLEN 256
 int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root,
                     tbuf *b, char err[TRANSFER_ERRLEN]);
-/* transfer_encode, raising the error in L (after cleaning up). */
-void transfer_encode_or_raise(lua_State *L, int idx, int n, const char *root,
-                              int one_root, tbuf *b);
-/* Decodes a message, pushing its values; returns how many.  Raises a Lua
- * error (the buffer stays owned by the caller) when a module or function
- * cannot be found or the bytes are malformed. */
-int transfer_decode(lua_State *L, const unsigned char *data, size_t len);
-/* Decodes the message at b->data[at .. at+len); objects come from b. */
+/* Decodes the message at b->data[at .. at+len) (objects come from b),
+ * pushing its values; returns how many.  Raises a Lua error (the buffer stays
+ * owned by the caller) when a module or function cannot be found or the bytes
+ * are malformed. */
 int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len);
 
 /* Forgets the name cache of L (package.loaded changed). */
@@ -147,7 +142,6 @@ int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */
 
 void thread_open(lua_State *L);    /* metatables, core functions */
 void thread_runtime_init(void);    /* once per process, from luaopen */
-lua_State *thread_new_state(void); /* a fresh state for a thread, or NULL */
 /* Waits for non-daemon threads, applies proc_exit_rules, stops the parked
  * workers: what a process does when it ends (atexit, or a child's exit). */
 void thread_exit_rules(void);

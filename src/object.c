@@ -90,31 +90,34 @@ state_ctx *ctx_get(lua_State *L) {
 
 /* ---- handles ----------------------------------------------------------- */
 
-cobj *cobj_test(lua_State *L, int idx, const cobj_type *type) {
+/* The handle at idx and its type, or NULL when idx holds no concur handle. */
+static handle *handle_at(lua_State *L, int idx, const cobj_type **type) {
   handle *h = lua_touserdata(L, idx);
   if (h == NULL || lua_type(L, idx) != LUA_TUSERDATA ||
       lua_rawlen(L, idx) != sizeof(handle) || !lua_getmetatable(L, idx))
     return NULL;
   lua_rawgetp(L, -1, &handle_marker);
-  const cobj_type *t = lua_touserdata(L, -1);
+  *type = lua_touserdata(L, -1);
   lua_pop(L, 2);
-  if (t == NULL || (type != NULL && t != type))
-    return NULL;
-  return h->obj;
+  return *type ? h : NULL;
+}
+
+cobj *cobj_test(lua_State *L, int idx, const cobj_type *type) {
+  const cobj_type *t;
+  handle *h = handle_at(L, idx, &t);
+  return h && (type == NULL || t == type) ? h->obj : NULL;
 }
 
 cobj *cobj_check(lua_State *L, int idx, const cobj_type *type) {
-  cobj *o = cobj_test(L, idx, type);
-  if (o == NULL) {
-    if (cobj_test(L, idx, NULL) == NULL || type != NULL) {
-      const char *msg = lua_pushfstring(L, "%s expected, got %s",
-                                        type ? type->name : "concur object",
-                                        luaL_typename(L, idx));
-      luaL_argerror(L, idx, msg);
-    }
+  const cobj_type *t;
+  handle *h = handle_at(L, idx, &t);
+  if (h == NULL || (type != NULL && t != type))
+    luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s",
+                                          type ? type->name : "concur object",
+                                          luaL_typename(L, idx)));
+  if (h->obj == NULL)      /* its __gc has run, or it was never bound */
     luaL_argerror(L, idx, "concur object already finalized");
-  }
-  return o;
+  return h->obj;
 }
 
 void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue) {

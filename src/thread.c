@@ -229,7 +229,6 @@ static thread_obj *th_current(void) {
  * before the thread's own code. */
 static int state_setup(lua_State *L) {
   luaL_openlibs(L);
-  ctx_get(L)->is_concur_state = 1;
   lua_pushcfunction(L, core_print);
   lua_setglobal(L, "print");
   core_preload(L);
@@ -308,10 +307,6 @@ static lua_State *state_build(arena *a, char *err, size_t errlen) {
   return L;
 }
 
-lua_State *thread_new_state(void) {
-  char err[256];
-  return state_build(NULL, err, sizeof err);
-}
 
 /* The thread's error report, "Exception in thread NAME:" and the traceback. */
 static int run_msgh(lua_State *L) {

@@ -896,13 +896,6 @@ int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root
   return 0;
 }
 
-void transfer_encode_or_raise(lua_State *L, int idx, int n, const char *root,
-                              int one_root, tbuf *b) {
-  char err[TRANSFER_ERRLEN];
-  if (!transfer_encode(L, idx, n, root, one_root, b, err))
-    luaL_error(L, "%s", err);
-}
-
 /* ---- decoder ----------------------------------------------------------- */
 
 typedef struct dec {
@@ -1288,13 +1281,6 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
   if (st != LUA_OK)
     return lua_error(L);
   return lua_gettop(L) - top;
-}
-
-int transfer_decode(lua_State *L, const unsigned char *data, size_t len) {
-  tbuf b = TBUF_INIT;
-  b.data = (unsigned char *)data;
-  b.len = b.cap = len;
-  return transfer_decode_tbuf(L, &b, 0, len);
 }
 
 /* ---- Lua-facing functions ----------------------------------------------- */
