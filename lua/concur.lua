@@ -158,6 +158,62 @@ for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) d
   register(e, name)
 end
 
+core.set_error_values(concur)
+
+-- Synchronization ---------------------------------------------------------------
+-- The objects are C (src/sync.c); they live in shared memory and serve threads
+-- and processes alike.
+
+concur.Lock = core.Lock
+concur.RLock = core.RLock
+concur.Condition = core.Condition
+concur.Semaphore = core.Semaphore
+concur.BoundedSemaphore = core.BoundedSemaphore
+concur.Event = core.Event
+concur.Barrier = core.Barrier
+
+--- Timer(interval, fn, [args]): a Thread that calls fn(args...) after
+--- interval seconds unless cancelled first.
+local Timer = extend(Thread)
+register(Timer, "Timer")
+
+function Timer:init(interval, fn, args)
+  if type(interval) ~= "number" or interval ~= interval or interval < 0 then
+    error(("bad argument #1 to 'Timer' (non-negative number expected, got %s)")
+      :format(type(interval) == "number" and tostring(interval) or type(interval)), 4)
+  end
+  if not callable(fn) then
+    error(("bad argument #2 to 'Timer' (callable expected, got %s)"):format(type(fn)), 4)
+  end
+  if args ~= nil and type(args) ~= "table" then
+    error(("bad argument #3 to 'Timer' (table expected, got %s)"):format(type(args)), 4)
+  end
+  self.interval = interval
+  self.fn = fn
+  self.args = args
+  self.finished = core.Event()
+end
+
+function Timer:run()
+  local finished = self.finished
+  finished:wait(self.interval)
+  if not finished:is_set() then
+    local args = self.args
+    if args == nil then
+      self.fn()
+    else
+      self.fn(table.unpack(args, 1, args.n or #args))
+    end
+  end
+  finished:set()
+end
+
+--- Stops the timer if it is still waiting.
+function Timer:cancel()
+  self.finished:set()
+end
+concur.Timer = Timer
+
 -- Module functions ------------------------------------------------------------
 
 concur.current_thread = core.current_thread

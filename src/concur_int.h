@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "lua.h"
 #include "lauxlib.h"
@@ -29,12 +30,20 @@
 
 typedef struct cobj cobj;
 
+struct tbuf;
+
 typedef struct cobj_type {
   const char *name;               /* "concur.Thread": metatable name, tostring */
   void (*destroy)(cobj *o);       /* frees the object when its last ref goes */
   /* called when a new handle for `o` is made in L, with the handle on top;
    * may set the handle's user value.  NULL: nothing to do. */
   void (*on_handle)(lua_State *L, cobj *o);
+  /* Shared objects live in the arena (shm.c) and their count is the whole
+   * family's; the others live in one process's heap. */
+  int shared;
+  /* Process-local objects that hold messages: calls cobj_adopt_tbuf on
+   * each, in a forked child.  NULL: none. */
+  void (*adopt)(cobj *o);
 } cobj_type;
 
 struct cobj {
@@ -45,6 +54,28 @@ struct cobj {
 void cobj_init(cobj *o, const cobj_type *type);  /* refs = 1 */
 void cobj_incref(cobj *o);
 void cobj_decref(cobj *o);
+
+/* A Lua handle: the userdata's block.  `pid` is the process that owns the
+ * handle's reference: a forked child inherits handles whose references are
+ * its parent's (the count of a shared object is in shared memory, not
+ * copied), so it adopts them (cobj_adopt_state) and never releases a
+ * reference it does not own. */
+typedef struct cobj_handle {
+  cobj *obj;
+  int pid;
+} cobj_handle;
+
+/* The reference owned by a holder stamped with `pid` is released: a
+ * process-local object always (its count was copied with it), a shared one
+ * only by the process that owns the reference. */
+static inline void cobj_release_owned(cobj *o, int pid);
+
+/* In a forked child, before it runs any Lua code: takes the child's own
+ * reference for every handle of L and every message that an object
+ * reachable from them holds. */
+void cobj_adopt_state(lua_State *L);
+/* Adopts the references of b (once: b is stamped with the child's pid). */
+void cobj_adopt_tbuf(struct tbuf *b);
 
 /* Pushes the one handle of `o` in L, making it (and taking a reference) if
  * the state has none.  Can raise a memory error; takes no lock. */
@@ -97,6 +128,7 @@ enum {
   CTX_THREAD_CLASS,    /* the Lua layer's Thread class, for handles */
   CTX_PROCESS_CLASS,   /* the Lua layer's Process class, for handles */
   CTX_TRACEBACK,       /* last traceback captured by the thread runner */
+  CTX_ERRORS,          /* the Lua layer's error values by name (Empty, ...) */
   CTX_SLOTS
 };
 
@@ -111,9 +143,10 @@ typedef struct tbuf {
   size_t nobjs, objcap;
   cobj *owner;   /* listed in objs without a reference: the object that
                     holds this buffer (a thread returning its own handle) */
+  int pid;       /* the process owning the references in objs (see cobj_handle) */
 } tbuf;
 
-#define TBUF_INIT {NULL, 0, 0, NULL, 0, 0, NULL}
+#define TBUF_INIT {NULL, 0, 0, NULL, 0, 0, NULL, 0}
 
 void tbuf_free(tbuf *b);
 /* Makes b hold no reference to `owner`, the object b belongs to, so that an
@@ -134,6 +167,14 @@ int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root
  * are malformed. */
 int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len);
 
+/* A message in shared memory (see transfer.c).  sblob_from_tbuf takes b's
+ * references and frees b (NULL when the arena is full: b is left as it was);
+ * sblob_decode pushes the values (may raise). */
+typedef struct sblob sblob;
+sblob *sblob_from_tbuf(tbuf *b);
+int sblob_decode(lua_State *L, sblob *s);
+void sblob_free(sblob *s);
+
 /* Forgets the name cache of L (package.loaded changed). */
 void transfer_names_changed(lua_State *L);
 int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */
@@ -152,6 +193,43 @@ void proc_open(lua_State *L);
 void proc_runtime_init(void);
 void proc_exit_rules(void);        /* join non-daemon children, stop daemon ones */
 
+/* ---- shared memory and waiting (shm.c) ------------------------------- */
+
+extern int concur_pid;                   /* getpid(), cached; right in forked children */
+extern _Thread_local char concur_thread_marker;   /* its address names a thread */
+#define CONCUR_THREAD_ID ((uintptr_t)&concur_thread_marker)
+
+int shm_runtime_init(void);              /* maps the arena once; -1 if it cannot */
+void *shm_alloc(size_t n);               /* NULL when the arena is full */
+void *shm_calloc(size_t n);
+void shm_free(void *p);
+int shm_contains(const void *p);
+size_t shm_in_use(void);                 /* bytes in live blocks, family-wide */
+
+/* Robust process-shared mutexes: a dead holder's mutex is taken over (the
+ * lock returns 1 then) and made consistent. */
+int rmutex_init(pthread_mutex_t *m);
+int rmutex_lock(pthread_mutex_t *m);
+void rmutex_unlock(pthread_mutex_t *m);
+
+/* An absolute CLOCK_MONOTONIC deadline; timeout < 0: forever. */
+typedef struct deadline {
+  int forever;
+  struct timespec at;
+} deadline;
+deadline deadline_in(double timeout);
+int deadline_passed(const deadline *d);
+/* Sleeps while *word == expected, until woken, d, or slice_ms (if > 0)
+ * from now.  Returns 0, EAGAIN, ETIMEDOUT or EINTR; callers re-check. */
+int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms);
+void fx_wake(_Atomic uint32_t *word, int n);
+/* The process `pid` has ended (reaped or a zombie).  Never true for us. */
+int proc_gone(int pid);
+
+/* ---- synchronization objects (sync.c) ------------------------------ */
+
+void sync_open(lua_State *L);
+
 /* ---- runtime (core.c) -------------------------------------------------- */
 
 /* The functions a thread state needs: print and the host hooks. */
@@ -164,5 +242,10 @@ double core_monotonic(void);
 double concur_opt_timeout(lua_State *L, int idx);
 
 #define CONCUR_UNUSED(x) ((void)(x))
+
+static inline void cobj_release_owned(cobj *o, int pid) {
+  if (pid == concur_pid || !o->type->shared)
+    cobj_decref(o);
+}
 
 #endif

@@ -221,8 +221,25 @@ void core_preload(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* core.set_error_values(t): the Lua layer's error values, for C to raise. */
+static int core_set_error_values(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ctx_push_table(L);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, CTX_ERRORS);
+  return 0;
+}
+
+/* core.shm_in_use() -> bytes of the shared arena in live blocks (family-wide). */
+static int core_shm_in_use(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)shm_in_use());
+  return 1;
+}
+
 int luaopen_concur_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
+    {"set_error_values", core_set_error_values},
+    {"shm_in_use", core_shm_in_use},
     {"sleep", core_sleep},
     {"time", core_time},
     {"cpu_count", core_cpu_count},
@@ -230,6 +247,10 @@ int luaopen_concur_core(lua_State *L) {
     {"print", core_print},
     {NULL, NULL}
   };
+  /* The arena first: objects made in any process of the family must all
+   * come from the one mapping made before the first fork. */
+  if (shm_runtime_init() != 0)
+    return luaL_error(L, "concur: cannot map the shared memory arena");
   proc_runtime_init();
   thread_runtime_init();
   ctx_get(L);
@@ -237,6 +258,7 @@ int luaopen_concur_core(lua_State *L) {
   transfer_open(L);
   thread_open(L);
   proc_open(L);
+  sync_open(L);
   lua_pushliteral(L, CONCUR_VERSION);
   lua_setfield(L, -2, "version");
   adopt_print(L);

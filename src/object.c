@@ -18,9 +18,7 @@
 
 #include "concur_int.h"
 
-typedef struct handle {
-  cobj *obj;
-} handle;
+typedef cobj_handle handle;
 
 static const char handle_marker = 0;  /* metatable[&handle_marker] = type */
 static const char ctx_key = 0;        /* registry[&ctx_key] = context table */
@@ -132,6 +130,7 @@ void cobj_bind(lua_State *L, int idx, cobj *o) {
   idx = lua_absindex(L, idx);
   handle *h = lua_touserdata(L, idx);
   h->obj = o;                              /* from here its __gc releases o */
+  h->pid = concur_pid;
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_IDENTITY);
   lua_pushvalue(L, idx);
@@ -143,6 +142,12 @@ void cobj_push(lua_State *L, cobj *o) {
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_IDENTITY);
   if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA) {
+    handle *h = lua_touserdata(L, -1);
+    if (h->pid != concur_pid) {   /* forked by someone else: adopt it now */
+      if (o->type->shared)
+        cobj_incref(o);
+      h->pid = concur_pid;
+    }
     lua_replace(L, -3);
     lua_pop(L, 1);
     return;
@@ -160,9 +165,42 @@ static int handle_gc(lua_State *L) {
   if (h && h->obj) {
     cobj *o = h->obj;
     h->obj = NULL;
-    cobj_decref(o);
+    cobj_release_owned(o, h->pid);
   }
   return 0;
+}
+
+/* ---- adoption after fork -------------------------------------------------- */
+
+static void adopt_object(cobj *o) {
+  if (o->type->shared)
+    cobj_incref(o);
+  else if (o->type->adopt)
+    o->type->adopt(o);
+}
+
+void cobj_adopt_tbuf(tbuf *b) {
+  if (b->pid == concur_pid || b->nobjs == 0)
+    return;
+  b->pid = concur_pid;      /* first: an object that holds b is not walked twice */
+  for (size_t i = 0; i < b->nobjs; i++)
+    if (b->objs[i] != b->owner)
+      adopt_object(b->objs[i]);
+}
+
+void cobj_adopt_state(lua_State *L) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_IDENTITY);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    handle *h = lua_touserdata(L, -1);
+    if (h && h->obj && h->pid != concur_pid) {
+      h->pid = concur_pid;
+      adopt_object(h->obj);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
 }
 
 static int handle_tostring(lua_State *L) {

@@ -59,7 +59,7 @@ static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
 
 static void pr_destroy(cobj *o);
 static void pr_on_handle(lua_State *L, cobj *o);
-static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle};
+static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL};
 
 /* ---- objects ---------------------------------------------------------------- */
 
@@ -254,6 +254,10 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   p->state = PR_STARTED;
   if (p->daemon)
     pr.daemonic = 1;
+  /* Before any Lua code runs (a collection could release them): the
+   * references to shared objects this copy of the state holds are the
+   * parent's until the child takes its own. */
+  cobj_adopt_state(L);
   lua_getglobal(L, "os");
   if (lua_istable(L, -1)) {
     lua_pushcfunction(L, child_os_exit);

@@ -114,7 +114,8 @@ static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
 
 static void th_destroy(cobj *o);
 static void th_on_handle(lua_State *L, cobj *o);
-static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle};
+static void th_adopt(cobj *o);
+static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0, th_adopt};
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -185,6 +186,13 @@ static void th_destroy(cobj *o) {
   pthread_cond_destroy(&t->changed);
   free(t->name);
   free(t);
+}
+
+/* In a forked child (one thread, nothing else runs): its messages' objects. */
+static void th_adopt(cobj *o) {
+  thread_obj *t = (thread_obj *)o;
+  cobj_adopt_tbuf(&t->start);
+  cobj_adopt_tbuf(&t->result);
 }
 
 /* A handle made by a transfer gets plain fields whose class is Thread. */

@@ -48,7 +48,7 @@ enum {
 void tbuf_free(tbuf *b) {
   for (size_t i = 0; i < b->nobjs; i++)
     if (b->objs[i] != b->owner)
-      cobj_decref(b->objs[i]);
+      cobj_release_owned(b->objs[i], b->pid);
   b->owner = NULL;
   free(b->objs);
   free(b->data);
@@ -675,6 +675,7 @@ static int encode_value(enc *e, int idx) {
       }
       cobj_incref(o);
       b->objs[b->nobjs++] = o;
+      b->pid = concur_pid;
     }
     return put_byte(e, T_OBJ) && put_varint(e, i);
   }
@@ -1281,6 +1282,60 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
   if (st != LUA_OK)
     return lua_error(L);
   return lua_gettop(L) - top;
+}
+
+/* ---- messages in shared memory ------------------------------------------ */
+
+/* A message copied into the arena, readable by every process of the family.
+ * References to shared objects are the blob's; references to process-local
+ * objects (a Thread) belong to the process that encoded it, which is the
+ * only one that can decode it. */
+struct sblob {
+  size_t len, nobjs;
+  int pid;                  /* the process that made it */
+  int has_local;            /* it references process-local objects */
+  cobj *objs[];             /* then the bytes */
+};
+
+static unsigned char *sblob_data(sblob *s) { return (unsigned char *)(s->objs + s->nobjs); }
+
+sblob *sblob_from_tbuf(tbuf *b) {
+  size_t n = sizeof(sblob) + b->nobjs * sizeof(cobj *) + b->len;
+  sblob *s = shm_alloc(n);
+  if (s == NULL)
+    return NULL;
+  s->len = b->len;
+  s->nobjs = b->nobjs;
+  s->pid = concur_pid;
+  s->has_local = 0;
+  for (size_t i = 0; i < b->nobjs; i++) {
+    s->objs[i] = b->objs[i];
+    if (!b->objs[i]->type->shared)
+      s->has_local = 1;
+  }
+  if (b->len)
+    memcpy(sblob_data(s), b->data, b->len);
+  /* The references move to the blob; b keeps its bytes, holds none. */
+  b->owner = NULL;
+  b->nobjs = 0;
+  tbuf_free(b);
+  return s;
+}
+
+int sblob_decode(lua_State *L, sblob *s) {
+  if (s->has_local && s->pid != concur_pid)
+    return luaL_error(L, "the message holds a Thread, which belongs to the process that sent it");
+  tbuf view = {sblob_data(s), s->len, s->len, s->objs, s->nobjs, s->nobjs, NULL, s->pid};
+  return transfer_decode_tbuf(L, &view, 0, s->len);
+}
+
+void sblob_free(sblob *s) {
+  if (s == NULL)
+    return;
+  for (size_t i = 0; i < s->nobjs; i++)
+    if (s->objs[i]->type->shared || s->pid == concur_pid)
+      cobj_decref(s->objs[i]);
+  shm_free(s);
 }
 
 /* ---- Lua-facing functions ----------------------------------------------- */

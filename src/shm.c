@@ -1,0 +1,304 @@
+/*
+ * shm.c - the process family's shared memory, and the primitives every
+ * shareable object is built from.
+ *
+ * The arena: one MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE mapping made the
+ * first time a process loads concur.  Every process forked from that one
+ * sees it at the same address, so a pointer into it means the same object in
+ * all of them, whenever the object was made.  It is reserved large and the
+ * kernel commits pages as they are touched.  A header at its start holds a
+ * robust process-shared mutex, the bump offset and one free list per size
+ * class (powers of two); large blocks give their pages back when freed.
+ *
+ * Crash safety: a process may die (SIGKILL) anywhere, the arena mutex held.
+ * Every update under that mutex is ordered so that dying between two of its
+ * stores loses at most the block being moved (a leak), never links a block
+ * twice; the next locker sees EOWNERDEAD and marks the mutex consistent.
+ *
+ * Also here: the cached pid (getpid is a system call in current glibc;
+ * refreshed in every forked child by an atfork handler, whoever forks), the
+ * futex waits on shared words (never the _PRIVATE ones: the words are in
+ * shared memory) with absolute CLOCK_MONOTONIC deadlines, and the test for a
+ * dead process that lock takeover uses.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "concur_int.h"
+
+/* ---- the cached pid -------------------------------------------------------- */
+
+int concur_pid;
+_Thread_local char concur_thread_marker __attribute__((tls_model("initial-exec")));
+
+static void pid_refresh(void) { concur_pid = (int)getpid(); }
+
+/* ---- robust process-shared mutexes ---------------------------------------- */
+
+int rmutex_init(pthread_mutex_t *m) {
+  pthread_mutexattr_t a;
+  if (pthread_mutexattr_init(&a) != 0)
+    return -1;
+  int rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  if (rc == 0)
+    rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  if (rc == 0)
+    rc = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  return rc == 0 ? 0 : -1;
+}
+
+int rmutex_lock(pthread_mutex_t *m) {
+  int rc = pthread_mutex_lock(m);
+  if (rc == EOWNERDEAD) {
+    /* The holder died inside a critical section.  Every such section here
+     * is written so that what it leaves is usable (see the head of files). */
+    pthread_mutex_consistent(m);
+    return 1;
+  }
+  return 0;
+}
+
+void rmutex_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+
+/* ---- deadlines and futexes ------------------------------------------------- */
+
+deadline deadline_in(double timeout) {
+  deadline d;
+  d.forever = timeout < 0;
+  clock_gettime(CLOCK_MONOTONIC, &d.at);
+  if (!d.forever) {
+    if (timeout > 1e9)   /* ~31 years: forever, but still a number */
+      timeout = 1e9;
+    double whole = floor(timeout);
+    d.at.tv_sec += (time_t)whole;
+    d.at.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (d.at.tv_nsec >= 1000000000L) {
+      d.at.tv_sec++;
+      d.at.tv_nsec -= 1000000000L;
+    }
+  }
+  return d;
+}
+
+int deadline_passed(const deadline *d) {
+  if (d->forever)
+    return 0;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > d->at.tv_sec ||
+         (now.tv_sec == d->at.tv_sec && now.tv_nsec >= d->at.tv_nsec);
+}
+
+/* The earlier of d and now + slice_ms (slice_ms 0: just d). */
+static const struct timespec *wait_until(const deadline *d, int slice_ms, struct timespec *buf) {
+  if (slice_ms <= 0)
+    return d->forever ? NULL : &d->at;
+  clock_gettime(CLOCK_MONOTONIC, buf);
+  buf->tv_nsec += (long)slice_ms * 1000000L;
+  while (buf->tv_nsec >= 1000000000L) {
+    buf->tv_sec++;
+    buf->tv_nsec -= 1000000000L;
+  }
+  if (!d->forever && (d->at.tv_sec < buf->tv_sec ||
+                      (d->at.tv_sec == buf->tv_sec && d->at.tv_nsec < buf->tv_nsec)))
+    *buf = d->at;
+  return buf;
+}
+
+int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
+  struct timespec buf;
+  const struct timespec *at = wait_until(d, slice_ms, &buf);
+  /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time: an EINTR or a
+   * spurious return never stretches the wait. */
+  long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected, at, NULL,
+                    FUTEX_BITSET_MATCH_ANY);
+  if (rc == 0)
+    return 0;
+  return errno;   /* EAGAIN: the word had changed; ETIMEDOUT; EINTR */
+}
+
+void fx_wake(_Atomic uint32_t *word, int n) {
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+/* ---- dead processes ---------------------------------------------------------- */
+
+int proc_gone(int pid) {
+  if (pid <= 0 || pid == concur_pid)
+    return 0;
+  if (kill(pid, 0) == 0 || errno == EPERM) {
+    /* Alive or a zombie not reaped yet: a killed child stays a zombie until
+     * its parent joins it, and its locks must be free before that. */
+    char path[48], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return errno == ENOENT;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+      return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');   /* "pid (comm) S ...": comm may hold ')' */
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+  }
+  return errno == ESRCH;
+}
+
+/* ---- the arena --------------------------------------------------------------- */
+
+#define SHM_MIN_SHIFT 5            /* smallest block: 32 bytes, header included */
+#define SHM_NCLASS 48
+#define SHM_BLOCK_MAGIC 0x636f6e63u   /* "conc" */
+#define SHM_RELEASE_SHIFT 16       /* blocks of 64 KiB and up give pages back */
+
+typedef struct shm_block {         /* precedes every block handed out */
+  uint32_t magic;
+  uint32_t cls;                    /* block size is 1 << cls */
+  uint64_t pad;                    /* keeps the payload 16-aligned */
+} shm_block;
+
+typedef struct shm_free_node {
+  shm_block hdr;
+  struct shm_free_node *next;
+} shm_free_node;
+
+typedef struct shm_head {
+  pthread_mutex_t lock;
+  size_t size;                     /* bytes reserved */
+  size_t top;                      /* bump offset */
+  size_t in_use;                   /* bytes in blocks handed out */
+  shm_free_node *free[SHM_NCLASS];
+} shm_head;
+
+static shm_head *arena;
+static char *arena_base;
+static size_t page_size;
+static pthread_once_t shm_once = PTHREAD_ONCE_INIT;
+
+static void shm_init(void) {
+  page_size = (size_t)sysconf(_SC_PAGESIZE);
+  pid_refresh();
+  pthread_atfork(NULL, NULL, pid_refresh);
+  /* Reserve as much as the system lets us: pages cost nothing until used. */
+  static const size_t sizes[] = {
+#if SIZE_MAX > 0xffffffffu
+    (size_t)64 << 30, (size_t)16 << 30, (size_t)4 << 30,
+#endif
+    (size_t)1 << 30, (size_t)256 << 20, (size_t)64 << 20};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    void *p = mmap(NULL, sizes[i], PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      arena = p;
+      arena_base = p;
+      arena->size = sizes[i];
+      break;
+    }
+  }
+  if (arena == NULL)
+    return;
+  if (rmutex_init(&arena->lock) != 0) {
+    munmap(arena, arena->size);
+    arena = NULL;
+    return;
+  }
+  arena->top = (sizeof(shm_head) + 63) & ~(size_t)63;
+}
+
+int shm_runtime_init(void) {
+  pthread_once(&shm_once, shm_init);
+  return arena ? 0 : -1;
+}
+
+void *shm_alloc(size_t n) {
+  if (arena == NULL || n > arena->size)
+    return NULL;
+  unsigned cls = SHM_MIN_SHIFT;
+  while (((size_t)1 << cls) < n + sizeof(shm_block))
+    cls++;
+  if (cls >= SHM_NCLASS)
+    return NULL;
+  size_t bsize = (size_t)1 << cls;
+  shm_block *b = NULL;
+  rmutex_lock(&arena->lock);
+  shm_free_node *f = arena->free[cls];
+  if (f) {
+    arena->free[cls] = f->next;     /* one store: dying after it leaks f */
+    b = &f->hdr;
+  } else {
+    /* Blocks of a class are aligned to their size, up to a page: the
+     * payload's alignment is then whatever the caller could want. */
+    size_t align = bsize < page_size ? bsize : page_size;
+    size_t at = (arena->top + align - 1) & ~(align - 1);
+    if (at + bsize <= arena->size && at + bsize > at) {
+      arena->top = at + bsize;
+      b = (shm_block *)(arena_base + at);
+    }
+  }
+  if (b)
+    arena->in_use += bsize;
+  rmutex_unlock(&arena->lock);
+  if (b == NULL)
+    return NULL;
+  b->magic = SHM_BLOCK_MAGIC;
+  b->cls = cls;
+  return b + 1;
+}
+
+void *shm_calloc(size_t n) {
+  void *p = shm_alloc(n);
+  if (p)
+    memset(p, 0, n);
+  return p;
+}
+
+void shm_free(void *p) {
+  if (p == NULL)
+    return;
+  shm_block *b = (shm_block *)p - 1;
+  if (b->magic != SHM_BLOCK_MAGIC || b->cls >= SHM_NCLASS)
+    abort();   /* not ours, or freed twice: memory is corrupt, stop here */
+  b->magic = 0;
+  unsigned cls = b->cls;
+  size_t bsize = (size_t)1 << cls;
+  if (cls >= SHM_RELEASE_SHIFT) {
+    /* Give the pages after the first back to the system (the first holds
+     * the free-list link); touched again, they come back zero-filled. */
+    madvise((char *)b + page_size, bsize - page_size, MADV_REMOVE);
+  }
+  shm_free_node *f = (shm_free_node *)b;
+  f->hdr.cls = cls;
+  rmutex_lock(&arena->lock);
+  f->next = arena->free[cls];
+  arena->free[cls] = f;             /* dying before this store leaks f */
+  arena->in_use -= bsize;
+  rmutex_unlock(&arena->lock);
+}
+
+int shm_contains(const void *p) {
+  return arena && (const char *)p >= arena_base && (const char *)p < arena_base + arena->size;
+}
+
+size_t shm_in_use(void) {
+  if (arena == NULL)
+    return 0;
+  rmutex_lock(&arena->lock);
+  size_t n = arena->in_use;
+  rmutex_unlock(&arena->lock);
+  return n;
+}

@@ -1,0 +1,1029 @@
+/*
+ * sync.c - Lock, RLock, Condition, Semaphore, BoundedSemaphore, Event and
+ * Barrier: one implementation for threads and forked processes alike.
+ *
+ * Every object lives in the shared arena (shm.c), so the same object serves
+ * every thread of every process of the family.  Waiting is on futex words in
+ * that memory, with absolute CLOCK_MONOTONIC deadlines; every wait re-checks
+ * its condition, so spurious wake-ups and EINTR never show.
+ *
+ * Lock and RLock are one futex word each: 0 when free, else the holder's pid
+ * with LOCK_WAITERS set once someone sleeps on it.  Not a pthread mutex: a
+ * Python Lock may be released by any thread, and the uncontended pair must
+ * cost one compare-and-swap and one exchange.  A process that dies holding
+ * one is found by its waiters, which wake every LOCK_SLICE_MS to look
+ * (proc_gone) and take the word over with a compare-and-swap.
+ *
+ * Condition, Barrier: their own state is guarded by a robust process-shared
+ * mutex (`mu`), held only for a few stores, never across Lua code or a wait;
+ * a holder that dies leaves the state as after its last store.
+ *
+ * Lock order: a Condition's `mu` may be taken while its Lock is held, never
+ * the other way round; the arena's mutex is taken under either.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "concur_int.h"
+
+#define LOCK_WAITERS 0x80000000u
+#define LOCK_SLICE_MS 100      /* how soon a dead holder is noticed */
+#define SPIN_NS 20000          /* spin this long before sleeping (see spin_until) */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- the objects ---------------------------------------------------------- */
+
+typedef struct lock_obj {
+  cobj hdr;
+  _Atomic uint32_t word;       /* 0, or holder pid | LOCK_WAITERS */
+  _Atomic uintptr_t thread;    /* RLock: the holder thread's CONCUR_THREAD_ID */
+  _Atomic uint32_t count;      /* RLock: depth; written by the holder only */
+} lock_obj;
+
+typedef struct cond_waiter {
+  struct cond_waiter *next;
+  _Atomic uint32_t signaled;
+  int pid;
+} cond_waiter;
+
+typedef struct cond_obj {
+  cobj hdr;
+  lock_obj *lock;              /* a reference */
+  pthread_mutex_t mu;          /* guards the waiter list */
+  cond_waiter *head, *tail;
+  uint32_t nwaiting;
+} cond_obj;
+
+typedef struct sem_obj {
+  cobj hdr;
+  _Atomic uint32_t value;
+  _Atomic uint32_t nwaiters;
+  uint32_t initial;
+} sem_obj;
+
+typedef struct event_obj {
+  cobj hdr;
+  _Atomic uint32_t flag;
+  _Atomic uint32_t seq;        /* bumped by every set that changed the flag */
+  _Atomic uint32_t nwaiters;
+} event_obj;
+
+enum { B_FILLING = 0, B_DRAINING = 1, B_ACTION = 2, B_RESETTING = -1, B_BROKEN = -2 };
+
+typedef struct barrier_obj {
+  cobj hdr;
+  pthread_mutex_t mu;          /* guards all below but seq's waits */
+  _Atomic uint32_t seq;        /* bumped under mu at every state change */
+  uint32_t parties, count;
+  int state;
+  double timeout;              /* default for wait; < 0: none */
+  sblob *action;               /* NULL: none */
+} barrier_obj;
+
+static void lock_destroy(cobj *o) { shm_free(o); }
+
+static void cond_destroy(cobj *o) {
+  cond_obj *c = (cond_obj *)o;
+  for (cond_waiter *w = c->head, *next; w; w = next) {   /* of dead processes */
+    next = w->next;
+    shm_free(w);
+  }
+  cobj_decref(&c->lock->hdr);
+  shm_free(c);
+}
+
+static void barrier_destroy(cobj *o) {
+  barrier_obj *b = (barrier_obj *)o;
+  sblob_free(b->action);
+  shm_free(b);
+}
+
+static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, NULL};
+static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, NULL};
+static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, NULL};
+static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, NULL};
+static const cobj_type bsem_type = {"concur.BoundedSemaphore", lock_destroy, NULL, 1, NULL};
+static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, NULL};
+static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, NULL};
+
+/* The object of `self` (argument 1).  Methods carry their type's metatable
+ * as upvalue 1: comparing it is the whole type check on the fast path. */
+static int self_error(lua_State *L) {
+  lua_getfield(L, lua_upvalueindex(1), "__name");
+  const char *want = lua_tostring(L, -1);
+  cobj *o = cobj_test(L, 1, NULL);
+  if (o == NULL || o->type->name == NULL || strcmp(o->type->name, want ? want : "") != 0)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "%s expected, got %s", want,
+                                               luaL_typename(L, 1)));
+  return luaL_argerror(L, 1, "concur object already finalized");
+}
+
+static inline void *self_of(lua_State *L) {
+  cobj_handle *h = lua_touserdata(L, 1);
+  if (h != NULL && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same && h->obj)
+      return h->obj;
+  }
+  self_error(L);
+  return NULL;
+}
+
+/* Makes the handle first (a memory error then loses nothing), then the
+ * object in the arena, zeroed. */
+static void *new_object(lua_State *L, const cobj_type *type, size_t size) {
+  cobj_newhandle(L, type, 0);
+  cobj *o = shm_runtime_init() == 0 ? shm_calloc(size) : NULL;
+  if (o == NULL) {
+    luaL_error(L, "cannot make a %s: the shared memory arena is full", type->name + 7);
+    return NULL;
+  }
+  cobj_init(o, type);
+  return o;
+}
+
+/* (blocking, timeout) at idx, idx + 1, as Python's acquire takes them. */
+static int blocking_args(lua_State *L, int idx, double *timeout) {
+  int blocking = 1;
+  if (!lua_isnoneornil(L, idx)) {
+    luaL_checktype(L, idx, LUA_TBOOLEAN);
+    blocking = lua_toboolean(L, idx);
+  }
+  *timeout = concur_opt_timeout(L, idx + 1);
+  if (!blocking && *timeout >= 0)
+    luaL_argerror(L, idx + 1, "can't specify a timeout for a non-blocking call");
+  return blocking;
+}
+
+/* Spins up to SPIN_NS while `*word == expected` (checking the clock only now
+ * and then): a waiter on another core usually sees the change sooner than a
+ * sleep and a wake-up would let it.  Returns 1 when the word changed. */
+static int spin_until_changed(_Atomic uint32_t *word, uint32_t expected) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      if (atomic_load_explicit(word, memory_order_acquire) != expected)
+        return 1;
+      cpu_relax();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
+      return 0;
+  }
+}
+
+/* ---- Lock and RLock ---------------------------------------------------------- */
+
+static inline int lock_try(lock_obj *l) {
+  uint32_t expect = 0;
+  return atomic_compare_exchange_strong_explicit(&l->word, &expect, (uint32_t)concur_pid,
+                                                 memory_order_acquire, memory_order_relaxed);
+}
+
+/* Takes a word whose holder process has ended; 1 if we now hold it. */
+static int lock_take_from_dead(lock_obj *l, uint32_t seen) {
+  if (seen == 0 || !proc_gone((int)(seen & ~LOCK_WAITERS)))
+    return 0;
+  /* Waiters may sleep on it: keep the flag so that our release wakes one. */
+  return atomic_compare_exchange_strong_explicit(&l->word, &seen,
+                                                 (uint32_t)concur_pid | LOCK_WAITERS,
+                                                 memory_order_acquire, memory_order_relaxed);
+}
+
+/* Acquires the word: 1 when taken, 0 on timeout or when not blocking. */
+static int lock_acquire_word(lock_obj *l, int blocking, double timeout) {
+  if (lock_try(l))
+    return 1;
+  uint32_t cur = atomic_load_explicit(&l->word, memory_order_relaxed);
+  if (!blocking)
+    return cur == 0 ? lock_try(l) : lock_take_from_dead(l, cur);
+  if (timeout == 0)
+    return lock_try(l) || lock_take_from_dead(l, cur);
+  deadline d = deadline_in(timeout);
+  if (cur != 0 && !(cur & LOCK_WAITERS) && spin_until_changed(&l->word, cur) && lock_try(l))
+    return 1;
+  for (;;) {
+    cur = atomic_load_explicit(&l->word, memory_order_relaxed);
+    if (cur == 0) {
+      /* Others may sleep on it: take it flagged, our release wakes one. */
+      if (atomic_compare_exchange_weak_explicit(&l->word, &cur,
+                                                (uint32_t)concur_pid | LOCK_WAITERS,
+                                                memory_order_acquire, memory_order_relaxed))
+        return 1;
+      continue;
+    }
+    if (!(cur & LOCK_WAITERS)) {
+      if (!atomic_compare_exchange_weak_explicit(&l->word, &cur, cur | LOCK_WAITERS,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        continue;
+      cur |= LOCK_WAITERS;
+    }
+    int rc = fx_wait(&l->word, cur, &d, LOCK_SLICE_MS);
+    if (rc == ETIMEDOUT) {
+      if (lock_take_from_dead(l, atomic_load_explicit(&l->word, memory_order_relaxed)))
+        return 1;
+      if (deadline_passed(&d))
+        return lock_try(l);
+    }
+  }
+}
+
+static inline void lock_release_word(lock_obj *l) {
+  uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
+  if (old & LOCK_WAITERS)
+    fx_wake(&l->word, 1);
+}
+
+static inline int rlock_is_mine(lock_obj *l) {
+  return (atomic_load_explicit(&l->word, memory_order_relaxed) & ~LOCK_WAITERS) ==
+             (uint32_t)concur_pid &&
+         atomic_load_explicit(&l->thread, memory_order_relaxed) == CONCUR_THREAD_ID;
+}
+
+static int is_rlock(lock_obj *l) { return l->hdr.type == &rlock_type; }
+
+/* Acquire for either kind, and for a Condition's lock. */
+static int lockish_acquire(lock_obj *l, int blocking, double timeout, const char **err) {
+  if (!is_rlock(l))
+    return lock_acquire_word(l, blocking, timeout);
+  if (rlock_is_mine(l)) {
+    uint32_t n = atomic_load_explicit(&l->count, memory_order_relaxed);
+    if (n == UINT32_MAX) {
+      *err = "RLock acquired too many times";
+      return 0;
+    }
+    atomic_store_explicit(&l->count, n + 1, memory_order_relaxed);
+    return 1;
+  }
+  if (!lock_acquire_word(l, blocking, timeout))
+    return 0;
+  atomic_store_explicit(&l->thread, CONCUR_THREAD_ID, memory_order_relaxed);
+  atomic_store_explicit(&l->count, 1, memory_order_relaxed);
+  return 1;
+}
+
+/* Release for either kind; NULL or the error message. */
+static const char *lockish_release(lock_obj *l) {
+  if (!is_rlock(l)) {
+    uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
+    if (old == 0)
+      return "release unlocked lock";
+    if (old & LOCK_WAITERS)
+      fx_wake(&l->word, 1);
+    return NULL;
+  }
+  if (!rlock_is_mine(l))
+    return "cannot release un-acquired lock";
+  uint32_t n = atomic_load_explicit(&l->count, memory_order_relaxed) - 1;
+  atomic_store_explicit(&l->count, n, memory_order_relaxed);
+  if (n == 0) {
+    atomic_store_explicit(&l->thread, 0, memory_order_relaxed);
+    lock_release_word(l);
+  }
+  return NULL;
+}
+
+static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
+  double timeout;
+  int blocking = blocking_args(L, 2, &timeout);
+  const char *err = NULL;
+  int ok = lockish_acquire(l, blocking, timeout, &err);
+  if (err)
+    return luaL_error(L, "%s", err);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+static int lock_new(lua_State *L) {
+  lock_obj *l = new_object(L, &lock_type, sizeof *l);
+  cobj_bind(L, -1, &l->hdr);
+  return 1;
+}
+
+static int rlock_new(lua_State *L) {
+  lock_obj *l = new_object(L, &rlock_type, sizeof *l);
+  cobj_bind(L, -1, &l->hdr);
+  return 1;
+}
+
+/* The hot path: lock:acquire() with no arguments is one compare-and-swap. */
+static int lock_acquire(lua_State *L) {
+  lock_obj *l = self_of(L);
+  if (lua_gettop(L) == 1 && lock_try(l)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  return lockish_acquire_lua(L, l);
+}
+
+static int lock_release(lua_State *L) {
+  lock_obj *l = self_of(L);
+  uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
+  if (old & LOCK_WAITERS)
+    fx_wake(&l->word, 1);
+  else if (old == 0)
+    return luaL_error(L, "release unlocked lock");
+  return 0;
+}
+
+static int lock_locked(lua_State *L) {
+  lock_obj *l = self_of(L);
+  lua_pushboolean(L, atomic_load_explicit(&l->word, memory_order_relaxed) != 0);
+  return 1;
+}
+
+static int rlock_acquire(lua_State *L) {
+  return lockish_acquire_lua(L, self_of(L));
+}
+
+static int rlock_release(lua_State *L) {
+  const char *err = lockish_release(self_of(L));
+  return err ? luaL_error(L, "%s", err) : 0;
+}
+
+static void lockish_describe(luaL_Buffer *b, lock_obj *l) {
+  int held = atomic_load_explicit(&l->word, memory_order_relaxed) != 0;
+  char s[80];
+  if (is_rlock(l) && held)
+    snprintf(s, sizeof s, "<concur.RLock locked count=%u>",
+             (unsigned)atomic_load_explicit(&l->count, memory_order_relaxed));
+  else
+    snprintf(s, sizeof s, "<%s %s>", l->hdr.type->name, held ? "locked" : "unlocked");
+  luaL_addstring(b, s);
+}
+
+static int lock_tostring(lua_State *L) {
+  lock_obj *l = self_of(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lockish_describe(&b, l);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* ---- with and guard: every object with acquire and release ------------------ */
+
+static int with_finish(lua_State *L, int status, lua_KContext ctx) {
+  CONCUR_UNUSED(ctx);
+  /* Stack: self, fn, ..., then fn's results or its error. */
+  int nres = lua_gettop(L) - 1;   /* results above self (fn's slot reused) */
+  lua_getfield(L, 1, "release");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 0);
+  if (status != LUA_OK && status != LUA_YIELD)
+    return lua_error(L);
+  return nres;
+}
+
+/* obj:with(fn, ...) -> fn's results; released however fn ends. */
+static int sync_with(lua_State *L) {
+  luaL_checkany(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_getfield(L, 1, "acquire");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 0);
+  int nargs = lua_gettop(L) - 2;
+  /* fn and its arguments are at 2 ..; results replace them. */
+  int st = lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, with_finish);
+  return with_finish(L, st, 0);
+}
+
+static int guard_close(lua_State *L) {
+  if (lua_getiuservalue(L, 1, 1) == LUA_TNIL)
+    return 0;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 1);   /* closed once, even if called again */
+  lua_getfield(L, -1, "release");
+  lua_insert(L, -2);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* obj:guard() -> a to-be-closed value; acquired now, released at close. */
+static int sync_guard(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  lua_newuserdatauv(L, 0, 1);
+  if (luaL_newmetatable(L, "concur.guard")) {
+    lua_pushcfunction(L, guard_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushliteral(L, "concur guard");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_setmetatable(L, -2);
+  lua_getfield(L, 1, "acquire");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 0);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 2, 1);   /* set only once acquired: close releases */
+  return 1;
+}
+
+/* ---- Condition ------------------------------------------------------------------ */
+
+static int cond_new(lua_State *L) {
+  lock_obj *l = NULL;
+  if (!lua_isnoneornil(L, 1)) {
+    cobj *o = cobj_test(L, 1, NULL);
+    if (o == NULL || (o->type != &lock_type && o->type != &rlock_type))
+      return luaL_argerror(L, 1, lua_pushfstring(L, "concur.Lock or concur.RLock expected, got %s",
+                                                 luaL_typename(L, 1)));
+    l = (lock_obj *)o;
+  }
+  cond_obj *c = new_object(L, &cond_type, sizeof *c);
+  if (rmutex_init(&c->mu) != 0) {
+    shm_free(c);
+    return luaL_error(L, "cannot make a Condition: no mutex");
+  }
+  if (l == NULL) {
+    l = shm_calloc(sizeof *l);
+    if (l == NULL) {
+      shm_free(c);
+      return luaL_error(L, "cannot make a Condition: the shared memory arena is full");
+    }
+    cobj_init(&l->hdr, &rlock_type);
+  } else {
+    cobj_incref(&l->hdr);
+  }
+  c->lock = l;
+  cobj_bind(L, -1, &c->hdr);
+  return 1;
+}
+
+/* Python's _is_owned: an RLock's holder is this thread; a Lock is held. */
+static int cond_owned(cond_obj *c) {
+  if (is_rlock(c->lock))
+    return rlock_is_mine(c->lock);
+  return atomic_load_explicit(&c->lock->word, memory_order_relaxed) != 0;
+}
+
+static int cond_acquire(lua_State *L) {
+  return lockish_acquire_lua(L, ((cond_obj *)self_of(L))->lock);
+}
+
+static int cond_release(lua_State *L) {
+  const char *err = lockish_release(((cond_obj *)self_of(L))->lock);
+  return err ? luaL_error(L, "%s", err) : 0;
+}
+
+/* Waits for a notify; the lock is released meanwhile, fully for an RLock,
+ * and held again (its count restored) on return.  1 if notified. */
+static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
+  w->next = NULL;
+  w->pid = concur_pid;
+  atomic_store_explicit(&w->signaled, 0, memory_order_relaxed);
+  rmutex_lock(&c->mu);
+  if (c->tail)
+    c->tail->next = w;
+  else
+    c->head = w;
+  c->tail = w;
+  c->nwaiting++;
+  rmutex_unlock(&c->mu);
+
+  lock_obj *l = c->lock;
+  uint32_t saved = 0;
+  if (is_rlock(l)) {
+    saved = atomic_load_explicit(&l->count, memory_order_relaxed);
+    atomic_store_explicit(&l->count, 0, memory_order_relaxed);
+    atomic_store_explicit(&l->thread, 0, memory_order_relaxed);
+  }
+  lock_release_word(l);
+
+  deadline d = deadline_in(timeout);
+  while (!atomic_load_explicit(&w->signaled, memory_order_acquire)) {
+    if (fx_wait(&w->signaled, 0, &d, 0) == ETIMEDOUT && deadline_passed(&d))
+      break;
+  }
+  /* Notified, or leave the list; the notifier holds mu while it touches w. */
+  rmutex_lock(&c->mu);
+  int got = atomic_load_explicit(&w->signaled, memory_order_acquire) != 0;
+  if (!got) {
+    cond_waiter **pp = &c->head, *prev = NULL;
+    while (*pp && *pp != w) {
+      prev = *pp;
+      pp = &(*pp)->next;
+    }
+    if (*pp) {
+      *pp = w->next;
+      if (c->tail == w)
+        c->tail = prev;
+      c->nwaiting--;
+    }
+  }
+  rmutex_unlock(&c->mu);
+
+  lock_acquire_word(l, 1, -1);
+  if (is_rlock(l)) {
+    atomic_store_explicit(&l->thread, CONCUR_THREAD_ID, memory_order_relaxed);
+    atomic_store_explicit(&l->count, saved, memory_order_relaxed);
+  }
+  return got;
+}
+
+static int cond_wait_lua(lua_State *L, cond_obj *c, double timeout) {
+  if (!cond_owned(c))
+    return luaL_error(L, "cannot wait on un-acquired lock");
+  cond_waiter *w = shm_alloc(sizeof *w);
+  if (w == NULL)
+    return luaL_error(L, "cannot wait: the shared memory arena is full");
+  int got = cond_wait_core(c, timeout, w);
+  shm_free(w);
+  return got;
+}
+
+static int cond_wait(lua_State *L) {
+  cond_obj *c = self_of(L);
+  double timeout = concur_opt_timeout(L, 2);
+  lua_pushboolean(L, cond_wait_lua(L, c, timeout));
+  return 1;
+}
+
+/* c:wait_for(pred, [timeout]) -> pred's last value, as Python's. */
+static int cond_wait_for(lua_State *L) {
+  cond_obj *c = self_of(L);
+  luaL_checkany(L, 2);
+  double timeout = concur_opt_timeout(L, 3);
+  lua_settop(L, 2);
+  deadline d = deadline_in(timeout);
+  for (;;) {
+    lua_pushvalue(L, 2);
+    lua_call(L, 0, 1);
+    if (lua_toboolean(L, -1))
+      return 1;
+    double left = -1;
+    if (timeout >= 0) {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      left = (double)(d.at.tv_sec - now.tv_sec) + (d.at.tv_nsec - now.tv_nsec) * 1e-9;
+      if (left <= 0)
+        return 1;
+    }
+    lua_pop(L, 1);
+    cond_wait_lua(L, c, left);
+  }
+}
+
+/* Wakes up to n waiters, the longest waiting first; those of processes that
+ * have ended are dropped, not counted. */
+static void cond_notify_core(cond_obj *c, lua_Integer n) {
+  rmutex_lock(&c->mu);
+  while (n > 0 && c->head) {
+    cond_waiter *w = c->head;
+    c->head = w->next;
+    if (c->head == NULL)
+      c->tail = NULL;
+    c->nwaiting--;
+    if (w->pid != concur_pid && proc_gone(w->pid)) {
+      shm_free(w);
+      continue;
+    }
+    atomic_store_explicit(&w->signaled, 1, memory_order_release);
+    fx_wake(&w->signaled, 1);
+    n--;
+  }
+  rmutex_unlock(&c->mu);
+}
+
+static int cond_notify(lua_State *L) {
+  cond_obj *c = self_of(L);
+  lua_Integer n = luaL_optinteger(L, 2, 1);
+  if (!cond_owned(c))
+    return luaL_error(L, "cannot notify on un-acquired lock");
+  cond_notify_core(c, n);
+  return 0;
+}
+
+static int cond_notify_all(lua_State *L) {
+  cond_obj *c = self_of(L);
+  if (!cond_owned(c))
+    return luaL_error(L, "cannot notify on un-acquired lock");
+  cond_notify_core(c, LUA_MAXINTEGER);
+  return 0;
+}
+
+static int cond_locked(lua_State *L) {
+  cond_obj *c = self_of(L);
+  lua_pushboolean(L, atomic_load_explicit(&c->lock->word, memory_order_relaxed) != 0);
+  return 1;
+}
+
+static int cond_tostring(lua_State *L) {
+  cond_obj *c = self_of(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "<concur.Condition ");
+  lockish_describe(&b, c->lock);
+  rmutex_lock(&c->mu);
+  unsigned n = c->nwaiting;
+  rmutex_unlock(&c->mu);
+  char s[40];
+  snprintf(s, sizeof s, " waiters=%u>", n);
+  luaL_addstring(&b, s);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* ---- Semaphore and BoundedSemaphore -------------------------------------------------- */
+
+static int sem_make(lua_State *L, const cobj_type *type) {
+  lua_Integer v = luaL_optinteger(L, 1, 1);
+  luaL_argcheck(L, v >= 0, 1, "semaphore initial value must be >= 0");
+  luaL_argcheck(L, v <= INT32_MAX, 1, "semaphore initial value is too large");
+  sem_obj *s = new_object(L, type, sizeof *s);
+  atomic_init(&s->value, (uint32_t)v);
+  s->initial = (uint32_t)v;
+  cobj_bind(L, -1, &s->hdr);
+  return 1;
+}
+
+static int sem_new(lua_State *L) { return sem_make(L, &sem_type); }
+static int bsem_new(lua_State *L) { return sem_make(L, &bsem_type); }
+
+static sem_obj *sem_self(lua_State *L) { return self_of(L); }
+
+static int sem_try(sem_obj *s) {
+  uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+  while (v > 0)
+    if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return 1;
+  return 0;
+}
+
+static int sem_acquire(lua_State *L) {
+  sem_obj *s = sem_self(L);
+  double timeout;
+  int blocking = blocking_args(L, 2, &timeout);
+  int ok = sem_try(s);
+  if (!ok && blocking && timeout != 0) {
+    deadline d = deadline_in(timeout);
+    if (spin_until_changed(&s->value, 0))
+      ok = sem_try(s);
+    while (!ok) {
+      /* seq_cst: either release sees us counted, or the futex sees its value. */
+      atomic_fetch_add(&s->nwaiters, 1);
+      int rc = fx_wait(&s->value, 0, &d, 0);
+      atomic_fetch_sub(&s->nwaiters, 1);
+      ok = sem_try(s);
+      if (!ok && rc == ETIMEDOUT && deadline_passed(&d))
+        break;
+    }
+  }
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+static int sem_release(lua_State *L) {
+  sem_obj *s = sem_self(L);
+  lua_Integer n = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, n >= 1, 2, "n must be one or more");
+  uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+  for (;;) {
+    lua_Integer limit = s->hdr.type == &bsem_type ? (lua_Integer)s->initial : UINT32_MAX;
+    if ((lua_Integer)v + n > limit)
+      return luaL_error(L, s->hdr.type == &bsem_type ? "Semaphore released too many times"
+                                                     : "Semaphore value too large");
+    if (atomic_compare_exchange_weak(&s->value, &v, v + (uint32_t)n))
+      break;
+  }
+  if (atomic_load(&s->nwaiters) > 0)
+    fx_wake(&s->value, n > INT_MAX ? INT_MAX : (int)n);
+  return 0;
+}
+
+static int sem_get_value(lua_State *L) {
+  lua_pushinteger(L, atomic_load_explicit(&sem_self(L)->value, memory_order_relaxed));
+  return 1;
+}
+
+static int sem_tostring(lua_State *L) {
+  sem_obj *s = sem_self(L);
+  unsigned v = atomic_load_explicit(&s->value, memory_order_relaxed);
+  if (s->hdr.type == &bsem_type)
+    lua_pushfstring(L, "<concur.BoundedSemaphore value=%d/%d>", (int)v, (int)s->initial);
+  else
+    lua_pushfstring(L, "<concur.Semaphore value=%d>", (int)v);
+  return 1;
+}
+
+/* ---- Event ---------------------------------------------------------------------------- */
+
+static int event_new(lua_State *L) {
+  event_obj *e = new_object(L, &event_type, sizeof *e);
+  cobj_bind(L, -1, &e->hdr);
+  return 1;
+}
+
+static int event_set(lua_State *L) {
+  event_obj *e = self_of(L);
+  if (atomic_exchange(&e->flag, 1) == 0) {
+    atomic_fetch_add(&e->seq, 1);
+    if (atomic_load(&e->nwaiters) > 0)
+      fx_wake(&e->seq, INT_MAX);
+  }
+  return 0;
+}
+
+static int event_clear(lua_State *L) {
+  event_obj *e = self_of(L);
+  atomic_store(&e->flag, 0);
+  return 0;
+}
+
+static int event_is_set(lua_State *L) {
+  event_obj *e = self_of(L);
+  lua_pushboolean(L, atomic_load_explicit(&e->flag, memory_order_acquire) != 0);
+  return 1;
+}
+
+/* True once the flag is set, or was set at any moment of the wait (a set
+ * followed at once by a clear still wakes every waiter, as in Python). */
+static int event_wait(lua_State *L) {
+  event_obj *e = self_of(L);
+  double timeout = concur_opt_timeout(L, 2);
+  uint32_t s0 = atomic_load(&e->seq);
+  int got = atomic_load(&e->flag) != 0;
+  if (!got && timeout != 0) {
+    deadline d = deadline_in(timeout);
+    if (spin_until_changed(&e->seq, s0))
+      got = 1;
+    else {
+      atomic_fetch_add(&e->nwaiters, 1);
+      for (;;) {
+        if (atomic_load(&e->flag) || atomic_load(&e->seq) != s0) {
+          got = 1;
+          break;
+        }
+        if (fx_wait(&e->seq, s0, &d, 0) == ETIMEDOUT && deadline_passed(&d)) {
+          got = atomic_load(&e->flag) || atomic_load(&e->seq) != s0;
+          break;
+        }
+      }
+      atomic_fetch_sub(&e->nwaiters, 1);
+    }
+  }
+  lua_pushboolean(L, got);
+  return 1;
+}
+
+static int event_tostring(lua_State *L) {
+  event_obj *e = self_of(L);
+  lua_pushstring(L, atomic_load(&e->flag) ? "<concur.Event set>" : "<concur.Event unset>");
+  return 1;
+}
+
+/* ---- Barrier ---------------------------------------------------------------------------- */
+
+static int push_error_value(lua_State *L, const char *name) {
+  ctx_push_table(L);
+  if (lua_rawgeti(L, -1, CTX_ERRORS) == LUA_TTABLE && lua_getfield(L, -1, name) != LUA_TNIL)
+    return 1;
+  lua_pushfstring(L, "concur.%s", name);
+  return 1;
+}
+
+static int barrier_new(lua_State *L) {
+  lua_Integer parties = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be at least 1");
+  if (!lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+  double timeout = concur_opt_timeout(L, 3);
+  barrier_obj *b = new_object(L, &barrier_type, sizeof *b);
+  if (rmutex_init(&b->mu) != 0) {
+    shm_free(b);
+    return luaL_error(L, "cannot make a Barrier: no mutex");
+  }
+  if (!lua_isnoneornil(L, 2)) {
+    /* The action is kept encoded, in shared memory: the last thread to
+     * arrive, in whichever process, runs its own copy. */
+    tbuf msg = TBUF_INIT;
+    char err[TRANSFER_ERRLEN];
+    if (!transfer_encode(L, 2, 1, "action", 1, &msg, err)) {
+      shm_free(b);
+      return luaL_error(L, "bad argument #2 to 'Barrier' (%s)", err);
+    }
+    if ((b->action = sblob_from_tbuf(&msg)) == NULL) {
+      tbuf_free(&msg);
+      shm_free(b);
+      return luaL_error(L, "cannot make a Barrier: the shared memory arena is full");
+    }
+  }
+  b->parties = (uint32_t)parties;
+  b->timeout = timeout;
+  cobj_bind(L, -1, &b->hdr);
+  return 1;
+}
+
+static barrier_obj *barrier_self(lua_State *L) { return self_of(L); }
+
+/* Under mu: a state change every waiter must see. */
+static void barrier_changed(barrier_obj *b) {
+  atomic_fetch_add(&b->seq, 1);
+  fx_wake(&b->seq, INT_MAX);
+}
+
+/* Under mu: sleeps (mu released) until the next change or d. */
+static int barrier_sleep(barrier_obj *b, const deadline *d) {
+  uint32_t s = atomic_load(&b->seq);
+  rmutex_unlock(&b->mu);
+  int rc = fx_wait(&b->seq, s, d, 0);
+  rmutex_lock(&b->mu);
+  return rc == ETIMEDOUT && deadline_passed(d);
+}
+
+static int barrier_run_action(lua_State *L) {
+  barrier_obj *b = lua_touserdata(L, 1);
+  sblob_decode(L, b->action);
+  lua_call(L, 0, 0);
+  return 0;
+}
+
+static int barrier_wait(lua_State *L) {
+  barrier_obj *b = barrier_self(L);
+  double timeout = lua_isnoneornil(L, 2) ? b->timeout : concur_opt_timeout(L, 2);
+  deadline d = deadline_in(timeout), forever = deadline_in(-1);
+  int broken = 0, action_failed = 0;
+  lua_Integer index = -1;
+  rmutex_lock(&b->mu);
+  /* Python's _enter: wait while the last round drains or resets (or its
+   * action runs: there the action holds Python's lock). */
+  while (b->state == B_DRAINING || b->state == B_RESETTING || b->state == B_ACTION)
+    barrier_sleep(b, &forever);
+  if (b->state == B_BROKEN) {
+    rmutex_unlock(&b->mu);
+    push_error_value(L, "BrokenBarrierError");
+    return lua_error(L);
+  }
+  index = b->count++;
+  if (b->count == b->parties) {
+    if (b->action) {
+      b->state = B_ACTION;
+      rmutex_unlock(&b->mu);
+      lua_pushcfunction(L, barrier_run_action);
+      lua_pushlightuserdata(L, b);
+      action_failed = lua_pcall(L, 1, 0, 0) != LUA_OK;   /* error stays on top */
+      rmutex_lock(&b->mu);
+    }
+    if (b->state == B_ACTION || b->state == B_FILLING) {
+      b->state = action_failed ? B_BROKEN : B_DRAINING;
+      barrier_changed(b);
+    }
+    broken = !action_failed && b->state < 0;
+  } else {
+    for (;;) {
+      if (b->state != B_FILLING && b->state != B_ACTION)
+        break;
+      /* While the action runs, a timeout waits for it, as in Python
+       * (where the action holds the barrier's lock). */
+      if (barrier_sleep(b, b->state == B_ACTION ? &forever : &d) && b->state == B_FILLING) {
+        b->state = B_BROKEN;
+        barrier_changed(b);
+        break;
+      }
+    }
+    broken = b->state < 0;
+  }
+  b->count--;
+  if (b->count == 0 && (b->state == B_RESETTING || b->state == B_DRAINING)) {
+    b->state = B_FILLING;
+    barrier_changed(b);
+  }
+  rmutex_unlock(&b->mu);
+  if (action_failed)
+    return lua_error(L);
+  if (broken) {
+    push_error_value(L, "BrokenBarrierError");
+    return lua_error(L);
+  }
+  lua_pushinteger(L, index);
+  return 1;
+}
+
+static int barrier_abort(lua_State *L) {
+  barrier_obj *b = barrier_self(L);
+  rmutex_lock(&b->mu);
+  b->state = B_BROKEN;
+  barrier_changed(b);
+  rmutex_unlock(&b->mu);
+  return 0;
+}
+
+static int barrier_reset(lua_State *L) {
+  barrier_obj *b = barrier_self(L);
+  rmutex_lock(&b->mu);
+  if (b->count > 0)
+    b->state = B_RESETTING;   /* the waiters leave broken; the last one out refills */
+  else
+    b->state = B_FILLING;
+  barrier_changed(b);
+  rmutex_unlock(&b->mu);
+  return 0;
+}
+
+static int barrier_index(lua_State *L) {
+  barrier_obj *b = barrier_self(L);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "parties") == 0) {
+    lua_pushinteger(L, b->parties);
+    return 1;
+  }
+  if (k && (strcmp(k, "n_waiting") == 0 || strcmp(k, "broken") == 0)) {
+    rmutex_lock(&b->mu);
+    int state = b->state;
+    uint32_t count = b->count;
+    rmutex_unlock(&b->mu);
+    if (k[0] == 'n')
+      lua_pushinteger(L, state == B_FILLING || state == B_ACTION ? count : 0);
+    else
+      lua_pushboolean(L, state == B_BROKEN);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(2));   /* the methods */
+  return 1;
+}
+
+static int barrier_tostring(lua_State *L) {
+  barrier_obj *b = barrier_self(L);
+  rmutex_lock(&b->mu);
+  int state = b->state;
+  unsigned count = b->count;
+  rmutex_unlock(&b->mu);
+  if (state == B_BROKEN)
+    lua_pushfstring(L, "<concur.Barrier broken parties=%d>", (int)b->parties);
+  else
+    lua_pushfstring(L, "<concur.Barrier waiters=%d/%d>",
+                    (int)(state == B_FILLING || state == B_ACTION ? count : 0), (int)b->parties);
+  return 1;
+}
+
+/* ---- registration ---------------------------------------------------------------------- */
+
+/* The metatable of `type` with `methods`, each method getting the metatable
+ * as upvalue 1 for self_of. */
+static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *methods) {
+  static const luaL_Reg common[] = {{"with", sync_with}, {"guard", sync_guard}, {NULL, NULL}};
+  cobj_newmetatable(L, type, NULL);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, methods, 1);
+  if (type != &event_type && type != &barrier_type)
+    luaL_setfuncs(L, common, 0);
+  lua_pop(L, 1);
+}
+
+void sync_open(lua_State *L) {
+  static const luaL_Reg lock_m[] = {
+    {"acquire", lock_acquire}, {"release", lock_release}, {"locked", lock_locked},
+    {"__tostring", lock_tostring}, {NULL, NULL}};
+  static const luaL_Reg rlock_m[] = {
+    {"acquire", rlock_acquire}, {"release", rlock_release}, {"locked", lock_locked},
+    {"__tostring", lock_tostring}, {NULL, NULL}};
+  static const luaL_Reg cond_m[] = {
+    {"acquire", cond_acquire}, {"release", cond_release}, {"locked", cond_locked},
+    {"wait", cond_wait}, {"wait_for", cond_wait_for},
+    {"notify", cond_notify}, {"notify_all", cond_notify_all}, {"notifyAll", cond_notify_all},
+    {"__tostring", cond_tostring}, {NULL, NULL}};
+  static const luaL_Reg sem_m[] = {
+    {"acquire", sem_acquire}, {"release", sem_release}, {"get_value", sem_get_value},
+    {"__tostring", sem_tostring}, {NULL, NULL}};
+  static const luaL_Reg event_m[] = {
+    {"set", event_set}, {"clear", event_clear}, {"is_set", event_is_set},
+    {"isSet", event_is_set}, {"wait", event_wait}, {"__tostring", event_tostring},
+    {NULL, NULL}};
+  static const luaL_Reg barrier_m[] = {
+    {"wait", barrier_wait}, {"abort", barrier_abort}, {"reset", barrier_reset},
+    {"__tostring", barrier_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+    {"Lock", lock_new}, {"RLock", rlock_new}, {"Condition", cond_new},
+    {"Semaphore", sem_new}, {"BoundedSemaphore", bsem_new}, {"Event", event_new},
+    {"Barrier", barrier_new}, {NULL, NULL}};
+  sync_type(L, &lock_type, lock_m);
+  sync_type(L, &rlock_type, rlock_m);
+  sync_type(L, &cond_type, cond_m);
+  sync_type(L, &sem_type, sem_m);
+  sync_type(L, &bsem_type, sem_m);
+  sync_type(L, &event_type, event_m);
+  sync_type(L, &barrier_type, barrier_m);
+  /* Barrier: attributes parties, n_waiting, broken beside the methods. */
+  luaL_getmetatable(L, barrier_type.name);
+  lua_pushvalue(L, -1);          /* upvalue 1: the metatable */
+  lua_pushvalue(L, -1);          /* upvalue 2: the methods (same table) */
+  lua_pushcclosure(L, barrier_index, 2);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}
