@@ -14,7 +14,8 @@
 --   BENCH_RUNS   runs per script (default 5)
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
---                all: spawn, cpu2, str1m, tables, proc, cpu2proc)
+--                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
+--                pingpong)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -62,6 +63,16 @@ local WORKLOADS = {
   {script = "cpu2proc", rows = {
     {name = "cpu2proc", unit = "speedup 2 proc/1 proc", better = "higher",
      goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
+  }},
+  {script = "lock", rows = {
+    {name = "lock", unit = "M pairs/s", better = "higher",
+     goal = 2, goal_ratio = true, goal_text = ">= 2x Python"},
+  }},
+  {script = "pingpong", rows = {
+    {name = "pingpong-thr", unit = "µs/round trip", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+    {name = "pingpong-proc", unit = "µs/round trip", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
   }},
 }
 

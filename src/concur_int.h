@@ -65,6 +65,16 @@ typedef struct cobj_handle {
   int pid;
 } cobj_handle;
 
+/* The last handle a hot method checked on this OS thread, valid while no
+ * handle anywhere has been finalized since (cobj_handle_gen unchanged): a
+ * finalized handle's memory may come back as another library's userdata. */
+typedef struct cobj_self_cache_t {
+  void *ud;
+  unsigned long gen;
+} cobj_self_cache_t;
+extern _Thread_local cobj_self_cache_t cobj_self_cache __attribute__((tls_model("initial-exec")));
+extern atomic_ulong cobj_handle_gen;
+
 /* The reference owned by a holder stamped with `pid` is released: a
  * process-local object always (its count was copied with it), a shared one
  * only by the process that owns the reference. */
@@ -196,7 +206,8 @@ void proc_exit_rules(void);        /* join non-daemon children, stop daemon ones
 /* ---- shared memory and waiting (shm.c) ------------------------------- */
 
 extern int concur_pid;                   /* getpid(), cached; right in forked children */
-extern _Thread_local char concur_thread_marker;   /* its address names a thread */
+/* its address names a thread */
+extern _Thread_local char concur_thread_marker __attribute__((tls_model("initial-exec")));
 #define CONCUR_THREAD_ID ((uintptr_t)&concur_thread_marker)
 
 int shm_runtime_init(void);              /* maps the arena once; -1 if it cannot */

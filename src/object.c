@@ -20,6 +20,9 @@
 
 typedef cobj_handle handle;
 
+_Thread_local cobj_self_cache_t cobj_self_cache __attribute__((tls_model("initial-exec")));
+atomic_ulong cobj_handle_gen;
+
 static const char handle_marker = 0;  /* metatable[&handle_marker] = type */
 static const char ctx_key = 0;        /* registry[&ctx_key] = context table */
 enum { CTX_STRUCT = CTX_SLOTS };
@@ -165,6 +168,7 @@ static int handle_gc(lua_State *L) {
   if (h && h->obj) {
     cobj *o = h->obj;
     h->obj = NULL;
+    atomic_fetch_add_explicit(&cobj_handle_gen, 1, memory_order_relaxed);
     cobj_release_owned(o, h->pid);
   }
   return 0;

@@ -141,6 +141,23 @@ static inline void *self_of(lua_State *L) {
   return NULL;
 }
 
+/* self_of for the hot methods of one type: a handle checked a moment ago on
+ * this thread is known good (see cobj_self_cache) and costs one compare. */
+static inline void *self_fast(lua_State *L, const cobj_type *type) {
+  void *ud = lua_touserdata(L, 1);
+  if (ud == cobj_self_cache.ud &&
+      cobj_self_cache.gen == atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed)) {
+    cobj *o = ((cobj_handle *)ud)->obj;
+    if (o->type == type)
+      return o;
+  }
+  unsigned long gen = atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed);
+  cobj *o = self_of(L);
+  cobj_self_cache.ud = ud;
+  cobj_self_cache.gen = gen;
+  return o;
+}
+
 /* Makes the handle first (a memory error then loses nothing), then the
  * object in the arena, zeroed. */
 static void *new_object(lua_State *L, const cobj_type *type, size_t size) {
@@ -321,7 +338,7 @@ static int rlock_new(lua_State *L) {
 
 /* The hot path: lock:acquire() with no arguments is one compare-and-swap. */
 static int lock_acquire(lua_State *L) {
-  lock_obj *l = self_of(L);
+  lock_obj *l = self_fast(L, &lock_type);
   if (lua_gettop(L) == 1 && lock_try(l)) {
     lua_pushboolean(L, 1);
     return 1;
@@ -330,7 +347,7 @@ static int lock_acquire(lua_State *L) {
 }
 
 static int lock_release(lua_State *L) {
-  lock_obj *l = self_of(L);
+  lock_obj *l = self_fast(L, &lock_type);
   uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
   if (old & LOCK_WAITERS)
     fx_wake(&l->word, 1);
@@ -346,11 +363,11 @@ static int lock_locked(lua_State *L) {
 }
 
 static int rlock_acquire(lua_State *L) {
-  return lockish_acquire_lua(L, self_of(L));
+  return lockish_acquire_lua(L, self_fast(L, &rlock_type));
 }
 
 static int rlock_release(lua_State *L) {
-  const char *err = lockish_release(self_of(L));
+  const char *err = lockish_release(self_fast(L, &rlock_type));
   return err ? luaL_error(L, "%s", err) : 0;
 }
 
