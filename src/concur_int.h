@@ -84,6 +84,9 @@ static inline void cobj_release_owned(cobj *o, int pid);
  * reference for every handle of L and every message that an object
  * reachable from them holds. */
 void cobj_adopt_state(lua_State *L);
+/* A forked child that ends without closing its state: releases what its
+ * handles hold, as their collection would (the counts are the family's). */
+void cobj_release_state(lua_State *L);
 /* Adopts the references of b (once: b is stamped with the child's pid). */
 void cobj_adopt_tbuf(struct tbuf *b);
 

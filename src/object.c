@@ -192,6 +192,22 @@ void cobj_adopt_tbuf(tbuf *b) {
       adopt_object(b->objs[i]);
 }
 
+void cobj_release_state(lua_State *L) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_IDENTITY);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    handle *h = lua_touserdata(L, -1);
+    if (h && h->obj) {
+      cobj *o = h->obj;
+      h->obj = NULL;
+      cobj_release_owned(o, h->pid);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
 void cobj_adopt_state(lua_State *L) {
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_IDENTITY);

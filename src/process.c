@@ -211,11 +211,17 @@ void proc_exit_rules(void) {
 
 /* ---- the child ------------------------------------------------------------------ */
 
-/* Leaves the child: its exit rules, its stdio, then _exit (the parent's
- * atexit work is the parent's). */
+/* The state a forked child runs in. */
+static lua_State *child_state;
+
+/* Leaves the child: its exit rules, its stdio, the references its state
+ * holds to shared objects (never closed, it would not give them back), then
+ * _exit (the parent's atexit work is the parent's). */
 __attribute__((noreturn)) static void child_leave(int code) {
   thread_exit_rules();
   fflush(NULL);
+  if (child_state)
+    cobj_release_state(child_state);
   _exit(code);
 }
 
@@ -258,6 +264,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
    * references to shared objects this copy of the state holds are the
    * parent's until the child takes its own. */
   cobj_adopt_state(L);
+  child_state = L;
   lua_getglobal(L, "os");
   if (lua_istable(L, -1)) {
     lua_pushcfunction(L, child_os_exit);

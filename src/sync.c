@@ -145,7 +145,7 @@ static inline void *self_of(lua_State *L) {
  * this thread is known good (see cobj_self_cache) and costs one compare. */
 static inline void *self_fast(lua_State *L, const cobj_type *type) {
   void *ud = lua_touserdata(L, 1);
-  if (ud == cobj_self_cache.ud &&
+  if (ud != NULL && ud == cobj_self_cache.ud &&
       cobj_self_cache.gen == atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed)) {
     cobj *o = ((cobj_handle *)ud)->obj;
     if (o->type == type)
@@ -572,8 +572,10 @@ static int cond_wait(lua_State *L) {
 /* c:wait_for(pred, [timeout]) -> pred's last value, as Python's. */
 static int cond_wait_for(lua_State *L) {
   cond_obj *c = self_of(L);
-  luaL_checkany(L, 2);
   double timeout = concur_opt_timeout(L, 3);
+  lua_settop(L, 2);
+  if (lua_type(L, 2) != LUA_TFUNCTION && luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
+    return luaL_argerror(L, 2, lua_pushfstring(L, "callable expected, got %s", luaL_typename(L, 2)));
   lua_settop(L, 2);
   deadline d = deadline_in(timeout);
   for (;;) {
@@ -814,6 +816,7 @@ static int push_error_value(lua_State *L, const char *name) {
 }
 
 static int barrier_new(lua_State *L) {
+  lua_settop(L, 3);
   lua_Integer parties = luaL_checkinteger(L, 1);
   luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be at least 1");
   if (!lua_isnoneornil(L, 2))
@@ -830,6 +833,7 @@ static int barrier_new(lua_State *L) {
     tbuf msg = TBUF_INIT;
     char err[TRANSFER_ERRLEN];
     if (!transfer_encode(L, 2, 1, "action", 1, &msg, err)) {
+      tbuf_free(&msg);
       shm_free(b);
       return luaL_error(L, "bad argument #2 to 'Barrier' (%s)", err);
     }
@@ -942,10 +946,13 @@ static int barrier_abort(lua_State *L) {
 static int barrier_reset(lua_State *L) {
   barrier_obj *b = barrier_self(L);
   rmutex_lock(&b->mu);
-  if (b->count > 0)
-    b->state = B_RESETTING;   /* the waiters leave broken; the last one out refills */
-  else
+  /* Python's: waiters of a filling or broken round leave broken and the last
+   * one out refills; a round that is draining (or running its action) has
+   * passed and is left alone. */
+  if (b->count == 0)
     b->state = B_FILLING;
+  else if (b->state == B_FILLING || b->state == B_BROKEN)
+    b->state = B_RESETTING;
   barrier_changed(b);
   rmutex_unlock(&b->mu);
   return 0;
