@@ -164,7 +164,12 @@ int proc_gone(int pid) {
 #define SHM_MIN_SHIFT 5            /* smallest block: 32 bytes, header included */
 #define SHM_NCLASS 48
 #define SHM_BLOCK_MAGIC 0x636f6e63u   /* "conc" */
-#define SHM_RELEASE_SHIFT 16       /* blocks of 64 KiB and up give pages back */
+#define SHM_RELEASE_SHIFT 16
+#if SIZE_MAX > 0xffffffffu
+#define SHM_DEFAULT_SIZE ((size_t)8 << 30)
+#else
+#define SHM_DEFAULT_SIZE ((size_t)512 << 20)
+#endif       /* blocks of 64 KiB and up give pages back */
 
 typedef struct shm_block {         /* precedes every block handed out */
   uint32_t magic;
@@ -194,21 +199,29 @@ static void shm_init(void) {
   page_size = (size_t)sysconf(_SC_PAGESIZE);
   pid_refresh();
   pthread_atfork(NULL, NULL, pid_refresh);
-  /* Reserve as much as the system lets us: pages cost nothing until used. */
-  static const size_t sizes[] = {
-#if SIZE_MAX > 0xffffffffu
-    (size_t)64 << 30, (size_t)16 << 30, (size_t)4 << 30,
-#endif
-    (size_t)1 << 30, (size_t)256 << 20, (size_t)64 << 20};
-  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-    void *p = mmap(NULL, sizes[i], PROT_READ | PROT_WRITE,
+  /* Reserved, not committed: pages cost nothing until used.  The size can
+   * be set (in MiB) with CONCUR_ARENA_MB; tools that shadow every mapped
+   * byte (valgrind) want it small.  Smaller sizes are tried if the system
+   * refuses. */
+  size_t want = SHM_DEFAULT_SIZE;
+  const char *env = getenv("CONCUR_ARENA_MB");
+  if (env && *env) {
+    char *end;
+    unsigned long long mb = strtoull(env, &end, 10);
+    if (*end == 0 && mb >= 1 && mb <= (SIZE_MAX >> 20))
+      want = (size_t)mb << 20;
+  }
+  for (size_t size = want;; size /= 2) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) {
       arena = p;
       arena_base = p;
-      arena->size = sizes[i];
+      arena->size = size;
       break;
     }
+    if (size <= ((size_t)16 << 20))
+      break;
   }
   if (arena == NULL)
     return;

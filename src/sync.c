@@ -232,6 +232,11 @@ static int lock_acquire_word(lock_obj *l, int blocking, double timeout) {
   deadline d = deadline_in(timeout);
   if (cur != 0 && !(cur & LOCK_WAITERS) && spin_until_changed(&l->word, cur) && lock_try(l))
     return 1;
+  /* Held by another process: it may be gone already (killed a moment ago). */
+  cur = atomic_load_explicit(&l->word, memory_order_relaxed);
+  if ((cur & ~LOCK_WAITERS) != (uint32_t)concur_pid && lock_take_from_dead(l, cur))
+    return 1;
+  int slice = 5;   /* ms; doubles up to LOCK_SLICE_MS: a fresh death is seen soon */
   for (;;) {
     cur = atomic_load_explicit(&l->word, memory_order_relaxed);
     if (cur == 0) {
@@ -248,8 +253,9 @@ static int lock_acquire_word(lock_obj *l, int blocking, double timeout) {
         continue;
       cur |= LOCK_WAITERS;
     }
-    int rc = fx_wait(&l->word, cur, &d, LOCK_SLICE_MS);
+    int rc = fx_wait(&l->word, cur, &d, slice);
     if (rc == ETIMEDOUT) {
+      slice = slice * 2 > LOCK_SLICE_MS ? LOCK_SLICE_MS : slice * 2;
       if (lock_take_from_dead(l, atomic_load_explicit(&l->word, memory_order_relaxed)))
         return 1;
       if (deadline_passed(&d))
