@@ -96,6 +96,7 @@ static struct {
   worker *idle;
   int nidle;
   worker *exited;            /* workers that left at shutdown, to be joined */
+  worker *parked_in_parent;  /* a forked child: the parent's parked workers */
   worker *fork_worker;       /* in a child forked from a thread: its worker */
   int shutting_down;
   thread_obj *main;
@@ -970,7 +971,10 @@ static void rt_atfork_child(void) {
   /* Forked from a thread: that thread is all this process runs, and the
    * process ends when it does (as in Python). */
   rt.fork_worker = current_worker;
-  rt.idle = NULL;    /* those workers do not exist here; their memory stays */
+  /* Those workers do not exist here; their memory stays (their states can
+   * never be closed safely), kept reachable for leak checkers. */
+  rt.parked_in_parent = rt.idle ? rt.idle : rt.exited;
+  rt.idle = NULL;
   rt.exited = NULL;
   rt.nidle = 0;
 }
