@@ -32,6 +32,8 @@ typedef struct cobj cobj;
 
 struct tbuf;
 
+struct cobj_fork_refs;
+
 typedef struct cobj_type {
   const char *name;               /* "concur.Thread": metatable name, tostring */
   void (*destroy)(cobj *o);       /* frees the object when its last ref goes */
@@ -41,9 +43,9 @@ typedef struct cobj_type {
   /* Shared objects live in the arena (shm.c) and their count is the whole
    * family's; the others live in one process's heap. */
   int shared;
-  /* Process-local objects that hold messages: calls cobj_adopt_tbuf on
-   * each, in a forked child.  NULL: none. */
-  void (*adopt)(cobj *o);
+  /* Process-local objects that hold messages: calls cobj_fork_take_tbuf on
+   * each message whose content cannot change during the fork.  NULL: none. */
+  void (*fork_collect)(cobj *o, struct cobj_fork_refs *r);
 } cobj_type;
 
 struct cobj {
@@ -58,7 +60,7 @@ void cobj_decref(cobj *o);
 /* A Lua handle: the userdata's block.  `pid` is the process that owns the
  * handle's reference: a forked child inherits handles whose references are
  * its parent's (the count of a shared object is in shared memory, not
- * copied), so it adopts them (cobj_adopt_state) and never releases a
+ * copied), so it takes its own (cobj_fork_*, below) and never releases a
  * reference it does not own. */
 typedef struct cobj_handle {
   cobj *obj;
@@ -80,15 +82,31 @@ extern atomic_ulong cobj_handle_gen;
  * only by the process that owns the reference. */
 static inline void cobj_release_owned(cobj *o, int pid);
 
-/* In a forked child, before it runs any Lua code: takes the child's own
- * reference for every handle of L and every message that an object
- * reachable from them holds. */
-void cobj_adopt_state(lua_State *L);
+/* References across fork.  The references a child inherits are taken for it
+ * by the parent before fork(), while the thread runtime is frozen
+ * (thread_fork_freeze): taking them in the child would be too late, the
+ * parent may free an object the moment fork returns.  cobj_fork_prepare
+ * walks the identity table at `identity` (from cobj_push_identity, pushed
+ * before freezing: it may raise) and what reachable objects hold; it makes
+ * no Lua call that can raise and returns 0 when out of memory (nothing
+ * taken).  The child then calls cobj_fork_child (the records now stamped as
+ * its own), the parent cobj_fork_done, or cobj_fork_undo if fork failed. */
+typedef struct cobj_fork_refs {
+  cobj_handle **handles;
+  size_t nhandles, caphandles;
+  struct tbuf **tbufs;
+  size_t ntbufs, captbufs;
+  int oom;
+} cobj_fork_refs;
+void cobj_push_identity(lua_State *L);
 /* A forked child that ends without closing its state: releases what its
  * handles hold, as their collection would (the counts are the family's). */
 void cobj_release_state(lua_State *L);
-/* Adopts the references of b (once: b is stamped with the child's pid). */
-void cobj_adopt_tbuf(struct tbuf *b);
+int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r);
+void cobj_fork_take_tbuf(cobj_fork_refs *r, struct tbuf *b);
+void cobj_fork_child(cobj_fork_refs *r);
+void cobj_fork_done(cobj_fork_refs *r);
+void cobj_fork_undo(cobj_fork_refs *r);
 
 /* Pushes the one handle of `o` in L, making it (and taking a reference) if
  * the state has none.  Can raise a memory error; takes no lock. */
@@ -199,6 +217,10 @@ void thread_runtime_init(void);    /* once per process, from luaopen */
 /* Waits for non-daemon threads, applies proc_exit_rules, stops the parked
  * workers: what a process does when it ends (atexit, or a child's exit). */
 void thread_exit_rules(void);
+/* Around a fork by concur.Process: holds the runtime's lock so that no
+ * thread changes state (and no message changes hands) until fork returns. */
+void thread_fork_freeze(void);
+void thread_fork_thaw(void);
 
 /* ---- processes (process.c) ------------------------------------------- */
 

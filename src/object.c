@@ -174,22 +174,112 @@ static int handle_gc(lua_State *L) {
   return 0;
 }
 
-/* ---- adoption after fork -------------------------------------------------- */
+/* ---- references across fork ------------------------------------------------ */
 
-static void adopt_object(cobj *o) {
-  if (o->type->shared)
-    cobj_incref(o);
-  else if (o->type->adopt)
-    o->type->adopt(o);
+/* Records a container whose references the child will own; 0 when out of
+ * memory (nothing recorded then). */
+static int fork_record(void ***items, size_t *n, size_t *cap, void *item) {
+  if (*n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 64;
+    void **ni = realloc(*items, ncap * sizeof *ni);
+    if (ni == NULL)
+      return 0;
+    *items = ni;
+    *cap = ncap;
+  }
+  (*items)[(*n)++] = item;
+  return 1;
 }
 
-void cobj_adopt_tbuf(tbuf *b) {
-  if (b->pid == concur_pid || b->nobjs == 0)
+static void fork_take_object(cobj_fork_refs *r, cobj *o) {
+  if (o->type->shared)
+    cobj_incref(o);
+  else if (o->type->fork_collect)
+    o->type->fork_collect(o, r);
+}
+
+void cobj_fork_take_tbuf(cobj_fork_refs *r, tbuf *b) {
+  if (r->oom || b->nobjs == 0 || b->pid != concur_pid)
     return;
-  b->pid = concur_pid;      /* first: an object that holds b is not walked twice */
+  for (size_t i = 0; i < r->ntbufs; i++)   /* messages nest rarely: a scan will do */
+    if (r->tbufs[i] == b)
+      return;
+  if (!fork_record((void ***)&r->tbufs, &r->ntbufs, &r->captbufs, b)) {
+    r->oom = 1;
+    return;
+  }
   for (size_t i = 0; i < b->nobjs; i++)
     if (b->objs[i] != b->owner)
-      adopt_object(b->objs[i]);
+      fork_take_object(r, b->objs[i]);
+}
+
+int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r) {
+  memset(r, 0, sizeof *r);
+  lua_pushnil(L);
+  while (lua_next(L, identity)) {
+    handle *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (h == NULL || h->obj == NULL || h->pid != concur_pid)
+      continue;
+    if (!fork_record((void ***)&r->handles, &r->nhandles, &r->caphandles, h)) {
+      r->oom = 1;
+      lua_pop(L, 1);
+      break;
+    }
+    fork_take_object(r, h->obj);
+    if (r->oom) {
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  if (r->oom) {
+    cobj_fork_undo(r);
+    return 0;
+  }
+  return 1;
+}
+
+/* Releases what the records took: the same walk, decrementing. */
+static void fork_drop_object(cobj *o, cobj_fork_refs *r);
+
+static void fork_drop_tbuf(tbuf *b, cobj_fork_refs *r) {
+  for (size_t i = 0; i < b->nobjs; i++)
+    if (b->objs[i] != b->owner)
+      fork_drop_object(b->objs[i], r);
+}
+
+static void fork_drop_object(cobj *o, cobj_fork_refs *r) {
+  CONCUR_UNUSED(r);
+  if (o->type->shared)
+    cobj_decref(o);   /* never the last: the parent's own reference is there */
+}
+
+void cobj_fork_undo(cobj_fork_refs *r) {
+  for (size_t i = 0; i < r->nhandles; i++)
+    fork_drop_object(r->handles[i]->obj, r);
+  for (size_t i = 0; i < r->ntbufs; i++)
+    fork_drop_tbuf(r->tbufs[i], r);
+  cobj_fork_done(r);
+}
+
+void cobj_fork_child(cobj_fork_refs *r) {
+  for (size_t i = 0; i < r->nhandles; i++)
+    r->handles[i]->pid = concur_pid;
+  for (size_t i = 0; i < r->ntbufs; i++)
+    r->tbufs[i]->pid = concur_pid;
+  cobj_fork_done(r);
+}
+
+void cobj_fork_done(cobj_fork_refs *r) {
+  free(r->handles);
+  free(r->tbufs);
+  memset(r, 0, sizeof *r);
+}
+
+void cobj_push_identity(lua_State *L) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_IDENTITY);
+  lua_remove(L, -2);
 }
 
 void cobj_release_state(lua_State *L) {
@@ -201,6 +291,7 @@ void cobj_release_state(lua_State *L) {
     if (h && h->obj) {
       cobj *o = h->obj;
       h->obj = NULL;
+      atomic_fetch_add_explicit(&cobj_handle_gen, 1, memory_order_relaxed);
       cobj_release_owned(o, h->pid);
     }
     lua_pop(L, 1);
@@ -208,20 +299,6 @@ void cobj_release_state(lua_State *L) {
   lua_pop(L, 2);
 }
 
-void cobj_adopt_state(lua_State *L) {
-  ctx_push_table(L);
-  lua_rawgeti(L, -1, CTX_IDENTITY);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    handle *h = lua_touserdata(L, -1);
-    if (h && h->obj && h->pid != concur_pid) {
-      h->pid = concur_pid;
-      adopt_object(h->obj);
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
-}
 
 static int handle_tostring(lua_State *L) {
   handle *h = lua_touserdata(L, 1);

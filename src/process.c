@@ -220,8 +220,13 @@ static lua_State *child_state;
 __attribute__((noreturn)) static void child_leave(int code) {
   thread_exit_rules();
   fflush(NULL);
-  if (child_state)
+  if (child_state) {
+    /* Handles waiting for their finalizer are out of the identity map:
+     * collect them now (finalizer errors are only warnings), then release
+     * what is left. */
+    lua_gc(child_state, LUA_GCCOLLECT);
     cobj_release_state(child_state);
+  }
   _exit(code);
 }
 
@@ -247,8 +252,35 @@ static int child_msgh(lua_State *L) {
   return 1;
 }
 
+/* The child's Lua part, protected so that no error can longjmp back into
+ * the parent's frames: its os.exit, then self:run() on a Lua thread of its
+ * own, so that a traceback shows the child's frames, not the parent's call
+ * of start() below them.  Returns nothing, or the traceback of run's error. */
+static int child_body(lua_State *L) {
+  lua_getglobal(L, "os");
+  if (lua_istable(L, -1)) {
+    lua_pushcfunction(L, child_os_exit);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
+  lua_State *C = lua_newthread(L);
+  lua_pushcfunction(C, child_msgh);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, C, 1);                       /* C: msgh, self */
+  lua_getfield(C, 2, "run");
+  lua_insert(C, 2);                         /* C: msgh, run, self */
+  if (lua_pcall(C, 1, 0, 1) == LUA_OK)
+    return 0;
+  lua_xmove(C, L, 1);
+  return 1;
+}
+
 /* Runs in the child, in the state that called start (the handle at idx). */
-__attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p) {
+__attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p,
+                                                cobj_fork_refs *refs) {
+  /* First: the references the parent took for this child are its own now. */
+  cobj_fork_child(refs);
+  child_state = L;
   proc_obj *old_main = pr.main;
   cobj_incref(&p->hdr);
   pr.current = p;
@@ -260,29 +292,14 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   p->state = PR_STARTED;
   if (p->daemon)
     pr.daemonic = 1;
-  /* Before any Lua code runs (a collection could release them): the
-   * references to shared objects this copy of the state holds are the
-   * parent's until the child takes its own. */
-  cobj_adopt_state(L);
-  child_state = L;
-  lua_getglobal(L, "os");
-  if (lua_istable(L, -1)) {
-    lua_pushcfunction(L, child_os_exit);
-    lua_setfield(L, -2, "exit");
-  }
-  lua_pop(L, 1);
-  /* run on a Lua thread of its own, so that a traceback shows the child's
-   * frames, not the parent's call of start() below them. */
-  lua_State *C = lua_newthread(L);
-  lua_pushcfunction(C, child_msgh);
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, child_body);
   lua_pushvalue(L, idx);
-  lua_xmove(L, C, 1);                       /* C: msgh, self */
-  lua_getfield(C, 2, "run");
-  lua_insert(C, 2);                         /* C: msgh, run, self */
-  if (lua_pcall(C, 1, 0, 1) == LUA_OK)
+  int st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  if (st == LUA_OK && lua_gettop(L) == top)
     child_leave(0);
   /* Python prints "Process NAME:" and the traceback, and exits with 1. */
-  const char *tb = lua_tostring(C, -1);
+  const char *tb = lua_tostring(L, -1);
   char *report = malloc(strlen(p->name) + (tb ? strlen(tb) : 0) + 32);
   if (report) {
     sprintf(report, "Process %s:\n%s\n", p->name, tb ? tb : "(no message)");
@@ -336,13 +353,27 @@ static int pr_start(lua_State *L) {
     return luaL_error(L, "processes can only be started once");
   if (daemonic)
     return luaL_error(L, "daemonic processes are not allowed to have children");
+  /* The child's references to shared objects are taken here, before the
+   * fork, with every thread's state frozen (see cobj_fork_prepare). */
+  cobj_push_identity(L);                    /* 2 */
+  cobj_fork_refs refs;
+  thread_fork_freeze();
+  if (!cobj_fork_prepare(L, 2, &refs)) {
+    thread_fork_thaw();
+    return luaL_error(L, "cannot start a process: not enough memory");
+  }
   /* Output buffered so far is the parent's: print it once, not twice. */
   fflush(NULL);
   pid_t pid = fork();
-  if (pid < 0)
-    return luaL_error(L, "cannot start a process: %s", strerror(errno));
+  int fork_errno = errno;
   if (pid == 0)
-    child_run(L, 1, p);
+    child_run(L, 1, p, &refs);
+  thread_fork_thaw();
+  if (pid < 0) {
+    cobj_fork_undo(&refs);
+    return luaL_error(L, "cannot start a process: %s", strerror(fork_errno));
+  }
+  cobj_fork_done(&refs);
   pthread_mutex_lock(&pr.lock);
   p->pid = pid;
   p->parent_pid = getpid();

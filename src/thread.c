@@ -115,8 +115,9 @@ static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
 
 static void th_destroy(cobj *o);
 static void th_on_handle(lua_State *L, cobj *o);
-static void th_adopt(cobj *o);
-static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0, th_adopt};
+static void th_fork_collect(cobj *o, cobj_fork_refs *r);
+static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0,
+                                      th_fork_collect};
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -189,11 +190,15 @@ static void th_destroy(cobj *o) {
   free(t);
 }
 
-/* In a forked child (one thread, nothing else runs): its messages' objects. */
-static void th_adopt(cobj *o) {
+/* Before a fork, rt.lock held (thread_fork_freeze): the messages that cannot
+ * change until the fork is over.  A running thread's are its worker's (being
+ * decoded, being written): the child never touches them. */
+static void th_fork_collect(cobj *o, cobj_fork_refs *r) {
   thread_obj *t = (thread_obj *)o;
-  cobj_adopt_tbuf(&t->start);
-  cobj_adopt_tbuf(&t->result);
+  if (t->state == TH_NEW)
+    cobj_fork_take_tbuf(r, &t->start);
+  else if (t->state == TH_DONE)
+    cobj_fork_take_tbuf(r, &t->result);
 }
 
 /* A handle made by a transfer gets plain fields whose class is Thread. */
@@ -946,10 +951,34 @@ static void rt_atexit(void) {
 }
 
 /* In a forked child only the forking thread exists: forget the others. */
-static void rt_atfork_prepare(void) { pthread_mutex_lock(&rt.lock); }
-static void rt_atfork_parent(void) { pthread_mutex_unlock(&rt.lock); }
+/* concur.Process forks with rt.lock already held (thread_fork_freeze): the
+ * handlers then leave it to the freezer.  rt_freezer: the freezing thread's
+ * CONCUR_THREAD_ID, 0 when none; written with rt.lock held. */
+static atomic_uintptr_t rt_freezer;
+
+void thread_fork_freeze(void) {
+  pthread_mutex_lock(&rt.lock);
+  atomic_store(&rt_freezer, CONCUR_THREAD_ID);
+}
+
+void thread_fork_thaw(void) {
+  atomic_store(&rt_freezer, 0);
+  pthread_mutex_unlock(&rt.lock);
+}
+
+static int frozen_by_me(void) { return atomic_load(&rt_freezer) == CONCUR_THREAD_ID; }
+
+static void rt_atfork_prepare(void) {
+  if (!frozen_by_me())
+    pthread_mutex_lock(&rt.lock);
+}
+static void rt_atfork_parent(void) {
+  if (!frozen_by_me())
+    pthread_mutex_unlock(&rt.lock);
+}
 static void rt_atfork_child(void) {
-  pthread_mutex_unlock(&rt.lock);   /* the forking thread took it in prepare */
+  atomic_store(&rt_freezer, 0);
+  pthread_mutex_unlock(&rt.lock);   /* the forking thread took it in prepare (or froze) */
   cond_init_monotonic(&rt.exit_cond);
   thread_obj *self = th_current();
   for (thread_obj *t = rt.live.next; t != &rt.live;) {

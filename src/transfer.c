@@ -673,9 +673,10 @@ static int encode_value(enc *e, int idx) {
         b->objs = n;
         b->objcap = ncap;
       }
+      if (b->nobjs == 0)
+        b->pid = concur_pid;   /* the references are this process's */
       cobj_incref(o);
       b->objs[b->nobjs++] = o;
-      b->pid = concur_pid;
     }
     return put_byte(e, T_OBJ) && put_varint(e, i);
   }
