@@ -1063,4 +1063,81 @@ describe("synchronization between processes", function()
       assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
     end)
   end)
+
+  -- Found by review: each once failed (a crash, a leak, a hang).
+  describe("regressions", function()
+    local function in_use()
+      collectgarbage()
+      collectgarbage()
+      return core.shm_in_use()
+    end
+    local SLACK = 64 * 1024
+
+    it("a child keeps objects the parent frees right after start (references taken before fork)", function()
+      collectgarbage("stop")
+      for _ = 1, 200 do local _ = concur.Lock() end   -- garbage still in the identity map
+      local hold = concur.Event()
+      local p = go(function()
+        hold:wait(10)
+        local made = {}
+        for i = 1, 400 do made[i] = concur.Semaphore(1000 + i) end
+        for i = 1, 400 do if made[i]:get_value() ~= 1000 + i then return 3 end end
+        return 0
+      end)
+      collectgarbage("restart")
+      collectgarbage()
+      collectgarbage()                      -- the parent frees the 200 locks now
+      local keep = {}
+      for i = 1, 400 do keep[i] = concur.Semaphore(2000 + i) end
+      hold:set()
+      local bad = 0
+      for i = 1, 400 do if keep[i]:get_value() ~= 2000 + i then bad = bad + 1 end end
+      assert.are.equal(0, bad)
+      assert.are.equal(0, finish(p))
+    end)
+
+    it("a fork while a thread runs leaves nothing of that thread's arguments behind", function()
+      local start = in_use()
+      do
+        local release = concur.Event()
+        local th = concur.Thread{target = function(e, l) e:wait(10) return l end,
+                                 args = {release, concur.Lock()}}
+        th:start()
+        local p = go(function() return 0 end)
+        assert.are.equal(0, finish(p))
+        release:set()
+        th:join()
+      end
+      local grown = in_use() - start
+      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+    end)
+
+    it("a child gives back handles that were waiting for their finalizer when it ended", function()
+      local start = in_use()
+      for _ = 1, 3 do
+        local p = go(function()
+          collectgarbage("stop")
+          for _ = 1, 1000 do local _ = concur.Lock() end
+          return 0
+        end)
+        assert.are.equal(0, finish(p))
+      end
+      local grown = in_use() - start
+      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+    end)
+
+    it("a Barrier wait with a timeout gives up when a party was killed mid-round", function()
+      local b = concur.Barrier(2)
+      local p = go(function() b:wait(10) return 0 end)
+      assert.is_true(eventually(function() return b.n_waiting == 1 end))
+      p:kill()
+      finish(p)
+      b:wait(5)                              -- passes: the killed party counted
+      local t0 = concur.time()
+      local ok, err = pcall(b.wait, b, 0.3)
+      assert.is_false(ok)
+      assert.are.equal(concur.BrokenBarrierError, err)
+      assert.is_true(concur.time() - t0 < 5)
+    end)
+  end)
 end)

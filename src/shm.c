@@ -140,14 +140,19 @@ void fx_wake(_Atomic uint32_t *word, int n) {
 int proc_gone(int pid) {
   if (pid <= 0 || pid == concur_pid)
     return 0;
-  if (kill(pid, 0) == 0 || errno == EPERM) {
+  if (kill(pid, 0) != 0)
+    return errno == ESRCH;   /* EPERM: it exists, another user's */
+  {
     /* Alive or a zombie not reaped yet: a killed child stays a zombie until
      * its parent joins it, and its locks must be free before that. */
     char path[48], buf[256];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      return errno == ENOENT;
+    if (fd < 0) {
+      /* Gone between the two calls, if /proc is there to tell; without
+       * /proc (or hidden by hidepid), believe kill: alive. */
+      return errno == ENOENT && access("/proc/self/stat", F_OK) == 0;
+    }
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
@@ -156,7 +161,6 @@ int proc_gone(int pid) {
     char *p = strrchr(buf, ')');   /* "pid (comm) S ...": comm may hold ')' */
     return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
   }
-  return errno == ESRCH;
 }
 
 /* ---- the arena --------------------------------------------------------------- */

@@ -31,6 +31,10 @@
 #include "concur_int.h"
 
 #define LOCK_WAITERS 0x80000000u
+/* An RLock holder: thread and process.  Forked siblings share TLS
+ * addresses, so the pid is mixed in: a dead sibling's id left for a moment
+ * after a takeover never matches a thread of ours. */
+#define OWNER_ID (((uint64_t)(uint32_t)concur_pid << 32) ^ (uint64_t)CONCUR_THREAD_ID)
 #define LOCK_SLICE_MS 100      /* how soon a dead holder is noticed */
 #define SPIN_NS 20000          /* spin this long before sleeping (see spin_until) */
 
@@ -47,7 +51,7 @@ static inline void cpu_relax(void) {
 typedef struct lock_obj {
   cobj hdr;
   _Atomic uint32_t word;       /* 0, or holder pid | LOCK_WAITERS */
-  _Atomic uintptr_t thread;    /* RLock: the holder thread's CONCUR_THREAD_ID */
+  _Atomic uint64_t thread;     /* RLock: the holder's OWNER_ID */
   _Atomic uint32_t count;      /* RLock: depth; written by the holder only */
 } lock_obj;
 
@@ -88,6 +92,7 @@ typedef struct barrier_obj {
   uint32_t parties, count;
   int state;
   double timeout;              /* default for wait; < 0: none */
+  int action_pid;              /* the process running the action (B_ACTION) */
   sblob *action;               /* NULL: none */
 } barrier_obj;
 
@@ -273,7 +278,7 @@ static inline void lock_release_word(lock_obj *l) {
 static inline int rlock_is_mine(lock_obj *l) {
   return (atomic_load_explicit(&l->word, memory_order_relaxed) & ~LOCK_WAITERS) ==
              (uint32_t)concur_pid &&
-         atomic_load_explicit(&l->thread, memory_order_relaxed) == CONCUR_THREAD_ID;
+         atomic_load_explicit(&l->thread, memory_order_relaxed) == OWNER_ID;
 }
 
 static int is_rlock(lock_obj *l) { return l->hdr.type == &rlock_type; }
@@ -293,7 +298,7 @@ static int lockish_acquire(lock_obj *l, int blocking, double timeout, const char
   }
   if (!lock_acquire_word(l, blocking, timeout))
     return 0;
-  atomic_store_explicit(&l->thread, CONCUR_THREAD_ID, memory_order_relaxed);
+  atomic_store_explicit(&l->thread, OWNER_ID, memory_order_relaxed);
   atomic_store_explicit(&l->count, 1, memory_order_relaxed);
   return 1;
 }
@@ -502,13 +507,47 @@ static int cond_release(lua_State *L) {
   return err ? luaL_error(L, "%s", err) : 0;
 }
 
+/* Takes mu; after a holder died in the middle of a list update, rebuilds
+ * what can be derived from the list itself (every update keeps `head` and
+ * the links from it valid; `tail` and the count are rebuilt). */
+static void cond_lock(cond_obj *c) {
+  if (rmutex_lock(&c->mu)) {
+    cond_waiter *last = NULL;
+    uint32_t n = 0;
+    for (cond_waiter *w = c->head; w; w = w->next) {
+      last = w;
+      n++;
+    }
+    c->tail = last;
+    c->nwaiting = n;
+  }
+}
+
+/* Under mu: whether w is on the list; with `remove`, takes it off. */
+static int cond_unlink(cond_obj *c, cond_waiter *w, int remove) {
+  cond_waiter **pp = &c->head, *prev = NULL;
+  while (*pp && *pp != w) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (*pp == NULL)
+    return 0;
+  if (remove) {
+    if (c->tail == w)
+      c->tail = prev;
+    *pp = w->next;
+    c->nwaiting--;
+  }
+  return 1;
+}
+
 /* Waits for a notify; the lock is released meanwhile, fully for an RLock,
  * and held again (its count restored) on return.  1 if notified. */
 static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
   w->next = NULL;
   w->pid = concur_pid;
   atomic_store_explicit(&w->signaled, 0, memory_order_relaxed);
-  rmutex_lock(&c->mu);
+  cond_lock(c);
   if (c->tail)
     c->tail->next = w;
   else
@@ -527,31 +566,34 @@ static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
   lock_release_word(l);
 
   deadline d = deadline_in(timeout);
-  while (!atomic_load_explicit(&w->signaled, memory_order_acquire)) {
-    if (fx_wait(&w->signaled, 0, &d, 0) == ETIMEDOUT && deadline_passed(&d))
-      break;
-  }
-  /* Notified, or leave the list; the notifier holds mu while it touches w. */
-  rmutex_lock(&c->mu);
-  int got = atomic_load_explicit(&w->signaled, memory_order_acquire) != 0;
-  if (!got) {
-    cond_waiter **pp = &c->head, *prev = NULL;
-    while (*pp && *pp != w) {
-      prev = *pp;
-      pp = &(*pp)->next;
+  int got;
+  for (;;) {
+    if (!atomic_load_explicit(&w->signaled, memory_order_acquire)) {
+      int rc = fx_wait(&w->signaled, 0, &d, LOCK_SLICE_MS);
+      if (rc != ETIMEDOUT)
+        continue;   /* woken, changed, interrupted: look again */
     }
-    if (*pp) {
-      *pp = w->next;
-      if (c->tail == w)
-        c->tail = prev;
-      c->nwaiting--;
+    /* Signalled, or a slice or the deadline ended: settle under mu (a
+     * notifier holds mu while it touches w). */
+    cond_lock(c);
+    if (atomic_load_explicit(&w->signaled, memory_order_acquire))
+      got = 1;
+    else if (!cond_unlink(c, w, 0))
+      got = 1;   /* taken off the list by a notifier that died before signalling */
+    else if (deadline_passed(&d)) {
+      cond_unlink(c, w, 1);
+      got = 0;
+    } else {
+      rmutex_unlock(&c->mu);
+      continue;
     }
+    rmutex_unlock(&c->mu);
+    break;
   }
-  rmutex_unlock(&c->mu);
 
   lock_acquire_word(l, 1, -1);
   if (is_rlock(l)) {
-    atomic_store_explicit(&l->thread, CONCUR_THREAD_ID, memory_order_relaxed);
+    atomic_store_explicit(&l->thread, OWNER_ID, memory_order_relaxed);
     atomic_store_explicit(&l->count, saved, memory_order_relaxed);
   }
   return got;
@@ -605,7 +647,7 @@ static int cond_wait_for(lua_State *L) {
 /* Wakes up to n waiters, the longest waiting first; those of processes that
  * have ended are dropped, not counted. */
 static void cond_notify_core(cond_obj *c, lua_Integer n) {
-  rmutex_lock(&c->mu);
+  cond_lock(c);
   while (n > 0 && c->head) {
     cond_waiter *w = c->head;
     c->head = w->next;
@@ -652,7 +694,7 @@ static int cond_tostring(lua_State *L) {
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "<concur.Condition ");
   lockish_describe(&b, c->lock);
-  rmutex_lock(&c->mu);
+  cond_lock(c);
   unsigned n = c->nwaiting;
   rmutex_unlock(&c->mu);
   char s[40];
@@ -719,7 +761,7 @@ static int sem_release(lua_State *L) {
   uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
   for (;;) {
     lua_Integer limit = s->hdr.type == &bsem_type ? (lua_Integer)s->initial : UINT32_MAX;
-    if ((lua_Integer)v + n > limit)
+    if (n > limit - (lua_Integer)v)   /* not v + n: n may be near maxinteger */
       return luaL_error(L, s->hdr.type == &bsem_type ? "Semaphore released too many times"
                                                      : "Semaphore value too large");
     if (atomic_compare_exchange_weak(&s->value, &v, v + (uint32_t)n))
@@ -864,11 +906,28 @@ static void barrier_changed(barrier_obj *b) {
 }
 
 /* Under mu: sleeps (mu released) until the next change or d. */
+/* Takes mu.  The action's runner that died leaves the barrier broken; a
+ * holder of mu that died between `count--` and the refill is finished for. */
+static void barrier_lock(barrier_obj *b) {
+  int repaired = rmutex_lock(&b->mu);
+  if (b->state == B_ACTION && proc_gone(b->action_pid)) {
+    b->state = B_BROKEN;
+    barrier_changed(b);
+  } else if (repaired && b->count == 0 &&
+             (b->state == B_DRAINING || b->state == B_RESETTING)) {
+    b->state = B_FILLING;
+    barrier_changed(b);
+  }
+}
+
+/* Under mu: sleeps (mu released) until the next change, d, or a slice end
+ * while an action runs (to see its runner die).  1 when d has passed. */
 static int barrier_sleep(barrier_obj *b, const deadline *d) {
   uint32_t s = atomic_load(&b->seq);
+  int slice = b->state == B_ACTION ? LOCK_SLICE_MS : 0;
   rmutex_unlock(&b->mu);
-  int rc = fx_wait(&b->seq, s, d, 0);
-  rmutex_lock(&b->mu);
+  int rc = fx_wait(&b->seq, s, d, slice);
+  barrier_lock(b);
   return rc == ETIMEDOUT && deadline_passed(d);
 }
 
@@ -885,12 +944,16 @@ static int barrier_wait(lua_State *L) {
   deadline d = deadline_in(timeout), forever = deadline_in(-1);
   int broken = 0, action_failed = 0;
   lua_Integer index = -1;
-  rmutex_lock(&b->mu);
+  barrier_lock(b);
   /* Python's _enter: wait while the last round drains or resets (or its
-   * action runs: there the action holds Python's lock). */
-  while (b->state == B_DRAINING || b->state == B_RESETTING || b->state == B_ACTION)
-    barrier_sleep(b, &forever);
-  if (b->state == B_BROKEN) {
+   * action runs: there the action holds Python's lock).  Python waits
+   * without a timeout there; here the timeout holds (a party killed in the
+   * middle of a round would otherwise keep everyone out for ever). */
+  int timed_out = 0;
+  while (!timed_out &&
+         (b->state == B_DRAINING || b->state == B_RESETTING || b->state == B_ACTION))
+    timed_out = barrier_sleep(b, &d);
+  if (b->state == B_BROKEN || timed_out) {
     rmutex_unlock(&b->mu);
     push_error_value(L, "BrokenBarrierError");
     return lua_error(L);
@@ -898,12 +961,13 @@ static int barrier_wait(lua_State *L) {
   index = b->count++;
   if (b->count == b->parties) {
     if (b->action) {
+      b->action_pid = concur_pid;
       b->state = B_ACTION;
       rmutex_unlock(&b->mu);
       lua_pushcfunction(L, barrier_run_action);
       lua_pushlightuserdata(L, b);
       action_failed = lua_pcall(L, 1, 0, 0) != LUA_OK;   /* error stays on top */
-      rmutex_lock(&b->mu);
+      barrier_lock(b);
     }
     if (b->state == B_ACTION || b->state == B_FILLING) {
       b->state = action_failed ? B_BROKEN : B_DRAINING;
@@ -942,7 +1006,7 @@ static int barrier_wait(lua_State *L) {
 
 static int barrier_abort(lua_State *L) {
   barrier_obj *b = barrier_self(L);
-  rmutex_lock(&b->mu);
+  barrier_lock(b);
   b->state = B_BROKEN;
   barrier_changed(b);
   rmutex_unlock(&b->mu);
@@ -951,7 +1015,7 @@ static int barrier_abort(lua_State *L) {
 
 static int barrier_reset(lua_State *L) {
   barrier_obj *b = barrier_self(L);
-  rmutex_lock(&b->mu);
+  barrier_lock(b);
   /* Python's: waiters of a filling or broken round leave broken and the last
    * one out refills; a round that is draining (or running its action) has
    * passed and is left alone. */
@@ -972,7 +1036,7 @@ static int barrier_index(lua_State *L) {
     return 1;
   }
   if (k && (strcmp(k, "n_waiting") == 0 || strcmp(k, "broken") == 0)) {
-    rmutex_lock(&b->mu);
+    barrier_lock(b);
     int state = b->state;
     uint32_t count = b->count;
     rmutex_unlock(&b->mu);
@@ -989,7 +1053,7 @@ static int barrier_index(lua_State *L) {
 
 static int barrier_tostring(lua_State *L) {
   barrier_obj *b = barrier_self(L);
-  rmutex_lock(&b->mu);
+  barrier_lock(b);
   int state = b->state;
   unsigned count = b->count;
   rmutex_unlock(&b->mu);
