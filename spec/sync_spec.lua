@@ -1985,4 +1985,40 @@ describe("regressions", function()
     assert.matches("released too many times", tostring(err))
     assert.are.equal(2, b:get_value())
   end)
+  -- A set was once two steps (flag, then count): a wait could see the flag of
+  -- one round and return at once in the next, and a ping-pong lost a round.
+  it("Event:wait never returns before its set, in 3 pairs x 20 000 ping-pong rounds", function()
+    -- Three pairs on two cores: a setter preempted mid-set is likelier.
+    local function side(a, b, tok, rounds, lead)
+      local bad = 0
+      for _ = 1, rounds do
+        if lead then
+          tok:release()
+          a:set()
+          if not b:wait(10) then bad = bad + 1 end
+          b:clear()
+        else
+          if not a:wait(10) then bad = bad + 1 end
+          a:clear()
+          if not tok:acquire(false) then bad = bad + 1 end   -- woke before the set
+          b:set()
+        end
+      end
+      return bad
+    end
+    local n, threads = 20000, {}
+    for i = 1, 3 do
+      local ping, pong, token = concur.Event(), concur.Event(), concur.Semaphore(0)
+      for _, lead in ipairs({true, false}) do
+        local t = concur.Thread{target = side, args = {ping, pong, token, n, lead}}
+        t:start()
+        threads[#threads + 1] = t
+      end
+    end
+    for _, t in ipairs(threads) do
+      assert.is_true(t:join(60))
+      assert.are.equal(0, t:result())
+    end
+  end)
 end)
+

@@ -78,8 +78,7 @@ typedef struct sem_obj {
 
 typedef struct event_obj {
   cobj hdr;
-  _Atomic uint32_t flag;
-  _Atomic uint32_t seq;        /* bumped by every set that changed the flag */
+  _Atomic uint32_t word;       /* EV_FLAG | sets counted in EV_GEN units */
   _Atomic uint32_t nwaiters;
 } event_obj;
 
@@ -795,25 +794,34 @@ static int event_new(lua_State *L) {
   return 1;
 }
 
+/* The flag and the number of sets that changed it share one word (bit 0 and
+ * the bits above), changed by one atomic operation: a waiter that sees the
+ * flag set also sees the set counted, so a set is never taken twice. */
+#define EV_FLAG 1u
+#define EV_GEN 2u
+
 static int event_set(lua_State *L) {
   event_obj *e = self_of(L);
-  if (atomic_exchange(&e->flag, 1) == 0) {
-    atomic_fetch_add(&e->seq, 1);
-    if (atomic_load(&e->nwaiters) > 0)
-      fx_wake(&e->seq, INT_MAX);
-  }
+  uint32_t w = atomic_load(&e->word);
+  while (!(w & EV_FLAG))
+    if (atomic_compare_exchange_weak(&e->word, &w, (w + EV_GEN) | EV_FLAG)) {
+      /* seq_cst: either we see the waiter counted, or it sees the word. */
+      if (atomic_load(&e->nwaiters) > 0)
+        fx_wake(&e->word, INT_MAX);
+      break;
+    }
   return 0;
 }
 
 static int event_clear(lua_State *L) {
   event_obj *e = self_of(L);
-  atomic_store(&e->flag, 0);
+  atomic_fetch_and(&e->word, ~EV_FLAG);
   return 0;
 }
 
 static int event_is_set(lua_State *L) {
   event_obj *e = self_of(L);
-  lua_pushboolean(L, atomic_load_explicit(&e->flag, memory_order_acquire) != 0);
+  lua_pushboolean(L, (atomic_load_explicit(&e->word, memory_order_acquire) & EV_FLAG) != 0);
   return 1;
 }
 
@@ -822,21 +830,23 @@ static int event_is_set(lua_State *L) {
 static int event_wait(lua_State *L) {
   event_obj *e = self_of(L);
   double timeout = concur_opt_timeout(L, 2);
-  uint32_t s0 = atomic_load(&e->seq);
-  int got = atomic_load(&e->flag) != 0;
+  uint32_t w0 = atomic_load(&e->word);
+  int got = (w0 & EV_FLAG) != 0;
   if (!got && timeout != 0) {
+    /* The word moves from w0 only by a set (a clear of a clear flag is no
+     * change), so any change means "set". */
     deadline d = deadline_in(timeout);
-    if (spin_until_changed(&e->seq, s0))
+    if (spin_until_changed(&e->word, w0))
       got = 1;
     else {
       atomic_fetch_add(&e->nwaiters, 1);
       for (;;) {
-        if (atomic_load(&e->flag) || atomic_load(&e->seq) != s0) {
+        if (atomic_load(&e->word) != w0) {
           got = 1;
           break;
         }
-        if (fx_wait(&e->seq, s0, &d, 0) == ETIMEDOUT && deadline_passed(&d)) {
-          got = atomic_load(&e->flag) || atomic_load(&e->seq) != s0;
+        if (fx_wait(&e->word, w0, &d, 0) == ETIMEDOUT && deadline_passed(&d)) {
+          got = atomic_load(&e->word) != w0;
           break;
         }
       }
@@ -849,7 +859,7 @@ static int event_wait(lua_State *L) {
 
 static int event_tostring(lua_State *L) {
   event_obj *e = self_of(L);
-  lua_pushstring(L, atomic_load(&e->flag) ? "<concur.Event set>" : "<concur.Event unset>");
+  lua_pushstring(L, atomic_load(&e->word) & EV_FLAG ? "<concur.Event set>" : "<concur.Event unset>");
   return 1;
 }
 
