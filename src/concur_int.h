@@ -43,6 +43,10 @@ typedef struct cobj_type {
   /* Shared objects live in the arena (shm.c) and their count is the whole
    * family's; the others live in one process's heap. */
   int shared;
+  /* Makes the metatable of the type in L (luaL_newmetatable ...), on the
+   * first handle a state makes: a state that never sees the type pays
+   * nothing.  NULL: the metatable is made when the module opens. */
+  void (*open_meta)(lua_State *L);
   /* Process-local objects that hold messages: calls cobj_fork_take_tbuf on
    * each message whose content cannot change during the fork.  NULL: none. */
   void (*fork_collect)(cobj *o, struct cobj_fork_refs *r);
@@ -65,6 +69,9 @@ void cobj_decref(cobj *o);
 typedef struct cobj_handle {
   cobj *obj;
   int pid;
+  /* The state's live handles, finalizer pending included (the identity
+   * map drops those first): what a forked child gives back when it ends. */
+  struct cobj_handle *prev, *next;
 } cobj_handle;
 
 /* The last handle a hot method checked on this OS thread, valid while no
@@ -99,8 +106,9 @@ typedef struct cobj_fork_refs {
   int oom;
 } cobj_fork_refs;
 void cobj_push_identity(lua_State *L);
-/* A forked child that ends without closing its state: releases what its
- * handles hold, as their collection would (the counts are the family's). */
+/* A forked child that ends without closing its state: gives back the
+ * references its handles hold to shared objects (the counts are the
+ * family's).  Only before _exit: the handles are left as they were. */
 void cobj_release_state(lua_State *L);
 int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r);
 void cobj_fork_take_tbuf(cobj_fork_refs *r, struct tbuf *b);
@@ -148,6 +156,7 @@ typedef struct state_ctx {
    * size a power of two; NULL: empty. */
   const void **named;
   size_t named_size;
+  cobj_handle live;      /* sentinel of the state's live handles */
 } state_ctx;
 
 state_ctx *ctx_get(lua_State *L);   /* the context; makes it on first use */

@@ -23,6 +23,24 @@ typedef cobj_handle handle;
 _Thread_local cobj_self_cache_t cobj_self_cache __attribute__((tls_model("initial-exec")));
 atomic_ulong cobj_handle_gen;
 
+/* In a forked child: the handles whose references the parent took for it
+ * (sorted addresses).  Not restamped one by one: a write to each would copy
+ * every page holding one, at a page fault each, for nothing. */
+static cobj_handle **adopted;
+static size_t nadopted;
+
+static int ptr_cmp(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Whether this process owns the reference h holds. */
+static int handle_owned(const cobj_handle *h) {
+  if (h->pid == concur_pid)
+    return 1;
+  return nadopted && bsearch(&h, adopted, nadopted, sizeof *adopted, ptr_cmp) != NULL;
+}
+
 static const char handle_marker = 0;  /* metatable[&handle_marker] = type */
 static const char ctx_key = 0;        /* registry[&ctx_key] = context table */
 enum { CTX_STRUCT = CTX_SLOTS };
@@ -65,6 +83,7 @@ static void ctx_create(lua_State *L) {
   state_ctx *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   c->names_version = 1;
+  c->live.prev = c->live.next = &c->live;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, ctx_gc);
   lua_setfield(L, -2, "__gc");
@@ -124,8 +143,14 @@ cobj *cobj_check(lua_State *L, int idx, const cobj_type *type) {
 void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue) {
   handle *h = lua_newuserdatauv(L, sizeof *h, nuvalue);
   h->obj = NULL;                           /* empty: its __gc does nothing */
-  if (luaL_getmetatable(L, type->name) == LUA_TNIL)
-    luaL_error(L, "%s is not opened in this state", type->name);
+  h->prev = h->next = NULL;
+  if (luaL_getmetatable(L, type->name) == LUA_TNIL) {
+    lua_pop(L, 1);
+    if (type->open_meta == NULL)
+      luaL_error(L, "%s is not opened in this state", type->name);
+    type->open_meta(L);
+    luaL_getmetatable(L, type->name);
+  }
   lua_setmetatable(L, -2);
 }
 
@@ -134,6 +159,11 @@ void cobj_bind(lua_State *L, int idx, cobj *o) {
   handle *h = lua_touserdata(L, idx);
   h->obj = o;                              /* from here its __gc releases o */
   h->pid = concur_pid;
+  state_ctx *c = ctx_get(L);
+  h->next = c->live.next;
+  h->prev = &c->live;
+  c->live.next->prev = h;
+  c->live.next = h;
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_IDENTITY);
   lua_pushvalue(L, idx);
@@ -146,7 +176,7 @@ void cobj_push(lua_State *L, cobj *o) {
   lua_rawgeti(L, -1, CTX_IDENTITY);
   if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA) {
     handle *h = lua_touserdata(L, -1);
-    if (h->pid != concur_pid) {   /* forked by someone else: adopt it now */
+    if (!handle_owned(h)) {   /* forked by someone else: adopt it now */
       if (o->type->shared)
         cobj_incref(o);
       h->pid = concur_pid;
@@ -169,7 +199,13 @@ static int handle_gc(lua_State *L) {
     cobj *o = h->obj;
     h->obj = NULL;
     atomic_fetch_add_explicit(&cobj_handle_gen, 1, memory_order_relaxed);
-    cobj_release_owned(o, h->pid);
+    if (handle_owned(h) || !o->type->shared)
+      cobj_decref(o);
+  }
+  if (h && h->next) {
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    h->prev = h->next = NULL;
   }
   return 0;
 }
@@ -219,7 +255,7 @@ int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r) {
   while (lua_next(L, identity)) {
     handle *h = lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (h == NULL || h->obj == NULL || h->pid != concur_pid)
+    if (h == NULL || h->obj == NULL || !handle_owned(h))
       continue;
     if (!fork_record((void ***)&r->handles, &r->nhandles, &r->caphandles, h)) {
       r->oom = 1;
@@ -263,11 +299,15 @@ void cobj_fork_undo(cobj_fork_refs *r) {
 }
 
 void cobj_fork_child(cobj_fork_refs *r) {
-  for (size_t i = 0; i < r->nhandles; i++)
-    r->handles[i]->pid = concur_pid;
-  for (size_t i = 0; i < r->ntbufs; i++)
+  for (size_t i = 0; i < r->ntbufs; i++)   /* few: restamped */
     r->tbufs[i]->pid = concur_pid;
-  cobj_fork_done(r);
+  free(r->tbufs);
+  free(adopted);                           /* the parent's own adoptions */
+  adopted = r->handles;
+  nadopted = r->nhandles;
+  if (nadopted)
+    qsort(adopted, nadopted, sizeof *adopted, ptr_cmp);
+  memset(r, 0, sizeof *r);
 }
 
 void cobj_fork_done(cobj_fork_refs *r) {
@@ -283,20 +323,13 @@ void cobj_push_identity(lua_State *L) {
 }
 
 void cobj_release_state(lua_State *L) {
-  ctx_push_table(L);
-  lua_rawgeti(L, -1, CTX_IDENTITY);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    handle *h = lua_touserdata(L, -1);
-    if (h && h->obj) {
-      cobj *o = h->obj;
-      h->obj = NULL;
-      atomic_fetch_add_explicit(&cobj_handle_gen, 1, memory_order_relaxed);
-      cobj_release_owned(o, h->pid);
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
+  /* Only the shared counts: the process ends next, nothing here runs again,
+   * and a write to a handle (or a free) would copy a page shared with the
+   * parent for nothing. */
+  state_ctx *c = ctx_get(L);
+  for (handle *h = c->live.next; h != &c->live; h = h->next)
+    if (h->obj && h->obj->type->shared && handle_owned(h))
+      cobj_decref(h->obj);
 }
 
 

@@ -59,7 +59,7 @@ static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
 
 static void pr_destroy(cobj *o);
 static void pr_on_handle(lua_State *L, cobj *o);
-static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL};
+static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL, NULL};
 
 /* ---- objects ---------------------------------------------------------------- */
 
@@ -220,13 +220,10 @@ static lua_State *child_state;
 __attribute__((noreturn)) static void child_leave(int code) {
   thread_exit_rules();
   fflush(NULL);
-  if (child_state) {
-    /* Handles waiting for their finalizer are out of the identity map:
-     * collect them now (finalizer errors are only warnings), then release
-     * what is left. */
-    lua_gc(child_state, LUA_GCCOLLECT);
+  /* Not a collection: it would write to every object, copying the whole
+   * heap the child shares with its parent page by page. */
+  if (child_state)
     cobj_release_state(child_state);
-  }
   _exit(code);
 }
 

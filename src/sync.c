@@ -30,6 +30,14 @@
 
 #include "concur_int.h"
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__PIC__)
+/* The Lua API functions on the Lock fast path, called through the GOT
+ * rather than a PLT stub (gcc; what -fno-plt does, for these three only). */
+LUA_API void *(lua_touserdata)(lua_State *L, int idx) __attribute__((noplt));
+LUA_API int (lua_gettop)(lua_State *L) __attribute__((noplt));
+LUA_API void (lua_pushboolean)(lua_State *L, int b) __attribute__((noplt));
+#endif
+
 #define LOCK_WAITERS 0x80000000u
 /* An RLock holder: thread and process.  Forked siblings share TLS
  * addresses, so the pid is mixed in: a dead sibling's id left for a moment
@@ -113,13 +121,25 @@ static void barrier_destroy(cobj *o) {
   shm_free(b);
 }
 
-static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, NULL};
-static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, NULL};
-static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, NULL};
-static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, NULL};
-static const cobj_type bsem_type = {"concur.BoundedSemaphore", lock_destroy, NULL, 1, NULL};
-static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, NULL};
-static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, NULL};
+static void lock_meta(lua_State *L);
+static void rlock_meta(lua_State *L);
+static void cond_meta(lua_State *L);
+static void sem_meta(lua_State *L);
+static void bsem_meta(lua_State *L);
+static void event_meta(lua_State *L);
+static void barrier_meta(lua_State *L);
+
+/* Metatables are made in a state when it first meets the type (open_meta):
+ * a thread's state that never uses one costs nothing at start-up. */
+static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, lock_meta, NULL};
+static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, rlock_meta, NULL};
+static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, cond_meta, NULL};
+static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, sem_meta, NULL};
+static const cobj_type bsem_type = {"concur.BoundedSemaphore", lock_destroy, NULL, 1, bsem_meta,
+                                    NULL};
+static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, event_meta, NULL};
+static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, barrier_meta,
+                                       NULL};
 
 /* The object of `self` (argument 1).  Methods carry their type's metatable
  * as upvalue 1: comparing it is the whole type check on the fast path. */
@@ -147,19 +167,24 @@ static inline void *self_of(lua_State *L) {
 
 /* self_of for the hot methods of one type: a handle checked a moment ago on
  * this thread is known good (see cobj_self_cache) and costs one compare. */
-static inline void *self_fast(lua_State *L, const cobj_type *type) {
-  void *ud = lua_touserdata(L, 1);
-  if (ud != NULL && ud == cobj_self_cache.ud &&
-      cobj_self_cache.gen == atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed)) {
-    cobj *o = ((cobj_handle *)ud)->obj;
-    if (o->type == type)
-      return o;
-  }
+__attribute__((noinline, cold)) static void *self_fast_miss(lua_State *L, void *ud) {
   unsigned long gen = atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed);
   cobj *o = self_of(L);
   cobj_self_cache.ud = ud;
   cobj_self_cache.gen = gen;
   return o;
+}
+
+static inline void *self_fast(lua_State *L, const cobj_type *type) {
+  void *ud = lua_touserdata(L, 1);
+  if (__builtin_expect(ud != NULL && ud == cobj_self_cache.ud &&
+                       cobj_self_cache.gen == atomic_load_explicit(&cobj_handle_gen,
+                                                                   memory_order_relaxed), 1)) {
+    cobj *o = ((cobj_handle *)ud)->obj;
+    if (__builtin_expect(o->type == type, 1))
+      return o;
+  }
+  return self_fast_miss(L, ud);
 }
 
 /* Makes the handle first (a memory error then loses nothing), then the
@@ -1089,45 +1114,50 @@ static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *metho
   lua_pop(L, 1);
 }
 
-void sync_open(lua_State *L) {
-  static const luaL_Reg lock_m[] = {
-    {"acquire", lock_acquire}, {"release", lock_release}, {"locked", lock_locked},
-    {"__tostring", lock_tostring}, {NULL, NULL}};
-  static const luaL_Reg rlock_m[] = {
-    {"acquire", rlock_acquire}, {"release", rlock_release}, {"locked", lock_locked},
-    {"__tostring", lock_tostring}, {NULL, NULL}};
-  static const luaL_Reg cond_m[] = {
-    {"acquire", cond_acquire}, {"release", cond_release}, {"locked", cond_locked},
-    {"wait", cond_wait}, {"wait_for", cond_wait_for},
-    {"notify", cond_notify}, {"notify_all", cond_notify_all}, {"notifyAll", cond_notify_all},
-    {"__tostring", cond_tostring}, {NULL, NULL}};
-  static const luaL_Reg sem_m[] = {
-    {"acquire", sem_acquire}, {"release", sem_release}, {"get_value", sem_get_value},
-    {"__tostring", sem_tostring}, {NULL, NULL}};
-  static const luaL_Reg event_m[] = {
-    {"set", event_set}, {"clear", event_clear}, {"is_set", event_is_set},
-    {"isSet", event_is_set}, {"wait", event_wait}, {"__tostring", event_tostring},
-    {NULL, NULL}};
-  static const luaL_Reg barrier_m[] = {
-    {"wait", barrier_wait}, {"abort", barrier_abort}, {"reset", barrier_reset},
-    {"__tostring", barrier_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-    {"Lock", lock_new}, {"RLock", rlock_new}, {"Condition", cond_new},
-    {"Semaphore", sem_new}, {"BoundedSemaphore", bsem_new}, {"Event", event_new},
-    {"Barrier", barrier_new}, {NULL, NULL}};
-  sync_type(L, &lock_type, lock_m);
-  sync_type(L, &rlock_type, rlock_m);
-  sync_type(L, &cond_type, cond_m);
-  sync_type(L, &sem_type, sem_m);
-  sync_type(L, &bsem_type, sem_m);
-  sync_type(L, &event_type, event_m);
+static const luaL_Reg lock_m[] = {
+  {"acquire", lock_acquire}, {"release", lock_release}, {"locked", lock_locked},
+  {"__tostring", lock_tostring}, {NULL, NULL}};
+static const luaL_Reg rlock_m[] = {
+  {"acquire", rlock_acquire}, {"release", rlock_release}, {"locked", lock_locked},
+  {"__tostring", lock_tostring}, {NULL, NULL}};
+static const luaL_Reg cond_m[] = {
+  {"acquire", cond_acquire}, {"release", cond_release}, {"locked", cond_locked},
+  {"wait", cond_wait}, {"wait_for", cond_wait_for},
+  {"notify", cond_notify}, {"notify_all", cond_notify_all}, {"notifyAll", cond_notify_all},
+  {"__tostring", cond_tostring}, {NULL, NULL}};
+static const luaL_Reg sem_m[] = {
+  {"acquire", sem_acquire}, {"release", sem_release}, {"get_value", sem_get_value},
+  {"__tostring", sem_tostring}, {NULL, NULL}};
+static const luaL_Reg event_m[] = {
+  {"set", event_set}, {"clear", event_clear}, {"is_set", event_is_set},
+  {"isSet", event_is_set}, {"wait", event_wait}, {"__tostring", event_tostring},
+  {NULL, NULL}};
+static const luaL_Reg barrier_m[] = {
+  {"wait", barrier_wait}, {"abort", barrier_abort}, {"reset", barrier_reset},
+  {"__tostring", barrier_tostring}, {NULL, NULL}};
+
+static void lock_meta(lua_State *L) { sync_type(L, &lock_type, lock_m); }
+static void rlock_meta(lua_State *L) { sync_type(L, &rlock_type, rlock_m); }
+static void cond_meta(lua_State *L) { sync_type(L, &cond_type, cond_m); }
+static void sem_meta(lua_State *L) { sync_type(L, &sem_type, sem_m); }
+static void bsem_meta(lua_State *L) { sync_type(L, &bsem_type, sem_m); }
+static void event_meta(lua_State *L) { sync_type(L, &event_type, event_m); }
+
+/* Barrier: attributes parties, n_waiting, broken beside the methods. */
+static void barrier_meta(lua_State *L) {
   sync_type(L, &barrier_type, barrier_m);
-  /* Barrier: attributes parties, n_waiting, broken beside the methods. */
   luaL_getmetatable(L, barrier_type.name);
   lua_pushvalue(L, -1);          /* upvalue 1: the metatable */
   lua_pushvalue(L, -1);          /* upvalue 2: the methods (same table) */
   lua_pushcclosure(L, barrier_index, 2);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
+}
+
+void sync_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"Lock", lock_new}, {"RLock", rlock_new}, {"Condition", cond_new},
+    {"Semaphore", sem_new}, {"BoundedSemaphore", bsem_new}, {"Event", event_new},
+    {"Barrier", barrier_new}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

@@ -116,7 +116,7 @@ static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
 static void th_destroy(cobj *o);
 static void th_on_handle(lua_State *L, cobj *o);
 static void th_fork_collect(cobj *o, cobj_fork_refs *r);
-static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0,
+static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0, NULL,
                                       th_fork_collect};
 
 /* ---- small helpers ------------------------------------------------------- */
