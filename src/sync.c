@@ -902,8 +902,11 @@ static int barrier_new(lua_State *L) {
   lua_settop(L, 3);
   lua_Integer parties = luaL_checkinteger(L, 1);
   luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be at least 1");
-  if (!lua_isnoneornil(L, 2))
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TFUNCTION) {
+    if (luaL_getmetafield(L, 2, "__call") == LUA_TNIL)   /* a callable table works too */
+      return luaL_typeerror(L, 2, "callable");
+    lua_pop(L, 1);
+  }
   double timeout = concur_opt_timeout(L, 3);
   barrier_obj *b = new_object(L, &barrier_type, sizeof *b);
   if (rmutex_init(&b->mu) != 0) {
