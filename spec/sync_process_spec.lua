@@ -1126,6 +1126,49 @@ describe("synchronization between processes", function()
       assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
     end)
 
+    it("a child never touches the object of a handle that was waiting for its finalizer at the fork", function()
+      local hold = concur.Event()
+      local started
+      do
+        local doomed = concur.Condition()     -- finalized right after the fork below
+        local trigger = setmetatable({}, {__gc = function()
+          started = go(function() hold:wait(10) return 0 end)
+        end})
+        doomed, trigger = nil, nil
+      end
+      collectgarbage()
+      collectgarbage()                        -- the fork happens in here
+      assert.is_not_nil(started)
+      local c1, c2 = concur.Condition(), concur.Condition()   -- reuse the freed blocks
+      c1 = nil; collectgarbage(); collectgarbage()
+      c2 = nil; collectgarbage(); collectgarbage()
+      local b = concur.Barrier(2, function() end)
+      hold:set()
+      assert.are.equal(0, finish(started))
+      assert.are.equal(2, b.parties)
+    end)
+
+    it("a child does not get the result of a thread that was still running at the fork", function()
+      local got_parents = 0
+      for i = 1, 30 do
+        local release = concur.Event()
+        local th = concur.Thread{target = function(e) e:wait(10) return concur.Lock() end,
+                                 args = {release}}
+        th:start()
+        release:set()
+        for _ = 1, (i % 10) * 300 do end      -- the worker somewhere in its return
+        local p = go(function()
+          local ok, v = pcall(th.result, th)
+          if ok and type(v) == "userdata" then v:acquire() v:release() end
+          return 0
+        end)
+        assert.are.equal(0, finish(p))
+        th:join()
+        got_parents = got_parents + (th:result() and 1 or 0)
+      end
+      assert.are.equal(30, got_parents)
+    end)
+
     it("a Barrier wait with a timeout gives up when a party was killed mid-round", function()
       local b = concur.Barrier(2)
       local p = go(function() b:wait(10) return 0 end)

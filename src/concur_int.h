@@ -50,6 +50,9 @@ typedef struct cobj_type {
   /* Process-local objects that hold messages: calls cobj_fork_take_tbuf on
    * each message whose content cannot change during the fork.  NULL: none. */
   void (*fork_collect)(cobj *o, struct cobj_fork_refs *r);
+  /* A forked child about to _exit: gives back the shared references its
+   * messages hold (cobj_release_state).  NULL: none. */
+  void (*exit_release)(cobj *o);
 } cobj_type;
 
 struct cobj {

@@ -28,6 +28,8 @@ atomic_ulong cobj_handle_gen;
  * every page holding one, at a page fault each, for nothing. */
 static cobj_handle **adopted;
 static size_t nadopted;
+static int adopted_pid;   /* the set is valid in this process only: a fork by
+                             another library copies it into a child it is not for */
 
 static int ptr_cmp(const void *a, const void *b) {
   uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
@@ -38,7 +40,8 @@ static int ptr_cmp(const void *a, const void *b) {
 static int handle_owned(const cobj_handle *h) {
   if (h->pid == concur_pid)
     return 1;
-  return nadopted && bsearch(&h, adopted, nadopted, sizeof *adopted, ptr_cmp) != NULL;
+  return nadopted && adopted_pid == concur_pid &&
+         bsearch(&h, adopted, nadopted, sizeof *adopted, ptr_cmp) != NULL;
 }
 
 static const char handle_marker = 0;  /* metatable[&handle_marker] = type */
@@ -199,7 +202,9 @@ static int handle_gc(lua_State *L) {
     cobj *o = h->obj;
     h->obj = NULL;
     atomic_fetch_add_explicit(&cobj_handle_gen, 1, memory_order_relaxed);
-    if (handle_owned(h) || !o->type->shared)
+    /* An unowned handle's object may be gone already (its owner freed it):
+     * tell shared from local by address, never by reading it. */
+    if (handle_owned(h) || !shm_contains(o))
       cobj_decref(o);
   }
   if (h && h->next) {
@@ -305,6 +310,7 @@ void cobj_fork_child(cobj_fork_refs *r) {
   free(adopted);                           /* the parent's own adoptions */
   adopted = r->handles;
   nadopted = r->nhandles;
+  adopted_pid = concur_pid;
   if (nadopted)
     qsort(adopted, nadopted, sizeof *adopted, ptr_cmp);
   memset(r, 0, sizeof *r);
@@ -328,8 +334,12 @@ void cobj_release_state(lua_State *L) {
    * parent for nothing. */
   state_ctx *c = ctx_get(L);
   for (handle *h = c->live.next; h != &c->live; h = h->next)
-    if (h->obj && h->obj->type->shared && handle_owned(h))
-      cobj_decref(h->obj);
+    if (h->obj && handle_owned(h)) {
+      if (h->obj->type->shared)
+        cobj_decref(h->obj);
+      else if (h->obj->type->exit_release)
+        h->obj->type->exit_release(h->obj);
+    }
 }
 
 

@@ -59,7 +59,8 @@ static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
 
 static void pr_destroy(cobj *o);
 static void pr_on_handle(lua_State *L, cobj *o);
-static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL, NULL};
+static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL, NULL,
+                                    NULL};
 
 /* ---- objects ---------------------------------------------------------------- */
 
@@ -354,13 +355,15 @@ static int pr_start(lua_State *L) {
    * fork, with every thread's state frozen (see cobj_fork_prepare). */
   cobj_push_identity(L);                    /* 2 */
   cobj_fork_refs refs;
+  /* Output buffered so far is the parent's: print it once, not twice.
+   * Flushed before the freeze: a blocked pipe must not stop every thread. */
+  fflush(NULL);
   thread_fork_freeze();
   if (!cobj_fork_prepare(L, 2, &refs)) {
     thread_fork_thaw();
     return luaL_error(L, "cannot start a process: not enough memory");
   }
-  /* Output buffered so far is the parent's: print it once, not twice. */
-  fflush(NULL);
+  fflush(NULL);   /* whatever came in between (rarely anything) */
   pid_t pid = fork();
   int fork_errno = errno;
   if (pid == 0)

@@ -131,15 +131,15 @@ static void barrier_meta(lua_State *L);
 
 /* Metatables are made in a state when it first meets the type (open_meta):
  * a thread's state that never uses one costs nothing at start-up. */
-static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, lock_meta, NULL};
-static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, rlock_meta, NULL};
-static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, cond_meta, NULL};
-static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, sem_meta, NULL};
+static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, lock_meta, NULL, NULL};
+static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, rlock_meta, NULL, NULL};
+static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, cond_meta, NULL, NULL};
+static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, sem_meta, NULL, NULL};
 static const cobj_type bsem_type = {"concur.BoundedSemaphore", lock_destroy, NULL, 1, bsem_meta,
-                                    NULL};
-static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, event_meta, NULL};
+                                    NULL, NULL};
+static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, event_meta, NULL, NULL};
 static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, barrier_meta,
-                                       NULL};
+                                       NULL, NULL};
 
 /* The object of `self` (argument 1).  Methods carry their type's metatable
  * as upvalue 1: comparing it is the whole type check on the fast path. */

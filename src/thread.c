@@ -116,8 +116,9 @@ static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
 static void th_destroy(cobj *o);
 static void th_on_handle(lua_State *L, cobj *o);
 static void th_fork_collect(cobj *o, cobj_fork_refs *r);
+static void th_exit_release(cobj *o);
 static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0, NULL,
-                                      th_fork_collect};
+                                      th_fork_collect, th_exit_release};
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -199,6 +200,19 @@ static void th_fork_collect(cobj *o, cobj_fork_refs *r) {
     cobj_fork_take_tbuf(r, &t->start);
   else if (t->state == TH_DONE)
     cobj_fork_take_tbuf(r, &t->result);
+}
+
+/* A forked child about to _exit: the shared references of the message it
+ * owns (a new thread's start, a finished one's result). */
+static void th_exit_release(cobj *o) {
+  thread_obj *t = (thread_obj *)o;
+  pthread_mutex_lock(&rt.lock);
+  tbuf *b = t->state == TH_NEW ? &t->start : t->state == TH_DONE ? &t->result : NULL;
+  if (b && b->pid == concur_pid)
+    for (size_t i = 0; i < b->nobjs; i++)
+      if (b->objs[i] != b->owner && b->objs[i]->type->shared)
+        cobj_decref(b->objs[i]);
+  pthread_mutex_unlock(&rt.lock);
 }
 
 /* A handle made by a transfer gets plain fields whose class is Thread. */
@@ -988,8 +1002,11 @@ static void rt_atfork_child(void) {
       live_remove(t);
       t->state = TH_DONE;   /* its thread does not exist here */
       t->failed = 1;
-      if (t->result.len == 0 && t->errmsg == NULL)
-        t->errmsg = strdup("the thread does not exist in this forked process");
+      /* Its result may be complete, half written or not there: it is the
+       * worker's, and its references are the parent's.  Dropped unread
+       * (not freed: it may be torn). */
+      t->result = (tbuf)TBUF_INIT;
+      t->errmsg = strdup("the thread does not exist in this forked process");
     }
     t = next;
   }
