@@ -133,9 +133,13 @@ void cobj_bind(lua_State *L, int idx, cobj *o);
 cobj *cobj_test(lua_State *L, int idx, const cobj_type *type);
 /* As cobj_test but raises "bad argument #idx (concur.X expected, got Y)". */
 cobj *cobj_check(lua_State *L, int idx, const cobj_type *type);
-/* Creates the metatable of `type` in L's registry, with methods `l` and
- * `__gc`, `__tostring`, `__name`, the handle marker.  Leaves it on the stack. */
+/* Makes the metatable of `type`, with methods `l` and `__gc`, `__tostring`,
+ * `__name`, the handle marker, and leaves it on the stack (not registered). */
 void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
+/* Registers the metatable on top (left there) under the type's name: last,
+ * once it is complete, so that a memory error half way through leaves no
+ * half-built metatable for later handles. */
+void cobj_register_metatable(lua_State *L, const cobj_type *type);
 
 /* Handles with fields (Thread, Process): the handle's user value is a table
  * of fields whose metatable is the Lua class.  Helpers for their metatables. */

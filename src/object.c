@@ -351,7 +351,9 @@ static int handle_tostring(lua_State *L) {
 }
 
 void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l) {
-  luaL_newmetatable(L, type->name);
+  lua_createtable(L, 0, 16);
+  lua_pushstring(L, type->name);
+  lua_setfield(L, -2, "__name");
   lua_pushlightuserdata(L, (void *)type);
   lua_rawsetp(L, -2, &handle_marker);
   lua_pushcfunction(L, handle_gc);
@@ -364,6 +366,11 @@ void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l) {
   lua_setfield(L, -2, "__metatable");
   if (l)
     luaL_setfuncs(L, l, 0);
+}
+
+void cobj_register_metatable(lua_State *L, const cobj_type *type) {
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, type->name);
 }
 
 /* ---- handles with fields (Thread, Process) ------------------------------- */

@@ -644,6 +644,7 @@ void proc_open(lua_State *L) {
     {NULL, NULL}
   };
   cobj_newmetatable(L, &proc_type, meta);
+  cobj_register_metatable(L, &proc_type);
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);
 }

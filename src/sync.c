@@ -1114,6 +1114,14 @@ static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *metho
   luaL_setfuncs(L, methods, 1);
   if (type != &event_type && type != &barrier_type)
     luaL_setfuncs(L, common, 0);
+  if (type == &barrier_type) {
+    /* attributes parties, n_waiting, broken beside the methods */
+    lua_pushvalue(L, -1);          /* upvalue 1: the metatable */
+    lua_pushvalue(L, -1);          /* upvalue 2: the methods (same table) */
+    lua_pushcclosure(L, barrier_index, 2);
+    lua_setfield(L, -2, "__index");
+  }
+  cobj_register_metatable(L, type);
   lua_pop(L, 1);
 }
 
@@ -1146,16 +1154,7 @@ static void sem_meta(lua_State *L) { sync_type(L, &sem_type, sem_m); }
 static void bsem_meta(lua_State *L) { sync_type(L, &bsem_type, sem_m); }
 static void event_meta(lua_State *L) { sync_type(L, &event_type, event_m); }
 
-/* Barrier: attributes parties, n_waiting, broken beside the methods. */
-static void barrier_meta(lua_State *L) {
-  sync_type(L, &barrier_type, barrier_m);
-  luaL_getmetatable(L, barrier_type.name);
-  lua_pushvalue(L, -1);          /* upvalue 1: the metatable */
-  lua_pushvalue(L, -1);          /* upvalue 2: the methods (same table) */
-  lua_pushcclosure(L, barrier_index, 2);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
+static void barrier_meta(lua_State *L) { sync_type(L, &barrier_type, barrier_m); }
 
 void sync_open(lua_State *L) {
   static const luaL_Reg funcs[] = {

@@ -1085,6 +1085,7 @@ void thread_open(lua_State *L) {
     {NULL, NULL}
   };
   cobj_newmetatable(L, &thread_type, meta);
+  cobj_register_metatable(L, &thread_type);
   lua_pop(L, 1);
   if (luaL_newmetatable(L, "concur.refbox")) {
     lua_pushcfunction(L, refbox_gc);
