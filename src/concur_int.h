@@ -115,6 +115,9 @@ void cobj_push_identity(lua_State *L);
 void cobj_release_state(lua_State *L);
 int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r);
 void cobj_fork_take_tbuf(cobj_fork_refs *r, struct tbuf *b);
+/* Drops the references b holds to shared objects, leaving b as it is (for a
+ * process about to end, or undoing cobj_fork_take_tbuf). */
+void cobj_release_tbuf_shared(const struct tbuf *b);
 void cobj_fork_child(cobj_fork_refs *r);
 void cobj_fork_done(cobj_fork_refs *r);
 void cobj_fork_undo(cobj_fork_refs *r);

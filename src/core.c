@@ -124,19 +124,9 @@ static int core_time(lua_State *L) {
 static int core_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   luaL_argcheck(L, s >= 0, 1, "sleep length must be non-negative");
-  if (s > 1e9)
-    s = 1e9;
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  time_t whole = (time_t)s;
-  dl.tv_sec += whole;
-  dl.tv_nsec += (long)((s - (lua_Number)whole) * 1e9);
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
+  deadline dl = deadline_in(s);   /* capped at ~31 years */
   int rc;
-  while ((rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &dl, NULL)) == EINTR) {
+  while ((rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &dl.at, NULL)) == EINTR) {
     /* lua.c's SIGINT handler sets a hook: let it raise "interrupted!". */
     if (lua_gethook(L) != NULL)
       break;

@@ -280,26 +280,21 @@ int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r) {
   return 1;
 }
 
-/* Releases what the records took: the same walk, decrementing. */
-static void fork_drop_object(cobj *o, cobj_fork_refs *r);
-
-static void fork_drop_tbuf(tbuf *b, cobj_fork_refs *r) {
+void cobj_release_tbuf_shared(const tbuf *b) {
   for (size_t i = 0; i < b->nobjs; i++)
-    if (b->objs[i] != b->owner)
-      fork_drop_object(b->objs[i], r);
+    if (b->objs[i] != b->owner && b->objs[i]->type->shared)
+      cobj_decref(b->objs[i]);
 }
 
-static void fork_drop_object(cobj *o, cobj_fork_refs *r) {
-  CONCUR_UNUSED(r);
-  if (o->type->shared)
-    cobj_decref(o);   /* never the last: the parent's own reference is there */
-}
-
+/* Releases what the records took (never the last reference: the parent's
+ * own are there).  Local objects were walked for their messages, which are
+ * records of their own. */
 void cobj_fork_undo(cobj_fork_refs *r) {
   for (size_t i = 0; i < r->nhandles; i++)
-    fork_drop_object(r->handles[i]->obj, r);
+    if (r->handles[i]->obj->type->shared)
+      cobj_decref(r->handles[i]->obj);
   for (size_t i = 0; i < r->ntbufs; i++)
-    fork_drop_tbuf(r->tbufs[i], r);
+    cobj_release_tbuf_shared(r->tbufs[i]);
   cobj_fork_done(r);
 }
 

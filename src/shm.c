@@ -76,21 +76,26 @@ void rmutex_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
 
 /* ---- deadlines and futexes ------------------------------------------------- */
 
+/* Now on CLOCK_MONOTONIC plus `secs` (>= 0, at most ~31 years). */
+static struct timespec monotonic_after(double secs) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  if (secs > 1e9)   /* ~31 years: forever, but still a number */
+    secs = 1e9;
+  double whole = floor(secs);
+  t.tv_sec += (time_t)whole;
+  t.tv_nsec += (long)((secs - whole) * 1e9);
+  if (t.tv_nsec >= 1000000000L) {
+    t.tv_sec++;
+    t.tv_nsec -= 1000000000L;
+  }
+  return t;
+}
+
 deadline deadline_in(double timeout) {
   deadline d;
   d.forever = timeout < 0;
-  clock_gettime(CLOCK_MONOTONIC, &d.at);
-  if (!d.forever) {
-    if (timeout > 1e9)   /* ~31 years: forever, but still a number */
-      timeout = 1e9;
-    double whole = floor(timeout);
-    d.at.tv_sec += (time_t)whole;
-    d.at.tv_nsec += (long)((timeout - whole) * 1e9);
-    if (d.at.tv_nsec >= 1000000000L) {
-      d.at.tv_sec++;
-      d.at.tv_nsec -= 1000000000L;
-    }
-  }
+  d.at = monotonic_after(d.forever ? 0 : timeout);
   return d;
 }
 
@@ -107,12 +112,7 @@ int deadline_passed(const deadline *d) {
 static const struct timespec *wait_until(const deadline *d, int slice_ms, struct timespec *buf) {
   if (slice_ms <= 0)
     return d->forever ? NULL : &d->at;
-  clock_gettime(CLOCK_MONOTONIC, buf);
-  buf->tv_nsec += (long)slice_ms * 1000000L;
-  while (buf->tv_nsec >= 1000000000L) {
-    buf->tv_sec++;
-    buf->tv_nsec -= 1000000000L;
-  }
+  *buf = monotonic_after(slice_ms / 1000.0);
   if (!d->forever && (d->at.tv_sec < buf->tv_sec ||
                       (d->at.tv_sec == buf->tv_sec && d->at.tv_nsec < buf->tv_nsec)))
     *buf = d->at;

@@ -293,10 +293,13 @@ static int lock_acquire_word(lock_obj *l, int blocking, double timeout) {
   }
 }
 
-static inline void lock_release_word(lock_obj *l) {
+/* Frees the word, waking one sleeper if any; the word it held (0: it was
+ * not locked, which only a Lock's release can meet). */
+static inline uint32_t lock_release_word(lock_obj *l) {
   uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
   if (old & LOCK_WAITERS)
     fx_wake(&l->word, 1);
+  return old;
 }
 
 static inline int rlock_is_mine(lock_obj *l) {
@@ -306,6 +309,21 @@ static inline int rlock_is_mine(lock_obj *l) {
 }
 
 static int is_rlock(lock_obj *l) { return l->hdr.type == &rlock_type; }
+
+/* An RLock's word was just taken by this thread: it owns it `count` deep. */
+static void rlock_own(lock_obj *l, uint32_t count) {
+  atomic_store_explicit(&l->thread, OWNER_ID, memory_order_relaxed);
+  atomic_store_explicit(&l->count, count, memory_order_relaxed);
+}
+
+/* The owner lets an RLock go whatever its depth; returns the depth. */
+static uint32_t rlock_disown(lock_obj *l) {
+  uint32_t count = atomic_load_explicit(&l->count, memory_order_relaxed);
+  atomic_store_explicit(&l->count, 0, memory_order_relaxed);
+  atomic_store_explicit(&l->thread, 0, memory_order_relaxed);
+  lock_release_word(l);
+  return count;
+}
 
 /* Acquire for either kind, and for a Condition's lock. */
 static int lockish_acquire(lock_obj *l, int blocking, double timeout, const char **err) {
@@ -322,29 +340,21 @@ static int lockish_acquire(lock_obj *l, int blocking, double timeout, const char
   }
   if (!lock_acquire_word(l, blocking, timeout))
     return 0;
-  atomic_store_explicit(&l->thread, OWNER_ID, memory_order_relaxed);
-  atomic_store_explicit(&l->count, 1, memory_order_relaxed);
+  rlock_own(l, 1);
   return 1;
 }
 
 /* Release for either kind; NULL or the error message. */
 static const char *lockish_release(lock_obj *l) {
-  if (!is_rlock(l)) {
-    uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
-    if (old == 0)
-      return "release unlocked lock";
-    if (old & LOCK_WAITERS)
-      fx_wake(&l->word, 1);
-    return NULL;
-  }
+  if (!is_rlock(l))
+    return lock_release_word(l) == 0 ? "release unlocked lock" : NULL;
   if (!rlock_is_mine(l))
     return "cannot release un-acquired lock";
-  uint32_t n = atomic_load_explicit(&l->count, memory_order_relaxed) - 1;
-  atomic_store_explicit(&l->count, n, memory_order_relaxed);
-  if (n == 0) {
-    atomic_store_explicit(&l->thread, 0, memory_order_relaxed);
-    lock_release_word(l);
-  }
+  uint32_t n = atomic_load_explicit(&l->count, memory_order_relaxed);
+  if (n == 1)
+    rlock_disown(l);
+  else
+    atomic_store_explicit(&l->count, n - 1, memory_order_relaxed);
   return NULL;
 }
 
@@ -359,17 +369,14 @@ static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
   return 1;
 }
 
-static int lock_new(lua_State *L) {
-  lock_obj *l = new_object(L, &lock_type, sizeof *l);
+static int lock_make(lua_State *L, const cobj_type *type) {
+  lock_obj *l = new_object(L, type, sizeof *l);
   cobj_bind(L, -1, &l->hdr);
   return 1;
 }
 
-static int rlock_new(lua_State *L) {
-  lock_obj *l = new_object(L, &rlock_type, sizeof *l);
-  cobj_bind(L, -1, &l->hdr);
-  return 1;
-}
+static int lock_new(lua_State *L) { return lock_make(L, &lock_type); }
+static int rlock_new(lua_State *L) { return lock_make(L, &rlock_type); }
 
 /* The hot path: lock:acquire() with no arguments is one compare-and-swap. */
 static int lock_acquire(lua_State *L) {
@@ -382,11 +389,7 @@ static int lock_acquire(lua_State *L) {
 }
 
 static int lock_release(lua_State *L) {
-  lock_obj *l = self_fast(L, &lock_type);
-  uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
-  if (old & LOCK_WAITERS)
-    fx_wake(&l->word, 1);
-  else if (old == 0)
+  if (lock_release_word(self_fast(L, &lock_type)) == 0)
     return luaL_error(L, "release unlocked lock");
   return 0;
 }
@@ -582,12 +585,10 @@ static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
 
   lock_obj *l = c->lock;
   uint32_t saved = 0;
-  if (is_rlock(l)) {
-    saved = atomic_load_explicit(&l->count, memory_order_relaxed);
-    atomic_store_explicit(&l->count, 0, memory_order_relaxed);
-    atomic_store_explicit(&l->thread, 0, memory_order_relaxed);
-  }
-  lock_release_word(l);
+  if (is_rlock(l))
+    saved = rlock_disown(l);
+  else
+    lock_release_word(l);
 
   deadline d = deadline_in(timeout);
   int got;
@@ -616,10 +617,8 @@ static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
   }
 
   lock_acquire_word(l, 1, -1);
-  if (is_rlock(l)) {
-    atomic_store_explicit(&l->thread, OWNER_ID, memory_order_relaxed);
-    atomic_store_explicit(&l->count, saved, memory_order_relaxed);
-  }
+  if (is_rlock(l))
+    rlock_own(l, saved);
   return got;
 }
 

@@ -154,14 +154,7 @@ static void live_remove(thread_obj *t) {
 static int deadline_after(double timeout, struct timespec *ts) {
   if (timeout > 1e9)
     return 0;
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  double whole = (double)(long)timeout;
-  ts->tv_sec += (time_t)whole;
-  ts->tv_nsec += (long)((timeout - whole) * 1e9);
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
+  *ts = deadline_in(timeout).at;
   return 1;
 }
 
@@ -209,9 +202,7 @@ static void th_exit_release(cobj *o) {
   pthread_mutex_lock(&rt.lock);
   tbuf *b = t->state == TH_NEW ? &t->start : t->state == TH_DONE ? &t->result : NULL;
   if (b && b->pid == concur_pid)
-    for (size_t i = 0; i < b->nobjs; i++)
-      if (b->objs[i] != b->owner && b->objs[i]->type->shared)
-        cobj_decref(b->objs[i]);
+    cobj_release_tbuf_shared(b);
   pthread_mutex_unlock(&rt.lock);
 }
 
