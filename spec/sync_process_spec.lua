@@ -62,6 +62,21 @@ local function eventually(pred, timeout)
   return true
 end
 
+-- Starts n children that each wait on Condition c for up to `timeout`
+-- seconds; each exits 0 when notified, 10 when its wait timed out.
+local function waiting_children(c, n, timeout)
+  local ps = {}
+  for i = 1, n do
+    ps[i] = go(function()
+      if not c:acquire(true, 5) then return 2 end
+      local ok = c:wait(timeout)
+      c:release()
+      return ok and 0 or 10
+    end)
+  end
+  return ps
+end
+
 -- Whether Condition c has exactly n waiters, looked at under its lock.
 local function has_waiters(c, n)
   return function()
@@ -385,15 +400,7 @@ describe("synchronization between processes", function()
 
     it("notify(1) with 3 children waiting wakes exactly one", function()
       local c = concur.Condition()
-      local ps = {}
-      for i = 1, 3 do
-        ps[i] = go(function()
-          if not c:acquire(true, 5) then return 2 end
-          local ok = c:wait(3)
-          c:release()
-          return ok and 0 or 10
-        end)
-      end
+      local ps = waiting_children(c, 3, 3)
       assert.is_true(eventually(has_waiters(c, 3)))
       assert.is_true(c:acquire(true, 5))
       c:notify(1)
@@ -405,15 +412,7 @@ describe("synchronization between processes", function()
 
     it("notify(2) wakes two, notify_all wakes the rest", function()
       local c = concur.Condition()
-      local ps = {}
-      for i = 1, 5 do
-        ps[i] = go(function()
-          if not c:acquire(true, 5) then return 2 end
-          local ok = c:wait(10)
-          c:release()
-          return ok and 0 or 10
-        end)
-      end
+      local ps = waiting_children(c, 5, 10)
       assert.is_true(eventually(has_waiters(c, 5)))
       assert.is_true(c:acquire(true, 5))
       c:notify(2)

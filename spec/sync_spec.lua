@@ -63,6 +63,22 @@ local function wait_until(pred, what)
 end
 
 -- Seconds fn(...) takes, then its results.
+-- Two threads wait at Barrier b (3 parties); act(b) makes both raise
+-- BrokenBarrierError.
+local function waiters_break(b, act)
+  local ts = go_n(2, function(_, bar)
+    local ok, e = pcall(bar.wait, bar)
+    return ok, e
+  end, b)
+  wait_until(function() return b.n_waiting == 2 end, "2 threads at the barrier")
+  act(b)
+  for _, t in ipairs(ts) do
+    local ok, e = t:result()
+    assert.is_false(ok)
+    assert.are.equal(concur.BrokenBarrierError, e)
+  end
+end
+
 local function timed(fn, ...)
   local t0 = concur.time()
   local r = table.pack(fn(...))
@@ -1391,17 +1407,7 @@ describe("concur.Barrier", function()
 
     it("abort() makes the waiters raise BrokenBarrierError, and later waits too", function()
       local b = concur.Barrier(3)
-      local ts = go_n(2, function(_, bar)
-        local ok, e = pcall(bar.wait, bar)
-        return ok, e
-      end, b)
-      wait_until(function() return b.n_waiting == 2 end, "2 threads at the barrier")
-      b:abort()
-      for _, t in ipairs(ts) do
-        local ok, e = t:result()
-        assert.is_false(ok)
-        assert.are.equal(concur.BrokenBarrierError, e)
-      end
+      waiters_break(b, b.abort)
       assert.is_true(b.broken)
       assert.are.equal(0, b.n_waiting)
       assert.are.equal("<concur.Barrier broken parties=3>", tostring(b))
@@ -1471,17 +1477,7 @@ describe("concur.Barrier", function()
 
     it("reset() while threads wait makes them raise; the barrier then works", function()
       local b = concur.Barrier(3)
-      local ts = go_n(2, function(_, bar)
-        local ok, e = pcall(bar.wait, bar)
-        return ok, e
-      end, b)
-      wait_until(function() return b.n_waiting == 2 end, "2 threads at the barrier")
-      b:reset()
-      for _, t in ipairs(ts) do
-        local ok, e = t:result()
-        assert.is_false(ok)
-        assert.are.equal(concur.BrokenBarrierError, e)
-      end
+      waiters_break(b, b.reset)
       assert.is_false(b.broken)
       assert.are.equal(0, b.n_waiting)
       local ts2 = go_n(2, function(_, bar) return bar:wait() end, b)
