@@ -172,6 +172,13 @@ concur.BoundedSemaphore = core.BoundedSemaphore
 concur.Event = core.Event
 concur.Barrier = core.Barrier
 
+-- Queues and pipes -----------------------------------------------------------------
+-- C as well (src/queue.c, src/pipe.c).  One Queue serves as Python's
+-- queue.Queue, multiprocessing.Queue and JoinableQueue.
+
+concur.Queue = core.Queue
+concur.JoinableQueue = core.Queue
+
 --- Timer(interval, fn, [args]): a Thread that calls fn(args...) after
 --- interval seconds unless cancelled first.
 local Timer = extend(Thread)

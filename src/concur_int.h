@@ -144,6 +144,28 @@ void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
  * half-built metatable for later handles. */
 void cobj_register_metatable(lua_State *L, const cobj_type *type);
 
+/* The object of `self` (argument 1) of a method that carries its type's
+ * metatable as upvalue 1: comparing that is the whole type check. */
+int cobj_self_error(lua_State *L);   /* raises the right bad-argument error */
+static inline void *cobj_self(lua_State *L) {
+  cobj_handle *h = lua_touserdata(L, 1);
+  if (h != NULL && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same && h->obj)
+      return h->obj;
+  }
+  cobj_self_error(L);
+  return NULL;
+}
+/* A constructor of a shared object: pushes an empty handle first (a memory
+ * error then loses nothing), then makes the object in the arena, zeroed,
+ * its count 1; the caller fills it and calls cobj_bind(L, -1, o).  Raises
+ * when the arena is full. */
+void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size);
+/* Pushes concur's error value `name` ("Empty", ...) of this state. */
+int cobj_push_error(lua_State *L, const char *name);
+
 /* Handles with fields (Thread, Process): the handle's user value is a table
  * of fields whose metatable is the Lua class.  Helpers for their metatables. */
 const void *cobj_main_state(lua_State *L);  /* identifies a state; never used */
@@ -225,6 +247,20 @@ sblob *sblob_from_tbuf(tbuf *b);
 int sblob_decode(lua_State *L, sblob *s);
 void sblob_free(sblob *s);
 
+/* Decodes a message whose references are handed over with it (a queue item,
+ * a pipe message): they are given back once its values are made, and also
+ * when decoding raises; `blob`, when not NULL, is the message and is freed.
+ * A message holding a process-local object (has_local) decodes only in the
+ * process that sent it; elsewhere it raises, still giving back what it can. */
+int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob *blob);
+int sblob_decode_free(lua_State *L, sblob *s);   /* the same for a blob */
+
+/* This OS thread's scratch buffer, emptied (its references none): encode a
+ * message there, move or drop its references, then transfer_scratch_trim.
+ * Never in use by two callers at once: encoding runs no Lua code. */
+tbuf *transfer_scratch(void);
+void transfer_scratch_trim(tbuf *b);
+
 /* Forgets the name cache of L (package.loaded changed). */
 void transfer_names_changed(lua_State *L);
 int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */
@@ -278,12 +314,42 @@ int deadline_passed(const deadline *d);
  * from now.  Returns 0, EAGAIN, ETIMEDOUT or EINTR; callers re-check. */
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms);
 void fx_wake(_Atomic uint32_t *word, int n);
+/* Spins a few microseconds while *word == expected; 1 if it changed. */
+int fx_spin(_Atomic uint32_t *word, uint32_t expected);
+
+/* A process lock word (Lock, and the Queue's own locks): 0 when free, else
+ * the holder's pid | PWORD_WAITERS.  Any thread may release it; a holder
+ * process that dies is taken over by the next acquire (at once, or within
+ * 100 ms for a sleeping waiter), which then sets *from_dead (if not NULL). */
+#define PWORD_WAITERS 0x80000000u
+static inline int pword_try(_Atomic uint32_t *w) {
+  uint32_t expect = 0;
+  return atomic_compare_exchange_strong_explicit(w, &expect, (uint32_t)concur_pid,
+                                                 memory_order_acquire, memory_order_relaxed);
+}
+/* 1 when taken, 0 on timeout or when not blocking. */
+int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead);
+/* Frees the word, waking one sleeper if any; returns the word it held (0:
+ * it was not held, which only a Lock's release can meet). */
+void fx_wake(_Atomic uint32_t *word, int n);
+static inline uint32_t pword_release(_Atomic uint32_t *w) {
+  uint32_t old = atomic_exchange_explicit(w, 0, memory_order_release);
+  if (old & PWORD_WAITERS)
+    fx_wake(w, 1);
+  return old;
+}
+
 /* The process `pid` has ended (reaped or a zombie).  Never true for us. */
 int proc_gone(int pid);
 
 /* ---- synchronization objects (sync.c) ------------------------------ */
 
 void sync_open(lua_State *L);
+
+/* ---- queues and pipes (queue.c, pipe.c) -------------------------------- */
+
+void queue_open(lua_State *L);
+void pipe_open(lua_State *L);
 
 /* ---- runtime (core.c) -------------------------------------------------- */
 

@@ -433,3 +433,39 @@ int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
   free(old);
   return 0;
 }
+
+/* ---- methods' helpers --------------------------------------------------- */
+
+int cobj_self_error(lua_State *L) {
+  lua_getfield(L, lua_upvalueindex(1), "__name");
+  const char *want = lua_tostring(L, -1);
+  cobj *o = cobj_test(L, 1, NULL);
+  if (o == NULL || o->type->name == NULL || strcmp(o->type->name, want ? want : "") != 0)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "%s expected, got %s", want,
+                                               luaL_typename(L, 1)));
+  return luaL_argerror(L, 1, "concur object already finalized");
+}
+
+void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size) {
+  cobj_newhandle(L, type, 0);
+  cobj *o = shm_runtime_init() == 0 ? shm_calloc(size) : NULL;
+  if (o == NULL) {
+    luaL_error(L, "cannot make a %s: the shared memory arena is full", type->name + 7);
+    return NULL;
+  }
+  cobj_init(o, type);
+  return o;
+}
+
+int cobj_push_error(lua_State *L, const char *name) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_ERRORS);
+  if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, name) != LUA_TNIL) {
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 3);
+  lua_pushfstring(L, "concur.%s", name);
+  return 1;
+}

@@ -163,6 +163,100 @@ int proc_gone(int pid) {
   }
 }
 
+/* ---- spinning, and the process lock word ----------------------------------- */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+#define SPIN_NS 20000          /* spin this long before sleeping */
+
+/* Spins up to SPIN_NS while `*word == expected` (checking the clock only now
+ * and then): a waiter on another core usually sees the change sooner than a
+ * sleep and a wake-up would let it.  Returns 1 when the word changed. */
+int fx_spin(_Atomic uint32_t *word, uint32_t expected) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      if (atomic_load_explicit(word, memory_order_acquire) != expected)
+        return 1;
+      cpu_relax();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
+      return 0;
+  }
+}
+
+/* A process lock word: 0 when free, else the holder's pid with PWORD_WAITERS
+ * set once someone sleeps on it.  Any thread may release it (Python's Lock);
+ * a process that dies holding it is found by its waiters, which wake every
+ * PWORD_SLICE_MS to look (proc_gone) and take it over by compare-and-swap. */
+#define PWORD_SLICE_MS 100      /* how soon a dead holder is noticed */
+
+/* Takes a word whose holder process has ended; 1 if we now hold it. */
+static int pword_take_from_dead(_Atomic uint32_t *w, uint32_t seen, int *from_dead) {
+  if (seen == 0 || !proc_gone((int)(seen & ~PWORD_WAITERS)))
+    return 0;
+  /* Waiters may sleep on it: keep the flag so that our release wakes one. */
+  if (!atomic_compare_exchange_strong_explicit(w, &seen, (uint32_t)concur_pid | PWORD_WAITERS,
+                                               memory_order_acquire, memory_order_relaxed))
+    return 0;
+  if (from_dead)
+    *from_dead = 1;
+  return 1;
+}
+
+/* Acquires the word: 1 when taken, 0 on timeout or when not blocking. */
+int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead) {
+  if (pword_try(w))
+    return 1;
+  uint32_t cur = atomic_load_explicit(w, memory_order_relaxed);
+  if (!blocking)
+    return cur == 0 ? pword_try(w) : pword_take_from_dead(w, cur, from_dead);
+  if (timeout == 0)
+    return pword_try(w) || pword_take_from_dead(w, cur, from_dead);
+  deadline d = deadline_in(timeout);
+  if (cur != 0 && !(cur & PWORD_WAITERS) && fx_spin(w, cur) && pword_try(w))
+    return 1;
+  /* Held by another process: it may be gone already (killed a moment ago). */
+  cur = atomic_load_explicit(w, memory_order_relaxed);
+  if ((cur & ~PWORD_WAITERS) != (uint32_t)concur_pid && pword_take_from_dead(w, cur, from_dead))
+    return 1;
+  int slice = 5;   /* ms; doubles up to PWORD_SLICE_MS: a fresh death is seen soon */
+  for (;;) {
+    cur = atomic_load_explicit(w, memory_order_relaxed);
+    if (cur == 0) {
+      /* Others may sleep on it: take it flagged, our release wakes one. */
+      if (atomic_compare_exchange_weak_explicit(w, &cur,
+                                                (uint32_t)concur_pid | PWORD_WAITERS,
+                                                memory_order_acquire, memory_order_relaxed))
+        return 1;
+      continue;
+    }
+    if (!(cur & PWORD_WAITERS)) {
+      if (!atomic_compare_exchange_weak_explicit(w, &cur, cur | PWORD_WAITERS,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        continue;
+      cur |= PWORD_WAITERS;
+    }
+    int rc = fx_wait(w, cur, &d, slice);
+    if (rc == ETIMEDOUT) {
+      slice = slice * 2 > PWORD_SLICE_MS ? PWORD_SLICE_MS : slice * 2;
+      if (pword_take_from_dead(w, atomic_load_explicit(w, memory_order_relaxed), from_dead))
+        return 1;
+      if (deadline_passed(&d))
+        return pword_try(w);
+    }
+  }
+}
+
+
 /* ---- the arena --------------------------------------------------------------- */
 
 #define SHM_MIN_SHIFT 5            /* smallest block: 32 bytes, header included */

@@ -8,7 +8,7 @@
  * its condition, so spurious wake-ups and EINTR never show.
  *
  * Lock and RLock are one futex word each: 0 when free, else the holder's pid
- * with LOCK_WAITERS set once someone sleeps on it.  Not a pthread mutex: a
+ * with PWORD_WAITERS set once someone sleeps on it.  Not a pthread mutex: a
  * Python Lock may be released by any thread, and the uncontended pair must
  * cost one compare-and-swap and one exchange.  A process that dies holding
  * one is found by its waiters, which wake every LOCK_SLICE_MS to look
@@ -38,27 +38,17 @@ LUA_API int (lua_gettop)(lua_State *L) __attribute__((noplt));
 LUA_API void (lua_pushboolean)(lua_State *L, int b) __attribute__((noplt));
 #endif
 
-#define LOCK_WAITERS 0x80000000u
 /* An RLock holder: thread and process.  Forked siblings share TLS
  * addresses, so the pid is mixed in: a dead sibling's id left for a moment
  * after a takeover never matches a thread of ours. */
 #define OWNER_ID (((uint64_t)(uint32_t)concur_pid << 32) ^ (uint64_t)CONCUR_THREAD_ID)
 #define LOCK_SLICE_MS 100      /* how soon a dead holder is noticed */
-#define SPIN_NS 20000          /* spin this long before sleeping (see spin_until) */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 /* ---- the objects ---------------------------------------------------------- */
 
 typedef struct lock_obj {
   cobj hdr;
-  _Atomic uint32_t word;       /* 0, or holder pid | LOCK_WAITERS */
+  _Atomic uint32_t word;       /* 0, or holder pid | PWORD_WAITERS */
   _Atomic uint64_t thread;     /* RLock: the holder's OWNER_ID */
   _Atomic uint32_t count;      /* RLock: depth; written by the holder only */
 } lock_obj;
@@ -141,35 +131,11 @@ static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, even
 static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, barrier_meta,
                                        NULL, NULL};
 
-/* The object of `self` (argument 1).  Methods carry their type's metatable
- * as upvalue 1: comparing it is the whole type check on the fast path. */
-static int self_error(lua_State *L) {
-  lua_getfield(L, lua_upvalueindex(1), "__name");
-  const char *want = lua_tostring(L, -1);
-  cobj *o = cobj_test(L, 1, NULL);
-  if (o == NULL || o->type->name == NULL || strcmp(o->type->name, want ? want : "") != 0)
-    return luaL_argerror(L, 1, lua_pushfstring(L, "%s expected, got %s", want,
-                                               luaL_typename(L, 1)));
-  return luaL_argerror(L, 1, "concur object already finalized");
-}
-
-static inline void *self_of(lua_State *L) {
-  cobj_handle *h = lua_touserdata(L, 1);
-  if (h != NULL && lua_getmetatable(L, 1)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same && h->obj)
-      return h->obj;
-  }
-  self_error(L);
-  return NULL;
-}
-
-/* self_of for the hot methods of one type: a handle checked a moment ago on
+/* cobj_self for the hot methods of one type: a handle checked a moment ago on
  * this thread is known good (see cobj_self_cache) and costs one compare. */
 __attribute__((noinline, cold)) static void *self_fast_miss(lua_State *L, void *ud) {
   unsigned long gen = atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed);
-  cobj *o = self_of(L);
+  cobj *o = cobj_self(L);
   cobj_self_cache.ud = ud;
   cobj_self_cache.gen = gen;
   return o;
@@ -187,19 +153,6 @@ static inline void *self_fast(lua_State *L, const cobj_type *type) {
   return self_fast_miss(L, ud);
 }
 
-/* Makes the handle first (a memory error then loses nothing), then the
- * object in the arena, zeroed. */
-static void *new_object(lua_State *L, const cobj_type *type, size_t size) {
-  cobj_newhandle(L, type, 0);
-  cobj *o = shm_runtime_init() == 0 ? shm_calloc(size) : NULL;
-  if (o == NULL) {
-    luaL_error(L, "cannot make a %s: the shared memory arena is full", type->name + 7);
-    return NULL;
-  }
-  cobj_init(o, type);
-  return o;
-}
-
 /* (blocking, timeout) at idx, idx + 1, as Python's acquire takes them. */
 static int blocking_args(lua_State *L, int idx, double *timeout) {
   int blocking = 1;
@@ -213,97 +166,18 @@ static int blocking_args(lua_State *L, int idx, double *timeout) {
   return blocking;
 }
 
-/* Spins up to SPIN_NS while `*word == expected` (checking the clock only now
- * and then): a waiter on another core usually sees the change sooner than a
- * sleep and a wake-up would let it.  Returns 1 when the word changed. */
-static int spin_until_changed(_Atomic uint32_t *word, uint32_t expected) {
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    for (int i = 0; i < 64; i++) {
-      if (atomic_load_explicit(word, memory_order_acquire) != expected)
-        return 1;
-      cpu_relax();
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
-      return 0;
-  }
-}
-
 /* ---- Lock and RLock ---------------------------------------------------------- */
 
-static inline int lock_try(lock_obj *l) {
-  uint32_t expect = 0;
-  return atomic_compare_exchange_strong_explicit(&l->word, &expect, (uint32_t)concur_pid,
-                                                 memory_order_acquire, memory_order_relaxed);
-}
+static inline int lock_try(lock_obj *l) { return pword_try(&l->word); }
 
-/* Takes a word whose holder process has ended; 1 if we now hold it. */
-static int lock_take_from_dead(lock_obj *l, uint32_t seen) {
-  if (seen == 0 || !proc_gone((int)(seen & ~LOCK_WAITERS)))
-    return 0;
-  /* Waiters may sleep on it: keep the flag so that our release wakes one. */
-  return atomic_compare_exchange_strong_explicit(&l->word, &seen,
-                                                 (uint32_t)concur_pid | LOCK_WAITERS,
-                                                 memory_order_acquire, memory_order_relaxed);
-}
-
-/* Acquires the word: 1 when taken, 0 on timeout or when not blocking. */
 static int lock_acquire_word(lock_obj *l, int blocking, double timeout) {
-  if (lock_try(l))
-    return 1;
-  uint32_t cur = atomic_load_explicit(&l->word, memory_order_relaxed);
-  if (!blocking)
-    return cur == 0 ? lock_try(l) : lock_take_from_dead(l, cur);
-  if (timeout == 0)
-    return lock_try(l) || lock_take_from_dead(l, cur);
-  deadline d = deadline_in(timeout);
-  if (cur != 0 && !(cur & LOCK_WAITERS) && spin_until_changed(&l->word, cur) && lock_try(l))
-    return 1;
-  /* Held by another process: it may be gone already (killed a moment ago). */
-  cur = atomic_load_explicit(&l->word, memory_order_relaxed);
-  if ((cur & ~LOCK_WAITERS) != (uint32_t)concur_pid && lock_take_from_dead(l, cur))
-    return 1;
-  int slice = 5;   /* ms; doubles up to LOCK_SLICE_MS: a fresh death is seen soon */
-  for (;;) {
-    cur = atomic_load_explicit(&l->word, memory_order_relaxed);
-    if (cur == 0) {
-      /* Others may sleep on it: take it flagged, our release wakes one. */
-      if (atomic_compare_exchange_weak_explicit(&l->word, &cur,
-                                                (uint32_t)concur_pid | LOCK_WAITERS,
-                                                memory_order_acquire, memory_order_relaxed))
-        return 1;
-      continue;
-    }
-    if (!(cur & LOCK_WAITERS)) {
-      if (!atomic_compare_exchange_weak_explicit(&l->word, &cur, cur | LOCK_WAITERS,
-                                                 memory_order_relaxed, memory_order_relaxed))
-        continue;
-      cur |= LOCK_WAITERS;
-    }
-    int rc = fx_wait(&l->word, cur, &d, slice);
-    if (rc == ETIMEDOUT) {
-      slice = slice * 2 > LOCK_SLICE_MS ? LOCK_SLICE_MS : slice * 2;
-      if (lock_take_from_dead(l, atomic_load_explicit(&l->word, memory_order_relaxed)))
-        return 1;
-      if (deadline_passed(&d))
-        return lock_try(l);
-    }
-  }
+  return pword_acquire(&l->word, blocking, timeout, NULL);
 }
 
-/* Frees the word, waking one sleeper if any; the word it held (0: it was
- * not locked, which only a Lock's release can meet). */
-static inline uint32_t lock_release_word(lock_obj *l) {
-  uint32_t old = atomic_exchange_explicit(&l->word, 0, memory_order_release);
-  if (old & LOCK_WAITERS)
-    fx_wake(&l->word, 1);
-  return old;
-}
+static inline uint32_t lock_release_word(lock_obj *l) { return pword_release(&l->word); }
 
 static inline int rlock_is_mine(lock_obj *l) {
-  return (atomic_load_explicit(&l->word, memory_order_relaxed) & ~LOCK_WAITERS) ==
+  return (atomic_load_explicit(&l->word, memory_order_relaxed) & ~PWORD_WAITERS) ==
              (uint32_t)concur_pid &&
          atomic_load_explicit(&l->thread, memory_order_relaxed) == OWNER_ID;
 }
@@ -370,7 +244,7 @@ static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
 }
 
 static int lock_make(lua_State *L, const cobj_type *type) {
-  lock_obj *l = new_object(L, type, sizeof *l);
+  lock_obj *l = cobj_new_shared(L, type, sizeof *l);
   cobj_bind(L, -1, &l->hdr);
   return 1;
 }
@@ -395,7 +269,7 @@ static int lock_release(lua_State *L) {
 }
 
 static int lock_locked(lua_State *L) {
-  lock_obj *l = self_of(L);
+  lock_obj *l = cobj_self(L);
   lua_pushboolean(L, atomic_load_explicit(&l->word, memory_order_relaxed) != 0);
   return 1;
 }
@@ -421,7 +295,7 @@ static void lockish_describe(luaL_Buffer *b, lock_obj *l) {
 }
 
 static int lock_tostring(lua_State *L) {
-  lock_obj *l = self_of(L);
+  lock_obj *l = cobj_self(L);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   lockish_describe(&b, l);
@@ -498,7 +372,7 @@ static int cond_new(lua_State *L) {
                                                  luaL_typename(L, 1)));
     l = (lock_obj *)o;
   }
-  cond_obj *c = new_object(L, &cond_type, sizeof *c);
+  cond_obj *c = cobj_new_shared(L, &cond_type, sizeof *c);
   if (rmutex_init(&c->mu) != 0) {
     shm_free(c);
     return luaL_error(L, "cannot make a Condition: no mutex");
@@ -526,11 +400,11 @@ static int cond_owned(cond_obj *c) {
 }
 
 static int cond_acquire(lua_State *L) {
-  return lockish_acquire_lua(L, ((cond_obj *)self_of(L))->lock);
+  return lockish_acquire_lua(L, ((cond_obj *)cobj_self(L))->lock);
 }
 
 static int cond_release(lua_State *L) {
-  const char *err = lockish_release(((cond_obj *)self_of(L))->lock);
+  const char *err = lockish_release(((cond_obj *)cobj_self(L))->lock);
   return err ? luaL_error(L, "%s", err) : 0;
 }
 
@@ -634,7 +508,7 @@ static int cond_wait_lua(lua_State *L, cond_obj *c, double timeout) {
 }
 
 static int cond_wait(lua_State *L) {
-  cond_obj *c = self_of(L);
+  cond_obj *c = cobj_self(L);
   double timeout = concur_opt_timeout(L, 2);
   lua_pushboolean(L, cond_wait_lua(L, c, timeout));
   return 1;
@@ -642,7 +516,7 @@ static int cond_wait(lua_State *L) {
 
 /* c:wait_for(pred, [timeout]) -> pred's last value, as Python's. */
 static int cond_wait_for(lua_State *L) {
-  cond_obj *c = self_of(L);
+  cond_obj *c = cobj_self(L);
   double timeout = concur_opt_timeout(L, 3);
   lua_settop(L, 2);
   if (lua_type(L, 2) != LUA_TFUNCTION && luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
@@ -689,7 +563,7 @@ static void cond_notify_core(cond_obj *c, lua_Integer n) {
 }
 
 static int cond_notify(lua_State *L) {
-  cond_obj *c = self_of(L);
+  cond_obj *c = cobj_self(L);
   lua_Integer n = luaL_optinteger(L, 2, 1);
   if (!cond_owned(c))
     return luaL_error(L, "cannot notify on un-acquired lock");
@@ -698,7 +572,7 @@ static int cond_notify(lua_State *L) {
 }
 
 static int cond_notify_all(lua_State *L) {
-  cond_obj *c = self_of(L);
+  cond_obj *c = cobj_self(L);
   if (!cond_owned(c))
     return luaL_error(L, "cannot notify on un-acquired lock");
   cond_notify_core(c, LUA_MAXINTEGER);
@@ -706,13 +580,13 @@ static int cond_notify_all(lua_State *L) {
 }
 
 static int cond_locked(lua_State *L) {
-  cond_obj *c = self_of(L);
+  cond_obj *c = cobj_self(L);
   lua_pushboolean(L, atomic_load_explicit(&c->lock->word, memory_order_relaxed) != 0);
   return 1;
 }
 
 static int cond_tostring(lua_State *L) {
-  cond_obj *c = self_of(L);
+  cond_obj *c = cobj_self(L);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "<concur.Condition ");
@@ -733,7 +607,7 @@ static int sem_make(lua_State *L, const cobj_type *type) {
   lua_Integer v = luaL_optinteger(L, 1, 1);
   luaL_argcheck(L, v >= 0, 1, "semaphore initial value must be >= 0");
   luaL_argcheck(L, v <= INT32_MAX, 1, "semaphore initial value is too large");
-  sem_obj *s = new_object(L, type, sizeof *s);
+  sem_obj *s = cobj_new_shared(L, type, sizeof *s);
   atomic_init(&s->value, (uint32_t)v);
   s->initial = (uint32_t)v;
   cobj_bind(L, -1, &s->hdr);
@@ -743,7 +617,7 @@ static int sem_make(lua_State *L, const cobj_type *type) {
 static int sem_new(lua_State *L) { return sem_make(L, &sem_type); }
 static int bsem_new(lua_State *L) { return sem_make(L, &bsem_type); }
 
-static sem_obj *sem_self(lua_State *L) { return self_of(L); }
+static sem_obj *sem_self(lua_State *L) { return cobj_self(L); }
 
 static int sem_try(sem_obj *s) {
   uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
@@ -761,7 +635,7 @@ static int sem_acquire(lua_State *L) {
   int ok = sem_try(s);
   if (!ok && blocking && timeout != 0) {
     deadline d = deadline_in(timeout);
-    if (spin_until_changed(&s->value, 0))
+    if (fx_spin(&s->value, 0))
       ok = sem_try(s);
     while (!ok) {
       /* seq_cst: either release sees us counted, or the futex sees its value. */
@@ -813,7 +687,7 @@ static int sem_tostring(lua_State *L) {
 /* ---- Event ---------------------------------------------------------------------------- */
 
 static int event_new(lua_State *L) {
-  event_obj *e = new_object(L, &event_type, sizeof *e);
+  event_obj *e = cobj_new_shared(L, &event_type, sizeof *e);
   cobj_bind(L, -1, &e->hdr);
   return 1;
 }
@@ -825,7 +699,7 @@ static int event_new(lua_State *L) {
 #define EV_GEN 2u
 
 static int event_set(lua_State *L) {
-  event_obj *e = self_of(L);
+  event_obj *e = cobj_self(L);
   uint32_t w = atomic_load(&e->word);
   while (!(w & EV_FLAG))
     if (atomic_compare_exchange_weak(&e->word, &w, (w + EV_GEN) | EV_FLAG)) {
@@ -838,13 +712,13 @@ static int event_set(lua_State *L) {
 }
 
 static int event_clear(lua_State *L) {
-  event_obj *e = self_of(L);
+  event_obj *e = cobj_self(L);
   atomic_fetch_and(&e->word, ~EV_FLAG);
   return 0;
 }
 
 static int event_is_set(lua_State *L) {
-  event_obj *e = self_of(L);
+  event_obj *e = cobj_self(L);
   lua_pushboolean(L, (atomic_load_explicit(&e->word, memory_order_acquire) & EV_FLAG) != 0);
   return 1;
 }
@@ -852,7 +726,7 @@ static int event_is_set(lua_State *L) {
 /* True once the flag is set, or was set at any moment of the wait (a set
  * followed at once by a clear still wakes every waiter, as in Python). */
 static int event_wait(lua_State *L) {
-  event_obj *e = self_of(L);
+  event_obj *e = cobj_self(L);
   double timeout = concur_opt_timeout(L, 2);
   uint32_t w0 = atomic_load(&e->word);
   int got = (w0 & EV_FLAG) != 0;
@@ -860,7 +734,7 @@ static int event_wait(lua_State *L) {
     /* The word moves from w0 only by a set (a clear of a clear flag is no
      * change), so any change means "set". */
     deadline d = deadline_in(timeout);
-    if (spin_until_changed(&e->word, w0))
+    if (fx_spin(&e->word, w0))
       got = 1;
     else {
       atomic_fetch_add(&e->nwaiters, 1);
@@ -882,20 +756,12 @@ static int event_wait(lua_State *L) {
 }
 
 static int event_tostring(lua_State *L) {
-  event_obj *e = self_of(L);
+  event_obj *e = cobj_self(L);
   lua_pushstring(L, atomic_load(&e->word) & EV_FLAG ? "<concur.Event set>" : "<concur.Event unset>");
   return 1;
 }
 
 /* ---- Barrier ---------------------------------------------------------------------------- */
-
-static int push_error_value(lua_State *L, const char *name) {
-  ctx_push_table(L);
-  if (lua_rawgeti(L, -1, CTX_ERRORS) == LUA_TTABLE && lua_getfield(L, -1, name) != LUA_TNIL)
-    return 1;
-  lua_pushfstring(L, "concur.%s", name);
-  return 1;
-}
 
 static int barrier_new(lua_State *L) {
   lua_settop(L, 3);
@@ -907,7 +773,7 @@ static int barrier_new(lua_State *L) {
     lua_pop(L, 1);
   }
   double timeout = concur_opt_timeout(L, 3);
-  barrier_obj *b = new_object(L, &barrier_type, sizeof *b);
+  barrier_obj *b = cobj_new_shared(L, &barrier_type, sizeof *b);
   if (rmutex_init(&b->mu) != 0) {
     shm_free(b);
     return luaL_error(L, "cannot make a Barrier: no mutex");
@@ -934,7 +800,7 @@ static int barrier_new(lua_State *L) {
   return 1;
 }
 
-static barrier_obj *barrier_self(lua_State *L) { return self_of(L); }
+static barrier_obj *barrier_self(lua_State *L) { return cobj_self(L); }
 
 /* Under mu: a state change every waiter must see. */
 static void barrier_changed(barrier_obj *b) {
@@ -992,7 +858,7 @@ static int barrier_wait(lua_State *L) {
     timed_out = barrier_sleep(b, &d);
   if (b->state == B_BROKEN || timed_out) {
     rmutex_unlock(&b->mu);
-    push_error_value(L, "BrokenBarrierError");
+    cobj_push_error(L, "BrokenBarrierError");
     return lua_error(L);
   }
   index = b->count++;
@@ -1034,7 +900,7 @@ static int barrier_wait(lua_State *L) {
   if (action_failed)
     return lua_error(L);
   if (broken) {
-    push_error_value(L, "BrokenBarrierError");
+    cobj_push_error(L, "BrokenBarrierError");
     return lua_error(L);
   }
   lua_pushinteger(L, index);
@@ -1105,7 +971,7 @@ static int barrier_tostring(lua_State *L) {
 /* ---- registration ---------------------------------------------------------------------- */
 
 /* The metatable of `type` with `methods`, each method getting the metatable
- * as upvalue 1 for self_of. */
+ * as upvalue 1 for cobj_self. */
 static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *methods) {
   static const luaL_Reg common[] = {{"with", sync_with}, {"guard", sync_guard}, {NULL, NULL}};
   cobj_newmetatable(L, type, NULL);

@@ -1323,11 +1323,104 @@ sblob *sblob_from_tbuf(tbuf *b) {
   return s;
 }
 
+/* The process-local object a message holds, if any: it cannot be decoded by
+ * another process (its references are the sender's). */
+static const char *local_type(const tbuf *view) {
+  for (size_t i = 0; i < view->nobjs; i++)
+    if (!view->objs[i]->type->shared)
+      return view->objs[i]->type->name;
+  return NULL;
+}
+
+static void release_view(const tbuf *view) {
+  for (size_t i = 0; i < view->nobjs; i++)
+    if (view->objs[i]->type->shared || view->pid == concur_pid)
+      cobj_decref(view->objs[i]);
+}
+
+static tbuf sblob_view(sblob *s) {
+  return (tbuf){sblob_data(s), s->len, s->len, s->objs, s->nobjs, s->nobjs, NULL, s->pid};
+}
+
 int sblob_decode(lua_State *L, sblob *s) {
+  tbuf view = sblob_view(s);
   if (s->has_local && s->pid != concur_pid)
-    return luaL_error(L, "the message holds a Thread, which belongs to the process that sent it");
-  tbuf view = {sblob_data(s), s->len, s->len, s->objs, s->nobjs, s->nobjs, NULL, s->pid};
+    return luaL_error(L, "the message holds a %s, which belongs to the process that sent it",
+                      local_type(&view));
   return transfer_decode_tbuf(L, &view, 0, s->len);
+}
+
+static int decode_taking_protected(lua_State *L) {
+  const tbuf *view = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  return transfer_decode_tbuf(L, view, 0, view->len);
+}
+
+int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob *blob) {
+  if (has_local && view->pid != concur_pid) {
+    const char *tn = local_type(view);
+    lua_pushfstring(L, "the message holds a %s, which belongs to the process that sent it",
+                    tn ? tn : "process-local object");
+    if (blob)
+      sblob_free(blob);
+    else
+      release_view(view);
+    return lua_error(L);
+  }
+  if (view->nobjs == 0 && blob == NULL)
+    return transfer_decode_tbuf(L, view, 0, view->len);
+  /* References to give back whatever happens: decode protected. */
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, decode_taking_protected);
+  lua_pushlightuserdata(L, (void *)view);
+  int st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  if (blob)
+    sblob_free(blob);
+  else
+    release_view(view);
+  if (st != LUA_OK)
+    return lua_error(L);
+  return lua_gettop(L) - top;
+}
+
+int sblob_decode_free(lua_State *L, sblob *s) {
+  tbuf view = sblob_view(s);
+  return transfer_decode_taking(L, &view, s->has_local, s);
+}
+
+/* ---- each thread's scratch buffer ------------------------------------------ */
+
+/* Queue and Pipe encode into a buffer kept by the OS thread: no allocation
+ * per message once it has grown.  Freed when the thread ends (the key's
+ * destructor); trimmed back after a large message. */
+#define SCRATCH_KEEP (1u << 20)
+
+static _Thread_local tbuf scratch;
+static _Thread_local int scratch_registered;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) { tbuf_free(p); }
+static void scratch_key_make(void) {
+  if (pthread_key_create(&scratch_key, scratch_free) != 0)
+    scratch_key = (pthread_key_t)-1;
+}
+
+tbuf *transfer_scratch(void) {
+  if (!scratch_registered) {
+    pthread_once(&scratch_once, scratch_key_make);
+    if (scratch_key != (pthread_key_t)-1)
+      pthread_setspecific(scratch_key, &scratch);
+    scratch_registered = 1;
+  }
+  scratch.len = 0;
+  return &scratch;
+}
+
+void transfer_scratch_trim(tbuf *b) {
+  b->len = 0;
+  if (b->nobjs == 0 && (b->cap > SCRATCH_KEEP || b->objcap > SCRATCH_KEEP / sizeof(cobj *)))
+    tbuf_free(b);
 }
 
 void sblob_free(sblob *s) {
