@@ -18,7 +18,7 @@ CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc
 LIBS       = -lpthread -ldl
 
-SRCS   = src/core.c src/object.c src/process.c src/queue.c src/shm.c src/sync.c src/thread.c src/transfer.c
+SRCS   = src/core.c src/object.c src/pipe.c src/process.c src/queue.c src/shm.c src/sync.c src/thread.c src/transfer.c
 HDRS   = src/concur.h src/concur_int.h src/concur_lua.h
 BUILD ?= build
 SO     = $(BUILD)/concur/core.so

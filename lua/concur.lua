@@ -178,6 +178,7 @@ concur.Barrier = core.Barrier
 
 concur.Queue = core.Queue
 concur.JoinableQueue = core.Queue
+concur.Pipe = core.Pipe
 
 --- Timer(interval, fn, [args]): a Thread that calls fn(args...) after
 --- interval seconds unless cancelled first.

@@ -250,6 +250,7 @@ int luaopen_concur_core(lua_State *L) {
   proc_open(L);
   sync_open(L);
   queue_open(L);
+  pipe_open(L);
   lua_pushliteral(L, CONCUR_VERSION);
   lua_setfield(L, -2, "version");
   adopt_print(L);
