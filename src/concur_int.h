@@ -364,6 +364,14 @@ double concur_opt_timeout(lua_State *L, int idx);
 
 #define CONCUR_UNUSED(x) ((void)(x))
 
+/* A reference held by a message from process `pid` that this process may
+ * give back: one to a shared object (in the arena), or any if the message
+ * is ours.  Reads nothing of o: another process's local object is not in
+ * our memory (it may have been made after the fork). */
+static inline int cobj_owned_here(const cobj *o, int pid) {
+  return pid == concur_pid || shm_contains(o);
+}
+
 static inline void cobj_release_owned(cobj *o, int pid) {
   if (pid == concur_pid || !o->type->shared)
     cobj_decref(o);

@@ -331,7 +331,7 @@ static void rec_release(qrec *r) {
   }
   cobj **objs = (cobj **)(r + 1);
   for (uint32_t i = 0; i < r->nobjs; i++)
-    if (objs[i]->type->shared || r->pid == concur_pid)
+    if (cobj_owned_here(objs[i], r->pid))
       cobj_decref(objs[i]);
 }
 

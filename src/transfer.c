@@ -1323,20 +1323,16 @@ sblob *sblob_from_tbuf(tbuf *b) {
   return s;
 }
 
-/* The process-local object a message holds, if any: it cannot be decoded by
- * another process (its references are the sender's). */
-static const char *local_type(const tbuf *view) {
-  for (size_t i = 0; i < view->nobjs; i++)
-    if (!view->objs[i]->type->shared)
-      return view->objs[i]->type->name;
-  return NULL;
-}
-
+/* Gives back the references of a message handed over (see
+ * cobj_owned_here: another process's local objects are not even read). */
 static void release_view(const tbuf *view) {
   for (size_t i = 0; i < view->nobjs; i++)
-    if (view->objs[i]->type->shared || view->pid == concur_pid)
+    if (cobj_owned_here(view->objs[i], view->pid))
       cobj_decref(view->objs[i]);
 }
+
+#define LOCAL_ELSEWHERE \
+  "the message holds a Thread or a Pipe connection, which belongs to the process that sent it"
 
 static tbuf sblob_view(sblob *s) {
   return (tbuf){sblob_data(s), s->len, s->len, s->objs, s->nobjs, s->nobjs, NULL, s->pid};
@@ -1345,8 +1341,7 @@ static tbuf sblob_view(sblob *s) {
 int sblob_decode(lua_State *L, sblob *s) {
   tbuf view = sblob_view(s);
   if (s->has_local && s->pid != concur_pid)
-    return luaL_error(L, "the message holds a %s, which belongs to the process that sent it",
-                      local_type(&view));
+    return luaL_error(L, "%s", LOCAL_ELSEWHERE);
   return transfer_decode_tbuf(L, &view, 0, s->len);
 }
 
@@ -1358,9 +1353,7 @@ static int decode_taking_protected(lua_State *L) {
 
 int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob *blob) {
   if (has_local && view->pid != concur_pid) {
-    const char *tn = local_type(view);
-    lua_pushfstring(L, "the message holds a %s, which belongs to the process that sent it",
-                    tn ? tn : "process-local object");
+    lua_pushstring(L, LOCAL_ELSEWHERE);
     if (blob)
       sblob_free(blob);
     else
@@ -1427,7 +1420,7 @@ void sblob_free(sblob *s) {
   if (s == NULL)
     return;
   for (size_t i = 0; i < s->nobjs; i++)
-    if (s->objs[i]->type->shared || s->pid == concur_pid)
+    if (cobj_owned_here(s->objs[i], s->pid))
       cobj_decref(s->objs[i]);
   shm_free(s);
 }
