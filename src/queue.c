@@ -405,9 +405,10 @@ static int queue_new(lua_State *L) {
   if (lua_istable(L, 1)) {
     lua_getfield(L, 1, "maxsize");
     if (!lua_isnil(L, -1)) {
-      if (!lua_isinteger(L, -1))
+      int isint;
+      maxsize = lua_tointegerx(L, -1, &isint);
+      if (!isint || lua_type(L, -1) != LUA_TNUMBER)
         return luaL_argerror(L, 1, "option 'maxsize' must be an integer");
-      maxsize = lua_tointeger(L, -1);
     }
     lua_pop(L, 1);
   } else {
@@ -548,8 +549,8 @@ static int queue_get(lua_State *L) {
 }
 
 static int queue_put_nowait(lua_State *L) {
-  lua_settop(L, 2);
   luaL_checkany(L, 2);
+  lua_settop(L, 2);
   lua_pushboolean(L, 0);
   return queue_put(L);
 }
