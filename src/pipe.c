@@ -298,25 +298,61 @@ typedef struct body_box {
   size_t mapped;                  /* > 0: p is a mapping of that many bytes */
 } body_box;
 
-/* Bodies from BODY_MAP bytes are mapped with their pages made at once: one
- * system call instead of a page fault per page as the read fills them. */
+/* Bodies from BODY_MAP bytes are mappings.  The last one freed is kept for
+ * the next (one per process), its pages given back lazily (MADV_FREE: the
+ * kernel takes them only under memory pressure), so that a stream of large
+ * messages does not fault in every page of every message; a new mapping has
+ * its pages made at once (MAP_POPULATE), one system call instead of a fault
+ * per page.  Children get these mappings empty (MADV_WIPEONFORK). */
 #define BODY_MAP (1u << 20)
+
+static pthread_mutex_t body_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *body_cache;
+static size_t body_cache_size;
 
 static void *body_alloc(body_box *bb, size_t n) {
   if (n < BODY_MAP)
     return bb->p = malloc(n);
+  pthread_mutex_lock(&body_cache_mu);
+  if (body_cache && body_cache_size >= n) {
+    bb->p = body_cache;
+    bb->mapped = body_cache_size;
+    body_cache = NULL;
+    body_cache_size = 0;
+  }
+  pthread_mutex_unlock(&body_cache_mu);
+  if (bb->p)
+    return bb->p;
   void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (p == MAP_FAILED)
     return NULL;
+  /* Not shared with children: a write after a fork would copy each page. */
+  madvise(p, n, MADV_WIPEONFORK);
   bb->mapped = n;
   return bb->p = p;
 }
 
 static void body_free(body_box *bb) {
-  if (bb->mapped)
-    munmap(bb->p, bb->mapped);
-  else
+  if (bb->mapped) {
+    void *p = bb->p;
+    size_t n = bb->mapped;
+    if (madvise(p, n, MADV_FREE) == 0) {
+      pthread_mutex_lock(&body_cache_mu);
+      if (body_cache_size < n) {   /* keep the larger */
+        void *q = body_cache;
+        size_t m = body_cache_size;
+        body_cache = p;
+        body_cache_size = n;
+        p = q;
+        n = m;
+      }
+      pthread_mutex_unlock(&body_cache_mu);
+    }
+    if (p)
+      munmap(p, n);
+  } else {
     free(bb->p);
+  }
   bb->p = NULL;
   bb->mapped = 0;
 }
