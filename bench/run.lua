@@ -15,7 +15,7 @@
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
---                pingpong)
+--                pingpong, queues, pipe)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -73,6 +73,28 @@ local WORKLOADS = {
      goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
     {name = "pingpong-proc", unit = "µs/round trip", better = "lower",
      goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+  }},
+  {script = "queues", rows = {
+    {name = "queue-thr-int", unit = "M items/s", better = "higher",
+     goal = 10, goal_ratio = true, goal_text = ">= 10x Python"},
+    {name = "queue-thr-str1k", unit = "M items/s", better = "higher",
+     goal = 5, goal_ratio = true, goal_text = ">= 5x Python"},
+    {name = "queue-thr-table", unit = "M items/s", better = "higher",
+     goal = 4, goal_ratio = true, goal_text = ">= 4x Python"},
+    {name = "queue-proc-int", unit = "M items/s", better = "higher",
+     goal = 9, goal_ratio = true, goal_text = ">= 9x Python"},
+    {name = "queue-proc-str1k", unit = "M items/s", better = "higher",
+     goal = 5, goal_ratio = true, goal_text = ">= 5x Python"},
+    {name = "queue-proc-table", unit = "M items/s", better = "higher",
+     goal = 3, goal_ratio = true, goal_text = ">= 3x Python"},
+    {name = "queue-pingpong-thr", unit = "µs/round trip", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+    {name = "queue-pingpong-proc", unit = "µs/round trip", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+  }},
+  {script = "pipe", rows = {
+    {name = "pipe-100mib", unit = "GB/s", better = "higher",
+     goal = 1, goal_text = ">= 1 GB/s"},
   }},
 }
 
