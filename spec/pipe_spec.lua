@@ -1063,6 +1063,34 @@ describe("concur.Pipe", function()
       collectgarbage()
     end)
 
+    it("large messages reuse the receive buffer, also in a child forked after one", function()
+      -- Bodies from 1 MiB go to a mapping kept for the next message (and
+      -- wiped in children): each message must still arrive as it was sent,
+      -- smaller after larger, in the parent and in a child that inherits
+      -- the kept mapping.
+      local a, b = concur.Pipe()
+      local sizes = {3 << 20, 2 << 20, (3 << 20) - 7, 1 << 20}
+      local t = spawn(function(conn, list)
+        for i, n in ipairs(list) do conn:send(string.rep(string.char(64 + i), n)) end
+      end, b, sizes)
+      for i, n in ipairs(sizes) do
+        local got = a:recv()
+        assert.are.equal(n, #got)
+        assert.are.equal(string.rep(string.char(64 + i), 8), got:sub(1, 8))
+        assert.are.equal(string.rep(string.char(64 + i), 8), got:sub(-8))
+      end
+      assert.is_true(t:join(10))
+      local c, d = concur.Pipe()
+      local p = fork(function()
+        local got = c:recv()
+        if #got ~= (2 << 20) + 5 then return 2 end
+        if got ~= string.rep("z", (2 << 20) + 5) then return 3 end
+        return 0
+      end)
+      d:send(string.rep("z", (2 << 20) + 5))
+      assert.are.equal(0, finish(p))
+    end)
+
     it("10 000 small messages from a child arrive in order", function()
       local a, b = concur.Pipe()
       local n = 10000
