@@ -185,11 +185,22 @@ describe("concur.Pipe", function()
     end)
 
     it("duplex must be a boolean", function()
-      for _, bad in ipairs({"x", 1, 0, {}}) do
+      for _, bad in ipairs({"x", 1, 0, {duplex = "x"}}) do
         local err = err_of(concur.Pipe, bad)
         assert_has(err, "bad argument #1")
         assert_has(err, "boolean expected")
       end
+    end)
+
+    it("takes an options table too: Pipe{duplex = false}", function()
+      local a, b = concur.Pipe{duplex = false}
+      assert.is_true(a.readable)
+      assert.is_false(a.writable)
+      assert.is_false(b.readable)
+      b:send("one way")
+      assert.are.equal("one way", a:recv())
+      local c, d = concur.Pipe{}
+      assert.is_true(c.writable and d.readable)
     end)
   end)
 
@@ -340,6 +351,24 @@ describe("concur.Pipe", function()
       assert_has(err, "use recv")
       assert.are.same({x = 1}, b:recv())
       assert.is_false(b:poll())
+    end)
+
+    it("a message dropped by recv_bytes(maxlength) gives back the objects it held", function()
+      -- Found in review: the dropped body's references to shared objects
+      -- were never released (a Lock sent that way leaked in the arena).
+      local core = require "concur.core"
+      local a, b = concur.Pipe()
+      collectgarbage(); collectgarbage()
+      local start = core.shm_in_use()
+      for _ = 1, 50 do
+        a:send({concur.Lock(), concur.Event(), "padding"})
+        local err = err_of(b.recv_bytes, b, 5)
+        assert_has(err, "maxlength")
+      end
+      a:send("after")
+      assert.are.equal("after", b:recv())
+      collectgarbage(); collectgarbage()
+      assert.are.equal(start, core.shm_in_use())
     end)
 
     it("recv_bytes(maxlength): a longer message raises and is dropped; the next one is whole", function()

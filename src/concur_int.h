@@ -286,6 +286,10 @@ void proc_exit_rules(void);        /* join non-daemon children, stop daemon ones
 /* ---- shared memory and waiting (shm.c) ------------------------------- */
 
 extern int concur_pid;                   /* getpid(), cached; right in forked children */
+/* This process's stamp on what it owns (handles' references, messages):
+ * unique over the life of the process family (a counter in the arena), where
+ * a pid may be reused by a later process.  The pid where there is no arena. */
+extern int concur_self;
 /* its address names a thread */
 extern _Thread_local char concur_thread_marker __attribute__((tls_model("initial-exec")));
 #define CONCUR_THREAD_ID ((uintptr_t)&concur_thread_marker)
@@ -369,11 +373,11 @@ double concur_opt_timeout(lua_State *L, int idx);
  * is ours.  Reads nothing of o: another process's local object is not in
  * our memory (it may have been made after the fork). */
 static inline int cobj_owned_here(const cobj *o, int pid) {
-  return pid == concur_pid || shm_contains(o);
+  return pid == concur_self || shm_contains(o);
 }
 
 static inline void cobj_release_owned(cobj *o, int pid) {
-  if (pid == concur_pid || !o->type->shared)
+  if (pid == concur_self || !o->type->shared)
     cobj_decref(o);
 }
 

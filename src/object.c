@@ -38,9 +38,9 @@ static int ptr_cmp(const void *a, const void *b) {
 
 /* Whether this process owns the reference h holds. */
 static int handle_owned(const cobj_handle *h) {
-  if (h->pid == concur_pid)
+  if (h->pid == concur_self)
     return 1;
-  return nadopted && adopted_pid == concur_pid &&
+  return nadopted && adopted_pid == concur_self &&
          bsearch(&h, adopted, nadopted, sizeof *adopted, ptr_cmp) != NULL;
 }
 
@@ -161,7 +161,7 @@ void cobj_bind(lua_State *L, int idx, cobj *o) {
   idx = lua_absindex(L, idx);
   handle *h = lua_touserdata(L, idx);
   h->obj = o;                              /* from here its __gc releases o */
-  h->pid = concur_pid;
+  h->pid = concur_self;
   state_ctx *c = ctx_get(L);
   h->next = c->live.next;
   h->prev = &c->live;
@@ -182,7 +182,7 @@ void cobj_push(lua_State *L, cobj *o) {
     if (!handle_owned(h)) {   /* forked by someone else: adopt it now */
       if (o->type->shared)
         cobj_incref(o);
-      h->pid = concur_pid;
+      h->pid = concur_self;
     }
     lua_replace(L, -3);
     lua_pop(L, 1);
@@ -240,7 +240,7 @@ static void fork_take_object(cobj_fork_refs *r, cobj *o) {
 }
 
 void cobj_fork_take_tbuf(cobj_fork_refs *r, tbuf *b) {
-  if (r->oom || b->nobjs == 0 || b->pid != concur_pid)
+  if (r->oom || b->nobjs == 0 || b->pid != concur_self)
     return;
   for (size_t i = 0; i < r->ntbufs; i++)   /* messages nest rarely: a scan will do */
     if (r->tbufs[i] == b)
@@ -300,12 +300,12 @@ void cobj_fork_undo(cobj_fork_refs *r) {
 
 void cobj_fork_child(cobj_fork_refs *r) {
   for (size_t i = 0; i < r->ntbufs; i++)   /* few: restamped */
-    r->tbufs[i]->pid = concur_pid;
+    r->tbufs[i]->pid = concur_self;
   free(r->tbufs);
   free(adopted);                           /* the parent's own adoptions */
   adopted = r->handles;
   nadopted = r->nhandles;
-  adopted_pid = concur_pid;
+  adopted_pid = concur_self;
   if (nadopted)
     qsort(adopted, nadopted, sizeof *adopted, ptr_cmp);
   memset(r, 0, sizeof *r);

@@ -75,9 +75,28 @@ static pthread_once_t conns_once = PTHREAD_ONCE_INIT;
 
 /* A forked child has only the forking thread: every lock another thread
  * held is free again, and no call is inside a connection. */
-static void conns_prepare(void) { pthread_mutex_lock(&conns_mu); }
-static void conns_parent(void) { pthread_mutex_unlock(&conns_mu); }
+static pthread_mutex_t body_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Around a fork: every short-held lock is taken (conns_mu, then each
+ * connection's mu, then the body cache's), so that the child copies no
+ * half-done update (a close between close(fd) and fd = -1).  send_mu and
+ * recv_mu are held across blocking calls: not taken, re-made in the child. */
+static void conns_prepare(void) {
+  pthread_mutex_lock(&conns_mu);
+  for (conn_obj *c = conns.next; c != &conns; c = c->next)
+    pthread_mutex_lock(&c->mu);
+  pthread_mutex_lock(&body_cache_mu);
+}
+
+static void conns_parent(void) {
+  pthread_mutex_unlock(&body_cache_mu);
+  for (conn_obj *c = conns.next; c != &conns; c = c->next)
+    pthread_mutex_unlock(&c->mu);
+  pthread_mutex_unlock(&conns_mu);
+}
+
 static void conns_child(void) {
+  pthread_mutex_init(&body_cache_mu, NULL);
   pthread_mutex_init(&conns_mu, NULL);
   for (conn_obj *c = conns.next; c != &conns; c = c->next) {
     pthread_mutex_init(&c->mu, NULL);
@@ -241,7 +260,7 @@ static int send_error(lua_State *L, int rc) {
 static int send_string(lua_State *L, conn_obj *c, const char *s, size_t len) {
   if (!c->writable)
     return luaL_error(L, "connection is read-only");
-  frame_hdr h = {FRAME_BYTES, concur_pid, 0, 0, len};
+  frame_hdr h = {FRAME_BYTES, concur_self, 0, 0, len};
   struct iovec iov[2] = {{&h, sizeof h}, {(void *)s, len}};
   int rc = send_iov(c, iov, len ? 2 : 1);
   return rc ? send_error(L, rc) : 0;
@@ -266,7 +285,7 @@ static int conn_send(lua_State *L) {
   for (size_t i = 0; i < b->nobjs; i++)
     if (!b->objs[i]->type->shared)
       local = 1;
-  frame_hdr h = {FRAME_VALUE, concur_pid, (uint32_t)b->nobjs, (uint32_t)local, b->len};
+  frame_hdr h = {FRAME_VALUE, concur_self, (uint32_t)b->nobjs, (uint32_t)local, b->len};
   struct iovec iov[3] = {{&h, sizeof h}, {b->objs, b->nobjs * sizeof(cobj *)}, {b->data, b->len}};
   int rc = send_iov(c, iov, 3);
   if (rc == 0)
@@ -306,7 +325,6 @@ typedef struct body_box {
  * per page.  Children get these mappings empty (MADV_WIPEONFORK). */
 #define BODY_MAP (1u << 20)
 
-static pthread_mutex_t body_cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static void *body_cache;
 static size_t body_cache_size;
 
@@ -323,7 +341,9 @@ static void *body_alloc(body_box *bb, size_t n) {
   pthread_mutex_unlock(&body_cache_mu);
   if (bb->p)
     return bb->p;
-  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  /* Pages made up front only for a sane size: the length came off the wire. */
+  int populate = n <= ((size_t)1 << 30) ? MAP_POPULATE : 0;
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | populate, -1, 0);
   if (p == MAP_FAILED)
     return NULL;
   /* Not shared with children: a write after a fork would copy each page. */
@@ -388,9 +408,24 @@ static int recv_frame(conn_obj *c, int fd, frame_hdr *h, body_box *bb, size_t ma
       rc = EBADMSG;
   }
   if (rc == 0 && body > maxlen) {
-    /* Too long for the caller: read and dropped, the stream stays whole. */
-    char sink[65536];
-    for (size_t left = body; rc == 0 && left > 0;) {
+    /* Too long for the caller: read and dropped, the stream stays whole;
+     * the references it carried are given back. */
+    _Alignas(16) char sink[65536];
+    size_t left = body;
+    for (uint32_t k = 0; rc == 0 && k < h->nobjs;) {
+      uint32_t n = h->nobjs - k;
+      if (n > sizeof sink / sizeof(cobj *))
+        n = sizeof sink / sizeof(cobj *);
+      rc = read_all(fd, sink, n * sizeof(cobj *));
+      for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        cobj *o = ((cobj **)(void *)sink)[i];
+        if (cobj_owned_here(o, h->pid))
+          cobj_decref(o);
+      }
+      k += n;
+      left -= n * sizeof(cobj *);
+    }
+    while (rc == 0 && left > 0) {
       size_t n = left < sizeof sink ? left : sizeof sink;
       rc = read_all(fd, sink, n);
       left -= n;
@@ -417,7 +452,7 @@ static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
   conn_leave(c);
   if (rc == EMSGSIZE)
     return luaL_error(L, "recv_bytes: message of %I bytes is longer than maxlength %I",
-                      (lua_Integer)h.len, (lua_Integer)maxlen);
+                      (lua_Integer)(h.len + h.nobjs * sizeof(cobj *)), (lua_Integer)maxlen);
   if (rc == EBADMSG)
     return luaL_error(L, "recv: malformed message on the pipe (not written by concur?)");
   if (rc)
@@ -563,6 +598,10 @@ static void sock_grow(int fd) {
  * sends. */
 static int pipe_new(lua_State *L) {
   int duplex = 1;
+  if (lua_istable(L, 1)) {   /* Pipe{duplex = false}, as Python's keyword */
+    lua_getfield(L, 1, "duplex");
+    lua_replace(L, 1);
+  }
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TBOOLEAN);
     duplex = lua_toboolean(L, 1);

@@ -250,7 +250,7 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, uint32_t *seen) {
     off = 0;
   }
   qrec *r = rec_at(s, off);
-  r->pid = concur_pid;
+  r->pid = concur_self;
   if (blob) {
     r->kind = REC_BLOB;
     r->len = 0;
@@ -274,6 +274,7 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, uint32_t *seen) {
   q->pj.used = off + (uint32_t)size;
   q->pj.nput = n + 1;
   atomic_store_explicit(&q->pj.valid, 1, memory_order_release);
+  atomic_thread_fence(memory_order_release);   /* valid before any store of the apply */
   put_apply(q);
   atomic_store_explicit(&q->pj.valid, 0, memory_order_release);
   return 1;
@@ -311,6 +312,7 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
   q->gj.read = off + (uint32_t)size;
   q->gj.nget = n + 1;
   atomic_store_explicit(&q->gj.valid, 1, memory_order_release);
+  atomic_thread_fence(memory_order_release);
   get_apply(q);
   atomic_store_explicit(&q->gj.valid, 0, memory_order_release);
   while (first != s) {   /* segments passed: no producer writes them again */
@@ -541,6 +543,10 @@ static int queue_get(lua_State *L) {
       timed = 1;
     }
     if (!block || deadline_passed(&d)) {
+      /* A producer killed after journaling its item: commit it first. */
+      tail_check(q);
+      if (atomic_load(&q->nput) != seen)
+        continue;
       cobj_push_error(L, "Empty");
       return lua_error(L);
     }

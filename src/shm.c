@@ -42,9 +42,14 @@
 /* ---- the cached pid -------------------------------------------------------- */
 
 int concur_pid;
+int concur_self;
 _Thread_local char concur_thread_marker __attribute__((tls_model("initial-exec")));
 
-static void pid_refresh(void) { concur_pid = (int)getpid(); }
+static void self_refresh(void);
+static void pid_refresh(void) {
+  concur_pid = (int)getpid();
+  self_refresh();
+}
 
 /* ---- robust process-shared mutexes ---------------------------------------- */
 
@@ -285,11 +290,27 @@ typedef struct shm_head {
   size_t size;                     /* bytes reserved */
   size_t top;                      /* bump offset */
   size_t in_use;                   /* bytes in blocks handed out */
+  _Atomic int last_self;           /* the last concur_self handed out */
   shm_free_node *free[SHM_NCLASS];
 } shm_head;
 
 static shm_head *arena;
 static char *arena_base;
+
+/* A new stamp for this process (see concur_self): at load and in every
+ * forked child, whoever forks. */
+static void self_refresh(void) {
+  if (arena == NULL) {
+    concur_self = concur_pid;
+    return;
+  }
+  int s = atomic_fetch_add(&arena->last_self, 1) + 1;
+  if (s <= 0) {   /* wrapped after 2^31 processes: start again above 0 */
+    atomic_store(&arena->last_self, 1);
+    s = 1;
+  }
+  concur_self = s;
+}
 static size_t page_size;
 static pthread_once_t shm_once = PTHREAD_ONCE_INIT;
 
@@ -329,6 +350,7 @@ static void shm_init(void) {
     return;
   }
   arena->top = (sizeof(shm_head) + 63) & ~(size_t)63;
+  self_refresh();
 }
 
 int shm_runtime_init(void) {

@@ -201,7 +201,7 @@ static void th_exit_release(cobj *o) {
   thread_obj *t = (thread_obj *)o;
   pthread_mutex_lock(&rt.lock);
   tbuf *b = t->state == TH_NEW ? &t->start : t->state == TH_DONE ? &t->result : NULL;
-  if (b && b->pid == concur_pid)
+  if (b && b->pid == concur_self)
     cobj_release_tbuf_shared(b);
   pthread_mutex_unlock(&rt.lock);
 }

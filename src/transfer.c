@@ -674,7 +674,7 @@ static int encode_value(enc *e, int idx) {
         b->objcap = ncap;
       }
       if (b->nobjs == 0)
-        b->pid = concur_pid;   /* the references are this process's */
+        b->pid = concur_self;   /* the references are this process's */
       cobj_incref(o);
       b->objs[b->nobjs++] = o;
     }
@@ -1307,7 +1307,7 @@ sblob *sblob_from_tbuf(tbuf *b) {
     return NULL;
   s->len = b->len;
   s->nobjs = b->nobjs;
-  s->pid = concur_pid;
+  s->pid = concur_self;
   s->has_local = 0;
   for (size_t i = 0; i < b->nobjs; i++) {
     s->objs[i] = b->objs[i];
@@ -1340,7 +1340,7 @@ static tbuf sblob_view(sblob *s) {
 
 int sblob_decode(lua_State *L, sblob *s) {
   tbuf view = sblob_view(s);
-  if (s->has_local && s->pid != concur_pid)
+  if (s->has_local && s->pid != concur_self)
     return luaL_error(L, "%s", LOCAL_ELSEWHERE);
   return transfer_decode_tbuf(L, &view, 0, s->len);
 }
@@ -1352,13 +1352,12 @@ static int decode_taking_protected(lua_State *L) {
 }
 
 int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob *blob) {
-  if (has_local && view->pid != concur_pid) {
-    lua_pushstring(L, LOCAL_ELSEWHERE);
+  if (has_local && view->pid != concur_self) {
     if (blob)
       sblob_free(blob);
     else
       release_view(view);
-    return lua_error(L);
+    return luaL_error(L, "%s", LOCAL_ELSEWHERE);
   }
   if (view->nobjs == 0 && blob == NULL)
     return transfer_decode_tbuf(L, view, 0, view->len);
