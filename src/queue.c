@@ -274,7 +274,9 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, uint32_t *seen) {
   q->pj.used = off + (uint32_t)size;
   q->pj.nput = n + 1;
   atomic_store_explicit(&q->pj.valid, 1, memory_order_release);
-  atomic_thread_fence(memory_order_release);   /* valid before any store of the apply */
+  /* valid before any store of the apply, in program order: a kill lands
+   * between two instructions, so the compiler's order is what counts */
+  atomic_signal_fence(memory_order_seq_cst);
   put_apply(q);
   atomic_store_explicit(&q->pj.valid, 0, memory_order_release);
   return 1;
@@ -312,7 +314,7 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
   q->gj.read = off + (uint32_t)size;
   q->gj.nget = n + 1;
   atomic_store_explicit(&q->gj.valid, 1, memory_order_release);
-  atomic_thread_fence(memory_order_release);
+  atomic_signal_fence(memory_order_seq_cst);
   get_apply(q);
   atomic_store_explicit(&q->gj.valid, 0, memory_order_release);
   while (first != s) {   /* segments passed: no producer writes them again */
