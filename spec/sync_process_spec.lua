@@ -1095,7 +1095,13 @@ describe("synchronization between processes", function()
       assert.are.equal(0, finish(p))
     end)
 
-    it("a fork while a thread runs leaves nothing of that thread's arguments behind", function()
+    -- Pending under ThreadSanitizer: its own allocator is not locked around
+    -- fork, and a child forked while another thread is inside it hangs in
+    -- the child's first allocation (seen in TSan's StackDepot spin lock,
+    -- from our atfork child handler's calloc), more often the more threads
+    -- the process has run.  Not concur's lock: the plain and ASan runs pass.
+    local it_unless_tsan = os.getenv("CONCUR_SANITIZER") == "thread" and pending or it
+    it_unless_tsan("a fork while a thread runs leaves nothing of that thread's arguments behind", function()
       local start = in_use()
       do
         local release = concur.Event()
