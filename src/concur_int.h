@@ -224,6 +224,9 @@ void tbuf_free(tbuf *b);
 /* Makes b hold no reference to `owner`, the object b belongs to, so that an
  * object keeping a message that mentions itself is not a cycle. */
 void tbuf_set_owner(tbuf *b, cobj *owner);
+/* b holds a process-local object (a Thread, a Pipe connection): a message
+ * only the process that encoded it may decode. */
+int tbuf_has_local(const tbuf *b);
 
 /* Encodes the n values at idx .. idx+n-1 of L into b (appending).  `root`
  * names them in error messages ("args" gives "args[2].cb"); with n == 1 and
@@ -314,6 +317,7 @@ typedef struct deadline {
 } deadline;
 deadline deadline_in(double timeout);
 int deadline_passed(const deadline *d);
+double deadline_left(const deadline *d);   /* seconds, 0 once passed; -1: forever */
 /* Sleeps while *word == expected, until woken, d, or slice_ms (if > 0)
  * from now.  Returns 0, EAGAIN, ETIMEDOUT or EINTR; callers re-check. */
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms);

@@ -281,11 +281,7 @@ static int conn_send(lua_State *L) {
   char err[TRANSFER_ERRLEN];
   if (!transfer_encode(L, 2, 1, "value", 1, b, err))
     return luaL_error(L, "%s", err);
-  int local = 0;
-  for (size_t i = 0; i < b->nobjs; i++)
-    if (!b->objs[i]->type->shared)
-      local = 1;
-  frame_hdr h = {FRAME_VALUE, concur_self, (uint32_t)b->nobjs, (uint32_t)local, b->len};
+  frame_hdr h = {FRAME_VALUE, concur_self, (uint32_t)b->nobjs, (uint32_t)tbuf_has_local(b), b->len};
   struct iovec iov[3] = {{&h, sizeof h}, {b->objs, b->nobjs * sizeof(cobj *)}, {b->data, b->len}};
   int rc = send_iov(c, iov, 3);
   if (rc == 0)
@@ -500,14 +496,10 @@ static int conn_poll(lua_State *L) {
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
     struct timespec left = {0, 0}, *tp = NULL;
-    if (!d.forever) {
-      struct timespec now;
-      clock_gettime(CLOCK_MONOTONIC, &now);
-      long long ns = (d.at.tv_sec - now.tv_sec) * 1000000000LL + (d.at.tv_nsec - now.tv_nsec);
-      if (ns < 0)
-        ns = 0;
-      left.tv_sec = (time_t)(ns / 1000000000LL);
-      left.tv_nsec = (long)(ns % 1000000000LL);
+    double secs = deadline_left(&d);
+    if (secs >= 0) {
+      left.tv_sec = (time_t)secs;
+      left.tv_nsec = (long)((secs - (double)left.tv_sec) * 1e9);
       tp = &left;
     }
     int r = ppoll(&p, 1, tp, NULL);

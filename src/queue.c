@@ -224,10 +224,11 @@ static void tail_check(queue_obj *q) {
   }
 }
 
-/* Under tail_lock: appends the item encoded in b (or the blob).  1 when
+/* Under tail_lock: appends the item encoded in b (or the blob; `local`:
+ * b holds a process-local object).  1 when
  * done (the references moved to the queue), 0 when the queue is full (*seen:
  * the nget to wait on), -1 when the arena is full. */
-static int put_locked(queue_obj *q, tbuf *b, sblob *blob, uint32_t *seen) {
+static int put_locked(queue_obj *q, tbuf *b, sblob *blob, int local, uint32_t *seen) {
   uint32_t n = atomic_load_explicit(&q->nput, memory_order_relaxed);
   if (q->maxsize) {
     uint32_t g = atomic_load_explicit(&q->nget, memory_order_acquire);
@@ -257,10 +258,6 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, uint32_t *seen) {
     r->nobjs = 0;
     memcpy(r + 1, &blob, sizeof blob);
   } else {
-    int local = 0;
-    for (size_t i = 0; i < b->nobjs; i++)
-      if (!b->objs[i]->type->shared)
-        local = 1;
     r->kind = REC_INLINE | (local ? REC_LOCAL : 0);
     r->len = (uint32_t)b->len;
     r->nobjs = (uint32_t)b->nobjs;
@@ -456,6 +453,7 @@ static int queue_put(lua_State *L) {
   if (!transfer_encode(L, 2, 1, "item", 1, b, err))
     return luaL_error(L, "%s", err);
   sblob *blob = NULL;
+  int local = tbuf_has_local(b);   /* found before the lock is taken */
   if (sizeof(qrec) + b->nobjs * sizeof(cobj *) + b->len > INLINE_MAX) {
     blob = sblob_from_tbuf(b);   /* copied outside the lock; b is left empty */
     if (blob == NULL) {
@@ -468,7 +466,7 @@ static int queue_put(lua_State *L) {
   for (;;) {
     uint32_t seen = 0;
     tail_lock(q);
-    int rc = put_locked(q, b, blob, &seen);
+    int rc = put_locked(q, b, blob, local, &seen);
     pword_release(&q->tail_lock);
     if (rc > 0) {
       if (!blob) {

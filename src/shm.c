@@ -104,6 +104,15 @@ deadline deadline_in(double timeout) {
   return d;
 }
 
+double deadline_left(const deadline *d) {
+  if (d->forever)
+    return -1;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  double left = (double)(d->at.tv_sec - now.tv_sec) + (d->at.tv_nsec - now.tv_nsec) * 1e-9;
+  return left > 0 ? left : 0;
+}
+
 int deadline_passed(const deadline *d) {
   if (d->forever)
     return 0;

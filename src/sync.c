@@ -528,14 +528,9 @@ static int cond_wait_for(lua_State *L) {
     lua_call(L, 0, 1);
     if (lua_toboolean(L, -1))
       return 1;
-    double left = -1;
-    if (timeout >= 0) {
-      struct timespec now;
-      clock_gettime(CLOCK_MONOTONIC, &now);
-      left = (double)(d.at.tv_sec - now.tv_sec) + (d.at.tv_nsec - now.tv_nsec) * 1e-9;
-      if (left <= 0)
-        return 1;
-    }
+    double left = deadline_left(&d);
+    if (left == 0)
+      return 1;
     lua_pop(L, 1);
     cond_wait_lua(L, c, left);
   }

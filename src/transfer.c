@@ -1300,6 +1300,13 @@ struct sblob {
 
 static unsigned char *sblob_data(sblob *s) { return (unsigned char *)(s->objs + s->nobjs); }
 
+int tbuf_has_local(const tbuf *b) {
+  for (size_t i = 0; i < b->nobjs; i++)
+    if (!b->objs[i]->type->shared)
+      return 1;
+  return 0;
+}
+
 sblob *sblob_from_tbuf(tbuf *b) {
   size_t n = sizeof(sblob) + b->nobjs * sizeof(cobj *) + b->len;
   sblob *s = shm_alloc(n);
@@ -1309,11 +1316,9 @@ sblob *sblob_from_tbuf(tbuf *b) {
   s->nobjs = b->nobjs;
   s->pid = concur_self;
   s->has_local = 0;
-  for (size_t i = 0; i < b->nobjs; i++) {
-    s->objs[i] = b->objs[i];
-    if (!b->objs[i]->type->shared)
-      s->has_local = 1;
-  }
+  s->has_local = tbuf_has_local(b);
+  if (b->nobjs)
+    memcpy(s->objs, b->objs, b->nobjs * sizeof(cobj *));
   if (b->len)
     memcpy(sblob_data(s), b->data, b->len);
   /* The references move to the blob; b keeps its bytes, holds none. */
