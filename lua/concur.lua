@@ -222,6 +222,718 @@ function Timer:cancel()
 end
 concur.Timer = Timer
 
+-- Pools ----------------------------------------------------------------------
+-- Pool (worker processes) and ThreadPool (worker threads) share all of this.
+-- One task Queue that every worker reads, one result Queue that only the owner
+-- reads, and a Slots array in which each worker writes the task it is running.
+--
+--   task    {tid, kind, fn, payload}   kind "call": payload is the argument
+--           list; "map"/"star": payload is a chunk of items (with n); nil stops
+--           a worker.  tid is the task's position in the task queue (1, 2, ...).
+--   result  {tid, ok, value}           value: table.pack of xpcall's results for
+--           "call", the chunk's results (with n) for the others, or an error
+--           record {error, traceback}; tid 0: a task could not be received.
+--
+-- Python collects results in a handler thread.  We cannot run the owner's Lua
+-- code anywhere but in the owner, so results are collected, and callbacks run,
+-- inside the owner's pool and result calls (README, "Pools").  A blocking call
+-- waits on the result queue in slices of POOL_SLICE seconds, and between
+-- slices looks for dead workers: the task in a dead worker's slot fails with
+-- an error saying so, and a new worker takes the dead one's place.  A worker
+-- killed between taking a task and writing its slot leaves a task nobody
+-- holds; after a death, a task taken from the queue, in no slot and without a
+-- result at two checks in a row is failed the same way (Pool:_census).
+
+local POOL_SLICE = 0.1
+local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+local pack, unpack = table.pack, table.unpack
+local get_ident, getpid, now = core.get_ident, core.getpid, core.time
+local Empty = concur.Empty
+local no_args = {n = 0}
+local worker_count = 0
+
+--- The loop every pool worker runs.  It crosses to worker threads as bytecode,
+--- so it uses nothing but its arguments and the globals.
+local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
+  local unpack, pack = table.unpack, table.pack
+  local where = ("[in pool worker %s, pid %d]\n"):format(name, require("concur").getpid())
+  -- The error and the worker's traceback, cut at the worker's own frames.
+  local function on_error(e)
+    local tb = debug.traceback(nil, 2) or ""
+    local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+    if cut then tb = tb:sub(1, cut - 1) end
+    return {e, where .. tb}
+  end
+  local function run_chunk(fn, items, star)
+    local out = {n = items.n}
+    if star then
+      for i = 1, items.n do
+        local a = items[i]
+        out[i] = fn(unpack(a, 1, a.n or #a))
+      end
+    else
+      for i = 1, items.n do out[i] = fn(items[i]) end
+    end
+    return out
+  end
+  local init_error
+  if initializer ~= nil then
+    local ok, err = xpcall(initializer, on_error, unpack(initargs, 1, initargs.n or #initargs))
+    if not ok then
+      init_error = err
+      err[1] = "pool initializer failed: " .. tostring(err[1])
+      io.stderr:write(("Exception in pool initializer (%s):\n%s\n%s\n")
+        :format(name, tostring(err[1]), err[2]))
+    end
+  end
+  while true do
+    local got, task = pcall(tq.get, tq)
+    if not got then
+      -- The message could not be decoded here: say so; the owner finds the task.
+      pcall(rq.put, rq, {0, false, {"a task could not be received by pool worker "
+        .. name .. ": " .. tostring(task)}})
+    elseif task == nil then
+      break
+    else
+      local tid, kind = task[1], task[2]
+      if slots then slots:set(wid, tid) end
+      local ok, value
+      if init_error then
+        ok, value = false, init_error
+      elseif kind == "call" then
+        local args = task[4]
+        value = pack(xpcall(task[3], on_error, unpack(args, 1, args.n or #args)))
+        ok = value[1]
+        if not ok then value = value[2] end
+      else
+        ok, value = xpcall(run_chunk, on_error, task[3], task[4], kind == "star")
+      end
+      local sent, err = pcall(rq.put, rq, {tid, ok, value})
+      if not sent then
+        local what = ok and "its results" or "its error"
+        if not ok then   -- an error value that cannot cross goes as its string
+          sent = pcall(rq.put, rq, {tid, false, {tostring(value[1]), value[2]}})
+        end
+        if not sent then
+          rq:put({tid, false, {("the task's %s could not be sent back: %s"):format(what, err)}})
+        end
+      end
+      if slots then slots:set(wid, 0) end
+    end
+  end
+end
+
+-- The error a failed task's get raises: a string error with the worker's
+-- traceback after it, any other value as itself.
+local function task_error(rec)
+  local e, tb = rec[1], rec[2]
+  if type(e) == "string" and tb then return e .. "\n" .. tb end
+  return e
+end
+
+local function check_callable(v, n, fname, what, optional, level)
+  if (v ~= nil or not optional) and not callable(v) then
+    error(("bad argument #%d to '%s' (%s expected, got %s)")
+      :format(n, fname, what, type(v)), level + 1)
+  end
+end
+
+local function check_timeout(t, n, fname)
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+    error(("bad argument #%d to '%s' (timeout must be a non-negative number, got %s)")
+      :format(n, fname, type(t) == "number" and tostring(t) or type(t)), 3)
+  end
+end
+
+-- Results ---------------------------------------------------------------------
+
+--- What apply_async and map_async return (Python's AsyncResult).
+local AsyncResult = {}
+AsyncResult.__index = AsyncResult
+register(AsyncResult, "AsyncResult")
+
+local function is_ready(r) return r._ready end
+
+function AsyncResult:ready()
+  if not self._ready then self._pool:_poll() end
+  return self._ready
+end
+
+function AsyncResult:successful()
+  if not self:ready() then error("result is not ready", 2) end
+  return self._ok
+end
+
+--- Waits until the result is ready or timeout seconds pass; true if ready.
+function AsyncResult:wait(timeout)
+  check_timeout(timeout, 1, "wait")
+  if not self._ready then self._pool:_collect(is_ready, self, timeout) end
+  return self._ready
+end
+
+--- The task's results, or raises its error, or concur.TimeoutError.
+function AsyncResult:get(timeout)
+  if not self._ready then
+    check_timeout(timeout, 1, "get")
+    self._pool:_collect(is_ready, self, timeout)
+    if not self._ready then error(concur.TimeoutError, 2) end
+  end
+  local v = self._value
+  if not self._ok then error(v, 0) end
+  if self._kind == "call" then return unpack(v, 2, v.n) end
+  return v
+end
+
+function AsyncResult:__tostring()
+  return ("<concur.AsyncResult %s>"):format(not self._ready and "pending"
+    or self._ok and "ready" or "failed")
+end
+
+-- Runs a callback in the owner; an error there is reported, as one in a
+-- thread is, and changes nothing else.
+local function run_callback(cb, ...)
+  local ok, err = xpcall(cb, debug.traceback, ...)
+  if not ok then
+    io.stderr:write("Exception in pool callback:\n", tostring(err), "\n")
+  end
+end
+
+-- Marks r done with a value (ok) or an error, then runs its callback.
+local function result_finish(r, ok, value)
+  r._ok, r._value, r._ready = ok, value, true
+  if ok then
+    local cb = r._callback
+    if cb ~= nil then
+      if r._kind == "call" then run_callback(cb, unpack(value, 2, value.n))
+      else run_callback(cb, value) end
+    end
+  elseif r._error_callback ~= nil then
+    run_callback(r._error_callback, value)
+  end
+end
+
+-- Pool ------------------------------------------------------------------------
+
+local Pool = {}
+Pool.__index = Pool
+register(Pool, "Pool")
+
+local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
+
+local function pool_new(cls, threads, fname, n, initializer, initargs)
+  if type(n) == "table" then
+    check_options(n, pool_options, fname, 3)
+    n, initializer, initargs = n.processes or n.threads, n.initializer, n.initargs
+  end
+  if n == nil then n = core.cpu_count() end
+  if math.type(n) ~= "integer" and not (type(n) == "number" and n == math.floor(n)) then
+    error(("bad argument #1 to '%s' (number of workers must be an integer, got %s)")
+      :format(fname, type(n) == "number" and tostring(n) or type(n)), 3)
+  end
+  if n < 1 or n > 4096 then
+    error(("bad argument #1 to '%s' (number of workers must be 1 to 4096, got %d)")
+      :format(fname, n), 3)
+  end
+  check_callable(initializer, 2, fname, "callable", true, 3)
+  if initargs ~= nil and type(initargs) ~= "table" then
+    error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(initargs)), 3)
+  end
+  local self = setmetatable({
+    _threads = threads, _size = math.tointeger(n), _state = RUN,
+    _initializer = initializer, _initargs = initargs or no_args,
+    _tq = core.Queue(), _rq = core.Queue(), _slots = core.Slots(n),
+    _workers = {}, _ended = {},
+    _pending = {}, _start = {}, _npending = 0, _nput = 0,
+    _deaths = 0, _suspects = false, _next_check = 0,
+    _pid = getpid(), _ident = get_ident(),
+  }, cls)
+  for wid = 1, self._size do
+    local ok, err = pcall(self._start_worker, self, wid)
+    if not ok then
+      self:terminate()
+      error(("%s: cannot start a worker: %s"):format(fname, tostring(err)), 3)
+    end
+  end
+  return self
+end
+
+function Pool:_start_worker(wid)
+  worker_count = worker_count + 1
+  local name = (self._threads and "ThreadPoolWorker-%d" or "ForkPoolWorker-%d"):format(worker_count)
+  local opts = {target = pool_worker, daemon = true, name = name,
+    args = {self._tq, self._rq, self._slots, wid, name, self._initializer, self._initargs}}
+  local w = self._threads and Thread(opts) or Process(opts)
+  w:start()
+  self._workers[wid] = w
+end
+
+function Pool:__tostring()
+  return ("<concur.%s state=%s pool_size=%d>")
+    :format(self._threads and "ThreadPool" or "Pool", self._state, self._size)
+end
+
+function Pool:_check_owner()
+  if getpid() ~= self._pid or get_ident() ~= self._ident then
+    error("this pool belongs to another thread or process", 3)
+  end
+end
+
+function Pool:_check_running(fname)
+  if self._state ~= RUN then
+    error(("%s: pool is %s"):format(fname,
+      self._state == CLOSE and "closed" or "terminated"), 3)
+  end
+end
+
+-- Puts a task; its tid, or raises (nothing is put) naming fname's argument.
+function Pool:_submit(fname, kind, fn, payload)
+  local tid = self._nput + 1
+  local ok, err = pcall(self._tq.put, self._tq, {tid, kind, fn, payload})
+  if not ok then
+    err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
+      :gsub("^bad value at item%[4%]", "bad value in the arguments")
+    error(("%s: the task cannot be sent: %s"):format(fname, err), 3)
+  end
+  self._nput = tid
+  return tid
+end
+
+-- Handles one message from the result queue.
+function Pool:_on_message(m)
+  local tid = m[1]
+  if tid == 0 then   -- a worker could not receive a task: the census finds it
+    self._lost_reason = m[3][1]
+    self._deaths = self._deaths + 1
+    return
+  end
+  local r = self._pending[tid]
+  if r == nil then return end   -- failed already (terminate, a death)
+  self._pending[tid] = nil
+  self._npending = self._npending - 1
+  local ok, value = m[2], m[3]
+  if r._kind == "call" then
+    if r._ready then return end
+    if ok then result_finish(r, true, value)
+    else result_finish(r, false, task_error(value)) end
+    return
+  end
+  local start = self._start[tid]
+  self._start[tid] = nil
+  r:_chunk(start, ok, ok and value or task_error(value))
+end
+
+-- Fails the task tid with err (a death, terminate).
+function Pool:_fail(tid, err)
+  local r = self._pending[tid]
+  if r == nil then return end
+  self._pending[tid] = nil
+  self._npending = self._npending - 1
+  if r._kind == "call" then
+    if not r._ready then result_finish(r, false, err) end
+  else
+    local start = self._start[tid]
+    self._start[tid] = nil
+    r:_chunk(start, false, err)
+  end
+end
+
+-- Handles every message already in the result queue; never blocks.
+function Pool:_poll()
+  local rq = self._rq
+  if rq:qsize() == 0 then return end
+  self:_check_owner()
+  repeat
+    local ok, m = pcall(rq.get_nowait, rq)
+    if ok then
+      self:_on_message(m)
+    elseif m == Empty then
+      return
+    else   -- a result that cannot be decoded here: the census finds its task
+      self._lost_reason = "its result could not be received: " .. tostring(m)
+      self._deaths = self._deaths + 1
+    end
+  until rq:qsize() == 0
+end
+
+--- Collects results until pred(arg) holds or timeout seconds pass; false on
+--- timeout.  Looks after the workers every POOL_SLICE seconds meanwhile.
+function Pool:_collect(pred, arg, timeout)
+  self:_check_owner()
+  self:_poll()
+  if pred(arg) then return true end
+  local deadline = timeout and now() + timeout
+  local rq = self._rq
+  while true do
+    local t = now()
+    if t >= self._next_check then
+      self._next_check = t + POOL_SLICE
+      self:_maintain()
+      if pred(arg) then return true end
+    end
+    local wait = self._next_check - t
+    if deadline then
+      local left = deadline - t
+      if left <= 0 then return false end
+      if left < wait then wait = left end
+    end
+    local ok, m = pcall(rq.get, rq, true, wait > 0 and wait or 0)
+    if ok then
+      self:_on_message(m)
+    elseif m ~= Empty then
+      self._lost_reason = "its result could not be received: " .. tostring(m)
+      self._deaths = self._deaths + 1
+    end
+    if pred(arg) then return true end
+  end
+end
+
+-- Replaces dead workers, failing the task each was running.
+function Pool:_maintain()
+  if self._state == TERMINATE then return end
+  local slots = self._slots
+  for wid = 1, self._size do
+    local w = self._workers[wid]
+    if w and not w:is_alive() then
+      local tid = slots:get(wid)
+      local normal
+      if self._threads then
+        normal = tid == 0 and self._state == CLOSE and pcall(w.result, w)
+      else
+        normal = tid == 0 and self._state == CLOSE and w.exitcode == 0
+      end
+      self._ended[#self._ended + 1] = w
+      self._workers[wid] = false
+      if not normal then
+        self:_worker_died(wid, w, tid)
+      end
+    end
+  end
+  if self._deaths > 0 and self._npending > 0 then self:_census() end
+end
+
+function Pool:_worker_died(wid, w, tid)
+  self._deaths = self._deaths + 1
+  self._slots:set(wid, 0)
+  self:_poll()   -- a result the worker sent before it died counts
+  if tid ~= 0 and self._pending[tid] then
+    local how
+    if self._threads then
+      local _, err = pcall(w.result, w)
+      how = "ended: " .. tostring(err)
+    else
+      local code = w.exitcode
+      how = code and code < 0 and ("was killed by signal %d"):format(-code)
+        or ("exited with code %s"):format(tostring(code))
+    end
+    self:_fail(tid, ("pool worker %s (pid %s) %s while running this task")
+      :format(w.name, tostring(w.pid or getpid()), how))
+  end
+  if self._state == RUN or self._npending > 0 then
+    self:_start_worker(wid)
+    if self._state == CLOSE then self._nput = self._nput + 1; self._tq:put(nil) end
+  end
+end
+
+-- After a death: a task taken from the queue that no worker holds and that
+-- has no result at two checks in a row was lost with its worker.
+function Pool:_census()
+  local taken = self._nput - self._tq:qsize()   -- tids up to this were taken
+  local held = {}
+  local slots = self._slots
+  for wid = 1, self._size do
+    local tid = slots:get(wid)
+    if tid ~= 0 then held[tid] = true end
+  end
+  self:_poll()
+  local prev, suspects = self._suspects, {}
+  local lost = {}
+  for tid in pairs(self._pending) do
+    if tid <= taken and not held[tid] then
+      suspects[tid] = true
+      if prev and prev[tid] then lost[#lost + 1] = tid end
+    end
+  end
+  self._suspects = suspects
+  for _, tid in ipairs(lost) do
+    self:_fail(tid, "the task was lost: " .. (self._lost_reason or "a pool worker died"))
+  end
+end
+
+-- Submitting -------------------------------------------------------------------
+
+local function new_result(pool, kind, callback, error_callback)
+  return setmetatable({_pool = pool, _kind = kind, _ready = false, _ok = false,
+    _callback = callback, _error_callback = error_callback}, AsyncResult)
+end
+
+--- apply_async(fn, [args], [callback], [error_callback]) -> AsyncResult
+function Pool:apply_async(fn, args, callback, error_callback)
+  self:_check_running("apply_async")
+  check_callable(fn, 1, "apply_async", "callable", false, 2)
+  if args ~= nil and type(args) ~= "table" then
+    error(("bad argument #2 to 'apply_async' (table of arguments expected, got %s)")
+      :format(type(args)), 2)
+  end
+  check_callable(callback, 3, "apply_async", "callable", true, 2)
+  check_callable(error_callback, 4, "apply_async", "callable", true, 2)
+  local r = new_result(self, "call", callback, error_callback)
+  local tid = self:_submit("apply_async", "call", fn, args or no_args)
+  self._pending[tid] = r
+  self._npending = self._npending + 1
+  self:_poll()
+  return r
+end
+
+--- apply(fn, [args]) -> fn's results
+function Pool:apply(fn, args)
+  return self:apply_async(fn, args):get()
+end
+
+-- A map's chunk arrived (ok) or failed.
+function AsyncResult:_chunk(start, ok, value)
+  local mode = self._kind
+  if mode == "map" then
+    if self._ready then return end
+    if not ok then return result_finish(self, false, value) end
+    table.move(value, 1, value.n, start, self._value)
+    self._left = self._left - 1
+    if self._left == 0 then result_finish(self, true, self._value) end
+    return
+  end
+  self._left = self._left - 1
+  if self._left == 0 then self._ready = true end
+  if mode == "imap" then
+    if ok then
+      table.move(value, 1, value.n, start, self._value)
+      self._arrived[start] = true
+    else
+      self._arrived[start] = {value}
+    end
+  else   -- imap_unordered: values in the order they come
+    local q = self._fifo
+    if ok then
+      for i = 1, value.n do q.last = q.last + 1; q[q.last] = value[i] end
+    else
+      q.last = q.last + 1; q[q.last] = {value}
+      self._failed[q.last] = true
+    end
+  end
+end
+
+local function check_chunksize(cs, n, fname)
+  if cs ~= nil and (math.type(cs) ~= "integer" and not (type(cs) == "number" and cs == math.floor(cs))
+      or cs < 1) then
+    error(("bad argument #%d to '%s' (chunksize must be a positive integer, got %s)")
+      :format(n, fname, type(cs) == "number" and tostring(cs) or type(cs)), 3)
+  end
+end
+
+-- Puts fn over list in chunks; the result, whose kind is mode.
+function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callback)
+  self:_check_running(fname)
+  check_callable(fn, 1, fname, "callable", false, 3)
+  if type(list) ~= "table" then
+    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
+  end
+  check_chunksize(chunksize, 3, fname)
+  local n = list.n or #list
+  if chunksize == nil then
+    if mode == "map" then   -- Python's rule: about four chunks per worker
+      chunksize = n // (self._size * 4)
+      if n % (self._size * 4) ~= 0 then chunksize = chunksize + 1 end
+    else
+      chunksize = 1
+    end
+  end
+  chunksize = math.tointeger(chunksize)
+  local r = new_result(self, mode, callback, error_callback)
+  r._value, r._len, r._chunksize = {}, n, chunksize
+  r._left = (n + chunksize - 1) // chunksize
+  if mode == "imap" then r._arrived = {}
+  elseif mode == "imap_unordered" then r._fifo, r._failed = {first = 1, last = 0}, {} end
+  if n == 0 then
+    if mode == "map" then result_finish(r, true, r._value) else r._ready = true end
+    return r
+  end
+  local pending, starts = self._pending, self._start
+  local tids = {}
+  for start = 1, n, chunksize do
+    local stop = math.min(start + chunksize - 1, n)
+    local chunk = table.move(list, start, stop, 1, {n = stop - start + 1})
+    local ok, err = pcall(self._submit, self, fname, kind, fn, chunk)
+    if not ok then   -- withdraw what went: their results are dropped
+      for _, tid in ipairs(tids) do
+        pending[tid], starts[tid] = nil, nil
+        self._npending = self._npending - 1
+      end
+      r._ready, r._value = true, err
+      error(err, 3)
+    end
+    tids[#tids + 1] = err
+    pending[err], starts[err] = r, start
+    self._npending = self._npending + 1
+  end
+  self:_poll()
+  return r
+end
+
+--- map_async(fn, list, [chunksize], [callback], [error_callback]) -> AsyncResult
+function Pool:map_async(fn, list, chunksize, callback, error_callback)
+  check_callable(callback, 4, "map_async", "callable", true, 2)
+  check_callable(error_callback, 5, "map_async", "callable", true, 2)
+  return self:_map("map_async", "map", "map", fn, list, chunksize, callback, error_callback)
+end
+
+--- map(fn, list, [chunksize]) -> list of fn(item), in order
+function Pool:map(fn, list, chunksize)
+  return self:_map("map", "map", "map", fn, list, chunksize):get()
+end
+
+function Pool:starmap_async(fn, list, chunksize, callback, error_callback)
+  check_callable(callback, 4, "starmap_async", "callable", true, 2)
+  check_callable(error_callback, 5, "starmap_async", "callable", true, 2)
+  return self:_map("starmap_async", "map", "star", fn, list, chunksize, callback, error_callback)
+end
+
+--- starmap(fn, list of argument lists, [chunksize]) -> list of fn(args...)
+function Pool:starmap(fn, list, chunksize)
+  return self:_map("starmap", "map", "star", fn, list, chunksize):get()
+end
+
+--- imap(fn, list, [chunksize]): an iterator over fn(item), in order, giving
+--- each value and its index; a task's error is raised when its turn comes.
+function Pool:imap(fn, list, chunksize)
+  local r = self:_map("imap", "imap", "map", fn, list, chunksize)
+  local pool, arrived, values, cs, i = self, r._arrived, r._value, r._chunksize, 0
+  local chunk_start
+  local function has_chunk() return arrived[chunk_start] ~= nil end
+  return function()
+    if i >= r._len then return nil end
+    i = i + 1
+    chunk_start = (i - 1) // cs * cs + 1
+    if arrived[chunk_start] == nil then pool:_collect(has_chunk) end
+    local a = arrived[chunk_start]
+    if a ~= true then
+      i = math.min(chunk_start + cs - 1, r._len)   -- the chunk's other items go with it
+      error(a[1], 0)
+    end
+    return values[i], i
+  end
+end
+
+--- imap_unordered(fn, list, [chunksize]): an iterator over fn(item) in the
+--- order the results come, giving each value and its index in list.
+function Pool:imap_unordered(fn, list, chunksize)
+  local r = self:_map("imap_unordered", "imap_unordered", "map", fn, list, chunksize)
+  local pool, q, failed, given = self, r._fifo, r._failed, 0
+  local function has_one() return q.first <= q.last end
+  return function()
+    if given >= r._len then return nil end
+    if q.first > q.last then pool:_collect(has_one) end
+    local k = q.first
+    local v = q[k]
+    q[k], q.first = nil, k + 1
+    if failed[k] then
+      failed[k] = nil
+      given = given + r._chunksize
+      error(v[1], 0)
+    end
+    given = given + 1
+    return v
+  end
+end
+
+-- Ending -----------------------------------------------------------------------
+
+--- No more tasks; the workers end when the queued ones are done.
+function Pool:close()
+  if self._state ~= RUN then return end
+  self._state = CLOSE
+  for _ = 1, self._size do
+    self._nput = self._nput + 1
+    self._tq:put(nil)
+  end
+end
+
+local function all_done(pool) return pool._npending == 0 end
+
+--- Waits for every task's result (running their callbacks) and every worker.
+function Pool:join()
+  if self._state == RUN then error("pool is still running: close or terminate it first", 2) end
+  self:_collect(all_done, self)
+  for wid = 1, self._size do
+    local w = self._workers[wid]
+    while w do   -- a worker that dies now is replaced while tasks remain
+      if w:join(POOL_SLICE) then
+        self:_maintain()
+        break
+      end
+      self:_maintain()
+      w = self._workers[wid]
+    end
+  end
+  for _, w in ipairs(self._ended) do w:join() end
+  self._ended = {}
+end
+
+--- Stops the workers now; results not yet in fail with an error saying so.
+function Pool:terminate()
+  if self._state == TERMINATE then return end
+  self._state = TERMINATE
+  local tq, workers = self._tq, self._workers
+  if self._threads then   -- threads cannot be stopped: take their queued work away
+    while tq:qsize() > 0 do pcall(tq.get_nowait, tq) end
+    for _ = 1, self._size do tq:put(nil) end
+  else
+    for wid = 1, self._size do
+      local w = workers[wid]
+      if w and w:is_alive() then pcall(w.terminate, w) end
+    end
+  end
+  local tids = {}
+  for tid in pairs(self._pending) do tids[#tids + 1] = tid end
+  table.sort(tids)
+  for _, tid in ipairs(tids) do self:_fail(tid, "the pool was terminated before the task finished") end
+  for wid = 1, self._size do
+    local w = workers[wid]
+    if w then
+      if not self._threads and not w:join(1) then pcall(w.kill, w) end
+      w:join()
+    end
+  end
+  for _, w in ipairs(self._ended) do w:join() end
+  self._ended = {}
+end
+
+Pool.__close = Pool.terminate
+
+-- A pool dropped without close or terminate: its workers are told to stop
+-- (not waited for: a collector must not block).
+function Pool:__gc()
+  if self._state == TERMINATE or getpid() ~= self._pid then return end
+  self._state = TERMINATE
+  for wid = 1, self._size do
+    local w = self._workers[wid]
+    if w then
+      if self._threads then pcall(self._tq.put, self._tq, nil)
+      elseif w:is_alive() then pcall(w.terminate, w) end
+    end
+  end
+end
+
+--- Pool([processes], [initializer], [initargs]): worker processes.
+concur.Pool = setmetatable({}, {__index = Pool, __call = function(_, ...)
+  local p = pool_new(Pool, false, "Pool", ...)
+  return p
+end})
+
+--- ThreadPool([threads], [initializer], [initargs]): worker threads.
+local ThreadPool = setmetatable({}, {__index = Pool})
+concur.ThreadPool = setmetatable(ThreadPool, {__index = Pool, __call = function(_, ...)
+  local p = pool_new(Pool, true, "ThreadPool", ...)
+  return p
+end})
+
 -- Module functions ------------------------------------------------------------
 
 concur.current_thread = core.current_thread
