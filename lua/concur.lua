@@ -227,12 +227,17 @@ concur.Timer = Timer
 -- One task Queue that every worker reads, one result Queue that only the owner
 -- reads, and a Slots array in which each worker writes the task it is running.
 --
---   task    {tid, kind, fn, payload}   kind "call": payload is the argument
---           list; "map"/"star": payload is a chunk of items (with n); nil stops
---           a worker.  tid is the task's position in the task queue (1, 2, ...).
---   result  {tid, ok, value}           value: table.pack of xpcall's results for
---           "call", the chunk's results (with n) for the others, or an error
---           record {error, traceback}; tid 0: a task could not be received.
+--   task    {tid, kind, fn, payload, code}   kind "call": payload is the
+--           argument list; "map"/"star": payload is a chunk of items (with n);
+--           nil stops a worker.  tid is the task's position in the task queue
+--           (1, 2, ...).  A function without upvalues (but _ENV) goes as a
+--           number, its id, with its bytecode in code: the owner dumps it once
+--           and each worker loads it once (a dump and a load per task would
+--           cost a microsecond each way).
+--   result  {tid, true, values..., n = k}  for "call": table.pack(tid, results)
+--           {tid, true, results}          for a chunk: its results, with n
+--           {tid, false, {error, traceback}}
+--           tid 0: a task could not be received.
 --
 -- Python collects results in a handler thread.  We cannot run the owner's Lua
 -- code anywhere but in the owner, so results are collected, and callbacks run,
@@ -264,17 +269,29 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
     if cut then tb = tb:sub(1, cut - 1) end
     return {e, where .. tb}
   end
+  -- The results replace the items in their own table.
   local function run_chunk(fn, items, star)
-    local out = {n = items.n}
     if star then
       for i = 1, items.n do
         local a = items[i]
-        out[i] = fn(unpack(a, 1, a.n or #a))
+        items[i] = fn(unpack(a, 1, a.n or #a))
       end
     else
-      for i = 1, items.n do out[i] = fn(items[i]) end
+      for i = 1, items.n do items[i] = fn(items[i]) end
     end
-    return out
+    return items
+  end
+  local loaded, nloaded = {}, 0   -- function id -> the function, loaded once
+  local function task_fn(task)
+    local fn = task[3]
+    if math.type(fn) ~= "integer" then return fn end
+    local f = loaded[fn]
+    if f == nil then
+      if nloaded >= 256 then loaded, nloaded = {}, 0 end
+      f = assert(load(task[5], "=?", "b"))
+      loaded[fn], nloaded = f, nloaded + 1
+    end
+    return f
   end
   local init_error
   if initializer ~= nil then
@@ -297,18 +314,18 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
     else
       local tid, kind = task[1], task[2]
       if slots then slots:set(wid, tid) end
-      local ok, value
+      local ok, value, msg
       if init_error then
         ok, value = false, init_error
       elseif kind == "call" then
         local args = task[4]
-        value = pack(xpcall(task[3], on_error, unpack(args, 1, args.n or #args)))
-        ok = value[1]
-        if not ok then value = value[2] end
+        msg = pack(tid, xpcall(task_fn(task), on_error, unpack(args, 1, args.n or #args)))
+        ok, value = msg[2], msg[3]
+        if ok then value = nil else msg = nil end
       else
-        ok, value = xpcall(run_chunk, on_error, task[3], task[4], kind == "star")
+        ok, value = xpcall(run_chunk, on_error, task_fn(task), task[4], kind == "star")
       end
-      local sent, err = pcall(rq.put, rq, {tid, ok, value})
+      local sent, err = pcall(rq.put, rq, msg or {tid, ok, value})
       if not sent then
         local what = ok and "its results" or "its error"
         if not ok then   -- an error value that cannot cross goes as its string
@@ -380,7 +397,7 @@ function AsyncResult:get(timeout)
   end
   local v = self._value
   if not self._ok then error(v, 0) end
-  if self._kind == "call" then return unpack(v, 2, v.n) end
+  if self._kind == "call" then return unpack(v, 3, v.n) end
   return v
 end
 
@@ -404,7 +421,7 @@ local function result_finish(r, ok, value)
   if ok then
     local cb = r._callback
     if cb ~= nil then
-      if r._kind == "call" then run_callback(cb, unpack(value, 2, value.n))
+      if r._kind == "call" then run_callback(cb, unpack(value, 3, value.n))
       else run_callback(cb, value) end
     end
   elseif r._error_callback ~= nil then
@@ -485,10 +502,39 @@ function Pool:_check_running(fname)
   end
 end
 
+-- Function ids for the task messages (see the top of this section): fn ->
+-- its id, or false when it has upvalues or is not a Lua function.
+local fn_ids = setmetatable({}, {__mode = "k"})
+local fn_codes = setmetatable({}, {__mode = "k"})
+local last_fn_id = 0
+
+local function fn_id(fn)
+  local id = fn_ids[fn]
+  if id == nil then
+    id = false
+    if type(fn) == "function" then
+      local up1 = debug.getupvalue(fn, 1)
+      if (up1 == nil or up1 == "_ENV") and debug.getupvalue(fn, 2) == nil then
+        local ok, code = pcall(string.dump, fn)
+        if ok then
+          last_fn_id = last_fn_id + 1
+          id, fn_codes[fn] = last_fn_id, code
+        end
+      end
+    end
+    fn_ids[fn] = id
+  end
+  return id
+end
+
 -- Puts a task; its tid, or raises (nothing is put) naming fname's argument.
 function Pool:_submit(fname, kind, fn, payload)
   local tid = self._nput + 1
-  local ok, err = pcall(self._tq.put, self._tq, {tid, kind, fn, payload})
+  local id = fn_ids[fn]
+  if id == nil then id = fn_id(fn) end
+  local task = id and {tid, kind, id, payload, fn_codes[fn]} or {tid, kind, fn, payload}
+  local tq = self._tq
+  local ok, err = pcall(tq.put, tq, task)
   if not ok then
     err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
       :gsub("^bad value at item%[4%]", "bad value in the arguments")
@@ -510,15 +556,15 @@ function Pool:_on_message(m)
   if r == nil then return end   -- failed already (terminate, a death)
   self._pending[tid] = nil
   self._npending = self._npending - 1
-  local ok, value = m[2], m[3]
   if r._kind == "call" then
     if r._ready then return end
-    if ok then result_finish(r, true, value)
-    else result_finish(r, false, task_error(value)) end
+    if m[2] then result_finish(r, true, m)
+    else result_finish(r, false, task_error(m[3])) end
     return
   end
   local start = self._start[tid]
   self._start[tid] = nil
+  local ok, value = m[2], m[3]
   r:_chunk(start, ok, ok and value or task_error(value))
 end
 
@@ -667,20 +713,24 @@ local function new_result(pool, kind, callback, error_callback)
 end
 
 --- apply_async(fn, [args], [callback], [error_callback]) -> AsyncResult
+-- (The hot path of small tasks: checks are inlined where they cost a call.)
 function Pool:apply_async(fn, args, callback, error_callback)
-  self:_check_running("apply_async")
-  check_callable(fn, 1, "apply_async", "callable", false, 2)
+  if self._state ~= RUN then self:_check_running("apply_async") end
+  if type(fn) ~= "function" then check_callable(fn, 1, "apply_async", "callable", false, 2) end
   if args ~= nil and type(args) ~= "table" then
     error(("bad argument #2 to 'apply_async' (table of arguments expected, got %s)")
       :format(type(args)), 2)
   end
-  check_callable(callback, 3, "apply_async", "callable", true, 2)
-  check_callable(error_callback, 4, "apply_async", "callable", true, 2)
-  local r = new_result(self, "call", callback, error_callback)
+  if callback ~= nil or error_callback ~= nil then
+    check_callable(callback, 3, "apply_async", "callable", true, 2)
+    check_callable(error_callback, 4, "apply_async", "callable", true, 2)
+  end
+  local r = setmetatable({_pool = self, _kind = "call", _ready = false,
+    _callback = callback, _error_callback = error_callback}, AsyncResult)
   local tid = self:_submit("apply_async", "call", fn, args or no_args)
   self._pending[tid] = r
   self._npending = self._npending + 1
-  self:_poll()
+  if self._rq:qsize() > 0 then self:_poll() end
   return r
 end
 

@@ -261,6 +261,19 @@ static int child_body(lua_State *L) {
     lua_setfield(L, -2, "exit");
   }
   lua_pop(L, 1);
+  /* A fresh seed for math.random, as Python reseeds `random` in a forked
+   * child: else every child of a process draws the same numbers. */
+  lua_getglobal(L, "math");
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "randomseed") == LUA_TFUNCTION) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    lua_pushinteger(L, (lua_Integer)getpid());
+    lua_call(L, 2, 0);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   lua_State *C = lua_newthread(L);
   lua_pushcfunction(C, child_msgh);
   lua_pushvalue(L, 1);
