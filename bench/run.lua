@@ -15,7 +15,7 @@
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
---                pingpong, queues, pipe)
+--                pingpong, queues, pipe, pools)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -95,6 +95,16 @@ local WORKLOADS = {
   {script = "pipe", rows = {
     {name = "pipe-100mib", unit = "GB/s", better = "higher",
      goal = 1, goal_text = ">= 1 GB/s"},
+  }},
+  {script = "pools", rows = {
+    {name = "pool-map", unit = "M tasks/s", better = "higher",
+     goal = 1.5, goal_ratio = true, goal_text = ">= 1.5x Python"},
+    {name = "pool-apply-async", unit = "k tasks/s", better = "higher",
+     goal = 10, goal_ratio = true, goal_text = ">= 10x Python"},
+    {name = "threadpool-apply-async", unit = "k tasks/s", better = "higher",
+     goal = 7, goal_ratio = true, goal_text = ">= 7x Python"},
+    {name = "pool-map-cpu", unit = "speedup Pool(2)/Pool(1)", better = "higher",
+     goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
   }},
 }
 

@@ -537,7 +537,8 @@ function Pool:_submit(fname, kind, fn, payload)
   local ok, err = pcall(tq.put, tq, task)
   if not ok then
     err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
-      :gsub("^bad value at item%[4%]", "bad value in the arguments")
+      :gsub("^bad value at item%[4%]", kind == "call" and "bad value in the arguments"
+        or "bad value in the list")
     error(("%s: the task cannot be sent: %s"):format(fname, err), 3)
   end
   self._nput = tid
@@ -809,7 +810,7 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   local tids = {}
   for start = 1, n, chunksize do
     local stop = math.min(start + chunksize - 1, n)
-    local chunk = table.move(list, start, stop, 1, {n = stop - start + 1})
+    local chunk = core.slice(list, start, stop)   -- sent as a table of its own
     local ok, err = pcall(self._submit, self, fname, kind, fn, chunk)
     if not ok then   -- withdraw what went: their results are dropped
       for _, tid in ipairs(tids) do

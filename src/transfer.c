@@ -499,6 +499,42 @@ static int encode_key(enc *e, int key) {
   return encode_value(e, key);
 }
 
+/* Items first..first+count-1 of the table at idx, as an array part.  The
+ * scalars, most items of a big list, take a short path: they cannot fail
+ * but for memory, so they need no path segment. */
+static int encode_items(enc *e, int idx, lua_Integer first, lua_Unsigned count) {
+  lua_State *L = e->L;
+  for (lua_Unsigned k = 0; k < count; k++) {
+    lua_Integer i = first + (lua_Integer)k;
+    int ok;
+    switch (lua_rawgeti(L, idx, i)) {
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, -1)) {
+        uint64_t v = (uint64_t)lua_tointeger(L, -1);
+        ok = put_tag_varint(e, T_INT, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
+      } else {
+        double d = (double)lua_tonumber(L, -1);
+        ok = put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
+      }
+      break;
+    case LUA_TNIL:
+      ok = put_byte(e, T_NIL);
+      break;
+    case LUA_TBOOLEAN:
+      ok = put_byte(e, lua_toboolean(L, -1) ? T_TRUE : T_FALSE);
+      break;
+    default:
+      path_push(e, SEG_INDEX, 0, i, NULL);
+      ok = encode_value(e, lua_gettop(L));
+      e->depth--;
+    }
+    lua_pop(L, 1);
+    if (!ok)
+      return 0;
+  }
+  return 1;
+}
+
 static int encode_table(enc *e, int idx) {
   lua_State *L = e->L;
   lua_Unsigned narr = lua_rawlen(L, idx);
@@ -506,15 +542,8 @@ static int encode_table(enc *e, int idx) {
     return ENC_FAIL_OOM(e);
   size_t nrec_at = e->b->len;
   e->b->len += 4;                    /* nrec, patched below */
-  for (lua_Unsigned i = 1; i <= narr; i++) {
-    lua_rawgeti(L, idx, (lua_Integer)i);
-    path_push(e, SEG_INDEX, 0, (lua_Integer)i, NULL);
-    int ok = encode_value(e, lua_gettop(L));
-    e->depth--;
-    lua_pop(L, 1);
-    if (!ok)
-      return 0;
-  }
+  if (!encode_items(e, idx, 1, narr))
+    return 0;
   uint32_t nrec = 0;
   int key = lua_gettop(L) + 1;       /* where lua_next leaves each key */
   lua_pushnil(L);
@@ -548,6 +577,30 @@ static int encode_table(enc *e, int idx) {
   path_push(e, SEG_METATABLE, 0, 0, NULL);
   int ok = encode_value(e, lua_gettop(L));
   e->depth--;
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* A slice (core.slice(list, i, j), Pool's map chunks) is written as the
+ * table {list[i], ..., list[j], n = j - i + 1}, straight from the list. */
+#define SLICE_MT "concur.slice"
+
+typedef struct slice {
+  lua_Integer first, count;
+} slice;
+
+static int encode_slice(enc *e, int idx, const slice *sl) {
+  lua_State *L = e->L;
+  lua_getiuservalue(L, idx, 1);
+  int list = lua_gettop(L);
+  int ok = put_tag_varint(e, T_TABLE, (uint64_t)sl->count) && put_u32(e, 1) &&
+           encode_items(e, list, sl->first, (lua_Unsigned)sl->count);
+  if (ok) {
+    lua_pushliteral(L, "n");
+    ok = encode_key(e, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  ok = ok && put_tag_varint(e, T_INT, (uint64_t)sl->count << 1) && put_byte(e, T_NIL);
   lua_pop(L, 1);
   return ok;
 }
@@ -658,8 +711,10 @@ static int encode_value(enc *e, int idx) {
   }
   case LUA_TUSERDATA: {
     cobj *o = cobj_test(L, idx, NULL);
-    if (o == NULL)
-      return enc_fail(e, idx);
+    if (o == NULL) {
+      const slice *sl = luaL_testudata(L, idx, SLICE_MT);
+      return sl ? encode_slice(e, idx, sl) : enc_fail(e, idx);
+    }
     tbuf *b = e->b;
     size_t i;
     for (i = 0; i < b->nobjs && b->objs[i] != o; i++)
@@ -1449,6 +1504,20 @@ static int tr_roundtrip(lua_State *L) {
   return r + 1;   /* size, values... */
 }
 
+/* core.slice(list, i, j): list[i..j] to send as a table of its own. */
+static int tr_slice(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, i >= 1 && j >= i - 1 && j - i < INT32_MAX, 3, "bad slice bounds");
+  slice *sl = lua_newuserdatauv(L, sizeof *sl, 1);
+  sl->first = i;
+  sl->count = j - i + 1;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, SLICE_MT);
+  return 1;
+}
+
 static int tbuf_box_gc(lua_State *L) {
   tbuf_free(lua_touserdata(L, 1));
   return 0;
@@ -1457,9 +1526,12 @@ static int tbuf_box_gc(lua_State *L) {
 int transfer_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"transfer", tr_roundtrip},
+    {"slice", tr_slice},
     {NULL, NULL}
   };
   luaL_setfuncs(L, funcs, 0);
+  luaL_newmetatable(L, SLICE_MT);
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, "concur.tbuf")) {
     lua_pushcfunction(L, tbuf_box_gc);
     lua_setfield(L, -2, "__gc");
