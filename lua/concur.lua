@@ -252,7 +252,7 @@ concur.Timer = Timer
 local POOL_SLICE = 0.1
 local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 local pack, unpack = table.pack, table.unpack
-local get_ident, getpid, now = core.get_ident, core.getpid, core.time
+local getpid, now = core.getpid, core.time
 local Empty = concur.Empty
 local no_args = {n = 0}
 local worker_count = 0
@@ -295,6 +295,10 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
   end
   local init_error
   if initializer ~= nil then
+    -- A copy by the transfer rules, in a forked worker too: its _ENV is
+    -- then the worker's globals, the one the tasks see.
+    local _
+    _, initializer, initargs = require("concur.core").transfer(initializer, initargs)
     local ok, err = xpcall(initializer, on_error, unpack(initargs, 1, initargs.n or #initargs))
     if not ok then
       init_error = err
@@ -327,7 +331,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
       end
       local sent, err = pcall(rq.put, rq, msg or {tid, ok, value})
       if not sent then
-        local what = ok and "its results" or "its error"
+        local what = ok and "results" or "error"
         if not ok then   -- an error value that cannot cross goes as its string
           sent = pcall(rq.put, rq, {tid, false, {tostring(value[1]), value[2]}})
         end
@@ -390,8 +394,8 @@ end
 
 --- The task's results, or raises its error, or concur.TimeoutError.
 function AsyncResult:get(timeout)
+  if timeout ~= nil then check_timeout(timeout, 1, "get") end
   if not self._ready then
-    check_timeout(timeout, 1, "get")
     self._pool:_collect(is_ready, self, timeout)
     if not self._ready then error(concur.TimeoutError, 2) end
   end
@@ -435,6 +439,10 @@ local Pool = {}
 Pool.__index = Pool
 register(Pool, "Pool")
 
+-- The pools this state made.  A copy of one (sent to another thread, or back)
+-- is not in here, and a forked child has another pid: neither may use it.
+local originals = setmetatable({}, {__mode = "k"})
+
 local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
 
 local function pool_new(cls, threads, fname, n, initializer, initargs)
@@ -443,27 +451,32 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
     n, initializer, initargs = n.processes or n.threads, n.initializer, n.initargs
   end
   if n == nil then n = core.cpu_count() end
-  if math.type(n) ~= "integer" and not (type(n) == "number" and n == math.floor(n)) then
-    error(("bad argument #1 to '%s' (number of workers must be an integer, got %s)")
+  local size = type(n) == "number" and math.tointeger(n) or nil
+  if size == nil or size < 1 or size > 4096 then
+    error(("bad argument #1 to '%s' (number of workers must be an integer from 1 to 4096, got %s)")
       :format(fname, type(n) == "number" and tostring(n) or type(n)), 3)
-  end
-  if n < 1 or n > 4096 then
-    error(("bad argument #1 to '%s' (number of workers must be 1 to 4096, got %d)")
-      :format(fname, n), 3)
   end
   check_callable(initializer, 2, fname, "callable", true, 3)
   if initargs ~= nil and type(initargs) ~= "table" then
     error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(initargs)), 3)
   end
+  if initializer ~= nil then   -- each worker gets a copy, by the transfer rules
+    local ok, err = pcall(core.transfer, initializer, initargs)
+    if not ok then
+      error(("bad argument #2 to '%s' (the initializer or its arguments cannot be sent: %s)")
+        :format(fname, tostring(err)), 3)
+    end
+  end
   local self = setmetatable({
-    _threads = threads, _size = math.tointeger(n), _state = RUN,
+    _threads = threads, _size = size, _state = RUN,
     _initializer = initializer, _initargs = initargs or no_args,
     _tq = core.Queue(), _rq = core.Queue(), _slots = core.Slots(n),
     _workers = {}, _ended = {},
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
-    _pid = getpid(), _ident = get_ident(),
+    _pid = getpid(),
   }, cls)
+  originals[self] = true
   for wid = 1, self._size do
     local ok, err = pcall(self._start_worker, self, wid)
     if not ok then
@@ -490,15 +503,19 @@ function Pool:__tostring()
 end
 
 function Pool:_check_owner()
-  if getpid() ~= self._pid or get_ident() ~= self._ident then
+  if not originals[self] or getpid() ~= self._pid then
     error("this pool belongs to another thread or process", 3)
   end
 end
 
-function Pool:_check_running(fname)
+function Pool:_check_running(fname, level)
+  level = level or 3
+  if not originals[self] or getpid() ~= self._pid then
+    error("this pool belongs to another thread or process", level)
+  end
   if self._state ~= RUN then
     error(("%s: pool is %s"):format(fname,
-      self._state == CLOSE and "closed" or "terminated"), 3)
+      self._state == CLOSE and "closed" or "terminated"), level)
   end
 end
 
@@ -716,7 +733,9 @@ end
 --- apply_async(fn, [args], [callback], [error_callback]) -> AsyncResult
 -- (The hot path of small tasks: checks are inlined where they cost a call.)
 function Pool:apply_async(fn, args, callback, error_callback)
-  if self._state ~= RUN then self:_check_running("apply_async") end
+  if self._state ~= RUN or not originals[self] or getpid() ~= self._pid then
+    self:_check_running("apply_async")
+  end
   if type(fn) ~= "function" then check_callable(fn, 1, "apply_async", "callable", false, 2) end
   if args ~= nil and type(args) ~= "table" then
     error(("bad argument #2 to 'apply_async' (table of arguments expected, got %s)")
@@ -737,6 +756,11 @@ end
 
 --- apply(fn, [args]) -> fn's results
 function Pool:apply(fn, args)
+  self:_check_running("apply")
+  check_callable(fn, 1, "apply", "callable", false, 2)
+  if args ~= nil and type(args) ~= "table" then
+    error(("bad argument #2 to 'apply' (table of arguments expected, got %s)"):format(type(args)), 2)
+  end
   return self:apply_async(fn, args):get()
 end
 
@@ -761,9 +785,12 @@ function AsyncResult:_chunk(start, ok, value)
       self._arrived[start] = {value}
     end
   else   -- imap_unordered: values in the order they come
-    local q = self._fifo
+    local q, at = self._fifo, self._index
     if ok then
-      for i = 1, value.n do q.last = q.last + 1; q[q.last] = value[i] end
+      for i = 1, value.n do
+        local k = q.last + 1
+        q.last, q[k], at[k] = k, value[i], start + i - 1
+      end
     else
       q.last = q.last + 1; q[q.last] = {value}
       self._failed[q.last] = true
@@ -772,26 +799,26 @@ function AsyncResult:_chunk(start, ok, value)
 end
 
 local function check_chunksize(cs, n, fname)
-  if cs ~= nil and (math.type(cs) ~= "integer" and not (type(cs) == "number" and cs == math.floor(cs))
-      or cs < 1) then
+  if cs ~= nil and not (type(cs) == "number" and math.tointeger(cs) and cs >= 1) then
     error(("bad argument #%d to '%s' (chunksize must be a positive integer, got %s)")
-      :format(n, fname, type(cs) == "number" and tostring(cs) or type(cs)), 3)
+      :format(n, fname, type(cs) == "number" and tostring(cs) or type(cs)), 4)
   end
 end
 
 -- Puts fn over list in chunks; the result, whose kind is mode.
 function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callback)
-  self:_check_running(fname)
+  self:_check_running(fname, 4)
   check_callable(fn, 1, fname, "callable", false, 3)
   if type(list) ~= "table" then
-    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
+    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 4)
   end
   check_chunksize(chunksize, 3, fname)
-  local n = list.n or #list
+  local n = math.tointeger(list.n) or #list
+  if n < 0 then n = 0 end
   if chunksize == nil then
     if mode == "map" then   -- Python's rule: about four chunks per worker
       chunksize = n // (self._size * 4)
-      if n % (self._size * 4) ~= 0 then chunksize = chunksize + 1 end
+      if n % (self._size * 4) ~= 0 or chunksize == 0 then chunksize = chunksize + 1 end
     else
       chunksize = 1
     end
@@ -801,7 +828,9 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   r._value, r._len, r._chunksize = {}, n, chunksize
   r._left = (n + chunksize - 1) // chunksize
   if mode == "imap" then r._arrived = {}
-  elseif mode == "imap_unordered" then r._fifo, r._failed = {first = 1, last = 0}, {} end
+  elseif mode == "imap_unordered" then
+    r._fifo, r._index, r._failed = {first = 1, last = 0}, {}, {}
+  end
   if n == 0 then
     if mode == "map" then result_finish(r, true, r._value) else r._ready = true end
     return r
@@ -876,21 +905,21 @@ end
 --- order the results come, giving each value and its index in list.
 function Pool:imap_unordered(fn, list, chunksize)
   local r = self:_map("imap_unordered", "imap_unordered", "map", fn, list, chunksize)
-  local pool, q, failed, given = self, r._fifo, r._failed, 0
+  local pool, q, at, failed, given = self, r._fifo, r._index, r._failed, 0
   local function has_one() return q.first <= q.last end
   return function()
     if given >= r._len then return nil end
     if q.first > q.last then pool:_collect(has_one) end
     local k = q.first
-    local v = q[k]
-    q[k], q.first = nil, k + 1
+    local v, i = q[k], at[k]
+    q[k], at[k], q.first = nil, nil, k + 1
     if failed[k] then
       failed[k] = nil
       given = given + r._chunksize
       error(v[1], 0)
     end
     given = given + 1
-    return v
+    return v, i
   end
 end
 
@@ -961,7 +990,7 @@ Pool.__close = Pool.terminate
 -- A pool dropped without close or terminate: its workers are told to stop
 -- (not waited for: a collector must not block).
 function Pool:__gc()
-  if self._state == TERMINATE or getpid() ~= self._pid then return end
+  if self._state == TERMINATE or not originals[self] or getpid() ~= self._pid then return end
   self._state = TERMINATE
   for wid = 1, self._size do
     local w = self._workers[wid]

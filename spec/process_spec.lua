@@ -106,6 +106,17 @@ end
 
 describe("concur.Process", function()
   describe("start and join", function()
+    it("reseeds math.random in each child, as Python reseeds random", function()
+      local q = concur.Queue()
+      local function draw() q:put(math.random(1 << 50)) end
+      local a, b = concur.Process{target = draw}, concur.Process{target = draw}
+      a:start(); b:start()
+      assert.is_true(a:join(10)); assert.is_true(b:join(10))
+      local x, y = q:get(true, 5), q:get(true, 5)
+      assert.are_not.equal(x, y)
+      assert.are_not.equal(math.random(1 << 50), x)
+    end)
+
     it("join() returns true once the child has ended", function()
       local p = concur.Process{target = function() end}
       p:start()

@@ -141,7 +141,8 @@ static int core_cpu_count(lua_State *L) {
 }
 
 static int core_getpid(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)getpid());
+  /* The cached pid (every forked child refreshes it): no system call. */
+  lua_pushinteger(L, (lua_Integer)(concur_pid ? concur_pid : getpid()));
   return 1;
 }
 
