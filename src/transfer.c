@@ -499,6 +499,17 @@ static int encode_key(enc *e, int key) {
   return encode_value(e, key);
 }
 
+/* Integers zigzag-encoded as varints; floats as their 8 bytes. */
+static inline int encode_number(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (lua_isinteger(L, idx)) {
+    uint64_t v = (uint64_t)lua_tointeger(L, idx);
+    return put_tag_varint(e, T_INT, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
+  }
+  double d = (double)lua_tonumber(L, idx);
+  return put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
+}
+
 /* Items first..first+count-1 of the table at idx, as an array part.  The
  * scalars, most items of a big list, take a short path: they cannot fail
  * but for memory, so they need no path segment. */
@@ -509,13 +520,7 @@ static int encode_items(enc *e, int idx, lua_Integer first, lua_Unsigned count) 
     int ok;
     switch (lua_rawgeti(L, idx, i)) {
     case LUA_TNUMBER:
-      if (lua_isinteger(L, -1)) {
-        uint64_t v = (uint64_t)lua_tointeger(L, -1);
-        ok = put_tag_varint(e, T_INT, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
-      } else {
-        double d = (double)lua_tonumber(L, -1);
-        ok = put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
-      }
+      ok = encode_number(e, -1);
       break;
     case LUA_TNIL:
       ok = put_byte(e, T_NIL);
@@ -673,13 +678,7 @@ static int encode_value(enc *e, int idx) {
   case LUA_TBOOLEAN:
     return put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      uint64_t v = (uint64_t)lua_tointeger(L, idx);
-      return put_tag_varint(e, T_INT, (v << 1) ^ (uint64_t)((int64_t)v >> 63));
-    } else {
-      double d = (double)lua_tonumber(L, idx);
-      return put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
-    }
+    return encode_number(e, idx);
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
