@@ -261,6 +261,7 @@ local worker_count = 0
 --- so it uses nothing but its arguments and the globals.
 local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
   local unpack, pack = table.unpack, table.pack
+  local slice = require("concur.core").slice
   local where = ("[in pool worker %s, pid %d]\n"):format(name, require("concur").getpid())
   -- The error and the worker's traceback, cut at the worker's own frames.
   local function on_error(e)
@@ -279,7 +280,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
     else
       for i = 1, items.n do items[i] = fn(items[i]) end
     end
-    return items
+    return slice(items, 1, items.n)   -- sent without a walk over the table
   end
   local loaded, nloaded = {}, 0   -- function id -> the function, loaded once
   local function task_fn(task)
