@@ -503,17 +503,20 @@ function Pool:__tostring()
     :format(self._threads and "ThreadPool" or "Pool", self._state, self._size)
 end
 
-function Pool:_check_owner()
-  if not originals[self] or getpid() ~= self._pid then
-    error("this pool belongs to another thread or process", 3)
+-- True in the state and process that made the pool (see originals).
+local function owned(pool)
+  return originals[pool] and getpid() == pool._pid
+end
+
+function Pool:_check_owner(level)
+  if not owned(self) then
+    error("this pool belongs to another thread or process", (level or 2) + 1)
   end
 end
 
 function Pool:_check_running(fname, level)
   level = level or 3
-  if not originals[self] or getpid() ~= self._pid then
-    error("this pool belongs to another thread or process", level)
-  end
+  self:_check_owner(level)
   if self._state ~= RUN then
     error(("%s: pool is %s"):format(fname,
       self._state == CLOSE and "closed" or "terminated"), level)
@@ -563,43 +566,43 @@ function Pool:_submit(fname, kind, fn, payload)
   return tid
 end
 
--- Handles one message from the result queue.
-function Pool:_on_message(m)
-  local tid = m[1]
-  if tid == 0 then   -- a worker could not receive a task: the census finds it
-    self._lost_reason = m[3][1]
-    self._deaths = self._deaths + 1
-    return
-  end
-  local r = self._pending[tid]
-  if r == nil then return end   -- failed already (terminate, a death)
-  self._pending[tid] = nil
-  self._npending = self._npending - 1
-  if r._kind == "call" then
-    if r._ready then return end
-    if m[2] then result_finish(r, true, m)
-    else result_finish(r, false, task_error(m[3])) end
-    return
-  end
-  local start = self._start[tid]
-  self._start[tid] = nil
-  local ok, value = m[2], m[3]
-  r:_chunk(start, ok, ok and value or task_error(value))
-end
-
--- Fails the task tid with err (a death, terminate).
-function Pool:_fail(tid, err)
+-- Settles the task tid: ok with its result message m, or failed with the
+-- error m.  A task settled already (terminate, a death) is left alone.
+function Pool:_settle(tid, ok, m)
   local r = self._pending[tid]
   if r == nil then return end
   self._pending[tid] = nil
   self._npending = self._npending - 1
   if r._kind == "call" then
-    if not r._ready then result_finish(r, false, err) end
+    if not r._ready then result_finish(r, ok, m) end
   else
     local start = self._start[tid]
     self._start[tid] = nil
-    r:_chunk(start, false, err)
+    r:_chunk(start, ok, ok and m[3] or m)
   end
+end
+
+-- A task or a result that went missing (reason): the census finds the task.
+function Pool:_lost(reason)
+  self._lost_reason = reason
+  self._deaths = self._deaths + 1
+end
+
+-- Handles one message from the result queue.
+function Pool:_on_message(m)
+  local tid = m[1]
+  if tid == 0 then   -- a worker could not receive a task
+    self:_lost(m[3][1])
+  elseif m[2] then
+    self:_settle(tid, true, m)
+  else
+    self:_settle(tid, false, task_error(m[3]))
+  end
+end
+
+-- Fails the task tid with err (a death, terminate).
+function Pool:_fail(tid, err)
+  self:_settle(tid, false, err)
 end
 
 -- Handles every message already in the result queue; never blocks.
@@ -614,8 +617,7 @@ function Pool:_poll()
     elseif m == Empty then
       return
     else   -- a result that cannot be decoded here: the census finds its task
-      self._lost_reason = "its result could not be received: " .. tostring(m)
-      self._deaths = self._deaths + 1
+      self:_lost("its result could not be received: " .. tostring(m))
     end
   until rq:qsize() == 0
 end
@@ -645,8 +647,7 @@ function Pool:_collect(pred, arg, timeout)
     if ok then
       self:_on_message(m)
     elseif m ~= Empty then
-      self._lost_reason = "its result could not be received: " .. tostring(m)
-      self._deaths = self._deaths + 1
+      self:_lost("its result could not be received: " .. tostring(m))
     end
     if pred(arg) then return true end
   end
@@ -734,7 +735,7 @@ end
 --- apply_async(fn, [args], [callback], [error_callback]) -> AsyncResult
 -- (The hot path of small tasks: checks are inlined where they cost a call.)
 function Pool:apply_async(fn, args, callback, error_callback)
-  if self._state ~= RUN or not originals[self] or getpid() ~= self._pid then
+  if self._state ~= RUN or not owned(self) then
     self:_check_running("apply_async")
   end
   if type(fn) ~= "function" then check_callable(fn, 1, "apply_async", "callable", false, 2) end
@@ -991,7 +992,7 @@ Pool.__close = Pool.terminate
 -- A pool dropped without close or terminate: its workers are told to stop
 -- (not waited for: a collector must not block).
 function Pool:__gc()
-  if self._state == TERMINATE or not originals[self] or getpid() ~= self._pid then return end
+  if self._state == TERMINATE or not owned(self) then return end
   self._state = TERMINATE
   for wid = 1, self._size do
     local w = self._workers[wid]
