@@ -1023,6 +1023,7 @@ concur.main_thread = core.main_thread
 concur.get_ident = core.get_ident
 concur.active_count = core.active_count
 concur.enumerate = core.enumerate
+concur.stack_size = core.stack_size
 concur.sleep = core.sleep
 concur.time = core.time
 concur.cpu_count = core.cpu_count

@@ -82,6 +82,7 @@ struct worker {
   lua_Integer ident;
   long native_id;            /* (rt) 0 until the worker has run */
   pthread_t tid;             /* set before the worker runs */
+  size_t stack_size;         /* what it was made with (0: the system's) */
   worker *next_idle;         /* (rt) */
 };
 
@@ -102,6 +103,7 @@ static struct {
   thread_obj *main;
   long counter;              /* Thread-N */
   long dummy_counter;        /* Dummy-N */
+  size_t stack_size;         /* for workers made from now on (0: the system's) */
 } rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* initial-exec: static TLS even when loaded with dlopen, so the access is one
@@ -421,6 +423,11 @@ static int run_fail(lua_State *L) {
 
 /* Runs t on w's state; leaves t's result or error in t->result. */
 static int run_task(worker *w, thread_obj *t) {
+  /* The state is built ahead, while the worker is parked; if memory ran
+   * short then, try again now rather than fail a thread for the past. */
+  if (w->L == NULL)
+    w->L = state_build(w->arena.base ? &w->arena : NULL, w->setup_error,
+                       sizeof w->setup_error);
   lua_State *L = w->L;
   char err[TRANSFER_ERRLEN];
   if (L == NULL) {
@@ -639,9 +646,13 @@ static int th_start(lua_State *L) {
   else
     rt.ndaemon_busy++;
   cobj_incref(&t->hdr);               /* the worker's reference */
-  if (rt.idle) {
-    w = rt.idle;
-    rt.idle = w->next_idle;
+  /* A parked worker with the stack size now asked for takes the thread. */
+  worker **link = &rt.idle;
+  while (*link && (*link)->stack_size != rt.stack_size)
+    link = &(*link)->next_idle;
+  if (*link) {
+    w = *link;
+    *link = w->next_idle;
     rt.nidle--;
     w->task = t;
     t->ident = w->ident;
@@ -652,18 +663,27 @@ static int th_start(lua_State *L) {
     return 0;
   }
   rt.nworkers++;
+  size_t stack_size = rt.stack_size;
   pthread_mutex_unlock(&rt.lock);
 
   /* No parked worker: make one; it builds its state, then runs t. */
   fresh = calloc(1, sizeof *fresh);
   int rc = ENOMEM;
-  if (fresh) {
+  pthread_attr_t attr;
+  if (fresh && (rc = pthread_attr_init(&attr)) == 0) {
     cond_init_monotonic(&fresh->wake);
     fresh->task = t;
+    fresh->stack_size = stack_size;
+    if (stack_size)
+      rc = pthread_attr_setstacksize(&attr, stack_size);
     /* Joinable: a worker detaches itself unless it leaves at shutdown. */
     pthread_mutex_lock(&rt.lock);   /* publishes fresh->tid before it runs */
-    rc = pthread_create(&fresh->tid, NULL, worker_main, fresh);
+    if (rc == 0)
+      rc = pthread_create(&fresh->tid, &attr, worker_main, fresh);
     pthread_mutex_unlock(&rt.lock);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+      pthread_cond_destroy(&fresh->wake);
   }
   if (rc == 0)
     return 0;
@@ -683,10 +703,7 @@ static int th_start(lua_State *L) {
   pthread_mutex_unlock(&rt.lock);
   tbuf_free(&msg);
   cobj_decref(&t->hdr);
-  if (fresh) {
-    pthread_cond_destroy(&fresh->wake);
-    free(fresh);
-  }
+  free(fresh);
   return luaL_error(L, "can't start new thread (%s)", strerror(rc));
 }
 
@@ -1046,6 +1063,37 @@ void thread_runtime_init(void) {
   pthread_once(&rt_once, rt_init);
 }
 
+/* concur.stack_size([size]): the stack size of threads started from now on,
+ * as Python's threading.stack_size: returns the old setting; 0 is the
+ * system's default (ulimit -s, usually 8 MiB).  The floor leaves room for
+ * Lua's deepest C recursion (200 levels: nested string.gsub callbacks need
+ * about 400 KiB), so that a small stack gives Lua's "C stack overflow" error,
+ * never a crash.  Only touched pages cost memory: the size bounds address
+ * space, not resident memory. */
+#define STACK_SIZE_MIN ((size_t)1 << 20)
+#define STACK_SIZE_MAX ((size_t)1 << 30)
+
+static int th_stack_size(lua_State *L) {
+  pthread_mutex_lock(&rt.lock);
+  size_t old = rt.stack_size;
+  pthread_mutex_unlock(&rt.lock);
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n == 0 || (n >= (lua_Integer)STACK_SIZE_MIN &&
+                                n <= (lua_Integer)STACK_SIZE_MAX), 1,
+                  "size must be 0 or between 1048576 (1 MiB) and 1073741824 (1 GiB) bytes");
+    size_t size = (size_t)n;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0 && size % (size_t)page)
+      size += (size_t)page - size % (size_t)page;
+    pthread_mutex_lock(&rt.lock);
+    rt.stack_size = size;
+    pthread_mutex_unlock(&rt.lock);
+  }
+  lua_pushinteger(L, (lua_Integer)old);
+  return 1;
+}
+
 static int th_set_class(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   ctx_push_table(L);
@@ -1073,6 +1121,7 @@ void thread_open(lua_State *L) {
     {"get_ident", th_get_ident},
     {"active_count", th_active_count},
     {"enumerate", th_enumerate},
+    {"stack_size", th_stack_size},
     {NULL, NULL}
   };
   cobj_newmetatable(L, &thread_type, meta);
