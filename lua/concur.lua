@@ -44,11 +44,56 @@ local function callable(v)
   return type(mt) == "table" and mt.__call ~= nil
 end
 
--- Checks an options table against the names a constructor accepts.
+-- Argument checks -------------------------------------------------------------
+-- Errors name the argument as Lua's own do (`bad argument #1 to 'map'
+-- (...)`) and are raised at the caller's line: every check takes the level
+-- of the user's call relative to itself.
+
+-- The metatable under any __metatable guard: concur's C handles keep theirs
+-- private, and their __name tells their type.
+local raw_getmetatable = debug.getmetatable
+local getmetatable = getmetatable
+
+-- The type of v as luaL_typeerror names it: __name for a userdata that has
+-- one ("concur.Event", "FILE*").
+local function typename(v)
+  local mt = raw_getmetatable(v)
+  local name = type(mt) == "table" and rawget(mt, "__name")
+  return type(name) == "string" and name or type(v)
+end
+
+-- Whether v is a C handle of the concur type named `name` ("concur.Thread").
+local function is_handle(v, name)
+  if type(v) ~= "userdata" then return false end
+  local mt = raw_getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__name") == name
+end
+
+-- A method called with `.` and something else than its object as self:
+-- raised at `level` relative to the method calling this (default 2, the
+-- method's caller).
+local function bad_self(v, what, fname, level)
+  error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname, what, typename(v)),
+    (level or 2) + 1)
+end
+
+-- The name the function at `level` (1: the one calling this) was called
+-- by, as Lua's own argument errors give it, or `default`.
+local function called_as(level, default)
+  local ar = debug.getinfo(level + 1, "n")
+  return ar and ar.name or default
+end
+
+-- Checks an options table against the names a constructor accepts.  The
+-- module itself is no options table: concur:Queue(5) instead of concur.Queue(5).
 local function check_options(opts, allowed, fname, level)
   if type(opts) ~= "table" then
     error(("bad argument #1 to '%s' (table of options expected, got %s)")
       :format(fname, type(opts)), level + 1)
+  end
+  if opts == concur then
+    error(("bad argument #1 to '%s' (got the concur module: call concur.%s(...), not concur:%s(...))")
+      :format(fname, fname, fname), level + 1)
   end
   for k in pairs(opts) do
     if not allowed[k] then
@@ -89,13 +134,26 @@ local function runnable_init(what)
   end
 end
 
---- Runs in the new thread or process, on a copy of the object.
-local function runnable_run(self)
-  local target = self.target
-  if target == nil then return end
-  local args = self.args
-  if args == nil then return target() end
-  return target(table.unpack(args, 1, args.n or #args))
+-- The default `run` of a runnable class whose handles are of type `handle`:
+-- runs in the new thread or process, on a copy of the object.
+local function runnable_run(handle)
+  return function(self)
+    if not is_handle(self, handle) then bad_self(self, handle, "run") end
+    local target = self.target
+    if target == nil then return end
+    local args = self.args
+    if args == nil then return target() end
+    return target(table.unpack(args, 1, args.n or #args))
+  end
+end
+
+-- Sets an attribute that the C core guards (name, daemon) from a method:
+-- a refusal ("cannot set daemon status of active thread") is raised at the
+-- line that called the method.  The metamethod is called directly, so that
+-- its error carries no position of its own.
+local function set_attribute(self, key, value)
+  local ok, err = pcall(raw_getmetatable(self).__newindex, self, key, value)
+  if not ok then error(err, 3) end
 end
 
 -- A runnable class: `new` makes the C handle around a fields table.
@@ -109,14 +167,33 @@ local function runnable_class(what, new)
     self:init(...)
     return self
   end
+  local handle = "concur." .. what
   cls.init = runnable_init(what)
-  cls.run = runnable_run
+  cls.run = runnable_run(handle)
   cls.extend = extend
   -- Python's legacy camelCase names.
-  function cls:getName() return self.name end
-  function cls:setName(name) self.name = name end
-  function cls:isDaemon() return self.daemon end
-  function cls:setDaemon(daemonic) self.daemon = daemonic end
+  function cls:getName()
+    if not is_handle(self, handle) then bad_self(self, handle, "getName") end
+    return self.name
+  end
+  function cls:setName(name)
+    if not is_handle(self, handle) then bad_self(self, handle, "setName") end
+    if type(name) ~= "string" and type(name) ~= "number" then
+      error(("bad argument #1 to 'setName' (string expected, got %s)"):format(typename(name)), 2)
+    end
+    set_attribute(self, "name", name)
+  end
+  function cls:isDaemon()
+    if not is_handle(self, handle) then bad_self(self, handle, "isDaemon") end
+    return self.daemon
+  end
+  function cls:setDaemon(daemonic)
+    if not is_handle(self, handle) then bad_self(self, handle, "setDaemon") end
+    if type(daemonic) ~= "boolean" then
+      error(("bad argument #1 to 'setDaemon' (boolean expected, got %s)"):format(typename(daemonic)), 2)
+    end
+    set_attribute(self, "daemon", daemonic)
+  end
   return cls
 end
 
@@ -145,15 +222,20 @@ concur.Process = Process
 -- tostring gives the name.  Registered, so each state has its own and a
 -- transfer gives the receiver's.
 
+-- The values are empty tables, their names kept here: a field of their own
+-- could be assigned (__newindex only sees keys a table lacks).
+local error_names = {}
 local error_mt = {
-  __tostring = function(e) return "concur." .. e.name end,
+  __index = function(e, k) if k == "name" then return error_names[e] end end,
+  __tostring = function(e) return "concur." .. error_names[e] end,
   __newindex = function() error("concur error values are read-only", 2) end,
   __metatable = "concur error value",
 }
 register(error_mt, "error_mt")
 
 for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
-  local e = setmetatable({name = name}, error_mt)
+  local e = setmetatable({}, error_mt)
+  error_names[e] = name
   concur[name] = e
   register(e, name)
 end
@@ -176,9 +258,63 @@ concur.Barrier = core.Barrier
 -- C as well (src/queue.c, src/pipe.c).  One Queue serves as Python's
 -- queue.Queue, multiprocessing.Queue and JoinableQueue.
 
-concur.Queue = core.Queue
-concur.JoinableQueue = core.Queue
-concur.Pipe = core.Pipe
+-- Their options are read here (a misspelt one is an error, as Python's
+-- unexpected keyword argument is); C gets plain values.
+
+local queue_options, pipe_options = {maxsize = true}, {duplex = true}
+
+--- Queue([maxsize]) or Queue{maxsize = n}: 0, nil or less is unbounded.
+local function Queue(maxsize)
+  local n = maxsize
+  if type(n) == "table" then
+    local fname = called_as(1, "Queue")
+    check_options(n, queue_options, fname, 2)
+    n = n.maxsize
+    if n ~= nil and math.type(n) ~= "integer" and not (math.type(n) == "float" and math.tointeger(n)) then
+      error(("bad argument #1 to '%s' (option 'maxsize' must be an integer, got %s)")
+        :format(fname, math.type(n) and tostring(n) or typename(n)), 2)
+    end
+  elseif n ~= nil then   -- as luaL_optinteger: a number or a numeric string
+    local num = tonumber(n)
+    if (type(n) ~= "number" and type(n) ~= "string") or num == nil then
+      error(("bad argument #1 to '%s' (number expected, got %s)")
+        :format(called_as(1, "Queue"), typename(n)), 2)
+    end
+    if math.tointeger(num) == nil then
+      error(("bad argument #1 to '%s' (number has no integer representation)")
+        :format(called_as(1, "Queue")), 2)
+    end
+    n = num
+  end
+  n = n and math.tointeger(n) or 0
+  if n < 0 then n = 0 end   -- Python: zero or less is unbounded
+  if n > 0x7fffffff then
+    error(("bad argument #1 to '%s' (maxsize too large)"):format(called_as(1, "Queue")), 2)
+  end
+  return core.Queue(n)
+end
+register(Queue, "Queue")
+concur.Queue = Queue
+concur.JoinableQueue = Queue
+
+--- Pipe([duplex]) or Pipe{duplex = b} -> two connections.
+local function Pipe(duplex)
+  if type(duplex) == "table" then
+    local fname = called_as(1, "Pipe")
+    check_options(duplex, pipe_options, fname, 2)
+    duplex = duplex.duplex
+    if duplex ~= nil and type(duplex) ~= "boolean" then
+      error(("bad argument #1 to '%s' (option 'duplex' must be a boolean, got %s)")
+        :format(fname, typename(duplex)), 2)
+    end
+  elseif duplex ~= nil and type(duplex) ~= "boolean" then
+    error(("bad argument #1 to '%s' (boolean expected, got %s)")
+      :format(called_as(1, "Pipe"), typename(duplex)), 2)
+  end
+  return core.Pipe(duplex)
+end
+register(Pipe, "Pipe")
+concur.Pipe = Pipe
 
 --- Timer(interval, fn, [args]): a Thread that calls fn(args...) after
 --- interval seconds unless cancelled first.
@@ -202,7 +338,15 @@ function Timer:init(interval, fn, args)
   self.finished = core.Event()
 end
 
+-- Whether self is a Timer (a Thread handle with the Timer's Event).
+local function check_timer(self, fname)
+  if not is_handle(self, "concur.Thread") or self.finished == nil then
+    error(("bad argument #1 to '%s' (concur.Timer expected, got %s)"):format(fname, typename(self)), 3)
+  end
+end
+
 function Timer:run()
+  check_timer(self, "run")
   local finished = self.finished
   finished:wait(self.interval)
   if not finished:is_set() then
@@ -218,6 +362,7 @@ end
 
 --- Stops the timer if it is still waiting.
 function Timer:cancel()
+  check_timer(self, "cancel")
   self.finished:set()
 end
 concur.Timer = Timer
@@ -376,18 +521,24 @@ register(AsyncResult, "AsyncResult")
 
 local function is_ready(r) return r._ready end
 
+-- Its methods check self: one metatable comparison.
+local function bad_result(self, fname) bad_self(self, "concur.AsyncResult", fname, 3) end
+
 function AsyncResult:ready()
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "ready") end
   if not self._ready then self._pool:_poll() end
   return self._ready
 end
 
 function AsyncResult:successful()
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "successful") end
   if not self:ready() then error("result is not ready", 2) end
   return self._ok
 end
 
 --- Waits until the result is ready or timeout seconds pass; true if ready.
 function AsyncResult:wait(timeout)
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "wait") end
   check_timeout(timeout, 1, "wait")
   if not self._ready then self._pool:_collect(is_ready, self, timeout) end
   return self._ready
@@ -395,6 +546,7 @@ end
 
 --- The task's results, or raises its error, or concur.TimeoutError.
 function AsyncResult:get(timeout)
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "get") end
   if timeout ~= nil then check_timeout(timeout, 1, "get") end
   if not self._ready then
     self._pool:_collect(is_ready, self, timeout)
@@ -449,7 +601,9 @@ local pool_options = {processes = true, threads = true, initializer = true, init
 local function pool_new(cls, threads, fname, n, initializer, initargs)
   if type(n) == "table" then
     check_options(n, pool_options, fname, 3)
-    n, initializer, initargs = n.processes or n.threads, n.initializer, n.initargs
+    local opts = n
+    n, initializer, initargs = opts.processes, opts.initializer, opts.initargs
+    if n == nil then n = opts.threads end   -- not `or`: false is an error, not the default
   end
   if n == nil then n = core.cpu_count() end
   local size = type(n) == "number" and math.tointeger(n) or nil
@@ -548,7 +702,8 @@ local function fn_id(fn)
   return id
 end
 
--- Puts a task; its tid, or raises (nothing is put) naming fname's argument.
+-- Puts a task: its tid, or nil and the message (nothing is put) naming
+-- fname's argument, for the caller to raise at its caller's line.
 function Pool:_submit(fname, kind, fn, payload)
   local tid = self._nput + 1
   local id = fn_ids[fn]
@@ -560,7 +715,7 @@ function Pool:_submit(fname, kind, fn, payload)
     err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
       :gsub("^bad value at item%[4%]", kind == "call" and "bad value in the arguments"
         or "bad value in the list")
-    error(("%s: the task cannot be sent: %s"):format(fname, err), 3)
+    return nil, ("%s: the task cannot be sent: %s"):format(fname, err)
   end
   self._nput = tid
   return tid
@@ -732,10 +887,31 @@ local function new_result(pool, kind, callback, error_callback)
     _callback = callback, _error_callback = error_callback}, AsyncResult)
 end
 
+-- Pool methods check self first: a pool's metatable is Pool.
+local function bad_pool(self, fname) bad_self(self, "concur.Pool", fname, 3) end
+
+-- Puts the task fn(args...) of apply or apply_async (fname), whose checks
+-- are done; its result.  Called by them directly: an error goes to level 3,
+-- their caller's line.
+local function put_call(self, fname, fn, args, callback, error_callback)
+  local tid, err = self:_submit(fname, "call", fn, args or no_args)
+  if tid == nil then error(err, 3) end
+  local r = setmetatable({_pool = self, _kind = "call", _ready = false,
+    _callback = callback, _error_callback = error_callback}, AsyncResult)
+  self._pending[tid] = r
+  self._npending = self._npending + 1
+  if self._rq:qsize() > 0 then self:_poll() end
+  return r
+end
+
 --- apply_async(fn, [args], [callback], [error_callback]) -> AsyncResult
--- (The hot path of small tasks: checks are inlined where they cost a call.)
+-- (The hot path of small tasks: checks are inlined where they cost a call.
+-- originals[v] is nil for anything but a pool this state made, and reading
+-- it never raises: one lookup answers "a pool of ours" before any field of
+-- self is read.)
 function Pool:apply_async(fn, args, callback, error_callback)
-  if self._state ~= RUN or not owned(self) then
+  if not originals[self] or self._state ~= RUN or getpid() ~= self._pid then
+    if getmetatable(self) ~= Pool then bad_pool(self, "apply_async") end
     self:_check_running("apply_async")
   end
   if type(fn) ~= "function" then check_callable(fn, 1, "apply_async", "callable", false, 2) end
@@ -747,23 +923,18 @@ function Pool:apply_async(fn, args, callback, error_callback)
     check_callable(callback, 3, "apply_async", "callable", true, 2)
     check_callable(error_callback, 4, "apply_async", "callable", true, 2)
   end
-  local r = setmetatable({_pool = self, _kind = "call", _ready = false,
-    _callback = callback, _error_callback = error_callback}, AsyncResult)
-  local tid = self:_submit("apply_async", "call", fn, args or no_args)
-  self._pending[tid] = r
-  self._npending = self._npending + 1
-  if self._rq:qsize() > 0 then self:_poll() end
-  return r
+  return (put_call(self, "apply_async", fn, args, callback, error_callback))
 end
 
 --- apply(fn, [args]) -> fn's results
 function Pool:apply(fn, args)
+  if getmetatable(self) ~= Pool then bad_pool(self, "apply") end
   self:_check_running("apply")
   check_callable(fn, 1, "apply", "callable", false, 2)
   if args ~= nil and type(args) ~= "table" then
     error(("bad argument #2 to 'apply' (table of arguments expected, got %s)"):format(type(args)), 2)
   end
-  return self:apply_async(fn, args):get()
+  return put_call(self, "apply", fn, args):get()
 end
 
 -- A map's chunk arrived (ok) or failed.
@@ -807,16 +978,31 @@ local function check_chunksize(cs, n, fname)
   end
 end
 
--- Puts fn over list in chunks; the result, whose kind is mode.
+-- Puts fn over list in chunks; the result, whose kind is mode.  Called by
+-- the public methods directly (never as a tail call): level 3 is their
+-- caller's line.
 function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callback)
   self:_check_running(fname, 4)
   check_callable(fn, 1, fname, "callable", false, 3)
   if type(list) ~= "table" then
-    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 4)
+    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
   end
   check_chunksize(chunksize, 3, fname)
   local n = math.tointeger(list.n) or #list
   if n < 0 then n = 0 end
+  if n > 0x7fffffff then   -- a chunk is cut with core.slice, at most this long
+    error(("bad argument #2 to '%s' (%s)"):format(fname,
+      math.tointeger(list.n) and "list.n is too large" or "list is too long"), 3)
+  end
+  if kind == "star" then   -- checked here: a worker would fail on each item
+    for i = 1, n do
+      local args = list[i]
+      if type(args) ~= "table" then
+        error(("bad argument #2 to '%s' (list of argument lists expected, item %d is a %s)")
+          :format(fname, i, typename(args)), 3)
+      end
+    end
+  end
   if chunksize == nil then
     if mode == "map" then   -- Python's rule: about four chunks per worker
       chunksize = n // (self._size * 4)
@@ -828,7 +1014,7 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   chunksize = math.tointeger(chunksize)
   local r = new_result(self, mode, callback, error_callback)
   r._value, r._len, r._chunksize = {}, n, chunksize
-  r._left = (n + chunksize - 1) // chunksize
+  r._left = n == 0 and 0 or (n - 1) // chunksize + 1   -- n + chunksize - 1 may overflow
   if mode == "imap" then r._arrived = {}
   elseif mode == "imap_unordered" then
     r._fifo, r._index, r._failed = {first = 1, last = 0}, {}, {}
@@ -840,19 +1026,19 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   local pending, starts = self._pending, self._start
   local tids = {}
   for start = 1, n, chunksize do
-    local stop = math.min(start + chunksize - 1, n)
+    local stop = n - start < chunksize and n or start + chunksize - 1
     local chunk = core.slice(list, start, stop)   -- sent as a table of its own
-    local ok, err = pcall(self._submit, self, fname, kind, fn, chunk)
-    if not ok then   -- withdraw what went: their results are dropped
-      for _, tid in ipairs(tids) do
-        pending[tid], starts[tid] = nil, nil
+    local tid, err = self:_submit(fname, kind, fn, chunk)
+    if tid == nil then   -- withdraw what went: their results are dropped
+      for _, t in ipairs(tids) do
+        pending[t], starts[t] = nil, nil
         self._npending = self._npending - 1
       end
       r._ready, r._value = true, err
       error(err, 3)
     end
-    tids[#tids + 1] = err
-    pending[err], starts[err] = r, start
+    tids[#tids + 1] = tid
+    pending[tid], starts[tid] = r, start
     self._npending = self._npending + 1
   end
   self:_poll()
@@ -861,30 +1047,37 @@ end
 
 --- map_async(fn, list, [chunksize], [callback], [error_callback]) -> AsyncResult
 function Pool:map_async(fn, list, chunksize, callback, error_callback)
+  if getmetatable(self) ~= Pool then bad_pool(self, "map_async") end
   check_callable(callback, 4, "map_async", "callable", true, 2)
   check_callable(error_callback, 5, "map_async", "callable", true, 2)
-  return self:_map("map_async", "map", "map", fn, list, chunksize, callback, error_callback)
+  local r = self:_map("map_async", "map", "map", fn, list, chunksize, callback, error_callback)
+  return r
 end
 
 --- map(fn, list, [chunksize]) -> list of fn(item), in order
 function Pool:map(fn, list, chunksize)
+  if getmetatable(self) ~= Pool then bad_pool(self, "map") end
   return self:_map("map", "map", "map", fn, list, chunksize):get()
 end
 
 function Pool:starmap_async(fn, list, chunksize, callback, error_callback)
+  if getmetatable(self) ~= Pool then bad_pool(self, "starmap_async") end
   check_callable(callback, 4, "starmap_async", "callable", true, 2)
   check_callable(error_callback, 5, "starmap_async", "callable", true, 2)
-  return self:_map("starmap_async", "map", "star", fn, list, chunksize, callback, error_callback)
+  local r = self:_map("starmap_async", "map", "star", fn, list, chunksize, callback, error_callback)
+  return r
 end
 
 --- starmap(fn, list of argument lists, [chunksize]) -> list of fn(args...)
 function Pool:starmap(fn, list, chunksize)
+  if getmetatable(self) ~= Pool then bad_pool(self, "starmap") end
   return self:_map("starmap", "map", "star", fn, list, chunksize):get()
 end
 
 --- imap(fn, list, [chunksize]): an iterator over fn(item), in order, giving
 --- each value and its index; a task's error is raised when its turn comes.
 function Pool:imap(fn, list, chunksize)
+  if getmetatable(self) ~= Pool then bad_pool(self, "imap") end
   local r = self:_map("imap", "imap", "map", fn, list, chunksize)
   local pool, arrived, values, cs, i = self, r._arrived, r._value, r._chunksize, 0
   local chunk_start
@@ -906,6 +1099,7 @@ end
 --- imap_unordered(fn, list, [chunksize]): an iterator over fn(item) in the
 --- order the results come, giving each value and its index in list.
 function Pool:imap_unordered(fn, list, chunksize)
+  if getmetatable(self) ~= Pool then bad_pool(self, "imap_unordered") end
   local r = self:_map("imap_unordered", "imap_unordered", "map", fn, list, chunksize)
   local pool, q, at, failed, given = self, r._fifo, r._index, r._failed, 0
   local function has_one() return q.first <= q.last end
@@ -929,6 +1123,8 @@ end
 
 --- No more tasks; the workers end when the queued ones are done.
 function Pool:close()
+  if getmetatable(self) ~= Pool then bad_pool(self, "close") end
+  self:_check_owner()
   if self._state ~= RUN then return end
   self._state = CLOSE
   for _ = 1, self._size do
@@ -941,6 +1137,8 @@ local function all_done(pool) return pool._npending == 0 end
 
 --- Waits for every task's result (running their callbacks) and every worker.
 function Pool:join()
+  if getmetatable(self) ~= Pool then bad_pool(self, "join") end
+  self:_check_owner()
   if self._state == RUN then error("pool is still running: close or terminate it first", 2) end
   self:_collect(all_done, self)
   for wid = 1, self._size do
@@ -960,16 +1158,22 @@ end
 
 --- Stops the workers now; results not yet in fail with an error saying so.
 function Pool:terminate()
+  if getmetatable(self) ~= Pool then bad_pool(self, "terminate") end
+  self:_check_owner()
   if self._state == TERMINATE then return end
   self._state = TERMINATE
   local tq, workers = self._tq, self._workers
-  if self._threads then   -- threads cannot be stopped: take their queued work away
-    while tq:qsize() > 0 do pcall(tq.get_nowait, tq) end
-    for _ = 1, self._size do tq:put(nil) end
-  else
+  -- Take the queued work away and tell every worker to stop.  Threads
+  -- cannot be stopped otherwise; idle processes leave at once on their own,
+  -- which gives back their share of the pool's queues (a killed process
+  -- cannot: its references stay counted in the shared arena).
+  while tq:qsize() > 0 do pcall(tq.get_nowait, tq) end
+  for _ = 1, self._size do pcall(tq.put, tq, nil) end
+  if not self._threads then   -- busy processes are stopped after a short grace
+    local grace_end = core.time() + 0.05
     for wid = 1, self._size do
       local w = workers[wid]
-      if w and w:is_alive() then pcall(w.terminate, w) end
+      if w and not w:join(math.max(0, grace_end - core.time())) then pcall(w.terminate, w) end
     end
   end
   local tids = {}

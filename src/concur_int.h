@@ -302,7 +302,7 @@ void *shm_alloc(size_t n);               /* NULL when the arena is full */
 void *shm_calloc(size_t n);
 void shm_free(void *p);
 int shm_contains(const void *p);
-size_t shm_in_use(void);                 /* bytes in live blocks, family-wide */
+size_t shm_in_use(size_t *high_water);  /* bytes in live blocks, family-wide; the bump top */
 
 /* Robust process-shared mutexes: a dead holder's mutex is taken over (the
  * lock returns 1 then) and made consistent. */

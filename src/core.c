@@ -222,9 +222,12 @@ static int core_set_error_values(lua_State *L) {
 }
 
 /* core.shm_in_use() -> bytes of the shared arena in live blocks (family-wide). */
+/* core.shm_in_use() --> bytes handed out, bytes of the arena ever touched */
 static int core_shm_in_use(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)shm_in_use());
-  return 1;
+  size_t high_water;
+  lua_pushinteger(L, (lua_Integer)shm_in_use(&high_water));
+  lua_pushinteger(L, (lua_Integer)high_water);
+  return 2;
 }
 
 int luaopen_concur_core(lua_State *L) {

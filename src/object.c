@@ -345,6 +345,30 @@ static int handle_tostring(lua_State *L) {
   return 1;
 }
 
+/* obj.k = v on a handle: its attributes (parties, closed, ...) and methods
+ * are read-only, and it has no others, as in Python, where assigning one
+ * raises AttributeError.  Types with fields (Thread, Process) have their
+ * own __newindex. */
+static int handle_newindex(lua_State *L) {
+  const char *tname = "concur object";
+  if (luaL_getmetafield(L, 1, "__name") == LUA_TSTRING) {
+    tname = lua_tostring(L, -1);
+    if (strncmp(tname, "concur.", 7) == 0)
+      tname += 7;
+  }
+  /* "an Event", "an RLock", "a Barrier" */
+  const char *article = (tname[0] && strchr("AEIOU", tname[0])) || (tname[0] == 'R' && tname[1] == 'L') ?
+      "an" : "a";
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    if (lua_gettable(L, 1) != LUA_TNIL)   /* an attribute or a method */
+      return luaL_error(L, "attribute '%s' of %s %s is read-only", lua_tostring(L, 2),
+                        article, tname);
+    return luaL_error(L, "%s %s has no attribute '%s'", article, tname, lua_tostring(L, 2));
+  }
+  return luaL_error(L, "%s %s has no attribute '%s'", article, tname, luaL_tolstring(L, 2, NULL));
+}
+
 void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l) {
   lua_createtable(L, 0, 16);
   lua_pushstring(L, type->name);
@@ -357,6 +381,8 @@ void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l) {
   lua_setfield(L, -2, "__tostring");
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, handle_newindex);
+  lua_setfield(L, -2, "__newindex");
   lua_pushliteral(L, "this metatable is private");
   lua_setfield(L, -2, "__metatable");
   if (l)
@@ -421,8 +447,10 @@ int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name) {
 }
 
 int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
-  luaL_argexpected(L, lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER,
-                   idx, "string");
+  /* An assignment (t.name = v): the message names the attribute, where an
+   * argument error would name the metamethod and its argument number. */
+  if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
+    return luaL_error(L, "name must be a string, got %s", luaL_typename(L, idx));
   char *nn = strdup(lua_tostring(L, idx));
   if (nn == NULL)
     return luaL_error(L, "not enough memory");
@@ -437,12 +465,15 @@ int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
 /* ---- methods' helpers --------------------------------------------------- */
 
 int cobj_self_error(lua_State *L) {
+  /* Argument 1 is read before anything is pushed: with no arguments at all,
+   * index 1 would otherwise be the first value pushed here. */
+  const cobj_type *t = NULL;
+  handle *h = handle_at(L, 1, &t);
+  const char *got = h && t->name ? t->name : luaL_typename(L, 1);
   lua_getfield(L, lua_upvalueindex(1), "__name");
   const char *want = lua_tostring(L, -1);
-  cobj *o = cobj_test(L, 1, NULL);
-  if (o == NULL || o->type->name == NULL || strcmp(o->type->name, want ? want : "") != 0)
-    return luaL_argerror(L, 1, lua_pushfstring(L, "%s expected, got %s", want,
-                                               luaL_typename(L, 1)));
+  if (h == NULL || t->name == NULL || strcmp(t->name, want ? want : "") != 0)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "%s expected, got %s", want, got));
   return luaL_argerror(L, 1, "concur object already finalized");
 }
 

@@ -602,7 +602,15 @@ static int pipe_new(lua_State *L) {
   cobj_newhandle(L, &conn_type, 0);
   cobj_newhandle(L, &conn_type, 0);
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+  int made = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0;
+  if (!made && (errno == EMFILE || errno == ENFILE)) {
+    /* Connections nobody holds keep their descriptors until collected:
+     * collect them, then try once more (Lua's collector knows nothing of
+     * descriptors, so a loop making Pipes would run out otherwise). */
+    lua_gc(L, LUA_GCCOLLECT);
+    made = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0;
+  }
+  if (!made)
     return luaL_error(L, "cannot make a Pipe: %s", strerror(errno));
   sock_grow(sv[0]);
   sock_grow(sv[1]);

@@ -136,6 +136,27 @@ static int pr_reap_locked(proc_obj *p, int *drop) {
   return 1;
 }
 
+/* Reaps every child that has ended, and drops the list's reference to it:
+ * run by active_children and by each start (Python's _cleanup), so that
+ * children nobody joins do not pile up as zombies and objects. */
+static void children_reap(void) {
+  for (;;) {
+    proc_obj *ended = NULL;
+    pthread_mutex_lock(&pr.lock);
+    for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next) {
+      int drop = 0;
+      if (pr_reap_locked(q, &drop) && drop) {
+        ended = q;
+        break;
+      }
+    }
+    pthread_mutex_unlock(&pr.lock);
+    if (ended == NULL)
+      return;
+    cobj_decref(&ended->hdr);
+  }
+}
+
 static int pr_reap(proc_obj *p) {
   int drop = 0;
   pthread_mutex_lock(&pr.lock);
@@ -364,6 +385,7 @@ static int pr_start(lua_State *L) {
     return luaL_error(L, "processes can only be started once");
   if (daemonic)
     return luaL_error(L, "daemonic processes are not allowed to have children");
+  children_reap();
   /* The child's references to shared objects are taken here, before the
    * fork, with every thread's state frozen (see cobj_fork_prepare). */
   cobj_push_identity(L);                    /* 2 */
@@ -497,7 +519,8 @@ static int pr_newindex(lua_State *L) {
     if (strcmp(k, "name") == 0)
       return cobj_set_name(L, 3, &pr.lock, &p->name);
     if (strcmp(k, "daemon") == 0) {
-      luaL_argexpected(L, lua_type(L, 3) == LUA_TBOOLEAN, 3, "boolean");
+      if (lua_type(L, 3) != LUA_TBOOLEAN)   /* names the attribute, not the metamethod */
+        return luaL_error(L, "daemon must be a boolean, got %s", luaL_typename(L, 3));
       pthread_mutex_lock(&pr.lock);
       int ok = p->state == PR_NEW && !p->is_main && !p->is_parent;
       if (ok)
@@ -536,22 +559,7 @@ static int pr_tostring(lua_State *L) {
 /* ---- module functions --------------------------------------------------------------- */
 
 static int pr_active_children(lua_State *L) {
-  /* Reap the ended ones first (as Python does), then list the rest. */
-  for (;;) {
-    proc_obj *ended = NULL;
-    pthread_mutex_lock(&pr.lock);
-    for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next) {
-      int drop = 0;
-      if (pr_reap_locked(q, &drop)) {
-        ended = drop ? q : NULL;
-        break;
-      }
-    }
-    pthread_mutex_unlock(&pr.lock);
-    if (ended == NULL)
-      break;
-    cobj_decref(&ended->hdr);
-  }
+  children_reap();   /* the ended ones first (as Python does), then the rest */
   lua_newtable(L);
   for (int i = 1;; i++) {
     proc_obj *p = NULL;

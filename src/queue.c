@@ -213,14 +213,29 @@ static void head_lock(queue_obj *q) {
   }
 }
 
+/* Whether a process that died holds the lock word w. */
+static int held_by_dead(_Atomic uint32_t *w) {
+  uint32_t v = atomic_load_explicit(w, memory_order_relaxed);
+  return v != 0 && (v & ~PWORD_WAITERS) != (uint32_t)concur_pid &&
+         proc_gone((int)(v & ~PWORD_WAITERS));
+}
+
 /* A sleeper's check, now and then: a producer killed holding tail_lock may
- * have left an item journaled but not committed. */
+ * have left an item journaled but not committed (which a getter waits for),
+ * a consumer killed holding head_lock a get journaled but not committed
+ * (which keeps a bounded queue full for a putter).  Taking the lock finishes
+ * the dead holder's update. */
 static void tail_check(queue_obj *q) {
-  uint32_t w = atomic_load_explicit(&q->tail_lock, memory_order_relaxed);
-  if (w != 0 && (w & ~PWORD_WAITERS) != (uint32_t)concur_pid &&
-      proc_gone((int)(w & ~PWORD_WAITERS))) {
+  if (held_by_dead(&q->tail_lock)) {
     tail_lock(q);
     pword_release(&q->tail_lock);
+  }
+}
+
+static void head_check(queue_obj *q) {
+  if (held_by_dead(&q->head_lock)) {
+    head_lock(q);
+    pword_release(&q->head_lock);
   }
 }
 
@@ -376,8 +391,12 @@ static void wait_change(queue_obj *q, _Atomic uint32_t *word, uint32_t seen,
   atomic_fetch_add(sleepers, 1);   /* seq_cst: see wake */
   int rc = fx_wait(word, seen, d, QUEUE_SLICE_MS);
   atomic_fetch_sub(sleepers, 1);
-  if (rc == ETIMEDOUT)
-    tail_check(q);
+  if (rc == ETIMEDOUT) {
+    if (word == &q->nget)
+      head_check(q);      /* a putter waits for room */
+    else
+      tail_check(q);      /* a getter waits for an item */
+  }
 }
 
 /* After a seq_cst store to *word: wakes one sleeper if any.  A sleeper
@@ -485,6 +504,10 @@ static int queue_put(lua_State *L) {
       timed = 1;
     }
     if (!block || deadline_passed(&d)) {
+      /* A consumer killed after journaling its get: commit it first. */
+      head_check(q);
+      if (atomic_load(&q->nget) != seen)
+        continue;
       drop_item(b, blob);
       cobj_push_error(L, "Full");
       return lua_error(L);

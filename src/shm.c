@@ -436,11 +436,16 @@ int shm_contains(const void *p) {
   return arena && (const char *)p >= arena_base && (const char *)p < arena_base + arena->size;
 }
 
-size_t shm_in_use(void) {
-  if (arena == NULL)
+size_t shm_in_use(size_t *high_water) {
+  if (arena == NULL) {
+    if (high_water)
+      *high_water = 0;
     return 0;
+  }
   rmutex_lock(&arena->lock);
   size_t n = arena->in_use;
+  if (high_water)
+    *high_water = arena->top;
   rmutex_unlock(&arena->lock);
   return n;
 }

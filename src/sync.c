@@ -645,7 +645,9 @@ static int sem_acquire(lua_State *L) {
     while (!ok) {
       /* seq_cst: either release sees us counted, or the futex sees its value. */
       atomic_fetch_add(&s->nwaiters, 1);
-      int rc = fx_wait(&s->value, 0, &d, 0);
+      /* In slices: a releaser killed between its store and its wake
+       * leaves the unit there, with nobody woken to take it. */
+      int rc = fx_wait(&s->value, 0, &d, LOCK_SLICE_MS);
       atomic_fetch_sub(&s->nwaiters, 1);
       ok = sem_try(s);
       if (!ok && rc == ETIMEDOUT && deadline_passed(&d))
@@ -748,7 +750,8 @@ static int event_wait(lua_State *L) {
           got = 1;
           break;
         }
-        if (fx_wait(&e->word, w0, &d, 0) == ETIMEDOUT && deadline_passed(&d)) {
+        /* In slices: a setter killed between its store and its wake. */
+        if (fx_wait(&e->word, w0, &d, LOCK_SLICE_MS) == ETIMEDOUT && deadline_passed(&d)) {
           got = atomic_load(&e->word) != w0;
           break;
         }
@@ -771,7 +774,7 @@ static int event_tostring(lua_State *L) {
 static int barrier_new(lua_State *L) {
   lua_settop(L, 3);
   lua_Integer parties = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be at least 1");
+  luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be from 1 to 2147483647");
   if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TFUNCTION) {
     if (luaL_getmetafield(L, 2, "__call") == LUA_TNIL)   /* a callable table works too */
       return luaL_typeerror(L, 2, "callable");
@@ -829,12 +832,12 @@ static void barrier_lock(barrier_obj *b) {
 }
 
 /* Under mu: sleeps (mu released) until the next change, d, or a slice end
- * while an action runs (to see its runner die).  1 when d has passed. */
+ * (to see an action's runner die, or a party killed between a change and
+ * its wake).  1 when d has passed. */
 static int barrier_sleep(barrier_obj *b, const deadline *d) {
   uint32_t s = atomic_load(&b->seq);
-  int slice = b->state == B_ACTION ? LOCK_SLICE_MS : 0;
   rmutex_unlock(&b->mu);
-  int rc = fx_wait(&b->seq, s, d, slice);
+  int rc = fx_wait(&b->seq, s, d, LOCK_SLICE_MS);
   barrier_lock(b);
   return rc == ETIMEDOUT && deadline_passed(d);
 }
@@ -871,6 +874,7 @@ static int barrier_wait(lua_State *L) {
     if (b->action) {
       b->action_pid = concur_pid;
       b->state = B_ACTION;
+      barrier_changed(b);   /* the waiters watch the runner from now on */
       rmutex_unlock(&b->mu);
       lua_pushcfunction(L, barrier_run_action);
       lua_pushlightuserdata(L, b);

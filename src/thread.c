@@ -827,7 +827,8 @@ static int th_newindex(lua_State *L) {
     if (strcmp(k, "name") == 0)
       return cobj_set_name(L, 3, &rt.lock, &t->name);
     if (strcmp(k, "daemon") == 0) {
-      luaL_argexpected(L, lua_type(L, 3) == LUA_TBOOLEAN, 3, "boolean");
+      if (lua_type(L, 3) != LUA_TBOOLEAN)   /* names the attribute, not the metamethod */
+        return luaL_error(L, "daemon must be a boolean, got %s", luaL_typename(L, 3));
       pthread_mutex_lock(&rt.lock);
       int ok = t->state == TH_NEW && !t->is_main && !t->is_dummy;
       if (ok)
