@@ -3,8 +3,17 @@
 #   make          build in-tree: build/concur/core.so, examples/embed/host
 #   make test     every spec (busted on Lua 5.4); ends with "N passed, M failed"
 #   make demo     the tutorial examples
-#   make check    the specs under ThreadSanitizer, then AddressSanitizer+UBSan
+#   make check    the specs under ThreadSanitizer, then AddressSanitizer+UBSan,
+#                 valgrind memcheck over the examples, the stress under TSan
 #   make bench    concur beside Python 3, as ratios
+#
+# The reliability targets (README, "Reliability"):
+#   make fuzz     libFuzzer on the transfer decoder and round trips (fuzz/fuzz.mk)
+#   make stress   randomized threads+processes workload with a watchdog (stress/stress.mk)
+#   make faults   processes killed with SIGKILL at random moments (stress/faults.mk),
+#                 then every allocation of each operation failed in turn (make oom)
+#   make oom      the out-of-memory sweep alone (tools/failmalloc.c)
+#   make scale    1000 threads at once, 10 000 objects of each kind, 10M queue items
 #
 # `make test` and `make demo` install what is missing with apt-get when run as
 # root on Debian/Ubuntu, and otherwise print the line to run.
@@ -26,7 +35,7 @@ HOST   = examples/embed/host
 
 DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
 
-.PHONY: all test demo check check-tsan check-asan bench deps clean valgrind warnings
+.PHONY: all test demo check check-tsan check-asan bench deps clean valgrind warnings oom scale
 
 all: $(SO) $(HOST)
 
@@ -55,7 +64,7 @@ warnings: deps src/concur_lua.h
 # Lua paths for the in-tree build.
 RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;'
 
-test: deps all
+test: deps all $(BUILD)/failmalloc.so
 	@$(RUNENV) sh tools/run-specs.sh $(LUA)
 
 demo: deps all
@@ -73,7 +82,7 @@ build/%/lua: tools/lua_runner.c
 TSAN_FLAGS = -O1 -g -fsanitize=thread
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-check: check-tsan check-asan
+check: check-tsan check-asan valgrind stress-tsan
 
 check-tsan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)' \
@@ -99,6 +108,22 @@ valgrind: deps all
 
 bench: deps all
 	@$(RUNENV) $(LUA) bench/run.lua
+
+# An allocator that fails on demand, preloaded into the interpreter.
+$(BUILD)/failmalloc.so: tools/failmalloc.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(WARN) -O2 -g -fPIC -shared $(LUA_INC) -o $@ $<
+
+oom: deps all $(BUILD)/failmalloc.so
+	@$(RUNENV) LD_PRELOAD=$(CURDIR)/$(BUILD)/failmalloc.so timeout -k 10 1200 $(LUA) spec/fixtures/oom_sweep.lua $(OOM_OPS)
+
+faults: oom
+
+SCALE_ARGS ?=
+scale: deps all
+	@$(RUNENV) timeout -k 10 900 $(LUA) stress/scale.lua $(SCALE_ARGS)
+
+include fuzz/fuzz.mk stress/stress.mk stress/faults.mk
 
 clean:
 	rm -rf build $(HOST)
