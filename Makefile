@@ -10,9 +10,8 @@
 # The reliability targets (README, "Reliability"):
 #   make fuzz     libFuzzer on the transfer decoder and round trips (fuzz/fuzz.mk)
 #   make stress   randomized threads+processes workload with a watchdog (stress/stress.mk)
-#   make faults   processes killed with SIGKILL at random moments (stress/faults.mk),
-#                 then every allocation of each operation failed in turn (make oom)
-#   make oom      the out-of-memory sweep alone (tools/failmalloc.c)
+#   make faults   processes killed with SIGKILL at random moments (stress/faults.mk)
+#   make oom      each allocation of each operation failed in turn (tools/failmalloc.c)
 #   make scale    1000 threads at once, 10 000 objects of each kind, 10M queue items
 #
 # `make test` and `make demo` install what is missing with apt-get when run as
@@ -117,7 +116,6 @@ $(BUILD)/failmalloc.so: tools/failmalloc.c
 oom: deps all $(BUILD)/failmalloc.so
 	@$(RUNENV) LD_PRELOAD=$(CURDIR)/$(BUILD)/failmalloc.so timeout -k 10 1200 $(LUA) spec/fixtures/oom_sweep.lua $(OOM_OPS)
 
-faults: oom
 
 SCALE_ARGS ?=
 scale: deps all
