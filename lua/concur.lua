@@ -50,14 +50,17 @@ end
 -- of the user's call relative to itself.
 
 -- The metatable under any __metatable guard: concur's C handles keep theirs
--- private, and their __name tells their type.
-local raw_getmetatable = debug.getmetatable
+-- private, and their __name tells their type.  A host may leave the debug
+-- library out: the checks are then looser (any concur handle passes for
+-- any other), never stricter.
 local getmetatable = getmetatable
+local raw_getmetatable = debug and debug.getmetatable
+local getinfo = debug and debug.getinfo
 
 -- The type of v as luaL_typeerror names it: __name for a userdata that has
 -- one ("concur.Event", "FILE*").
 local function typename(v)
-  local mt = raw_getmetatable(v)
+  local mt = raw_getmetatable and raw_getmetatable(v)
   local name = type(mt) == "table" and rawget(mt, "__name")
   return type(name) == "string" and name or type(v)
 end
@@ -65,13 +68,14 @@ end
 -- Whether v is a C handle of the concur type named `name` ("concur.Thread").
 local function is_handle(v, name)
   if type(v) ~= "userdata" then return false end
+  if not raw_getmetatable then return getmetatable(v) == "this metatable is private" end
   local mt = raw_getmetatable(v)
   return type(mt) == "table" and rawget(mt, "__name") == name
 end
 
 -- A method called with `.` and something else than its object as self:
--- raised at `level` relative to the method calling this (default 2, the
--- method's caller).
+-- raised at `level` as error() counts it from the function calling this
+-- (default 2: the caller of the method that checks).
 local function bad_self(v, what, fname, level)
   error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname, what, typename(v)),
     (level or 2) + 1)
@@ -80,7 +84,7 @@ end
 -- The name the function at `level` (1: the one calling this) was called
 -- by, as Lua's own argument errors give it, or `default`.
 local function called_as(level, default)
-  local ar = debug.getinfo(level + 1, "n")
+  local ar = getinfo and getinfo(level + 1, "n")
   return ar and ar.name or default
 end
 
@@ -152,6 +156,7 @@ end
 -- line that called the method.  The metamethod is called directly, so that
 -- its error carries no position of its own.
 local function set_attribute(self, key, value)
+  if not raw_getmetatable then self[key] = value; return end
   local ok, err = pcall(raw_getmetatable(self).__newindex, self, key, value)
   if not ok then error(err, 3) end
 end
@@ -271,7 +276,7 @@ local function Queue(maxsize)
     check_options(n, queue_options, fname, 2)
     n = n.maxsize
     if n ~= nil and math.type(n) ~= "integer" and not (math.type(n) == "float" and math.tointeger(n)) then
-      error(("bad argument #1 to '%s' (option 'maxsize' must be an integer, got %s)")
+      error(("bad argument #1 to '%s' (option 'maxsize': integer expected, got %s)")
         :format(fname, math.type(n) and tostring(n) or typename(n)), 2)
     end
   elseif n ~= nil then   -- as luaL_optinteger: a number or a numeric string
@@ -304,7 +309,7 @@ local function Pipe(duplex)
     check_options(duplex, pipe_options, fname, 2)
     duplex = duplex.duplex
     if duplex ~= nil and type(duplex) ~= "boolean" then
-      error(("bad argument #1 to '%s' (option 'duplex' must be a boolean, got %s)")
+      error(("bad argument #1 to '%s' (option 'duplex': boolean expected, got %s)")
         :format(fname, typename(duplex)), 2)
     end
   elseif duplex ~= nil and type(duplex) ~= "boolean" then

@@ -44,109 +44,13 @@ local fmt = string.format
 
 -- Findings known today: an id, Lua patterns on "Group:case title", a one-line
 -- summary, and what the message should be (API.md's conventions, Python).
--- docs/badinput.md lists them with a reproducer each.
+-- docs/badinput.md lists them with a reproducer each.  A finding fixed
+-- leaves this list: its cases are then asserted like any other.
 local FINDINGS = {
-  {"F1", {"^%a+:%a+%.with self=", "^%a+:%a+%.guard self="},
-    "with/guard do not check self: 'attempt to index/call ...'",
-    "sync_with and sync_guard (sync.c) call lua_getfield(self, 'acquire') and lua_call on whatever "
-    .. "self is: Lock.with(5, f) raises 'attempt to index a number value', Lock.with({}, f) 'attempt "
-    .. "to call a nil value', with no position; should be \"bad argument #1 to 'with' (concur.Lock "
-    .. "expected, got number)\" (and the same for guard)"},
-  {"F2", {"^Thread:t%.[%w_]+ self=", "^Process:p%.[%w_]+ self=", "^Timer:tm%.[%w_]+ self=",
-      "^Pool:pool%.[%w_]+ self=", "^ThreadPool:tp%.[%w_]+ self=", "^AsyncResult:r%.[%w_]+ self="},
-    "methods of the Lua layer do not check self",
-    "Thread/Process getName, setName, isDaemon, setDaemon, run; Timer cancel, run; every Pool, "
-    .. "ThreadPool and AsyncResult method: pool.map(5, f, {}) raises \"./lua/concur.lua:871: "
-    .. "attempt to index a number value (local 'self')\", t.getName({}) and pool.close({}) return "
-    .. "without a word, pool.join({}) says 'this pool belongs to another thread'; should be "
-    .. "\"bad argument #1 to 'map' (concur.Pool expected, got number)\""},
-  {"F3", {"^Queue:q%.put_nowait self=none"},
-    "Queue.put_nowait() complains about #2 before self",
-    "Queue.put_nowait() checks its item before self: \"bad argument #2 to 'put_nowait' (value "
-    .. "expected)\"; should be \"bad argument #1 to 'put_nowait' (concur.Queue expected, got no value)\""},
-  {"F4", {"self=none$"},
-    "a C method with no self at all says 'got string'",
-    "Lock.acquire() (any method of a C object called with nothing) says \"bad argument #1 to "
-    .. "'acquire' (concur.Lock expected, got string)\": cobj_self_error (object.c) pushes the "
-    .. "metatable's __name before luaL_typename(L, 1) reads argument 1, which is then that string; "
-    .. "should be \"(concur.Lock expected, got no value)\""},
-  {"F5", {"^Barrier:set b%.", "^Pipe:set a%."},
-    "read-only attributes: Lua's 'attempt to index a concur.X value'",
-    "assigning b.parties, b.n_waiting, b.broken, a.closed, a.readable or a.writable raises Lua's "
-    .. "'attempt to index a concur.Barrier value'; should be \"attribute 'parties' of a Barrier is "
-    .. "read-only\", as t.ident = 1 says for a Thread"},
-  {"F6", {"^%a+:set %a+%.name = ", "^%a+:set %a+%.daemon = "},
-    "t.name = {} / t.daemon = 1: \"bad argument #3 to 'newindex'\"",
-    "t.name = {} and t.daemon = 1 (and p.name, p.daemon) raise \"bad argument #3 to 'newindex' "
-    .. "(string expected, got table)\": a metamethod's name and argument number; should be "
-    .. "\"name must be a string, got table\" / \"daemon must be a boolean, got number\""},
-  {"F7", {"^%a+:%a+:setName%(", "^%a+:%a+:setDaemon%("},
-    "setName/setDaemon: error at concur.lua:117/119 naming 'newindex'",
-    "t:setName({}) raises \"./lua/concur.lua:117: bad argument #3 to 'newindex' (string expected, "
-    .. "got table)\" (setDaemon: line 119): a position inside concur.lua and a metamethod's name; "
-    .. "should be \"bad argument #1 to 'setName' (string expected, got table)\" at the caller"},
   {"F8", {"^Barrier:concur%.Barrier%(#1 parties = [m2]"},
     "Barrier(math.maxinteger): 'parties must be at least 1'",
     "Barrier(math.maxinteger) and Barrier(2^53) say 'parties must be at least 1'; should say the "
     .. "number is too large: \"parties must be from 1 to 2147483647\""},
-  {"F9", {"^Queue:concur%.Queue{", "^Queue:concur:", "^Pipe:concur%.Pipe{duplx", "^Pipe:concur:"},
-    "Queue{} and Pipe{} ignore unknown options (and concur:Queue(5))",
-    "Queue{maxsiz = 3} and Queue{3} make an unbounded queue, Pipe{duplx = false} a duplex pipe, and "
-    .. "concur:Queue(5) / concur:Pipe(false) (':' by mistake) take the module as the options table "
-    .. "and drop the argument; should raise \"bad argument #1 to 'Queue' (unknown option "
-    .. "'maxsiz')\", as Thread{targt = f} does"},
-  {"F10", {"^Pipe:concur%.Pipe{#1 duplex = "},
-    "Pipe{duplex = 1}: the message does not name 'duplex'",
-    "Pipe{duplex = 1} says \"bad argument #1 to 'Pipe' (boolean expected, got number)\"; should be "
-    .. "\"(option 'duplex' must be a boolean, got number)\", as Queue{maxsize = 0.5} names 'maxsize'"},
-  {"F11", {"^Pool:concur%.Pool{#1 processes = false}"},
-    "Pool{processes = false} makes a cpu_count() pool",
-    "Pool{processes = false} makes a pool of cpu_count() workers (`n.processes or n.threads` turns "
-    .. "false into nil); should raise \"bad argument #1 to 'Pool' (number of workers must be an "
-    .. "integer from 1 to 4096, got boolean)\" as Pool(false) does"},
-  {"F12", {"^%a*Pool:%a+:[%w_]+%(#3 chunksize = maxint%)"},
-    "HANG: map(f, list, math.maxinteger) never returns",
-    "pool:map(f, {1, 2, 3}, math.maxinteger) waits for ever: Pool:_map counts its chunks as "
-    .. "(n + chunksize - 1) // chunksize, which overflows to a negative count, so the result is "
-    .. "never ready (map, starmap: never return; map_async, starmap_async: never ready); should count "
-    .. "(n - 1) // chunksize + 1"},
-  {"F13", {"^%a*Pool:%a+:starmap%(f, {1, 2}%)"},
-    "starmap(f, {1, 2}): 'attempt to index a number value' from the worker",
-    "pool:starmap(f, {1, 2}) fails in the worker with \"./lua/concur.lua:278: attempt to index a "
-    .. "number value (local 'a')\" and its traceback; should raise at the call: \"bad argument #2 "
-    .. "to 'starmap' (list of argument lists expected, item 1 is a number)\""},
-  {"F14", {"^%a*Pool:%a+:apply%("},
-    "apply(f, {io.stdout}): error at concur.lua:766 naming 'apply_async'",
-    "pool:apply(f, {io.stdout}) raises \"./lua/concur.lua:766: apply_async: the task cannot be sent: "
-    .. "bad value in the arguments[1] (userdata)\": a position inside concur.lua and 'apply_async' "
-    .. "for a call of 'apply'; should be \"apply: the task cannot be sent: ...\" at the caller"},
-  {"F15", {"^%a*Pool:%a+:[%w_]+%(#2 list = list with a "},
-    "map(f, {io.stdout}): two positions, one inside concur.lua:845",
-    "pool:map(f, {io.stdout}) raises \"badinput:1: ./lua/concur.lua:845: map: the task cannot be "
-    .. "sent: bad value in the list[1] (userdata)\": Pool:_map re-raises with error(err, 3) an error "
-    .. "that has a position already (map_async, starmap_async: only the concur.lua one); should be "
-    .. "\"map: the task cannot be sent: ...\" at the caller"},
-  {"F16", {"^%a*Pool:%a+:map_async%(f, {n = 2%^40}%)"},
-    "map_async(f, {n = 2^40}): 'bad argument #3 to 'slice''",
-    "pool:map_async(f, {n = 2^40}) raises \"./lua/concur.lua:844: bad argument #3 to 'slice' (bad "
-    .. "slice bounds)\": an internal function and a position inside concur.lua; should be \"bad "
-    .. "argument #2 to 'map_async' (list.n is too large)\" (with chunksize 1 it queues 2^40 tasks)"},
-  {"F17", {"^Leftovers:pool made by an ended thread: close",
-      "^Leftovers:pool made by an ended thread: terminate"},
-    "close/terminate of a pool copied from another thread do not raise",
-    "close() and terminate() of a pool copied out of the thread that made it return without a word "
-    .. "(close puts stop messages in its task queue, terminate drains it and fails the copy's "
-    .. "results); README: 'using it from another thread ... raises'; should raise \"this pool "
-    .. "belongs to another thread or process\""},
-  {"F18", {"^Leftovers:pool made by an ended thread: join after close"},
-    "join of a pool copied from another thread: error at concur.lua:945",
-    "join() of a pool copied out of its thread raises \"./lua/concur.lua:945: this pool belongs to "
-    .. "another thread or process\": the right words at a position inside concur.lua; should point "
-    .. "at the caller"},
-  {"F19", {"^error values:concur%.%a+%.name = "},
-    "concur.Empty.name = 'x' is accepted",
-    "concur.Empty.name = 'x' is accepted (the __newindex guard only sees new keys) and "
-    .. "tostring(concur.Empty) becomes 'concur.x'; should raise \"concur error values are read-only\""},
 }
 
 -- Samples ------------------------------------------------------------------
@@ -768,7 +672,9 @@ describe("bad input:", function()
         misuse(G, fmt("tostring(concur.%s)", n), "ok", function() assert(tostring(e) == "concur." .. n) end)
         misuse(G, fmt("concur.%s.name = 'x'", n), "error", function()
           local ok, err = pcall(function() e.name = "x" end)
-          rawset(e, "name", n)   -- put back: every other case compares with it
+          if rawget(e, "name") == "x" then
+            rawset(e, "name", n)   -- accepted: put back, every other case compares with it
+          end
           if not ok then error(err, 0) end
         end, W("read-only"))
         misuse(G, fmt("concur.%s.other = 1", n), "error", function() e.other = 1 end, W("read-only"))
@@ -1701,8 +1607,10 @@ describe("bad input:", function()
         pool[m](pool)
       end, W("this pool belongs to another thread or process"))
     end
+    -- Whose pool it is comes first, as for close and terminate: the copy is
+    -- running, but closing it is not this thread's to do either.
     misuse(G, "pool made by an ended thread: join while running", "error",
-      function() leftovers().pool:join() end, W("pool is still running"))
+      function() leftovers().pool:join() end, W("this pool belongs to another thread or process"))
     misuse(G, "pool made by an ended thread: join after close", "error", function()
       local pool = leftovers().pool
       pcall(pool.close, pool)

@@ -926,6 +926,35 @@ describe(kind, function()
       end
     end)
 
+    -- Was a bug (fixed; the test stays): Pool:_map counted its chunks as
+    -- (n + chunksize - 1) // chunksize, which overflows near math.maxinteger
+    -- to a negative count: the result was never ready, map and starmap
+    -- never returned.  map_async goes first, with a timeout, so that the bug
+    -- fails the test instead of hanging it.
+    it("takes a chunksize near math.maxinteger: one chunk, every result", function()
+      local pool = new(1)
+      local id = function(x) return x end
+      for _, cs in ipairs({math.maxinteger, math.maxinteger - 1, 2^53}) do
+        local r = pool:map_async(id, {1, 2, 3}, cs)
+        assert.is_true(r:wait(10), "map_async's result is never ready")
+        assert.same({1, 2, 3}, r:get())
+        r = pool:starmap_async(id, {{1}, {2}}, cs)
+        assert.is_true(r:wait(10), "starmap_async's result is never ready")
+        assert.same({1, 2, 3}, pool:map(id, {1, 2, 3}, cs))
+        assert.same({1, 2}, pool:starmap(id, {{1}, {2}}, cs))
+        local got = {}
+        for v in pool:imap(id, {1, 2, 3}, cs) do got[#got + 1] = v end
+        assert.same({1, 2, 3}, got)
+      end
+    end)
+
+    it("rejects a list.n too large to cut in chunks, at the call", function()
+      local pool = new(1)
+      assert_has(err_of(pool.map_async, pool, noop, {n = 1 << 40}),
+        "bad argument #2 to 'map_async' (list.n is too large)")
+      assert.same({1}, pool:map(function(x) return x end, {1}))
+    end)
+
     it("rejects a fn that is not callable and a list that is not a table", function()
       local pool = new(1)
       assert_has(err_of(pool.map, pool, 42, {1}), "bad argument #1 to 'map'")
@@ -966,6 +995,18 @@ describe(kind, function()
     it("raises an item's error", function()
       local pool = new(1)
       assert_has(err_of(pool.starmap, pool, function(a) error("star " .. a) end, {{1}}), "star 1")
+    end)
+
+    -- Was a bug (fixed; the test stays): an item that is not a list failed
+    -- in the worker, with "attempt to index a number value (local 'a')".
+    it("rejects an item that is not an argument list, at the call, sending nothing", function()
+      local pool = new(1)
+      for _, fname in ipairs({"starmap", "starmap_async"}) do
+        local e = err_of(pool[fname], pool, noop, {{1}, 2})
+        assert_has(e, ("bad argument #2 to '%s' (list of argument lists expected, item 2 is a number)")
+          :format(fname))
+      end
+      assert.same({1}, pool:starmap(function(x) return x end, {{1}}))
     end)
 
     it("starmap_async gives the list from get", function()
@@ -1424,6 +1465,22 @@ describe(kind, function()
       assert.is_false(got[1])
       assert_has(got[2], "this pool belongs to another thread or process")
       assert.equal("owner", pool:apply(function() return "owner" end))
+    end)
+
+    -- Was a bug (fixed; the test stays): close and terminate of a copy
+    -- returned without a word (close put stop messages on the owner's task
+    -- queue, terminate drained it and failed the copy's results), and join's
+    -- error pointed inside concur.lua.
+    it("close, terminate and join from another thread raise and leave the pool alone", function()
+      local pool = new(1)
+      for _, m in ipairs({"close", "terminate", "join"}) do
+        local got = from_thread(pool, function(p) return p[m](p) end)
+        assert.is_false(got[1], m .. " returned")
+        assert_has(got[2], "this pool belongs to another thread or process")
+        assert_lacks(got[2], "concur.lua")
+      end
+      assert.equal("owner", pool:apply(function() return "owner" end))
+      assert_has(tostring(pool), "state=RUN")
     end)
 
     -- Was a bug (fixed; the test stays): a copy of the pool collected in another thread's state (at the

@@ -437,6 +437,25 @@ describe("concur.Thread", function()
       assert.has_error(function() t:setDaemon(false) end)
     end)
 
+    -- Were findings F6, F7 (docs/badinput.md): the messages named the
+    -- __newindex metamethod ("bad argument #3 to 'newindex'") and, for the
+    -- methods, a line inside concur.lua.
+    it("setName and setDaemon check their argument, and raise at the caller's line", function()
+      local t = concur.Thread{target = function() end}
+      local msg = err_of(function() t:setName({}) end)
+      assert.matches("^[^\n]*thread_spec%.lua:%d+: bad argument #1 to 'setName' %(string expected, got table%)", msg)
+      msg = err_of(function() t:setDaemon(1) end)
+      assert.matches("^[^\n]*thread_spec%.lua:%d+: bad argument #1 to 'setDaemon' %(boolean expected, got number%)", msg)
+      msg = err_of(function() concur.main_thread():setDaemon(true) end)
+      assert.matches("^[^\n]*thread_spec%.lua:%d+: cannot set daemon status of active thread", msg)
+      msg = err_of(function() t.name = {} end)
+      assert.matches("thread_spec%.lua:%d+: name must be a string, got table", msg)
+      msg = err_of(function() t.daemon = 1 end)
+      assert.matches("thread_spec%.lua:%d+: daemon must be a boolean, got number", msg)
+      msg = err_of(function() t.getName(5) end)
+      assert.matches("thread_spec%.lua:%d+: bad argument #1 to 'getName' %(concur.Thread expected, got number%)", msg)
+    end)
+
     it("isAlive", function()
       local t = concur.Thread{target = function() end}
       assert.is_false(t:isAlive())

@@ -52,8 +52,11 @@ static struct {
   proc_obj *main;            /* "MainProcess" (or this child's own object) */
   proc_obj *parent;          /* in a child: its parent */
   int daemonic;              /* this process is a daemon Process */
+  int shutting_down;         /* the exit rules have begun: no new child */
+  int starting;              /* starts between their check and children_add */
+  pthread_cond_t started;    /* starting went down */
   char identity[64];         /* this process's identity: "" in the main one */
-} pr = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} pr = {.lock = PTHREAD_MUTEX_INITIALIZER, .started = PTHREAD_COND_INITIALIZER};
 
 static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
 
@@ -210,6 +213,13 @@ static int pr_wait(proc_obj *p, double timeout) {
 /* Joins the non-daemon children, then terminates and reaps the daemon ones
  * (API.md, "Threads": the exit rules; threads were waited for before). */
 void proc_exit_rules(void) {
+  /* No child starts from now on; those already past their check are
+   * waited for, so that the loops below see every child there will be. */
+  pthread_mutex_lock(&pr.lock);
+  pr.shutting_down = 1;
+  while (pr.starting > 0)
+    pthread_cond_wait(&pr.started, &pr.lock);
+  pthread_mutex_unlock(&pr.lock);
   for (int pass = 0; pass < 2; pass++) {
     for (;;) {
       proc_obj *p = NULL;
@@ -371,6 +381,14 @@ static int pr_new(lua_State *L) {
   return 1;
 }
 
+/* A start that failed after its check: no longer in flight. */
+static void pr_start_done(void) {
+  pthread_mutex_lock(&pr.lock);
+  if (--pr.starting == 0)
+    pthread_cond_broadcast(&pr.started);
+  pthread_mutex_unlock(&pr.lock);
+}
+
 static int pr_start(lua_State *L) {
   proc_obj *p = check_proc(L, 1);
   lua_settop(L, 1);
@@ -379,12 +397,16 @@ static int pr_start(lua_State *L) {
   if (p->creator != cobj_main_state(L))
     return luaL_error(L, "a process can only be started from the Lua state that created it");
   pthread_mutex_lock(&pr.lock);
-  int ok = p->state == PR_NEW, daemonic = pr.daemonic;
+  int ok = p->state == PR_NEW, daemonic = pr.daemonic, down = pr.shutting_down;
+  if (ok && !daemonic && !down)
+    pr.starting++;
   pthread_mutex_unlock(&pr.lock);
   if (!ok)
     return luaL_error(L, "processes can only be started once");
   if (daemonic)
     return luaL_error(L, "daemonic processes are not allowed to have children");
+  if (down)
+    return luaL_error(L, "cannot start a process at interpreter shutdown");
   children_reap();
   /* The child's references to shared objects are taken here, before the
    * fork, with every thread's state frozen (see cobj_fork_prepare). */
@@ -396,6 +418,7 @@ static int pr_start(lua_State *L) {
   thread_fork_freeze();
   if (!cobj_fork_prepare(L, 2, &refs)) {
     thread_fork_thaw();
+    pr_start_done();
     return luaL_error(L, "cannot start a process: not enough memory");
   }
   fflush(NULL);   /* whatever came in between (rarely anything) */
@@ -406,6 +429,7 @@ static int pr_start(lua_State *L) {
   thread_fork_thaw();
   if (pid < 0) {
     cobj_fork_undo(&refs);
+    pr_start_done();
     return luaL_error(L, "cannot start a process: %s", strerror(fork_errno));
   }
   cobj_fork_done(&refs);
@@ -414,6 +438,8 @@ static int pr_start(lua_State *L) {
   p->parent_pid = getpid();
   p->state = PR_STARTED;
   children_add(p);
+  if (--pr.starting == 0)
+    pthread_cond_broadcast(&pr.started);
   pthread_mutex_unlock(&pr.lock);
   return 0;
 }
@@ -610,6 +636,8 @@ static void pr_atfork_parent(void) { pthread_mutex_unlock(&pr.lock); }
 /* The child: its parent's children are its siblings, not its own. */
 static void pr_atfork_child(void) {
   pthread_mutex_unlock(&pr.lock);   /* the forking thread took it in prepare */
+  pr.starting = 0;                  /* the parent's starts, this one included */
+  pthread_cond_init(&pr.started, NULL);
   proc_obj *q = pr.children.next;
   pr.children.next = pr.children.prev = &pr.children;
   while (q != &pr.children) {     /* the copies' list references: leave them */

@@ -578,6 +578,7 @@ static int queue_get(lua_State *L) {
 }
 
 static int queue_put_nowait(lua_State *L) {
+  cobj_self(L);   /* self first: q.put_nowait() names argument 1 */
   luaL_checkany(L, 2);
   lua_settop(L, 2);
   lua_pushboolean(L, 0);

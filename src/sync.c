@@ -329,7 +329,7 @@ static int with_finish(lua_State *L, int status, lua_KContext ctx) {
 
 /* obj:with(fn, ...) -> fn's results; released however fn ends. */
 static int sync_with(lua_State *L) {
-  luaL_checkany(L, 1);
+  cobj_self(L);   /* Lock.with(5, f) names argument 1, not Lua's index error */
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_getfield(L, 1, "acquire");
   lua_pushvalue(L, 1);
@@ -353,7 +353,7 @@ static int guard_close(lua_State *L) {
 
 /* obj:guard() -> a to-be-closed value; acquired now, released at close. */
 static int sync_guard(lua_State *L) {
-  luaL_checkany(L, 1);
+  cobj_self(L);
   lua_settop(L, 1);
   lua_newuserdatauv(L, 0, 1);
   if (luaL_newmetatable(L, "concur.guard")) {
@@ -1022,8 +1022,10 @@ static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *metho
   cobj_newmetatable(L, type, NULL);
   lua_pushvalue(L, -1);
   luaL_setfuncs(L, methods, 1);
-  if (type != &event_type && type != &barrier_type && type != &slots_type)
-    luaL_setfuncs(L, common, 0);
+  if (type != &event_type && type != &barrier_type && type != &slots_type) {
+    lua_pushvalue(L, -1);          /* upvalue 1 of with and guard too, for cobj_self */
+    luaL_setfuncs(L, common, 1);
+  }
   if (type == &barrier_type) {
     /* attributes parties, n_waiting, broken beside the methods */
     lua_pushvalue(L, -1);          /* upvalue 1: the metatable */

@@ -476,11 +476,12 @@ static int run_task(worker *w, thread_obj *t) {
 static void task_finish(thread_obj *t, int ok) {
   pthread_mutex_lock(&rt.lock);
   live_remove(t);
-  if (!t->daemon) {
-    rt.nondaemon--;
-    /* rt_atexit waits for 0, or 1 when os.exit runs in a thread. */
-    pthread_cond_broadcast(&rt.exit_cond);
-  }
+  if (!t->daemon)
+    rt.nondaemon--;   /* rt_atexit waits for 0, or 1 when os.exit runs in a thread. */
+  else
+    rt.ndaemon_busy--;   /* the exit rules now wait for this worker: its state,
+                            closed next, holds references to shared objects */
+  pthread_cond_broadcast(&rt.exit_cond);
   t->failed = !ok;
   t->state = TH_DONE;
   pthread_cond_broadcast(&t->changed);
@@ -517,7 +518,6 @@ static void *worker_main(void *arg) {
     int ok = run_task(w, t);
     tbuf_free(&t->start);   /* only this worker touches it once started */
     current = NULL;
-    int was_daemon = t->daemon;
     task_finish(t, ok);
     cobj_decref(&t->hdr);
     if (w == rt.fork_worker)
@@ -531,8 +531,6 @@ static void *worker_main(void *arg) {
 
     pthread_mutex_lock(&rt.lock);
     w->task = NULL;
-    if (was_daemon)
-      rt.ndaemon_busy--;
     if (rt.shutting_down || rt.nidle >= MAX_IDLE_WORKERS)
       break;
     w->next_idle = rt.idle;
