@@ -14,10 +14,6 @@
 local concur = require "concur"
 local core = require "concur.core"
 
--- A spec of a concur bug not fixed yet (reproducer and diagnosis in
--- stress/repro-faults/): pending, so that the suite stays green; make it `it`
--- with the fix.
-local it_after_fix = pending
 
 local started = {}
 local pools = {}
@@ -270,7 +266,7 @@ describe("a process killed", function()
   describe("in a Barrier", function()
     -- Fails before the fix: the waiting party sleeps until its own timeout
     -- (for ever without one); see stress/repro-faults/barrier_action_killed.lua.
-    it_after_fix("running the action: the other party's wait raises BrokenBarrierError within a second", function()
+    it("running the action: the other party's wait raises BrokenBarrierError within a second", function()
       local inside, who = concur.Event(), core.Slots(1)   -- the runner's pid
       local b = concur.Barrier(2, function()
         local c = require "concur"
@@ -395,4 +391,25 @@ describe("a process killed", function()
       assert.are.same(want, oks)
     end)
   end)
+end)
+
+-- Kills at one exact instruction need a debugger: these reproducers stop a
+-- child with gdb on the line between the store and the wake (or after a
+-- get's journal) and kill it there.  Skipped without gdb or under a sanitizer.
+describe("killed at an exact instruction (gdb)", function()
+  local support = require "support"
+  local has_gdb = os.execute("command -v gdb >/dev/null 2>&1")
+  local it_gdb = (has_gdb and os.getenv("CONCUR_SANITIZER") == nil) and it or pending
+  local root = support.spec_dir .. "../stress/repro-faults/"
+  for _, name in ipairs({"killed_between_store_and_wake", "queue_dead_getter_journal"}) do
+    it_gdb(name .. ": the waiters wake and nothing stays wedged", function()
+      local q = support.shell_quote
+      local p = assert(io.popen(table.concat({"LUA_PATH=" .. q(package.path),
+        "LUA_CPATH=" .. q(package.cpath), "timeout -k 5 120", q(support.LUA),
+        q(root .. name .. ".lua"), "2>&1"}, " ")))
+      local out = p:read("a")
+      p:close()
+      assert.truthy(out:find(name .. ": OK", 1, true), out)
+    end)
+  end
 end)
