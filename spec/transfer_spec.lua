@@ -799,3 +799,27 @@ describe("transfer of argument lists with nils", function()
     assert.are.equal(2, r[2])
   end)
 end)
+
+-- Found by the fuzzer (fuzz/crashes/README.md): these crashed.
+describe("transfer of values the fuzzer built", function()
+  local core = require "concur.core"
+
+  it("a slice whose list holds the slice itself raises, it does not crash", function()
+    local t = {}
+    local s = core.slice(t, 1, 1)
+    t[1] = s
+    local ok, err = pcall(core.transfer, s)
+    assert.is_false(ok)
+    assert.matches("nested too deeply", err)
+    local a, b = {}, {}
+    local sa, sb = core.slice(a, 1, 1), core.slice(b, 1, 1)
+    a[1], b[1] = sb, sa
+    assert.is_false((pcall(core.transfer, sa)))
+  end)
+
+  it("slices nested less than the depth limit still arrive", function()
+    local inner = core.slice({10, 20, 30}, 2, 3)
+    local _, back = core.transfer(core.slice({inner, 5}, 1, 2))
+    assert.are.same({{20, 30, n = 2}, 5, n = 2}, back)
+  end)
+end)

@@ -712,7 +712,14 @@ static int encode_value(enc *e, int idx) {
     cobj *o = cobj_test(L, idx, NULL);
     if (o == NULL) {
       const slice *sl = luaL_testudata(L, idx, SLICE_MT);
-      return sl ? encode_slice(e, idx, sl) : enc_fail(e, idx);
+      if (sl == NULL)
+        return enc_fail(e, idx);
+      /* A level like a table's: a slice can hold itself through its list. */
+      if (e->depth >= MAX_DEPTH)
+        return enc_fail_msg(e, "value nested too deeply to transfer (more than 1000 levels)");
+      if ((e->depth & 7) == 0 && !lua_checkstack(L, 40))
+        return enc_fail_msg(e, "Lua stack overflow while encoding");
+      return encode_slice(e, idx, sl);
     }
     tbuf *b = e->b;
     size_t i;
@@ -962,6 +969,8 @@ typedef struct dec {
   int strs;        /* stack index of the KEYSTR strings, in order (nil until needed) */
   lua_Integer nstrs;
   int depth;
+  size_t owed;     /* bytes the tables being decoded still need for their
+                      entries: 1 per item, 2 per record */
 } dec;
 
 __attribute__((noreturn)) static void dec_bad(dec *d) {
@@ -1127,18 +1136,24 @@ static void decode_table(dec *d, int shared, size_t off) {
   lua_State *L = d->L;
   uint64_t narr = get_varint(d);
   uint32_t nrec = get_u32(d);
+  /* Every item takes at least a byte, every record two; what the enclosing
+   * tables still owe is not this table's to claim, so that nested tables
+   * cannot each preallocate the whole rest of the message. */
   size_t left = (size_t)(d->end - d->p);
-  if (narr > left || nrec > left)    /* every entry takes at least a byte */
+  if (left < d->owed || narr > left - d->owed || nrec > (left - d->owed - narr) / 2)
     dec_bad(d);
+  d->owed += (size_t)narr + 2 * (size_t)nrec;
   lua_createtable(L, narr > INT_MAX ? 0 : (int)narr, nrec > INT_MAX ? 0 : (int)nrec);
   int t = lua_gettop(L);
   if (shared)
     dec_remember(d, off);
   for (uint64_t i = 1; i <= narr; i++) {
+    d->owed -= 1;                    /* this item's bytes are its own */
     decode_entry(d);
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (uint32_t i = 0; i < nrec; i++) {
+    d->owed -= 2;
     /* Only these tags could make an invalid key (nil, NaN); the others
      * cannot, and skip the check. */
     int tag = d->p < d->end ? *d->p : T_NIL;
@@ -1174,7 +1189,15 @@ static void decode_function(dec *d, int shared, size_t off) {
   int f = lua_gettop(L);
   if (shared)
     dec_remember(d, off);
+  /* The closure's own upvalue count (the chunk's header byte) can disagree
+   * with its prototype's in a damaged chunk, and lua_setupvalue and friends
+   * check only the prototype's: check indices against the closure's. */
+  lua_Debug ar;
+  lua_pushvalue(L, f);
+  lua_getinfo(L, ">u", &ar);
   int nups = get_byte(d);
+  if (nups > ar.nups)
+    dec_bad(d);
   for (int i = 1; i <= nups; i++) {
     unsigned char tag = d->p < d->end ? *d->p : T_NIL;
     if (tag == T_GLOBALS) {
@@ -1185,7 +1208,9 @@ static void decode_function(dec *d, int shared, size_t off) {
       uint64_t goff = get_varint(d);
       int gi = get_byte(d);
       dec_lookup_ref(d, goff);
+      lua_Debug gar;
       if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) ||
+          (lua_pushvalue(L, -1), lua_getinfo(L, ">u", &gar), gi < 1 || gi > gar.nups) ||
           lua_getupvalue(L, -1, gi) == NULL || lua_getupvalue(L, f, i) == NULL)
         dec_bad(d);
       lua_pop(L, 2);
@@ -1288,6 +1313,7 @@ static int decode_message(lua_State *L, const tbuf *b, size_t at, size_t len) {
   d.end = d.start + len;
   d.b = b;
   d.depth = 0;
+  d.owed = 0;
   luaL_checkstack(L, 48, "too many values");
   lua_pushnil(L);
   d.refs = lua_gettop(L);

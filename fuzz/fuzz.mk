@@ -1,0 +1,54 @@
+# fuzz/fuzz.mk - the libFuzzer target of the value transfer, included by the
+# Makefile (which gives SRCS, HDRS, LUA, LUA_INC, WARN, SAN_LUA_LIB and the
+# rule for src/concur_lua.h).
+#
+#   make fuzz                    builds, then fuzzes for FUZZ_SECONDS (60) s
+#   make fuzz FUZZ_SECONDS=600   a longer run
+#   make fuzz FUZZ_SKIP=slice-loop,upvalue-count
+#                                goes past the known bugs (fuzz/crashes/README.md)
+#   make fuzz-corpus             rewrites the seed corpus in fuzz/corpus/
+#
+# The binary is built with clang whatever CC is (libFuzzer is clang's), from
+# fuzz/fuzz_transfer.c, its Lua half fuzz/fuzz_transfer.lua (compiled in),
+# every file of src/ and the static Lua library.  One process, one job: new
+# inputs go to build/fuzz/corpus, the seeds in fuzz/corpus are only read,
+# crash files land in build/fuzz/.  FUZZ_ARGS passes more libFuzzer options.
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS    ?=
+# liblua's undump trusts its bytes (lundump.c): a chunk's header upvalue
+# count is not checked against its prototype's, and malformed bytecode can
+# crash the loader.  By default the harness checks upvalue indices itself and
+# does not load binary chunks from bytes no encoder wrote (fuzz_transfer.c).
+FUZZ_SKIP    ?= upvalue-count,chunk-load
+FUZZ_DIR      = build/fuzz
+FUZZ_BIN      = $(FUZZ_DIR)/fuzz_transfer
+FUZZ_LUA_LIB ?= $(SAN_LUA_LIB)
+# Lua's upvalue functions, checked more strictly (see fuzz_transfer.c).
+FUZZ_WRAP     = -Wl,--wrap=lua_load,--wrap=lua_getupvalue,--wrap=lua_setupvalue,--wrap=lua_upvalueid,--wrap=lua_upvaluejoin
+FUZZ_FLAGS    = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined
+
+.PHONY: fuzz fuzz-corpus
+
+$(FUZZ_DIR)/fuzz_transfer_lua.h: fuzz/fuzz_transfer.lua tools/embed.lua
+	@mkdir -p $(dir $@)
+	$(LUA) tools/embed.lua fuzz/fuzz_transfer.lua > $@.tmp && mv $@.tmp $@
+
+$(FUZZ_BIN): fuzz/fuzz_transfer.c $(FUZZ_DIR)/fuzz_transfer_lua.h $(SRCS) $(HDRS)
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || sh tools/deps.sh clang
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || \
+	  { echo "fuzz: $(FUZZ_CC) not found; run: sudo apt-get install -y clang"; exit 1; }
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -I$(FUZZ_DIR) -o $@ \
+	  fuzz/fuzz_transfer.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl $(FUZZ_WRAP)
+
+fuzz: $(FUZZ_BIN)
+	@FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' FUZZ_TRANSFER_SKIP='$(FUZZ_SKIP)' \
+	  sh fuzz/run.sh $(FUZZ_BIN)
+
+fuzz-corpus: $(FUZZ_BIN)
+	rm -f fuzz/corpus/a-* fuzz/corpus/b-*
+	FUZZ_TRANSFER_SEEDS=fuzz/corpus $(FUZZ_BIN)
+	@ls fuzz/corpus | wc -l | sed 's/$$/ seeds in fuzz\/corpus/'
