@@ -33,7 +33,7 @@ stress-tsan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)' \
 	  SAN_CFLAGS='$(TSAN_FLAGS)' build/tsan/concur/core.so build/tsan/lua
 	@echo "== stress under ThreadSanitizer"
-	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 die_after_fork=0 suppressions=$(CURDIR)/tools/tsan.supp" \
+	@TSAN_OPTIONS="$(TSAN_OPTS)" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/tsan/?.so;;' \
 	  CONCUR_SANITIZER=thread $(CURDIR)/build/tsan/lua stress/stress.lua \
 	  $(STRESS_TSAN_SECONDS) $(STRESS_SEED) $(STRESS_TSAN_ARGS)
