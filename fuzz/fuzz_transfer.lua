@@ -35,6 +35,10 @@ local function iscfunc(f)
   return getinfo(f, "S").what == "C"
 end
 
+-- The closure's own upvalue count.  Every upvalue walk below stops there: a
+-- damaged binary chunk can give its function more upvalues than its closure,
+-- and debug.getupvalue checks only the function's count
+-- (fuzz/crashes/chunk-upvalue-count).
 local function nups(f)
   return getinfo(f, "u").nups
 end
@@ -363,7 +367,7 @@ function H.expect(one_root, n, ...)
         if mt ~= nil then return visit(mt, d + 1, nil) end
         return nil
       end
-      for i = 1, 255 do
+      for i = 1, nups(v) do
         local name, x = getupvalue(v, i)
         if name == nil then break end
         if not (name == "_ENV" or rawequal(x, G)) then
@@ -505,9 +509,11 @@ function H.compare(n, ...)
   local function eq_func(o, c)
     if iscfunc(o) or iscfunc(c) then return fail("C function copied") end
     if sdump(o) ~= sdump(c) then return fail("bytecode differs") end
-    for i = 1, 255 do
-      local no, vo = getupvalue(o, i)
-      local nc, vc = getupvalue(c, i)
+    local nuo, nuc = nups(o), nups(c)
+    for i = 1, (nuo > nuc and nuo or nuc) do
+      local no, vo, nc, vc
+      if i <= nuo then no, vo = getupvalue(o, i) end
+      if i <= nuc then nc, vc = getupvalue(c, i) end
       if no ~= nc then return fail("upvalue " .. i .. " name") end
       if no == nil then break end
       if no == "_ENV" or rawequal(vo, G) then
@@ -629,7 +635,7 @@ do
       for k, x in next, v do add(k); add(x) end
       add(dgetmetatable(v))
     elseif t == "function" then
-      for j = 1, 255 do
+      for j = 1, nups(v) do
         local name, x = getupvalue(v, j)
         if name == nil then break end
         add(x)
@@ -670,7 +676,7 @@ function H.strip(...)
         dsetmetatable(v, nil)
       end
     elseif not iscfunc(v) then
-      for j = 1, 255 do
+      for j = 1, nups(v) do
         local name, x = getupvalue(v, j)
         if name == nil then break end
         add(x)
