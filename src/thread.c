@@ -88,10 +88,11 @@ struct worker {
 
 static struct {
   pthread_mutex_t lock;
-  pthread_cond_t exit_cond;  /* a non-daemon thread or a worker ended */
+  pthread_cond_t exit_cond;  /* a non-daemon thread or a worker ended, or a build */
   int nondaemon;             /* started non-daemon threads not yet ended */
   int nworkers;              /* workers alive */
   int ndaemon_busy;          /* workers running daemon threads */
+  int nbuilding;             /* workers building a Lua state (a fork waits) */
   thread_obj live;           /* circular list of alive threads, main included */
   int nlive;
   worker *idle;
@@ -329,6 +330,20 @@ static lua_State *state_build(arena *a, char *err, size_t errlen) {
 }
 
 
+/* Builds w's next state.  Counted, so that a fork waits for builds to end:
+ * a state half built is held only by the builder's stack, which a child does
+ * not get, and the child would carry its copy as memory nothing points to. */
+static void worker_build(worker *w) {
+  pthread_mutex_lock(&rt.lock);
+  rt.nbuilding++;
+  pthread_mutex_unlock(&rt.lock);
+  w->L = state_build(w->arena.base ? &w->arena : NULL, w->setup_error, sizeof w->setup_error);
+  pthread_mutex_lock(&rt.lock);
+  if (--rt.nbuilding == 0)
+    pthread_cond_broadcast(&rt.exit_cond);
+  pthread_mutex_unlock(&rt.lock);
+}
+
 /* The thread's error report, "Exception in thread NAME:" and the traceback. */
 static int run_msgh(lua_State *L) {
   const char *msg;
@@ -426,8 +441,7 @@ static int run_task(worker *w, thread_obj *t) {
   /* The state is built ahead, while the worker is parked; if memory ran
    * short then, try again now rather than fail a thread for the past. */
   if (w->L == NULL)
-    w->L = state_build(w->arena.base ? &w->arena : NULL, w->setup_error,
-                       sizeof w->setup_error);
+    worker_build(w);
   lua_State *L = w->L;
   char err[TRANSFER_ERRLEN];
   if (L == NULL) {
@@ -503,8 +517,7 @@ static void *worker_main(void *arg) {
   pthread_mutex_unlock(&rt.lock);
   w->arena.base = malloc(ARENA_SIZE);
   if (w->L == NULL)
-    w->L = state_build(w->arena.base ? &w->arena : NULL, w->setup_error,
-                       sizeof w->setup_error);
+    worker_build(w);
   pthread_mutex_lock(&rt.lock);
   for (;;) {
     while (w->task == NULL && !w->quit)
@@ -526,8 +539,7 @@ static void *worker_main(void *arg) {
     /* Fresh state for the next thread, built while nobody waits for it. */
     if (w->L)
       lua_close(w->L);
-    w->L = state_build(w->arena.base ? &w->arena : NULL, w->setup_error,
-                       sizeof w->setup_error);
+    worker_build(w);
 
     pthread_mutex_lock(&rt.lock);
     w->task = NULL;
@@ -979,6 +991,8 @@ static atomic_uintptr_t rt_freezer;
 
 void thread_fork_freeze(void) {
   pthread_mutex_lock(&rt.lock);
+  while (rt.nbuilding > 0)   /* see worker_build */
+    pthread_cond_wait(&rt.exit_cond, &rt.lock);
   atomic_store(&rt_freezer, CONCUR_THREAD_ID);
 }
 
