@@ -84,6 +84,7 @@ struct worker {
   pthread_t tid;             /* set before the worker runs */
   size_t stack_size;         /* what it was made with (0: the system's) */
   worker *next_idle;         /* (rt) */
+  worker *all_prev, *all_next;   /* (rt) rt.workers, from creation to free */
 };
 
 static struct {
@@ -98,7 +99,8 @@ static struct {
   worker *idle;
   int nidle;
   worker *exited;            /* workers that left at shutdown, to be joined */
-  worker *parked_in_parent;  /* a forked child: the parent's parked workers */
+  worker *workers;           /* every worker not yet freed (rt.all_*) */
+  worker *parked_in_parent;  /* a forked child: the parent's workers */
   worker *fork_worker;       /* in a child forked from a thread: its worker */
   int shutting_down;
   thread_obj *main;
@@ -330,9 +332,30 @@ static lua_State *state_build(arena *a, char *err, size_t errlen) {
 }
 
 
+/* rt.workers keeps every worker reachable, busy ones too: in a forked child
+ * the parent's workers are memory nothing else points to.  rt.lock held. */
+static void workers_add(worker *w) {
+  w->all_prev = NULL;
+  w->all_next = rt.workers;
+  if (rt.workers)
+    rt.workers->all_prev = w;
+  rt.workers = w;
+}
+
+static void workers_remove(worker *w) {
+  if (w->all_prev)
+    w->all_prev->all_next = w->all_next;
+  else
+    rt.workers = w->all_next;
+  if (w->all_next)
+    w->all_next->all_prev = w->all_prev;
+}
+
 /* Builds w's next state.  Counted, so that a fork waits for builds to end:
- * a state half built is held only by the builder's stack, which a child does
- * not get, and the child would carry its copy as memory nothing points to. */
+ * a state half built is held only by the builder's registers and stack, which
+ * a child does not get, and the child would carry its copy as memory nothing
+ * points to.  (A close is not counted: w->L holds the state until it is gone,
+ * and its finalizers run user code, which may fork.) */
 static void worker_build(worker *w) {
   pthread_mutex_lock(&rt.lock);
   rt.nbuilding++;
@@ -539,6 +562,7 @@ static void *worker_main(void *arg) {
     /* Fresh state for the next thread, built while nobody waits for it. */
     if (w->L)
       lua_close(w->L);
+    w->L = NULL;
     worker_build(w);
 
     pthread_mutex_lock(&rt.lock);
@@ -568,6 +592,8 @@ static void *worker_main(void *arg) {
     pthread_detach(pthread_self());
   }
   rt.nworkers--;
+  if (!joined)
+    workers_remove(w);
   pthread_cond_broadcast(&rt.exit_cond);
   pthread_mutex_unlock(&rt.lock);
   if (!joined) {
@@ -690,6 +716,8 @@ static int th_start(lua_State *L) {
     pthread_mutex_lock(&rt.lock);   /* publishes fresh->tid before it runs */
     if (rc == 0)
       rc = pthread_create(&fresh->tid, &attr, worker_main, fresh);
+    if (rc == 0)
+      workers_add(fresh);
     pthread_mutex_unlock(&rt.lock);
     pthread_attr_destroy(&attr);
     if (rc != 0)
@@ -973,6 +1001,9 @@ void thread_exit_rules(void) {
   while (gone) {
     worker *next = gone->next_idle;
     pthread_join(gone->tid, NULL);
+    pthread_mutex_lock(&rt.lock);
+    workers_remove(gone);
+    pthread_mutex_unlock(&rt.lock);
     pthread_cond_destroy(&gone->wake);
     free(gone);
     gone = next;
@@ -1039,8 +1070,10 @@ static void rt_atfork_child(void) {
    * process ends when it does (as in Python). */
   rt.fork_worker = current_worker;
   /* Those workers do not exist here; their memory stays (their states can
-   * never be closed safely), kept reachable for leak checkers. */
-  rt.parked_in_parent = rt.idle ? rt.idle : rt.exited;
+   * never be closed safely), kept reachable for leak checkers: parked or
+   * busy, all are on rt.workers. */
+  rt.parked_in_parent = rt.workers;
+  rt.workers = NULL;
   rt.idle = NULL;
   rt.exited = NULL;
   rt.nidle = 0;
