@@ -1177,6 +1177,31 @@ static void decode_table(dec *d, int shared, size_t off) {
     dec_bad(d);
 }
 
+/* The upvalue count of f's prototype, or -1.  A chunk's header byte says
+ * how many upvalues the loaded closure gets; a damaged chunk can give its
+ * prototype another count, and Lua (lua_getupvalue, a call, a second dump)
+ * trusts the prototype's and reads past the closure.  lua_dump writes the
+ * prototype's count right after the 31-byte header: a writer that keeps 32
+ * bytes and then stops the dump reads it. */
+typedef struct dump_head { unsigned char b[32]; size_t n; } dump_head;
+
+static int head_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  dump_head *h = ud;
+  size_t k = n < sizeof h->b - h->n ? n : sizeof h->b - h->n;
+  memcpy(h->b + h->n, p, k);
+  h->n += k;
+  return h->n == sizeof h->b;   /* nonzero: enough, stop */
+}
+
+static int proto_nups(lua_State *L, int f) {
+  dump_head h = {{0}, 0};
+  lua_pushvalue(L, f);
+  lua_dump(L, head_writer, &h, 1);
+  lua_pop(L, 1);
+  return h.n == sizeof h.b ? h.b[31] : -1;
+}
+
 static void decode_function(dec *d, int shared, size_t off) {
   lua_State *L = d->L;
   chunk_reader r;
@@ -1196,7 +1221,7 @@ static void decode_function(dec *d, int shared, size_t off) {
   lua_pushvalue(L, f);
   lua_getinfo(L, ">u", &ar);
   int nups = get_byte(d);
-  if (nups > ar.nups)
+  if (nups > ar.nups || proto_nups(L, f) != ar.nups)
     dec_bad(d);
   for (int i = 1; i <= nups; i++) {
     unsigned char tag = d->p < d->end ? *d->p : T_NIL;
