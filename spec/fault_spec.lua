@@ -13,39 +13,22 @@
 -- timeout, and after_each kills and joins what a failed test left running.
 local concur = require "concur"
 local core = require "concur.core"
+local support = require "support"
 
-
-local started = {}
+-- Processes and pools started by the current test; after_each ends them.
+local started = support.tracker()
 local pools = {}
 
 after_each(function()
-  for _, p in ipairs(started) do
-    pcall(function()
-      if p:is_alive() then p:kill() end
-      p:join()
-    end)
-  end
-  started = {}
+  started.cleanup()
   for _, pool in ipairs(pools) do pcall(pool.terminate, pool) end
   pools = {}
 end)
 
--- Starts a process on fn(...); fn's integer result is its exit code.
-local function go(fn, ...)
-  local p = concur.Process{target = function(...)
-    local code = fn(...)
-    if math.type(code) == "integer" then os.exit(code) end
-  end, args = table.pack(...)}
-  started[#started + 1] = p
-  p:start()
-  return p
-end
-
--- Joins p (a hang fails after `timeout` s) and returns its exit code.
-local function finish(p, timeout)
-  assert.is_true(p:join(timeout or 20), "child " .. tostring(p.pid) .. " did not end")
-  return p.exitcode
-end
+-- From support.lua: go(fn, ...) starts a process on fn(...) (fn's integer
+-- result is its exit code), finish(p, timeout) joins it and returns its exit
+-- code.
+local go, finish = started.process, support.finish
 
 -- Kills p, which must still be running, and reaps it.
 local function kill(p)
@@ -397,7 +380,6 @@ end)
 -- child with gdb on the line between the store and the wake (or after a
 -- get's journal) and kill it there.  Skipped without gdb or under a sanitizer.
 describe("killed at an exact instruction (gdb)", function()
-  local support = require "support"
   local has_gdb = os.execute("command -v gdb >/dev/null 2>&1")
   local it_gdb = (has_gdb and os.getenv("CONCUR_SANITIZER") == nil) and it or pending
   local root = support.spec_dir .. "../stress/repro-faults/"

@@ -16,68 +16,19 @@
 -- thread runs while a process is forked: every test joins its threads before
 -- it ends, and the tests that mix both start their thread after the fork.
 local concur = require "concur"
+local support = require "support"
 
 -- Processes and threads started by the current test; after_each ends them.
-local procs, threads = {}, {}
+local started = support.tracker()
+after_each(started.cleanup)
 
-after_each(function()
-  for _, p in ipairs(procs) do
-    pcall(function()
-      if p:is_alive() then p:kill() end
-      p:join()
-    end)
-  end
-  for _, t in ipairs(threads) do pcall(t.join, t, 10) end
-  procs, threads = {}, {}
-end)
-
--- Starts a process on fn(...); fn's integer result is its exit code.
-local function fork(fn, ...)
-  local p = concur.Process{target = function(...)
-    local code = fn(...)
-    if math.type(code) == "integer" then os.exit(code) end
-  end, args = table.pack(...)}
-  procs[#procs + 1] = p
-  p:start()
-  return p
-end
-
--- Joins p (a hang becomes a failure after `timeout` seconds); its exit code.
-local function finish(p, timeout)
-  assert.is_true(p:join(timeout or 20), "child " .. tostring(p.pid) .. " did not end")
-  return p.exitcode
-end
-
--- Starts a thread on fn(...) and returns it.
-local function spawn(fn, ...)
-  local t = concur.Thread{target = fn, args = table.pack(...)}
-  threads[#threads + 1] = t
-  t:start()
-  return t
-end
-
--- pcall that returns the error message as a string (and fails if none).
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
-
--- Asserts that `s` contains `sub` (plain), with both in the message.
-local function assert_has(s, sub)
-  assert.is_truthy(tostring(s):find(sub, 1, true),
-    ("expected %q in %q"):format(sub, tostring(s)))
-end
-
--- Polls pred every millisecond until it holds; false after `timeout` seconds.
-local function eventually(pred, timeout)
-  local t0 = concur.time()
-  while not pred() do
-    if concur.time() - t0 > (timeout or 10) then return false end
-    concur.sleep(0.001)
-  end
-  return true
-end
+-- From support.lua: fork(fn, ...) starts a process on fn(...) (fn's integer
+-- result is its exit code), spawn(fn, ...) a thread; finish(p, timeout)
+-- joins a process and returns its exit code; err_of(fn, ...) is pcall that
+-- returns the error message (and fails if none); assert_has(s, sub) asserts
+-- that s contains sub; eventually(pred, timeout) polls pred.
+local fork, spawn, finish = started.process, started.thread, support.finish
+local err_of, assert_has, eventually = support.err_of, support.assert_has, support.eventually
 
 -- Whether OS thread `tid` of process `pid` sleeps in a system call other
 -- than a futex wait: blocked in recv, send or poll for the callers here (each

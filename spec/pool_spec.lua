@@ -20,26 +20,15 @@
 local concur = require "concur"
 local support = require "support"
 
--- pcall that returns the error message as a string.
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+-- From support.lua: err_of(fn, ...) and raised(fn, ...) are pcall that
+-- returns the error message as a string, or the raw error value
+-- (concur.Empty, a table, ...), and fail if none; assert_has(s, sub) asserts
+-- that s contains sub (plain); timed(fn, ...) gives the seconds fn(...)
+-- takes, then pcall's results.
+local err_of, raised, assert_has = support.err_of, support.raised, support.assert_has
+local timed = support.timed
 
--- pcall that returns the raw error value (concur.Empty, a table, ...).
-local function raised(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
--- Asserts that `s` contains `sub` (plain), with both in the message.
-local function assert_has(s, sub)
-  assert.is_truthy(tostring(s):find(sub, 1, true),
-    ("expected %q in %q"):format(sub, tostring(s)))
-end
-
+-- Asserts that `s` does not contain `sub` (plain), with both in the message.
 local function assert_lacks(s, sub)
   assert.is_falsy(tostring(s):find(sub, 1, true),
     ("did not expect %q in %q"):format(sub, tostring(s)))
@@ -66,13 +55,6 @@ local function distinct(t)
     if not set[v] then set[v], n = true, n + 1 end
   end
   return n, set
-end
-
--- Seconds fn(...) takes, then pcall's results.
-local function timed(fn, ...)
-  local t0 = concur.time()
-  local r = table.pack(pcall(fn, ...))
-  return concur.time() - t0, table.unpack(r, 1, r.n)
 end
 
 -- Whether pid is one of this process's live children.
@@ -146,12 +128,7 @@ describe(kind, function()
     for _, e in ipairs(holds) do e:set() end
     for _, p in ipairs(pools) do pcall(p.terminate, p) end
     for _, t in ipairs(threads) do pcall(t.join, t) end
-    for _, c in ipairs(children) do
-      pcall(function()
-        if c:is_alive() then c:kill() end
-        c:join()
-      end)
-    end
+    for _, c in ipairs(children) do support.stop(c) end
     pools, holds, threads, children = {}, {}, {}, {}
   end)
 

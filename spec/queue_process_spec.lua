@@ -15,73 +15,21 @@
 -- and after_each kills and joins whatever a failed test left running, so a
 -- failure never hangs the suite.
 local concur = require "concur"
-local core = require "concur.core"
+local support = require "support"
 
 -- None of these children starts a thread, and no thread is running when one
 -- is forked, so every test runs under both sanitizers as it is.
 
 -- Processes started by the current test; after_each ends the leftovers.
-local started = {}
+local started = support.tracker()
+after_each(started.cleanup)
 
-after_each(function()
-  for _, p in ipairs(started) do
-    pcall(function()
-      if p:is_alive() then p:kill() end
-      p:join()
-    end)
-  end
-  started = {}
-end)
-
--- Starts a process on fn(...) and returns it.  fn's return value, if a
--- number, is the exit code (os.exit(n) works too).
-local function go(fn, ...)
-  local p = concur.Process{target = function(...)
-    local code = fn(...)
-    if math.type(code) == "integer" then os.exit(code) end
-  end, args = table.pack(...)}
-  started[#started + 1] = p
-  p:start()
-  return p
-end
-
--- Joins p (a hang becomes a failure after `timeout` seconds) and returns its exit code.
-local function finish(p, timeout)
-  assert.is_true(p:join(timeout or 20), "child " .. tostring(p.pid) .. " did not end")
-  return p.exitcode
-end
-
--- Polls pred every millisecond until it holds; false after `timeout` seconds.
-local function eventually(pred, timeout)
-  local t0 = concur.time()
-  while not pred() do
-    if concur.time() - t0 > (timeout or 10) then return false end
-    concur.sleep(0.001)
-  end
-  return true
-end
-
--- A string of n bytes that says which it is.
-local function big_string(n, seed)
-  local head = ("<%d:%d>"):format(seed, n)
-  if n <= #head then return head:sub(1, n) end
-  local unit = "0123456789abcdef" .. string.char(seed % 256)
-  return head .. unit:rep((n - #head) // #unit + 1):sub(1, n - #head)
-end
-
-local function big_table(n, tag)
-  local t = {tag = tag}
-  for i = 1, n do t[i] = {i, tostring(i)} end
-  return t
-end
-
-local function check_big(t, n, tag)
-  if type(t) ~= "table" or t.tag ~= tag or #t ~= n then return false end
-  for i = 1, n do
-    if t[i][1] ~= i or t[i][2] ~= tostring(i) then return false end
-  end
-  return true
-end
+-- From support.lua: go(fn, ...) starts a process on fn(...) (fn's integer
+-- result is its exit code), finish(p, timeout) joins it and returns its exit
+-- code, eventually(pred, timeout) polls pred; big_string(n, seed),
+-- big_table(n, tag) and check_big(t, n, tag) make and check big items.
+local go, finish, eventually = started.process, support.finish, support.eventually
+local big_string, big_table, check_big = support.big_string, support.big_table, support.check_big
 
 -- The items both directions send, and the check of each one got: returns
 -- nil when it holds, else the index of the first that does not.
@@ -138,12 +86,9 @@ local function thread_at_heap_top()
   return concur.Thread{target = print}
 end
 
-local function in_use()
-  collectgarbage()
-  collectgarbage()
-  return core.shm_in_use()
-end
-local SLACK = 64 * 1024
+-- Bytes in use in the shared arena, garbage collected first, and how far
+-- above its start it may end.
+local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
 
 -- Gets from q until `stop` comes (raw equality), at most `max` items; returns
 -- the list of what came before it and whether `stop` came.

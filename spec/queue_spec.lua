@@ -9,84 +9,27 @@
 -- assert.  Timings are checked with wide bounds.
 local concur = require "concur"
 local core = require "concur.core"
+local support = require "support"
 
--- pcall that returns the error message as a string.
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+-- From support.lua: err_of(fn, ...) and raised(fn, ...) are pcall that
+-- returns the error message as a string, or the raw error value
+-- (concur.Empty, concur.Full, ...), and fail if none; assert_has(s, sub)
+-- asserts that s contains sub (plain).
+local err_of, raised, assert_has = support.err_of, support.raised, support.assert_has
 
--- pcall that returns the raw error value (concur.Empty, concur.Full, ...).
-local function raised(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
+-- go(fn, ...) starts a thread on fn(...), go_n(n, fn, ...) n threads on
+-- fn(i, ...); timed(fn, ...) gives the seconds fn(...) takes, then its pcall
+-- results; assert_about(want, took) checks a wait with wide bounds.
+local go, go_n = support.start_thread, support.start_threads
+local timed, assert_about = support.timed, support.assert_about
 
--- Asserts that `s` contains `sub` (plain), with both in the message.
-local function assert_has(s, sub)
-  assert.is_truthy(tostring(s):find(sub, 1, true),
-    ("expected %q in %q"):format(sub, tostring(s)))
-end
+-- big_table(n, tag), checked by check_big(t, n, tag), and big_string(n, seed)
+-- (not all one byte) make big items that say which they are.
+local big_table, check_big, big_string = support.big_table, support.check_big, support.big_string
 
--- Starts a thread on fn(...) and returns it.
-local function go(fn, ...)
-  local t = concur.Thread{target = fn, args = table.pack(...)}
-  t:start()
-  return t
-end
-
--- Starts n threads on fn(i, ...) and returns them.
-local function go_n(n, fn, ...)
-  local ts = {}
-  for i = 1, n do ts[i] = go(fn, i, ...) end
-  return ts
-end
-
--- Seconds fn(...) takes, then its results.
-local function timed(fn, ...)
-  local t0 = concur.time()
-  local r = table.pack(pcall(fn, ...))
-  return concur.time() - t0, table.unpack(r, 1, r.n)
-end
-
--- A wait that should take about `want` seconds: wide bounds only.
-local function assert_about(want, took)
-  assert.is_true(took >= want * 0.8, ("returned after %.4f s, wanted %.3f s"):format(took, want))
-  assert.is_true(took < want + 2, ("returned after %.4f s, wanted %.3f s"):format(took, want))
-end
-
--- A table of n entries, each a small table; checked by check_big.
-local function big_table(n, tag)
-  local t = {tag = tag}
-  for i = 1, n do t[i] = {i, tostring(i)} end
-  return t
-end
-
-local function check_big(t, n, tag)
-  if type(t) ~= "table" or t.tag ~= tag or #t ~= n then return false end
-  for i = 1, n do
-    if t[i][1] ~= i or t[i][2] ~= tostring(i) then return false end
-  end
-  return true
-end
-
--- A string of n bytes that says which it is (not all one byte).
-local function big_string(n, seed)
-  local head = ("<%d:%d>"):format(seed, n)
-  if n <= #head then return head:sub(1, n) end
-  local unit = "0123456789abcdef" .. string.char(seed % 256)
-  return head .. unit:rep((n - #head) // #unit + 1):sub(1, n - #head)
-end
-
--- Bytes in use in the shared arena, garbage collected first.
-local function in_use()
-  collectgarbage()
-  collectgarbage()
-  return core.shm_in_use()
-end
-local SLACK = 64 * 1024
+-- Bytes in use in the shared arena, garbage collected first, and how far
+-- above its start it may end.
+local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
 
 -- A module table the main state has and no other state can load.
 local function fake_module(name)

@@ -1,5 +1,9 @@
--- Shared by the specs that run Lua scripts in a subprocess.
+-- Shared by the specs: running Lua scripts in a subprocess, and the helpers
+-- several specs use (errors, threads, processes, polling, big items).
 local concur = require "concur"
+local core = require "concur.core"
+-- busted's assert (the global `assert` here is Lua's own).
+local luassert = require "luassert"
 
 local support = {}
 
@@ -10,6 +14,7 @@ support.fixtures = support.spec_dir .. "fixtures/"
 -- The interpreter the spec runner uses (an instrumented one under `make check`).
 support.LUA = os.getenv("CONCUR_LUA") or "lua5.4"
 
+-- s quoted for sh.
 function support.shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
@@ -29,5 +34,150 @@ function support.run_fixture(name, ...)
   local _, how, code = p:close()
   return out, code, concur.time() - t0, how
 end
+
+-- pcall that returns the error message as a string (and fails if none).
+function support.err_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  luassert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+-- pcall that returns the raw error value (concur.Empty, a table, ...) (and
+-- fails if none).
+function support.raised(fn, ...)
+  local ok, err = pcall(fn, ...)
+  luassert.is_false(ok, "expected an error")
+  return err
+end
+
+-- Asserts that `s` contains `sub` (plain), with both in the message.
+function support.assert_has(s, sub)
+  luassert.is_truthy(tostring(s):find(sub, 1, true),
+    ("expected %q in %q"):format(sub, tostring(s)))
+end
+
+-- Seconds fn(...) takes, then pcall's results (ok first).
+function support.timed(fn, ...)
+  local t0 = concur.time()
+  local r = table.pack(pcall(fn, ...))
+  return concur.time() - t0, table.unpack(r, 1, r.n)
+end
+
+-- Asserts that a wait that should take about `want` seconds took `took`:
+-- wide bounds only.
+function support.assert_about(want, took)
+  luassert.is_true(took >= want * 0.8, ("returned after %.4f s, wanted %.3f s"):format(took, want))
+  luassert.is_true(took < want + 2, ("returned after %.4f s, wanted %.3f s"):format(took, want))
+end
+
+-- Polls pred every millisecond until it holds; returns true, or false after
+-- `timeout` seconds (10 by default).
+function support.eventually(pred, timeout)
+  local t0 = concur.time()
+  while not pred() do
+    if concur.time() - t0 > (timeout or 10) then return false end
+    concur.sleep(0.001)
+  end
+  return true
+end
+
+-- Starts a thread on fn(...) and returns it (nothing ends it for the test).
+local function start_thread(fn, ...)
+  local t = concur.Thread{target = fn, args = table.pack(...)}
+  t:start()
+  return t
+end
+support.start_thread = start_thread
+
+-- Starts n threads on fn(i, ...) and returns the list of them.
+function support.start_threads(n, fn, ...)
+  local ts = {}
+  for i = 1, n do ts[i] = start_thread(fn, i, ...) end
+  return ts
+end
+
+-- Kills process p if it still runs and joins it; raises nothing.
+local function stop(p)
+  pcall(function()
+    if p:is_alive() then p:kill() end
+    p:join()
+  end)
+end
+support.stop = stop
+
+-- Joins process p (a hang becomes a failure after `timeout` seconds, 20 by
+-- default) and returns its exit code.
+function support.finish(p, timeout)
+  luassert.is_true(p:join(timeout or 20), "child " .. tostring(p.pid) .. " did not end")
+  return p.exitcode
+end
+
+-- What a spec starts, so that after_each can end the leftovers of a failed
+-- test.  Returns a table of functions:
+--   process(fn, ...): starts a Process on fn(...) and returns it; fn's
+--     integer result is the exit code (os.exit(n) works too).
+--   thread(fn, ...): starts a Thread on fn(...) and returns it.
+--   cleanup(): kills and joins the processes, then joins the threads (10 s
+--     each at most), and forgets them all; for after_each.
+function support.tracker()
+  local procs, threads = {}, {}
+  local self = {}
+  function self.process(fn, ...)
+    local p = concur.Process{target = function(...)
+      local code = fn(...)
+      if math.type(code) == "integer" then os.exit(code) end
+    end, args = table.pack(...)}
+    procs[#procs + 1] = p
+    p:start()
+    return p
+  end
+  function self.thread(fn, ...)
+    local t = concur.Thread{target = fn, args = table.pack(...)}
+    threads[#threads + 1] = t
+    t:start()
+    return t
+  end
+  function self.cleanup()
+    for _, p in ipairs(procs) do stop(p) end
+    for _, t in ipairs(threads) do pcall(t.join, t, 10) end
+    procs, threads = {}, {}
+  end
+  return self
+end
+
+-- A string of n bytes that says which it is (not all one byte): its head
+-- names seed and n.
+function support.big_string(n, seed)
+  local head = ("<%d:%d>"):format(seed, n)
+  if n <= #head then return head:sub(1, n) end
+  local unit = "0123456789abcdef" .. string.char(seed % 256)
+  return head .. unit:rep((n - #head) // #unit + 1):sub(1, n - #head)
+end
+
+-- A table of n entries, each a small table, tagged `tag`; checked by check_big.
+function support.big_table(n, tag)
+  local t = {tag = tag}
+  for i = 1, n do t[i] = {i, tostring(i)} end
+  return t
+end
+
+-- Whether t is big_table(n, tag) as it was made.
+function support.check_big(t, n, tag)
+  if type(t) ~= "table" or t.tag ~= tag or #t ~= n then return false end
+  for i = 1, n do
+    if t[i][1] ~= i or t[i][2] ~= tostring(i) then return false end
+  end
+  return true
+end
+
+-- Bytes in use in the shared arena, garbage collected first.
+function support.shm_in_use()
+  collectgarbage()
+  collectgarbage()
+  return core.shm_in_use()
+end
+
+-- How far shm_in_use may end above where it started.
+support.SHM_SLACK = 64 * 1024
 
 return support

@@ -23,6 +23,7 @@ local concur = require "concur"
 -- lock: the plain and ASan runs pass them.
 local it_unless_tsan = os.getenv("CONCUR_SANITIZER") == "thread" and pending or it
 local core = require "concur.core"
+local support = require "support"
 
 -- None of these children starts a thread (ThreadSanitizer cannot follow one
 -- started in a child forked from a multi-threaded process), and no thread is
@@ -30,45 +31,13 @@ local core = require "concur.core"
 -- around fork), so every test runs under both sanitizers as it is.
 
 -- Processes started by the current test; after_each ends the leftovers.
-local started = {}
+local started = support.tracker()
+after_each(started.cleanup)
 
-after_each(function()
-  for _, p in ipairs(started) do
-    pcall(function()
-      if p:is_alive() then p:kill() end
-      p:join()
-    end)
-  end
-  started = {}
-end)
-
--- Starts a process on fn(...) and returns it.  fn's return value, if a
--- number, is the exit code (os.exit(n) works too).
-local function go(fn, ...)
-  local p = concur.Process{target = function(...)
-    local code = fn(...)
-    if math.type(code) == "integer" then os.exit(code) end
-  end, args = table.pack(...)}
-  started[#started + 1] = p
-  p:start()
-  return p
-end
-
--- Joins p (a hang becomes a failure after `timeout` seconds) and returns its exit code.
-local function finish(p, timeout)
-  assert.is_true(p:join(timeout or 20), "child " .. tostring(p.pid) .. " did not end")
-  return p.exitcode
-end
-
--- Polls pred every millisecond until it holds; false after `timeout` seconds.
-local function eventually(pred, timeout)
-  local t0 = concur.time()
-  while not pred() do
-    if concur.time() - t0 > (timeout or 10) then return false end
-    concur.sleep(0.001)
-  end
-  return true
-end
+-- From support.lua: go(fn, ...) starts a process on fn(...) (fn's integer
+-- result is its exit code), finish(p, timeout) joins it and returns its exit
+-- code, eventually(pred, timeout) polls pred.
+local go, finish, eventually = started.process, support.finish, support.eventually
 
 -- Starts n children that each wait on Condition c for up to `timeout`
 -- seconds; each exits 0 when notified, 10 when its wait timed out.
@@ -95,6 +64,8 @@ local function has_waiters(c, n)
   end
 end
 
+-- pcall that returns the error message as a string, or nil if none (unlike
+-- support.err_of, which fails then).
 local function err_of(fn, ...)
   local ok, err = pcall(fn, ...)
   if ok then return nil end
@@ -1000,12 +971,7 @@ describe("synchronization between processes", function()
   -- children, comes back to it.  (A child killed by a signal cannot give its
   -- references back; these children all end normally.)
   describe("shared memory use", function()
-    local function in_use()
-      collectgarbage()
-      collectgarbage()
-      return core.shm_in_use()
-    end
-    local SLACK = 64 * 1024
+    local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
 
     it("returns to where it was after children made and dropped objects", function()
       local start = in_use()
@@ -1073,12 +1039,7 @@ describe("synchronization between processes", function()
 
   -- Found by review: each once failed (a crash, a leak, a hang).
   describe("regressions", function()
-    local function in_use()
-      collectgarbage()
-      collectgarbage()
-      return core.shm_in_use()
-    end
-    local SLACK = 64 * 1024
+    local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
 
     it("a child keeps objects the parent frees right after start (references taken before fork)", function()
       collectgarbage("stop")

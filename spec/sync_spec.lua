@@ -12,32 +12,14 @@ local core = require "concur.core"
 
 local support = require "support"
 
--- pcall that returns the error message as a string.
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
-
--- Asserts that `s` contains `sub` (plain), with both in the message.
-local function assert_has(s, sub)
-  assert.is_truthy(tostring(s):find(sub, 1, true),
-    ("expected %q in %q"):format(sub, tostring(s)))
-end
-
--- Starts a thread on fn(...) and returns it.
-local function go(fn, ...)
-  local t = concur.Thread{target = fn, args = table.pack(...)}
-  t:start()
-  return t
-end
-
--- Starts n threads on fn(i, ...) and returns them.
-local function go_n(n, fn, ...)
-  local ts = {}
-  for i = 1, n do ts[i] = go(fn, i, ...) end
-  return ts
-end
+-- From support.lua: err_of(fn, ...) is pcall that returns the error message
+-- as a string (and fails if none); assert_has(s, sub) asserts that s
+-- contains sub (plain); go(fn, ...) starts a thread on fn(...), go_n(n, fn,
+-- ...) n threads on fn(i, ...); assert_about(want, took) checks a wait that
+-- should take about `want` seconds, with wide bounds.
+local err_of, assert_has = support.err_of, support.assert_has
+local go, go_n = support.start_thread, support.start_threads
+local assert_about = support.assert_about
 
 -- The first result of each thread, in order.
 local function results(ts)
@@ -62,7 +44,6 @@ local function wait_until(pred, what)
   end
 end
 
--- Seconds fn(...) takes, then its results.
 -- Two threads wait at Barrier b (3 parties); act(b) makes both raise
 -- BrokenBarrierError.
 local function waiters_break(b, act)
@@ -79,16 +60,12 @@ local function waiters_break(b, act)
   end
 end
 
+-- Seconds fn(...) takes, then its results (not pcall'd, unlike
+-- support.timed).
 local function timed(fn, ...)
   local t0 = concur.time()
   local r = table.pack(fn(...))
   return concur.time() - t0, table.unpack(r, 1, r.n)
-end
-
--- A wait that should take about `want` seconds: wide bounds only.
-local function assert_about(want, took)
-  assert.is_true(took >= want * 0.8, ("returned after %.4f s, wanted %.3f s"):format(took, want))
-  assert.is_true(took < want + 2, ("returned after %.4f s, wanted %.3f s"):format(took, want))
 end
 
 -- Runs a Lua chunk in a fresh interpreter (the spec runner's one) with this

@@ -5,22 +5,13 @@
 -- only to stay alive while the main thread looks at it, with wide margins.
 local concur = require "concur"
 
-local run_fixture = require("support").run_fixture
+local support = require "support"
+local run_fixture = support.run_fixture
 
-
--- Starts a thread on fn(...) and returns it.
-local function go(fn, ...)
-  local t = concur.Thread{target = fn, args = table.pack(...)}
-  t:start()
-  return t
-end
-
--- pcall that returns the error message as a string.
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+-- From support.lua: go(fn, ...) starts a thread on fn(...) and returns it;
+-- err_of(fn, ...) is pcall that returns the error message as a string (and
+-- fails if none).
+local go, err_of = support.start_thread, support.err_of
 
 describe("concur.Thread", function()
   describe("start and join", function()
@@ -689,7 +680,6 @@ end)
 
 describe("a thread's package paths", function()
   it("are the creator's before the thread's values are decoded", function()
-    local support = require "support"
     local saved = package.path
     package.path = support.fixtures .. "pathmods/?.lua;" .. saved
     local ok, m = pcall(require, "concur_pathmod")
