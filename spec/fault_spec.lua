@@ -374,6 +374,44 @@ describe("a process killed", function()
       assert.are.same(want, oks)
     end)
   end)
+
+  -- Its parent, reaping it, gives back the references the child inherited
+  -- and still held (the ledger, src/object.c): before, each kill kept every
+  -- object the parent could reach at the fork, here a Queue holding 100 KB.
+  describe("gives back what it inherited", function()
+    for _, how in ipairs{"kill", "terminate", "a crash"} do
+      it("when ended by " .. how, function()
+        local before = support.shm_in_use()
+        for _ = 1, 5 do
+          local q, lock, ready = concur.Queue(), concur.Lock(), concur.Event()
+          q:put(string.rep("x", 100000))
+          -- Not in `started`: its target would keep q alive in the parent.
+          -- A daemon, so that a failed test leaves no child behind.
+          local p = concur.Process{daemon = true, target = function()
+            local _ = {q, lock}   -- held by the child, as its own handles
+            ready:set()
+            concur.Event():wait(30)
+          end}
+          p:start()
+          assert.is_true(ready:wait(10))
+          if how == "kill" then
+            p:kill()
+          elseif how == "terminate" then
+            p:terminate()
+          else   -- SIGABRT, as abort() would: sanitizers catch SIGSEGV themselves
+            assert.is_true(os.execute("kill -ABRT " .. p.pid) == true)
+          end
+          assert.is_true(p:join(10))
+          assert.is_true(p.exitcode < 0, "exit code " .. tostring(p.exitcode))
+        end
+        collectgarbage()
+        local after = support.shm_in_use()
+        -- Each child also made an Event after the fork: that one is kept.
+        assert.is_true(after - before < 20000,
+          ("in use %d before, %d after 5 killed children"):format(before, after))
+      end)
+    end
+  end)
 end)
 
 -- Kills at one exact instruction need a debugger: these reproducers stop a

@@ -107,6 +107,12 @@ typedef struct cobj_fork_refs {
   struct tbuf **tbufs;
   size_t ntbufs, captbufs;
   int oom;
+  /* Every reference to a shared object taken for the child, one entry each
+   * (the ledger's makings); no_ledger when it could not be recorded. */
+  cobj **shared;
+  size_t nshared, capshared;
+  int no_ledger;
+  struct cobj_ledger *ledger;   /* made by cobj_fork_prepare, or NULL */
 } cobj_fork_refs;
 void cobj_push_identity(lua_State *L);
 /* A forked child that ends without closing its state: gives back the
@@ -121,6 +127,22 @@ void cobj_release_tbuf_shared(const struct tbuf *b);
 void cobj_fork_child(cobj_fork_refs *r);
 void cobj_fork_done(cobj_fork_refs *r);
 void cobj_fork_undo(cobj_fork_refs *r);
+
+/* The ledger of a child's inherited references (in the arena): one entry per
+ * reference the parent took for it, marked when the child gives back a
+ * reference to that object (cobj_decref marks first, then releases, so a kill
+ * in between leaves a reference held, never one released twice).  A child
+ * killed by a signal never runs its exit path: its parent, reaping it, gives
+ * back what is still unmarked (cobj_ledger_settle).  Extra marks (the child
+ * releasing a reference it took itself) only keep a reference held: the
+ * parent never releases more than the child held.  References the child took
+ * after the fork are not in it.  The parent takes the ledger from
+ * cobj_fork_refs after cobj_fork_prepare (NULL: none could be made, the
+ * start goes on without). */
+typedef struct cobj_ledger cobj_ledger;
+/* The child is dead: releases the unmarked entries if `release`, then frees
+ * the ledger. */
+void cobj_ledger_settle(cobj_ledger *l, int release);
 
 /* Pushes the one handle of `o` in L, making it (and taking a reference) if
  * the state has none.  Can raise a memory error; takes no lock. */

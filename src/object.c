@@ -57,9 +57,40 @@ void cobj_incref(cobj *o) {
   atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
 }
 
-void cobj_decref(cobj *o) {
+/* This process's ledger of inherited references (see cobj_ledger), valid in
+ * process ledger_pid only: a fork by another library copies it into a child
+ * it is not for (whose marks would then only keep references held). */
+struct cobj_ledger {
+  size_t n;
+  cobj **objs;                    /* sorted; in the same block */
+  _Atomic unsigned char *done;    /* marked: given back by the child */
+};
+static cobj_ledger *ledger_mine;
+static int ledger_pid;
+
+static void ledger_mark(cobj_ledger *l, cobj *o) {
+  size_t lo = 0, hi = l->n;
+  while (lo < hi) {   /* the first entry >= o */
+    size_t mid = lo + (hi - lo) / 2;
+    if ((uintptr_t)l->objs[mid] < (uintptr_t)o)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (; lo < l->n && l->objs[lo] == o; lo++)
+    if (atomic_exchange_explicit(&l->done[lo], 1, memory_order_acq_rel) == 0)
+      return;
+}
+
+static void decref_unmarked(cobj *o) {
   if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
     o->type->destroy(o);
+}
+
+void cobj_decref(cobj *o) {
+  if (ledger_mine != NULL && o->type->shared && ledger_pid == concur_self)
+    ledger_mark(ledger_mine, o);
+  decref_unmarked(o);
 }
 
 /* ---- per-state context ------------------------------------------------- */
@@ -233,10 +264,45 @@ static int fork_record(void ***items, size_t *n, size_t *cap, void *item) {
 }
 
 static void fork_take_object(cobj_fork_refs *r, cobj *o) {
-  if (o->type->shared)
+  if (o->type->shared) {
     cobj_incref(o);
-  else if (o->type->fork_collect)
+    if (!r->no_ledger && !fork_record((void ***)&r->shared, &r->nshared, &r->capshared, o))
+      r->no_ledger = 1;   /* the child goes without a ledger */
+  } else if (o->type->fork_collect) {
     o->type->fork_collect(o, r);
+  }
+}
+
+/* The ledger of r->shared, in the arena; NULL when none was recorded or the
+ * arena is full (the child then keeps its inherited references if killed,
+ * as before the ledger). */
+static cobj_ledger *ledger_make(cobj_fork_refs *r) {
+  if (r->no_ledger || r->nshared == 0)
+    return NULL;
+  size_t n = r->nshared;
+  if (n > (SIZE_MAX - sizeof(cobj_ledger)) / (sizeof(cobj *) + 1))
+    return NULL;
+  cobj_ledger *l = shm_alloc(sizeof *l + n * sizeof(cobj *) + n);
+  if (l == NULL)
+    return NULL;
+  l->n = n;
+  l->objs = (cobj **)(l + 1);
+  l->done = (_Atomic unsigned char *)(l->objs + n);
+  memcpy(l->objs, r->shared, n * sizeof(cobj *));
+  qsort(l->objs, n, sizeof(cobj *), ptr_cmp);
+  for (size_t i = 0; i < n; i++)
+    atomic_init(&l->done[i], 0);
+  return l;
+}
+
+void cobj_ledger_settle(cobj_ledger *l, int release) {
+  if (l == NULL)
+    return;
+  if (release)
+    for (size_t i = 0; i < l->n; i++)
+      if (atomic_exchange_explicit(&l->done[i], 1, memory_order_acq_rel) == 0)
+        decref_unmarked(l->objs[i]);   /* the dead child's, not ours: no mark */
+  shm_free(l);
 }
 
 void cobj_fork_take_tbuf(cobj_fork_refs *r, tbuf *b) {
@@ -277,6 +343,10 @@ int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r) {
     cobj_fork_undo(r);
     return 0;
   }
+  r->ledger = ledger_make(r);
+  free(r->shared);
+  r->shared = NULL;
+  r->nshared = r->capshared = 0;
   return 1;
 }
 
@@ -290,15 +360,20 @@ void cobj_release_tbuf_shared(const tbuf *b) {
  * own are there).  Local objects were walked for their messages, which are
  * records of their own. */
 void cobj_fork_undo(cobj_fork_refs *r) {
+  cobj_ledger_settle(r->ledger, 0);
+  r->ledger = NULL;
   for (size_t i = 0; i < r->nhandles; i++)
     if (r->handles[i]->obj->type->shared)
-      cobj_decref(r->handles[i]->obj);
+      decref_unmarked(r->handles[i]->obj);   /* taken for the child: no mark */
   for (size_t i = 0; i < r->ntbufs; i++)
     cobj_release_tbuf_shared(r->tbufs[i]);
   cobj_fork_done(r);
 }
 
 void cobj_fork_child(cobj_fork_refs *r) {
+  ledger_mine = r->ledger;   /* the parent's own (inherited here) is not ours */
+  ledger_pid = concur_self;
+  r->ledger = NULL;
   for (size_t i = 0; i < r->ntbufs; i++)   /* few: restamped */
     r->tbufs[i]->pid = concur_self;
   free(r->tbufs);
@@ -311,9 +386,11 @@ void cobj_fork_child(cobj_fork_refs *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* The parent: r->ledger must have been taken (or settled) before. */
 void cobj_fork_done(cobj_fork_refs *r) {
   free(r->handles);
   free(r->tbufs);
+  free(r->shared);
   memset(r, 0, sizeof *r);
 }
 

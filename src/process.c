@@ -42,6 +42,8 @@ typedef struct proc_obj {
   char identity[64];         /* "2", or "1:2" for the 2nd child of Process-1 */
   const void *creator;       /* main lua_State of the creating state */
   struct proc_obj *prev, *next;   /* (pr) started, unreaped children */
+  cobj_ledger *ledger;       /* (pr) in the parent: the child's inherited
+                                references, settled when it is reaped */
 } proc_obj;
 
 static struct {
@@ -82,6 +84,9 @@ static proc_obj *pr_alloc(const char *name) {
 
 static void pr_destroy(cobj *o) {
   proc_obj *p = (proc_obj *)o;
+  /* Not reaped (a parent gone without its exit rules): the child may live
+   * on and mark its ledger, so it stays.  In a child, a copy's ledger is
+   * the parent's business. */
   free(p->name);
   free(p);
 }
@@ -121,7 +126,15 @@ static int exitcode_of(int status) {
 
 /* Reaps p if it has ended (pr.lock held); 1 when p is DONE.  *drop is set
  * when the children list's reference must be dropped after unlocking. */
-static int pr_reap_locked(proc_obj *p, int *drop) {
+/* What reaping leaves to do once pr.lock is released: the list's reference
+ * to drop, the child's ledger to settle. */
+typedef struct reaped {
+  int drop;
+  cobj_ledger *ledger;
+  int killed;   /* ended by a signal: its exit path never ran */
+} reaped;
+
+static int pr_reap_locked(proc_obj *p, reaped *out) {
   if (p->state != PR_STARTED)
     return p->state == PR_DONE;
   int status;
@@ -132,11 +145,23 @@ static int pr_reap_locked(proc_obj *p, int *drop) {
   if (r == 0)
     return 0;
   /* r < 0: ECHILD, someone else reaped it (a SIGCHLD handler set to
-   * SIG_IGN, say): it has ended, with no status to tell. */
+   * SIG_IGN, say): it has ended, with no status to tell (its ledger is then
+   * freed, not released: a leak rather than a reference given back twice). */
   p->exitcode = r == p->pid ? exitcode_of(status) : 255;
   p->state = PR_DONE;
-  *drop = children_remove(p);
+  out->drop = children_remove(p);
+  out->ledger = p->ledger;
+  out->killed = r == p->pid && WIFSIGNALED(status);
+  p->ledger = NULL;
   return 1;
+}
+
+/* After pr_reap_locked, pr.lock released: a child killed by a signal gives
+ * back, through its parent, the references it inherited and still held. */
+static void pr_reaped(proc_obj *p, reaped *out) {
+  cobj_ledger_settle(out->ledger, out->killed);
+  if (out->drop)
+    cobj_decref(&p->hdr);
 }
 
 /* Reaps every child that has ended, and drops the list's reference to it:
@@ -145,10 +170,10 @@ static int pr_reap_locked(proc_obj *p, int *drop) {
 static void children_reap(void) {
   for (;;) {
     proc_obj *ended = NULL;
+    reaped out = {0, NULL, 0};
     pthread_mutex_lock(&pr.lock);
     for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next) {
-      int drop = 0;
-      if (pr_reap_locked(q, &drop) && drop) {
+      if (q->state == PR_STARTED && pr_reap_locked(q, &out)) {   /* now DONE, unlisted */
         ended = q;
         break;
       }
@@ -156,17 +181,16 @@ static void children_reap(void) {
     pthread_mutex_unlock(&pr.lock);
     if (ended == NULL)
       return;
-    cobj_decref(&ended->hdr);
+    pr_reaped(ended, &out);
   }
 }
 
 static int pr_reap(proc_obj *p) {
-  int drop = 0;
+  reaped out = {0, NULL, 0};
   pthread_mutex_lock(&pr.lock);
-  int done = pr_reap_locked(p, &drop);
+  int done = pr_reap_locked(p, &out);
   pthread_mutex_unlock(&pr.lock);
-  if (drop)
-    cobj_decref(&p->hdr);
+  pr_reaped(p, &out);
   return done;
 }
 
@@ -432,8 +456,11 @@ static int pr_start(lua_State *L) {
     pr_start_done();
     return luaL_error(L, "cannot start a process: %s", strerror(fork_errno));
   }
+  cobj_ledger *ledger = refs.ledger;
+  refs.ledger = NULL;
   cobj_fork_done(&refs);
   pthread_mutex_lock(&pr.lock);
+  p->ledger = ledger;
   p->pid = pid;
   p->parent_pid = getpid();
   p->state = PR_STARTED;
@@ -488,15 +515,14 @@ static int pr_signal(lua_State *L, int sig) {
   if (p->is_main || p->is_parent || p == pr.current)
     return luaL_error(L, "cannot signal the current or parent process through its object");
   pthread_mutex_lock(&pr.lock);
-  int drop = 0;
+  reaped out = {0, NULL, 0};
   pr_state st = p->state;
   int mine = p->parent_pid == getpid();
-  int done = st == PR_STARTED && mine ? pr_reap_locked(p, &drop) : st == PR_DONE;
+  int done = st == PR_STARTED && mine ? pr_reap_locked(p, &out) : st == PR_DONE;
   if (st == PR_STARTED && !done && mine)
     kill(p->pid, sig);   /* still our unreaped child: the pid is its own */
   pthread_mutex_unlock(&pr.lock);
-  if (drop)
-    cobj_decref(&p->hdr);
+  pr_reaped(p, &out);
   if (st == PR_NEW)
     return luaL_error(L, "cannot signal a process before it is started");
   if (st == PR_STARTED && !mine)

@@ -1886,7 +1886,7 @@ table.sort(notes)
 if #notes > 0 then print("  events: " .. table.concat(notes, ", ")) end
 print(("  shared arena in use: %.1f KiB at start, %.1f KiB at the end%s"):format(SHM0 / 1024, shm_end / 1024,
   (killed == 0 and pterm == 0) and " (checked)" or shm_end == SHM0 and "" or
-  (" (not checked: %d processes killed, %d Pool terminates; a killed process leaks\n   what it inherited: concur bug, see stress/repro/killed_child_leaks_shared_objects.lua)")
+  (" (not checked: %d processes killed, %d Pool terminates; a killed process keeps\n   what it took after the fork, see stress/repro/killed_child_leaks_shared_objects.lua)")
     :format(killed, pterm)))
 print(("  invariant checks passed: %d"):format(total.checks))
 if #failures > 0 then
