@@ -23,12 +23,8 @@ local TSAN = os.getenv("CONCUR_SANITIZER") == "thread"
 local ASAN = os.getenv("CONCUR_SANITIZER") == "address"
 local it_unless_asan = ASAN and pending or it
 
--- pcall that returns the error message as a string.
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+-- From support.lua: err_of(fn, ...) is pcall returning the error message.
+local err_of = support.err_of
 
 -- Starts a process on fn(...) and returns it.
 local function go(fn, ...)
