@@ -133,10 +133,13 @@ void cobj_fork_undo(cobj_fork_refs *r);
  * reference to that object (cobj_decref marks first, then releases, so a kill
  * in between leaves a reference held, never one released twice).  A child
  * killed by a signal never runs its exit path: its parent, reaping it, gives
- * back what is still unmarked (cobj_ledger_settle).  Extra marks (the child
- * releasing a reference it took itself) only keep a reference held: the
- * parent never releases more than the child held.  References the child took
- * after the fork are not in it.  The parent takes the ledger from
+ * back what is still unmarked (cobj_ledger_settle), after any end.  Extra
+ * marks (the child releasing a reference it took itself) only keep a
+ * reference held: the parent never releases more than the child inherited
+ * and still held.  That needs one rule: an inherited reference leaves the
+ * child only through cobj_decref (never moved into a message or another
+ * holder without one).  References the child took after the fork are not in
+ * it.  The parent takes the ledger from
  * cobj_fork_refs after cobj_fork_prepare (NULL: none could be made, the
  * start goes on without). */
 typedef struct cobj_ledger cobj_ledger;

@@ -365,8 +365,12 @@ void cobj_fork_undo(cobj_fork_refs *r) {
   for (size_t i = 0; i < r->nhandles; i++)
     if (r->handles[i]->obj->type->shared)
       decref_unmarked(r->handles[i]->obj);   /* taken for the child: no mark */
-  for (size_t i = 0; i < r->ntbufs; i++)
-    cobj_release_tbuf_shared(r->tbufs[i]);
+  for (size_t i = 0; i < r->ntbufs; i++) {
+    const tbuf *b = r->tbufs[i];
+    for (size_t k = 0; k < b->nobjs; k++)
+      if (b->objs[k] != b->owner && b->objs[k]->type->shared)
+        decref_unmarked(b->objs[k]);
+  }
   cobj_fork_done(r);
 }
 

@@ -124,16 +124,16 @@ static int exitcode_of(int status) {
   return 255;
 }
 
-/* Reaps p if it has ended (pr.lock held); 1 when p is DONE.  *drop is set
- * when the children list's reference must be dropped after unlocking. */
 /* What reaping leaves to do once pr.lock is released: the list's reference
  * to drop, the child's ledger to settle. */
 typedef struct reaped {
   int drop;
   cobj_ledger *ledger;
-  int killed;   /* ended by a signal: its exit path never ran */
+  int release;   /* reaped with a status: give back what is unmarked */
 } reaped;
 
+/* Reaps p if it has ended (pr.lock held); 1 when p is DONE, and `out` says
+ * what is left to do once the lock is released (pr_reaped). */
 static int pr_reap_locked(proc_obj *p, reaped *out) {
   if (p->state != PR_STARTED)
     return p->state == PR_DONE;
@@ -145,21 +145,29 @@ static int pr_reap_locked(proc_obj *p, reaped *out) {
   if (r == 0)
     return 0;
   /* r < 0: ECHILD, someone else reaped it (a SIGCHLD handler set to
-   * SIG_IGN, say): it has ended, with no status to tell (its ledger is then
-   * freed, not released: a leak rather than a reference given back twice). */
+   * SIG_IGN, say): it has ended, with no status to tell.  Or this is not
+   * the parent at all: a copy of a sibling's object in a process that got
+   * the parent's pid after the parent died, and the child may still be
+   * marking its ledger.  Either way the ledger is left alone (a leak at
+   * worst, never a block freed under a live child). */
   p->exitcode = r == p->pid ? exitcode_of(status) : 255;
   p->state = PR_DONE;
   out->drop = children_remove(p);
-  out->ledger = p->ledger;
-  out->killed = r == p->pid && WIFSIGNALED(status);
+  if (r == p->pid) {
+    out->ledger = p->ledger;
+    out->release = 1;
+  }
   p->ledger = NULL;
   return 1;
 }
 
-/* After pr_reap_locked, pr.lock released: a child killed by a signal gives
- * back, through its parent, the references it inherited and still held. */
+/* After pr_reap_locked, pr.lock released: the child gives back, through its
+ * parent, the references it inherited and still held.  Whatever its end: a
+ * signal skips its exit path, and an os.exit in one of its threads or a
+ * Thread held only in another's result leaves references its exit path
+ * does not reach.  The child is gone: what it still held is nobody's. */
 static void pr_reaped(proc_obj *p, reaped *out) {
-  cobj_ledger_settle(out->ledger, out->killed);
+  cobj_ledger_settle(out->ledger, out->release);
   if (out->drop)
     cobj_decref(&p->hdr);
 }
