@@ -350,10 +350,15 @@ int cobj_fork_prepare(lua_State *L, int identity, cobj_fork_refs *r) {
   return 1;
 }
 
-void cobj_release_tbuf_shared(const tbuf *b) {
+/* Each reference b holds to a shared object, given to `release`. */
+static void tbuf_shared_each(const tbuf *b, void (*release)(cobj *)) {
   for (size_t i = 0; i < b->nobjs; i++)
     if (b->objs[i] != b->owner && b->objs[i]->type->shared)
-      cobj_decref(b->objs[i]);
+      release(b->objs[i]);
+}
+
+void cobj_release_tbuf_shared(const tbuf *b) {
+  tbuf_shared_each(b, cobj_decref);
 }
 
 /* Releases what the records took (never the last reference: the parent's
@@ -365,12 +370,8 @@ void cobj_fork_undo(cobj_fork_refs *r) {
   for (size_t i = 0; i < r->nhandles; i++)
     if (r->handles[i]->obj->type->shared)
       decref_unmarked(r->handles[i]->obj);   /* taken for the child: no mark */
-  for (size_t i = 0; i < r->ntbufs; i++) {
-    const tbuf *b = r->tbufs[i];
-    for (size_t k = 0; k < b->nobjs; k++)
-      if (b->objs[k] != b->owner && b->objs[k]->type->shared)
-        decref_unmarked(b->objs[k]);
-  }
+  for (size_t i = 0; i < r->ntbufs; i++)
+    tbuf_shared_each(r->tbufs[i], decref_unmarked);
   cobj_fork_done(r);
 }
 

@@ -128,8 +128,7 @@ static int exitcode_of(int status) {
  * to drop, the child's ledger to settle. */
 typedef struct reaped {
   int drop;
-  cobj_ledger *ledger;
-  int release;   /* reaped with a status: give back what is unmarked */
+  cobj_ledger *ledger;   /* NULL unless reaped with a status (see below) */
 } reaped;
 
 /* Reaps p if it has ended (pr.lock held); 1 when p is DONE, and `out` says
@@ -153,10 +152,8 @@ static int pr_reap_locked(proc_obj *p, reaped *out) {
   p->exitcode = r == p->pid ? exitcode_of(status) : 255;
   p->state = PR_DONE;
   out->drop = children_remove(p);
-  if (r == p->pid) {
+  if (r == p->pid)
     out->ledger = p->ledger;
-    out->release = 1;
-  }
   p->ledger = NULL;
   return 1;
 }
@@ -167,7 +164,7 @@ static int pr_reap_locked(proc_obj *p, reaped *out) {
  * Thread held only in another's result leaves references its exit path
  * does not reach.  The child is gone: what it still held is nobody's. */
 static void pr_reaped(proc_obj *p, reaped *out) {
-  cobj_ledger_settle(out->ledger, out->release);
+  cobj_ledger_settle(out->ledger, 1);
   if (out->drop)
     cobj_decref(&p->hdr);
 }
@@ -178,7 +175,7 @@ static void pr_reaped(proc_obj *p, reaped *out) {
 static void children_reap(void) {
   for (;;) {
     proc_obj *ended = NULL;
-    reaped out = {0, NULL, 0};
+    reaped out = {0, NULL};
     pthread_mutex_lock(&pr.lock);
     for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next) {
       if (q->state == PR_STARTED && pr_reap_locked(q, &out)) {   /* now DONE, unlisted */
@@ -194,7 +191,7 @@ static void children_reap(void) {
 }
 
 static int pr_reap(proc_obj *p) {
-  reaped out = {0, NULL, 0};
+  reaped out = {0, NULL};
   pthread_mutex_lock(&pr.lock);
   int done = pr_reap_locked(p, &out);
   pthread_mutex_unlock(&pr.lock);
@@ -523,7 +520,7 @@ static int pr_signal(lua_State *L, int sig) {
   if (p->is_main || p->is_parent || p == pr.current)
     return luaL_error(L, "cannot signal the current or parent process through its object");
   pthread_mutex_lock(&pr.lock);
-  reaped out = {0, NULL, 0};
+  reaped out = {0, NULL};
   pr_state st = p->state;
   int mine = p->parent_pid == getpid();
   int done = st == PR_STARTED && mine ? pr_reap_locked(p, &out) : st == PR_DONE;
