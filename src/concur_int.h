@@ -289,6 +289,24 @@ int sblob_decode_free(lua_State *L, sblob *s);   /* the same for a blob */
 tbuf *transfer_scratch(void);
 void transfer_scratch_trim(tbuf *b);
 
+/* The family's message authentication (transfer.c): a keyed MAC
+ * (SipHash-2-4) whose key is made once per process family, before any fork,
+ * by transfer_runtime_init.  Bytecode in messages and pipe frames holding
+ * object references carry one, so that no bytes from elsewhere are ever
+ * loaded as a function or taken as a reference. */
+void transfer_runtime_init(void);
+void transfer_set_mac_key(uint64_t k0, uint64_t k1);   /* fuzzing: a fixed key */
+typedef struct mac_state {
+  uint64_t v[4];
+  uint64_t tail;
+  unsigned ntail;
+  uint64_t total;
+} mac_state;
+void mac_begin(mac_state *m);
+void mac_add(mac_state *m, const void *p, size_t n);
+uint64_t mac_end(mac_state *m);
+uint64_t transfer_mac(const void *p, size_t n);
+
 /* Forgets the name cache of L (package.loaded changed). */
 void transfer_names_changed(lua_State *L);
 int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */

@@ -245,6 +245,7 @@ int luaopen_concur_core(lua_State *L) {
    * come from the one mapping made before the first fork. */
   if (shm_runtime_init() != 0)
     return luaL_error(L, "concur: cannot map the shared memory arena");
+  transfer_runtime_init();
   proc_runtime_init();
   thread_runtime_init();
   ctx_get(L);

@@ -2,29 +2,41 @@
  * pipe.c - concur.Pipe: two connected ends that carry messages, between the
  * threads of a process and between processes forked after it was made.
  *
- * Both kinds are a Unix stream socketpair: writes use MSG_NOSIGNAL, so a
- * send to a closed peer is an error, never a SIGPIPE that kills the process.
- * Pipe(false) shuts one direction of each end.  A connection is a
- * process-local object (its fd is this process's); a forked child inherits
- * the fds and its own copy of the object.
+ * Both kinds are a Unix SOCK_SEQPACKET socketpair: the kernel keeps each
+ * message whole.  One message is one record, written by one sendmsg and read
+ * by one recvmsg, so messages from any number of writers (threads or
+ * processes) never interleave, concurrent readers each take whole messages,
+ * a writer killed in the middle of a send has sent nothing, and a reader
+ * killed in the middle of a recv leaves the next message whole: the stream
+ * can never be out of step, and no lock is needed to keep it so.  Writes use
+ * MSG_NOSIGNAL, so a send to a closed peer is an error, never a SIGPIPE that
+ * kills the process.  Pipe(false) shuts one direction of each end.
  *
- * A message is a frame: a header (frame_hdr), then for a value the object
+ * A message (a frame) is a header (frame_hdr), then for a value the object
  * pointers it holds references to and the encoded bytes (transfer.c), for
- * bytes (send_bytes, or send of a string) the bytes themselves, written
- * straight from the Lua string.  One sender and one receiver at a time per
- * connection (send_mu, recv_mu, held across the system calls of one frame),
- * so messages from several threads never interleave.  Frames are read
- * exactly, header then body, never ahead: a fork never copies half-read data.
+ * bytes (send_bytes, or send of a string) the bytes themselves.  A frame up
+ * to INLINE_MAX bytes travels in the record itself; a larger body is written
+ * into a sealed memfd (no one can shrink or change it any more) whose
+ * descriptor travels with the header (SCM_RIGHTS), and the receiver maps it.
  *
- * close() while another thread is inside send or recv on the same
- * connection: the fd is closed when the last operation leaves (`busy`), so
- * its number is never reused under a running call.
+ * Nothing that arrives is trusted: a record can also come from whoever holds
+ * the descriptor (fileno).  The header is checked (magic, kind, sizes, the
+ * record's length or the memfd's size and seals); a frame holding object
+ * references carries a MAC of its header and pointers with the family's key
+ * (transfer_mac), so no pointer is used that concur's own sender in this
+ * family did not write; bytecode inside a value is authenticated by the
+ * decoder.  A record that fails is consumed and raises; the next one is read
+ * normally.
  *
- * Lock order: mu is never held with send_mu or recv_mu; no Lua call is made
- * while any is held (buffers that may raise are made first).
+ * A connection is a process-local object (its fd is this process's); a forked
+ * child inherits the fds and its own copy of the object.  close() while
+ * another thread is inside send or recv on the same connection: the fd is
+ * closed when the last operation leaves (`busy`), so its number is never
+ * reused under a running call.  No Lua call is made while mu is held.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -32,29 +44,36 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "concur_int.h"
 
-#define FRAME_VALUE 0x434e5601u   /* "CNV", 1 */
-#define FRAME_BYTES 0x434e4201u   /* "CNB", 1 */
+#define FRAME_MAGIC 0x32464e43u   /* "CNF2" */
+enum { FRAME_VALUE = 1, FRAME_BYTES = 2 };
+#define FRAME_IN_FD 1u            /* flags: the body is in the passed memfd */
+#define FRAME_LOCAL 2u            /* a value holding process-local objects */
 #define SOCK_BUF (4 << 20)        /* asked for; the system may give less */
+/* The largest record: header and body in the record itself.  Larger frames
+ * go by memfd.  Well under the smallest send buffer Linux gives (sendmsg
+ * fails with EMSGSIZE past it; that too falls back to a memfd). */
+#define INLINE_MAX (64u << 10)
 
 typedef struct frame_hdr {
-  uint32_t kind;
+  uint32_t magic;
+  uint8_t kind, flags, pad[2];
   int32_t pid;                    /* the sender: owner of local references */
   uint32_t nobjs;
-  uint32_t has_local;
   uint64_t len;                   /* bytes after the object pointers */
+  uint64_t mac;                   /* nobjs > 0: of the header (mac 0) and pointers */
 } frame_hdr;
 
 typedef struct conn_obj {
   cobj hdr;
   struct conn_obj *prev, *next;   /* every connection of the process (fork) */
   pthread_mutex_t mu;             /* guards fd, closed, busy */
-  pthread_mutex_t send_mu, recv_mu;
   int fd;
   int readable, writable;
   int closed;                     /* close() called; fd closed once busy is 0 */
@@ -73,35 +92,26 @@ static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
 static conn_obj conns = {.prev = &conns, .next = &conns};
 static pthread_once_t conns_once = PTHREAD_ONCE_INIT;
 
-/* A forked child has only the forking thread: every lock another thread
- * held is free again, and no call is inside a connection. */
-static pthread_mutex_t body_cache_mu = PTHREAD_MUTEX_INITIALIZER;
-
 /* Around a fork: every short-held lock is taken (conns_mu, then each
- * connection's mu, then the body cache's), so that the child copies no
- * half-done update (a close between close(fd) and fd = -1).  send_mu and
- * recv_mu are held across blocking calls: not taken, re-made in the child. */
+ * connection's mu), so that the child copies no half-done update (a close
+ * between close(fd) and fd = -1).  A forked child has only the forking
+ * thread: no call is inside a connection there. */
 static void conns_prepare(void) {
   pthread_mutex_lock(&conns_mu);
   for (conn_obj *c = conns.next; c != &conns; c = c->next)
     pthread_mutex_lock(&c->mu);
-  pthread_mutex_lock(&body_cache_mu);
 }
 
 static void conns_parent(void) {
-  pthread_mutex_unlock(&body_cache_mu);
   for (conn_obj *c = conns.next; c != &conns; c = c->next)
     pthread_mutex_unlock(&c->mu);
   pthread_mutex_unlock(&conns_mu);
 }
 
 static void conns_child(void) {
-  pthread_mutex_init(&body_cache_mu, NULL);
   pthread_mutex_init(&conns_mu, NULL);
   for (conn_obj *c = conns.next; c != &conns; c = c->next) {
     pthread_mutex_init(&c->mu, NULL);
-    pthread_mutex_init(&c->send_mu, NULL);
-    pthread_mutex_init(&c->recv_mu, NULL);
     c->busy = 0;
     if (c->closed && c->fd >= 0) {
       close(c->fd);
@@ -121,8 +131,6 @@ static void conn_destroy(cobj *o) {
   if (c->fd >= 0)
     close(c->fd);
   pthread_mutex_destroy(&c->mu);
-  pthread_mutex_destroy(&c->send_mu);
-  pthread_mutex_destroy(&c->recv_mu);
   free(c);
 }
 
@@ -132,8 +140,6 @@ static conn_obj *conn_make(int fd, int readable, int writable) {
     return NULL;
   cobj_init(&c->hdr, &conn_type);
   pthread_mutex_init(&c->mu, NULL);
-  pthread_mutex_init(&c->send_mu, NULL);
-  pthread_mutex_init(&c->recv_mu, NULL);
   c->fd = fd;
   c->readable = readable;
   c->writable = writable;
@@ -182,71 +188,118 @@ static int conn_begin(lua_State *L, conn_obj *c, int want_read) {
   return fd;
 }
 
-/* Writes every byte of iov[0 .. n); 0 or an errno. */
-static int write_all(int fd, struct iovec *iov, int n) {
-  while (n > 0) {
-    struct msghdr m = {0};
-    m.msg_iov = iov;
-    m.msg_iovlen = (size_t)n;
-    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return errno;
-    }
-    size_t left = (size_t)w;
-    while (n > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      iov++;
-      n--;
-    }
-    if (n > 0) {
-      iov->iov_base = (char *)iov->iov_base + left;
-      iov->iov_len -= left;
-    }
-  }
-  return 0;
-}
-
-/* Reads exactly n bytes: 0, -1 at end of stream before any byte, -2 at end
- * of stream after some, or an errno. */
-static int read_all(int fd, void *buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, (char *)buf + got, n - got);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return errno;
-    }
-    if (r == 0)
-      return got == 0 ? -1 : -2;
-    got += (size_t)r;
-  }
-  return 0;
-}
-
 static int io_error(lua_State *L, const char *what, int rc) {
   if (rc == -1)
     return luaL_error(L, "end of stream (EOFError): the other end of the pipe is closed");
-  if (rc == -2)
-    return luaL_error(L, "end of stream in the middle of a message: the sender ended");
   if (rc == EPIPE || rc == ECONNRESET)
     return luaL_error(L, "%s: broken pipe: the other end of the pipe is closed", what);
+  if (rc == EBADMSG)
+    return luaL_error(L, "%s: malformed message on the pipe (not written by concur?); it was "
+                         "dropped", what);
+  if (rc == EMFILE || rc == ENFILE)
+    return luaL_error(L, "%s: a large message could not be received: too many open files; it "
+                         "was dropped", what);
   return luaL_error(L, "%s: %s", what, strerror(rc));
 }
 
 /* ---- sending ------------------------------------------------------------------ */
 
-/* Writes one frame; 0, an errno, or EBADF when c is closed.  Raises
- * nothing: the caller gives back what the frame held first. */
-static int send_iov(conn_obj *c, struct iovec *iov, int n) {
-  int fd = conn_enter(c);
-  if (fd < 0)
+/* The MAC of a frame that holds object references: of its header (mac 0)
+ * and the pointers, so that a receiver takes no reference it was not sent
+ * by concur in this family. */
+static uint64_t frame_mac(const frame_hdr *h, const void *objs) {
+  frame_hdr z = *h;
+  z.mac = 0;
+  mac_state m;
+  mac_begin(&m);
+  mac_add(&m, &z, sizeof z);
+  mac_add(&m, objs, (size_t)h->nobjs * sizeof(cobj *));
+  return mac_end(&m);
+}
+
+/* Sends one record: iov[0 .. n), with fd passed along when >= 0. */
+static int send_record(int sock, struct iovec *iov, int n, int fd) {
+  struct msghdr m = {0};
+  union {
+    struct cmsghdr c;
+    char space[CMSG_SPACE(sizeof(int))];
+  } ctl;
+  m.msg_iov = iov;
+  m.msg_iovlen = (size_t)n;
+  if (fd >= 0) {
+    memset(&ctl, 0, sizeof ctl);
+    m.msg_control = ctl.space;
+    m.msg_controllen = sizeof ctl.space;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  for (;;) {
+    if (sendmsg(sock, &m, MSG_NOSIGNAL) >= 0)
+      return 0;   /* a record is sent whole or not at all */
+    if (errno != EINTR)
+      return errno;
+  }
+}
+
+/* Writes the n buffers into a new sealed memfd: its descriptor, or -1 and
+ * *err. */
+static int body_file(const struct iovec *iov, int n, int *err) {
+  int fd = memfd_create("concur-pipe", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    const char *p = iov[i].iov_base;
+    size_t left = iov[i].iov_len;
+    while (left > 0) {
+      ssize_t w = write(fd, p, left);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        *err = w < 0 ? errno : EIO;
+        close(fd);
+        return -1;
+      }
+      p += w;
+      left -= (size_t)w;
+    }
+  }
+  /* Sealed: the receiver maps it, and a file that could shrink under a
+   * mapping would be a SIGBUS there, one that could change a race with its
+   * checks. */
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    *err = errno;
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Writes one frame: the header h (mac set here), then objs and data as its
+ * body.  0, an errno, or EBADF when c is closed.  Raises nothing: the
+ * caller gives back what the frame held first. */
+static int send_frame(conn_obj *c, frame_hdr *h, const void *objs, const void *data) {
+  size_t olen = (size_t)h->nobjs * sizeof(cobj *);
+  h->mac = h->nobjs ? frame_mac(h, objs) : 0;
+  struct iovec iov[3] = {{h, sizeof *h}, {(void *)objs, olen}, {(void *)data, (size_t)h->len}};
+  int sock = conn_enter(c);
+  if (sock < 0)
     return EBADF;
-  pthread_mutex_lock(&c->send_mu);
-  int rc = write_all(fd, iov, n);
-  pthread_mutex_unlock(&c->send_mu);
+  int rc = EMSGSIZE;
+  if (sizeof *h + olen + h->len <= INLINE_MAX)
+    rc = send_record(sock, iov, 3, -1);
+  if (rc == EMSGSIZE) {   /* too large for a record: the body goes by memfd */
+    int fd = body_file(iov + 1, 2, &rc);
+    if (fd >= 0) {
+      h->flags |= FRAME_IN_FD;
+      rc = send_record(sock, iov, 1, fd);
+      close(fd);
+    }
+  }
   conn_leave(c);
   return rc;
 }
@@ -260,9 +313,8 @@ static int send_error(lua_State *L, int rc) {
 static int send_string(lua_State *L, conn_obj *c, const char *s, size_t len) {
   if (!c->writable)
     return luaL_error(L, "connection is read-only");
-  frame_hdr h = {FRAME_BYTES, concur_self, 0, 0, len};
-  struct iovec iov[2] = {{&h, sizeof h}, {(void *)s, len}};
-  int rc = send_iov(c, iov, len ? 2 : 1);
+  frame_hdr h = {FRAME_MAGIC, FRAME_BYTES, 0, {0, 0}, concur_self, 0, len, 0};
+  int rc = send_frame(c, &h, NULL, s);
   return rc ? send_error(L, rc) : 0;
 }
 
@@ -281,13 +333,16 @@ static int conn_send(lua_State *L) {
   char err[TRANSFER_ERRLEN];
   if (!transfer_encode(L, 2, 1, "value", 1, b, err))
     return luaL_error(L, "%s", err);
-  frame_hdr h = {FRAME_VALUE, concur_self, (uint32_t)b->nobjs, (uint32_t)tbuf_has_local(b), b->len};
-  struct iovec iov[3] = {{&h, sizeof h}, {b->objs, b->nobjs * sizeof(cobj *)}, {b->data, b->len}};
-  int rc = send_iov(c, iov, 3);
+  int rc = E2BIG;
+  if (b->nobjs <= UINT32_MAX) {
+    frame_hdr h = {FRAME_MAGIC, FRAME_VALUE, tbuf_has_local(b) ? FRAME_LOCAL : 0, {0, 0},
+                   concur_self, (uint32_t)b->nobjs, b->len, 0};
+    rc = send_frame(c, &h, b->objs, b->data);
+  }
   if (rc == 0)
     b->nobjs = 0;         /* the references travel with the message */
   else
-    tbuf_free(b);         /* not sent (or not all): given back */
+    tbuf_free(b);         /* not sent: given back */
   transfer_scratch_trim(b);
   return rc ? send_error(L, rc) : 0;
 }
@@ -306,70 +361,49 @@ static int conn_send_bytes(lua_State *L) {
 
 /* ---- receiving ------------------------------------------------------------------ */
 
-/* A malloc'd message body held by a userdata made before the read, so that
- * nothing leaks whatever raises afterwards. */
+/* What a received frame's body lives in, held by a userdata made before
+ * the read, so that nothing leaks whatever raises afterwards: the record
+ * buffer (INLINE_MAX bytes, one kept per OS thread for the next call) or a
+ * read-only mapping of the frame's memfd. */
 typedef struct body_box {
-  void *p;
-  size_t mapped;                  /* > 0: p is a mapping of that many bytes */
+  unsigned char *buf;
+  void *map;
+  size_t mapped;
 } body_box;
 
-/* Bodies from BODY_MAP bytes are mappings.  The last one freed is kept for
- * the next (one per process), its pages given back lazily (MADV_FREE: the
- * kernel takes them only under memory pressure), so that a stream of large
- * messages does not fault in every page of every message; a new mapping has
- * its pages made at once (MAP_POPULATE), one system call instead of a fault
- * per page.  Children get these mappings empty (MADV_WIPEONFORK). */
-#define BODY_MAP (1u << 20)
+static pthread_key_t rbuf_key;
+static pthread_once_t rbuf_once = PTHREAD_ONCE_INIT;
+static int rbuf_keyed;
 
-static void *body_cache;
-static size_t body_cache_size;
+static void rbuf_key_make(void) { rbuf_keyed = pthread_key_create(&rbuf_key, free) == 0; }
 
-static void *body_alloc(body_box *bb, size_t n) {
-  if (n < BODY_MAP)
-    return bb->p = malloc(n);
-  pthread_mutex_lock(&body_cache_mu);
-  if (body_cache && body_cache_size >= n) {
-    bb->p = body_cache;
-    bb->mapped = body_cache_size;
-    body_cache = NULL;
-    body_cache_size = 0;
+/* This thread's record buffer, taken (a decode that runs a nested recv
+ * gets its own), or a new one; NULL when out of memory. */
+static unsigned char *rbuf_take(void) {
+  pthread_once(&rbuf_once, rbuf_key_make);
+  if (rbuf_keyed) {
+    unsigned char *p = pthread_getspecific(rbuf_key);
+    if (p) {
+      pthread_setspecific(rbuf_key, NULL);
+      return p;
+    }
   }
-  pthread_mutex_unlock(&body_cache_mu);
-  if (bb->p)
-    return bb->p;
-  /* Pages made up front only for a sane size: the length came off the wire. */
-  int populate = n <= ((size_t)1 << 30) ? MAP_POPULATE : 0;
-  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | populate, -1, 0);
-  if (p == MAP_FAILED)
-    return NULL;
-  /* Not shared with children: a write after a fork would copy each page. */
-  madvise(p, n, MADV_WIPEONFORK);
-  bb->mapped = n;
-  return bb->p = p;
+  return malloc(INLINE_MAX);
+}
+
+static void rbuf_give(unsigned char *p) {
+  if (p && rbuf_keyed && pthread_getspecific(rbuf_key) == NULL &&
+      pthread_setspecific(rbuf_key, p) == 0)
+    return;
+  free(p);
 }
 
 static void body_free(body_box *bb) {
-  if (bb->mapped) {
-    void *p = bb->p;
-    size_t n = bb->mapped;
-    if (madvise(p, n, MADV_FREE) == 0) {
-      pthread_mutex_lock(&body_cache_mu);
-      if (body_cache_size < n) {   /* keep the larger */
-        void *q = body_cache;
-        size_t m = body_cache_size;
-        body_cache = p;
-        body_cache_size = n;
-        p = q;
-        n = m;
-      }
-      pthread_mutex_unlock(&body_cache_mu);
-    }
-    if (p)
-      munmap(p, n);
-  } else {
-    free(bb->p);
-  }
-  bb->p = NULL;
+  if (bb->mapped)
+    munmap(bb->map, bb->mapped);
+  rbuf_give(bb->buf);
+  bb->buf = NULL;
+  bb->map = NULL;
   bb->mapped = 0;
 }
 
@@ -380,7 +414,8 @@ static int body_gc(lua_State *L) {
 
 static body_box *body_new(lua_State *L) {
   body_box *bb = lua_newuserdatauv(L, sizeof *bb, 0);
-  bb->p = NULL;
+  bb->buf = NULL;
+  bb->map = NULL;
   bb->mapped = 0;
   if (luaL_newmetatable(L, "concur.pipe_body")) {
     lua_pushcfunction(L, body_gc);
@@ -390,50 +425,107 @@ static body_box *body_new(lua_State *L) {
   return bb;
 }
 
-/* Reads one frame into *h and bb->p; 0 or a read_all code, ENOMEM, EBADMSG. */
-static int recv_frame(conn_obj *c, int fd, frame_hdr *h, body_box *bb, size_t maxlen) {
-  pthread_mutex_lock(&c->recv_mu);
-  int rc = read_all(fd, h, sizeof *h);
-  size_t body = 0;
+/* The descriptors of a received message's SCM_RIGHTS, at most max; any
+ * more are closed.  Returns how many. */
+static int take_fds(struct msghdr *m, int *fds, int max) {
+  int n = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (n < max)
+        fds[n++] = fd;
+      else
+        close(fd);
+    }
+  }
+  return n;
+}
+
+/* Maps the memfd of a frame whose body is `body` bytes: 0 or EBADMSG (not
+ * a sealed file of that size: not from concur), ENOMEM. */
+static int body_map(body_box *bb, int fd, size_t body, int populate) {
+  struct stat st;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (body == 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != body ||
+      seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_WRITE)) != (F_SEAL_SHRINK | F_SEAL_WRITE))
+    return EBADMSG;
+  void *p = mmap(NULL, body, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
+  if (p == MAP_FAILED)
+    return ENOMEM;
+  bb->map = p;
+  bb->mapped = body;
+  return 0;
+}
+
+/* Gives back the references of a frame that is dropped (checked: its MAC
+ * holds). */
+static void drop_refs(const frame_hdr *h, cobj *const *objs) {
+  for (uint32_t i = 0; i < h->nobjs; i++)
+    if (cobj_owned_here(objs[i], h->pid))
+      cobj_decref(objs[i]);
+}
+
+/* Receives one frame into *h, its body at *body (in bb); 0, -1 at end of
+ * stream, EMSGSIZE (longer than maxlen: dropped, references given back),
+ * EBADMSG (malformed: dropped, nothing used), or an errno. */
+static int recv_frame(int sock, frame_hdr *h, body_box *bb, const unsigned char **body,
+                      size_t maxlen) {
+  if (bb->buf == NULL && (bb->buf = rbuf_take()) == NULL)
+    return ENOMEM;
+  struct iovec iov = {bb->buf, INLINE_MAX};
+  union {
+    struct cmsghdr c;
+    char space[CMSG_SPACE(4 * sizeof(int))];
+  } ctl;
+  struct msghdr m = {0};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.space;
+  m.msg_controllen = sizeof ctl.space;
+  ssize_t r;
+  while ((r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+    m.msg_controllen = sizeof ctl.space;
+  if (r < 0)
+    return errno;
+  int fds[1] = {-1}, nfds = take_fds(&m, fds, 1);
+  int rc = 0;
+  if (r == 0 && nfds == 0)
+    return -1;
+  if (m.msg_flags & MSG_CTRUNC)
+    rc = EMFILE;   /* the body's descriptor could not be taken */
+  else if ((m.msg_flags & MSG_TRUNC) || (size_t)r < sizeof *h)
+    rc = EBADMSG;
   if (rc == 0) {
-    if (h->kind == FRAME_VALUE && h->nobjs <= (SIZE_MAX - h->len) / sizeof(cobj *))
-      body = h->nobjs * sizeof(cobj *) + h->len;
-    else if (h->kind == FRAME_BYTES && h->nobjs == 0)
-      body = h->len;
-    else
+    memcpy(h, bb->buf, sizeof *h);
+    size_t olen = (size_t)h->nobjs * sizeof(cobj *);
+    int in_fd = (h->flags & FRAME_IN_FD) != 0;
+    if (h->magic != FRAME_MAGIC || (h->flags & ~(FRAME_IN_FD | FRAME_LOCAL)) ||
+        (h->kind != FRAME_VALUE && h->kind != FRAME_BYTES) ||
+        (h->kind == FRAME_BYTES && (h->nobjs || (h->flags & FRAME_LOCAL))) ||
+        h->len > SIZE_MAX - olen || nfds != in_fd ||
+        (size_t)r != sizeof *h + (in_fd ? 0 : olen + h->len))
       rc = EBADMSG;
-  }
-  if (rc == 0 && body > maxlen) {
-    /* Too long for the caller: read and dropped, the stream stays whole;
-     * the references it carried are given back. */
-    _Alignas(16) char sink[65536];
-    size_t left = body;
-    for (uint32_t k = 0; rc == 0 && k < h->nobjs;) {
-      uint32_t n = h->nobjs - k;
-      if (n > sizeof sink / sizeof(cobj *))
-        n = sizeof sink / sizeof(cobj *);
-      rc = read_all(fd, sink, n * sizeof(cobj *));
-      for (uint32_t i = 0; rc == 0 && i < n; i++) {
-        cobj *o = ((cobj **)(void *)sink)[i];
-        if (cobj_owned_here(o, h->pid))
-          cobj_decref(o);
+    else if (in_fd)
+      /* Pages made up front for a body that will be read, of a sane size;
+       * one over maxlen is dropped and only its pointers are read. */
+      rc = body_map(bb, fds[0], olen + (size_t)h->len,
+                    olen + h->len <= maxlen && olen + h->len <= ((size_t)1 << 30));
+    if (rc == 0) {
+      *body = in_fd ? bb->map : bb->buf + sizeof *h;
+      if (h->nobjs && h->mac != frame_mac(h, *body))
+        rc = EBADMSG;
+      else if (olen + h->len > maxlen) {
+        drop_refs(h, (cobj *const *)(const void *)*body);
+        rc = EMSGSIZE;
       }
-      k += n;
-      left -= n * sizeof(cobj *);
     }
-    while (rc == 0 && left > 0) {
-      size_t n = left < sizeof sink ? left : sizeof sink;
-      rc = read_all(fd, sink, n);
-      left -= n;
-    }
-    if (rc == 0)
-      rc = EMSGSIZE;
-  } else if (rc == 0 && body > 0) {
-    rc = body_alloc(bb, body) ? read_all(fd, bb->p, body) : ENOMEM;
-    if (rc == -1)
-      rc = -2;   /* the header came: the stream ended inside the message */
   }
-  pthread_mutex_unlock(&c->recv_mu);
+  if (nfds)
+    close(fds[0]);
   return rc;
 }
 
@@ -442,24 +534,23 @@ static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
   conn_obj *c = conn_self(L);
   body_box *bb = body_new(L);
   int box = lua_gettop(L);
-  int fd = conn_begin(L, c, 1);
+  int sock = conn_begin(L, c, 1);
   frame_hdr h;
-  int rc = recv_frame(c, fd, &h, bb, maxlen);
+  const unsigned char *body = NULL;
+  int rc = recv_frame(sock, &h, bb, &body, maxlen);
   conn_leave(c);
   if (rc == EMSGSIZE)
     return luaL_error(L, "recv_bytes: message of %I bytes is longer than maxlength %I",
                       (lua_Integer)(h.len + h.nobjs * sizeof(cobj *)), (lua_Integer)maxlen);
-  if (rc == EBADMSG)
-    return luaL_error(L, "recv: malformed message on the pipe (not written by concur?)");
   if (rc)
     return io_error(L, "recv", rc);
   if (h.kind == FRAME_BYTES) {
-    lua_pushlstring(L, bb->p ? bb->p : "", (size_t)h.len);
+    lua_pushlstring(L, (const char *)body, (size_t)h.len);
   } else {
-    cobj **objs = bb->p;
+    cobj **objs = (cobj **)(void *)body;
     tbuf view = {(unsigned char *)(objs + h.nobjs), (size_t)h.len, (size_t)h.len, objs, h.nobjs,
                  h.nobjs, NULL, h.pid};
-    int n = transfer_decode_taking(L, &view, h.has_local != 0, NULL);
+    int n = transfer_decode_taking(L, &view, (h.flags & FRAME_LOCAL) != 0, NULL);
     if (n != 1) {
       lua_settop(L, box);
       lua_pushnil(L);
@@ -602,13 +693,13 @@ static int pipe_new(lua_State *L) {
   cobj_newhandle(L, &conn_type, 0);
   cobj_newhandle(L, &conn_type, 0);
   int sv[2];
-  int made = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0;
+  int made = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0;
   if (!made && (errno == EMFILE || errno == ENFILE)) {
     /* Connections nobody holds keep their descriptors until collected:
      * collect them, then try once more (Lua's collector knows nothing of
      * descriptors, so a loop making Pipes would run out otherwise). */
     lua_gc(L, LUA_GCCOLLECT);
-    made = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0;
+    made = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0;
   }
   if (!made)
     return luaL_error(L, "cannot make a Pipe: %s", strerror(errno));

@@ -10,7 +10,7 @@
  *   message  := count value*
  *   value    := NIL | FALSE | TRUE | INT zigzag | FLOAT f64le | STR len bytes
  *             | TABLE narr nrec(u32le) value{narr} (value value){nrec} value(metatable or NIL)
- *             | FUNC len(u32le) bytecode nups(u8) upval{nups}
+ *             | FUNC len(u32le) bytecode mac(u64le) nups(u8) upval{nups}
  *             | REF offset            -- a table or function already decoded
  *             | MODULE str | FIELD str str | REG str str   -- looked up by name
  *             | OBJ index             -- the tbuf's objs[index]
@@ -27,12 +27,22 @@
  * raises (STYLE: never raise between two halves of an update).  The name
  * cache it reads (value -> module name) is rebuilt beforehand in protected
  * mode.  The decoder may raise; it never trusts a length, offset or index.
+ *
+ * Bytecode is authenticated: Lua does not verify a binary chunk, and loading
+ * a damaged or foreign one can crash the process, so every FUNC carries a
+ * keyed MAC of its bytecode (SipHash-2-4, transfer_mac) and the decoder loads
+ * only a chunk whose MAC holds.  The key is random, made once per process
+ * family when concur opens (transfer_runtime_init, before any fork), so only
+ * concur's own encoder in this family can write a chunk that loads.
  */
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "concur_int.h"
 
@@ -41,6 +51,114 @@ enum {
   T_FUNC, T_FUNC_SHARED, T_REF, T_MODULE, T_FIELD, T_REG, T_OBJ, T_GLOBALS,
   T_UPJOIN, T_KEYSTR, T_STRREF
 };
+
+/* ---- message authentication ---------------------------------------------- */
+
+/* SipHash-2-4 with the family's key: a MAC over bytes no other party can
+ * forge, cheap for the short inputs it gets (bytecode, frame headers). */
+static uint64_t mac_key[2];
+static pthread_once_t mac_once = PTHREAD_ONCE_INIT;
+
+static void mac_key_make(void) {
+  unsigned char k[16];
+  size_t got = 0;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    while (got < sizeof k) {
+      ssize_t r = read(fd, k + got, sizeof k - got);
+      if (r <= 0)
+        break;
+      got += (size_t)r;
+    }
+    close(fd);
+  }
+  if (got < sizeof k) {
+    /* No random device: a key no outsider can predict from the bytes they
+     * send is still better than none. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&ts;
+    uint64_t b = (uint64_t)ts.tv_sec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)k;
+    memcpy(k, &a, 8);
+    memcpy(k + 8, &b, 8);
+  }
+  memcpy(mac_key, k, sizeof k);
+}
+
+void transfer_runtime_init(void) { pthread_once(&mac_once, mac_key_make); }
+
+void transfer_set_mac_key(uint64_t k0, uint64_t k1) {
+  pthread_once(&mac_once, mac_key_make);
+  mac_key[0] = k0;
+  mac_key[1] = k1;
+}
+
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+  do {                                                                                             \
+    m->v[0] += m->v[1]; m->v[1] = ROTL64(m->v[1], 13); m->v[1] ^= m->v[0];                         \
+    m->v[0] = ROTL64(m->v[0], 32);                                                                 \
+    m->v[2] += m->v[3]; m->v[3] = ROTL64(m->v[3], 16); m->v[3] ^= m->v[2];                         \
+    m->v[0] += m->v[3]; m->v[3] = ROTL64(m->v[3], 21); m->v[3] ^= m->v[0];                         \
+    m->v[2] += m->v[1]; m->v[1] = ROTL64(m->v[1], 17); m->v[1] ^= m->v[2];                         \
+    m->v[2] = ROTL64(m->v[2], 32);                                                                 \
+  } while (0)
+
+void mac_begin(mac_state *m) {
+  m->v[0] = 0x736f6d6570736575ULL ^ mac_key[0];
+  m->v[1] = 0x646f72616e646f6dULL ^ mac_key[1];
+  m->v[2] = 0x6c7967656e657261ULL ^ mac_key[0];
+  m->v[3] = 0x7465646279746573ULL ^ mac_key[1];
+  m->tail = 0;
+  m->ntail = 0;
+  m->total = 0;
+}
+
+static inline void mac_word(mac_state *m, uint64_t w) {
+  m->v[3] ^= w;
+  SIPROUND;
+  SIPROUND;
+  m->v[0] ^= w;
+}
+
+void mac_add(mac_state *m, const void *p, size_t n) {
+  const unsigned char *s = p;
+  m->total += n;
+  while (n > 0 && m->ntail < 8) {
+    m->tail |= (uint64_t)*s++ << (8 * m->ntail++);
+    n--;
+  }
+  if (m->ntail < 8)
+    return;
+  mac_word(m, m->tail);
+  m->tail = 0;
+  m->ntail = 0;
+  for (; n >= 8; n -= 8, s += 8)
+    mac_word(m, (uint64_t)s[0] | (uint64_t)s[1] << 8 | (uint64_t)s[2] << 16 |
+                    (uint64_t)s[3] << 24 | (uint64_t)s[4] << 32 | (uint64_t)s[5] << 40 |
+                    (uint64_t)s[6] << 48 | (uint64_t)s[7] << 56);
+  while (n > 0) {
+    m->tail |= (uint64_t)*s++ << (8 * m->ntail++);
+    n--;
+  }
+}
+
+uint64_t mac_end(mac_state *m) {
+  mac_word(m, m->tail | (uint64_t)(m->total & 0xff) << 56);
+  m->v[2] ^= 0xff;
+  SIPROUND;
+  SIPROUND;
+  SIPROUND;
+  SIPROUND;
+  return m->v[0] ^ m->v[1] ^ m->v[2] ^ m->v[3];
+}
+
+uint64_t transfer_mac(const void *p, size_t n) {
+  mac_state m;
+  mac_begin(&m);
+  mac_add(&m, p, n);
+  return mac_end(&m);
+}
 
 #define MAX_DEPTH 1000     /* nesting of tables/functions in one message */
 #define PATH_SEGS 48       /* path segments kept for error messages */
@@ -632,6 +750,12 @@ static int encode_function(enc *e, int idx) {
   if (dlen > UINT32_MAX)
     return enc_fail_msg(e, "function too large to transfer");
   patch_u32(e, len_at, (uint32_t)dlen);
+  uint64_t tag = transfer_mac(e->b->data + len_at + 4, dlen);
+  unsigned char tb[8];
+  for (int k = 0; k < 8; k++)
+    tb[k] = (unsigned char)(tag >> (8 * k));
+  if (!put_bytes(e, tb, sizeof tb))
+    return 0;
   int nups = 0;
   while (lua_getupvalue(L, idx, nups + 1) != NULL) {
     lua_pop(L, 1);
@@ -1207,7 +1331,12 @@ static void decode_function(dec *d, int shared, size_t off) {
   chunk_reader r;
   r.n = get_u32(d);
   r.p = get_bytes(d, r.n);
-  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0])
+  const unsigned char *tb = (const unsigned char *)get_bytes(d, 8);
+  uint64_t tag = 0;
+  for (int k = 0; k < 8; k++)
+    tag |= (uint64_t)tb[k] << (8 * k);
+  /* Only bytecode concur's encoder wrote in this family is ever loaded. */
+  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0] || tag != transfer_mac(r.p, r.n))
     dec_bad(d);
   if (lua_load(L, read_chunk, &r, "=(transfer)", "b") != LUA_OK)
     luaL_error(L, "cannot transfer function: %s", lua_tostring(L, -1));
