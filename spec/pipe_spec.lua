@@ -1263,4 +1263,130 @@ describe("concur.Pipe", function()
       assert.are.equal(0, finish(p))      -- -11: the SIGSEGV
     end)
   end)
+
+  -- Issue 14: a byte stream out of step (a writer killed in the middle of a
+  -- frame, then someone's send_bytes read as headers) made the receiver use
+  -- pointers off the wire (cobj_push(0x4141414141414141)) and load bytecode
+  -- it was handed.  Now a message is one record, and nothing received is
+  -- trusted: core._pipe_send_raw writes records concur's sender did not.
+  describe("bytes concur did not write", function()
+    local core = require "concur.core"
+    local raw = core._pipe_send_raw
+    local u32 = function(v) return string.pack("<I4", v) end
+    local ptr = string.rep("\x41", 8)
+
+    -- A frame header: magic, kind, flags, pad, pid, nobjs, len, mac.
+    local function header(kind, flags, nobjs, len, mac)
+      return string.pack("<I4BBxxi4I4I8I8", 0x32464e43, kind, flags, concur.getpid(), nobjs, len,
+                         mac or 0)
+    end
+
+    local function open_fds()
+      local f = io.popen("ls /proc/" .. concur.getpid() .. "/fd")
+      local n = select(2, f:read("a"):gsub("\n", ""))
+      f:close()
+      return n
+    end
+
+    -- Each raw record is refused with a clear error, and the connection
+    -- carries the next message as usual.
+    local function refused(a, b, ...)
+      raw(b, ...)
+      local err = err_of(a.recv, a)
+      assert_has(err, "malformed message")
+      b:send({after = "ok"})
+      assert.are.same({after = "ok"}, a:recv())
+    end
+
+    it("old-format and foreign headers, short and empty records", function()
+      local a, b = concur.Pipe()
+      refused(a, b, u32(0x434e5601) .. u32(1) .. u32(1) .. u32(0) .. string.pack("<I8", 0) .. ptr)
+      refused(a, b, "x")
+      refused(a, b, string.rep("\x41", 4096))
+      refused(a, b, header(1, 0, 0, 10))                  -- says 10 bytes, has none
+      refused(a, b, header(3, 0, 0, 0))                   -- no such kind
+      refused(a, b, header(1, 0x80, 0, 0))                -- unknown flag
+      refused(a, b, header(2, 0, 1, 0) .. ptr)            -- bytes with an object
+    end)
+
+    it("object pointers off the wire are never used: the MAC is checked first", function()
+      local a, b = concur.Pipe()
+      local msg = "\1\14\0"                               -- one value: OBJ 0
+      for _, mac in ipairs({0, 0x4141414141414141, -1}) do
+        refused(a, b, header(1, 0, 1, #msg, mac) .. ptr .. msg)
+        refused(a, b, header(1, 2, 1, #msg, mac) .. ptr .. msg)   -- "local" too
+      end
+      -- The same, with the body in a memfd.
+      refused(a, b, header(1, 1, 1, #msg, 7), ptr .. msg)
+    end)
+
+    it("bytecode concur's encoder did not write is never loaded", function()
+      local a, b = concur.Pipe()
+      -- A hand-made value first, to show the framing is right: INT 21.
+      raw(b, header(1, 0, 0, 3) .. "\1\3\42")
+      assert.are.equal(21, a:recv())
+      local code = string.dump(function() return 1 end)
+      local msg = "\1\8" .. u32(#code) .. code .. string.rep("\0", 8) .. "\0"
+      raw(b, header(1, 0, 0, #msg) .. msg)
+      assert_has(err_of(a.recv, a), "malformed")
+      b:send("still")
+      assert.are.equal("still", a:recv())
+    end)
+
+    it("a memfd body that is not sealed, has the wrong size, or comes in numbers", function()
+      local a, b = concur.Pipe()
+      local before = open_fds()
+      refused(a, b, header(2, 1, 0, 5), "hello", false)          -- not sealed
+      refused(a, b, header(2, 1, 0, 6), "hello")                 -- size differs
+      refused(a, b, header(2, 1, 0, 5), "hello", true, 3)        -- three files
+      refused(a, b, header(2, 0, 0, 5) .. "hello", "hello")      -- a file not asked for
+      refused(a, b, header(2, 1, 0, 5))                          -- no file
+      raw(b, header(2, 1, 0, 5), "hello")                        -- as concur sends it
+      assert.are.equal("hello", a:recv())
+      assert.are.equal(before, open_fds(), "every descriptor received is closed")
+    end)
+
+    it("writers killed while sending never leave a message out of step (the probe's crash)", function()
+      local a, b = concur.Pipe()
+      local big = ("%08d"):format(7):rep(1 << 17)               -- 1 MiB: by memfd
+      for round = 1, 4 do
+        local go = concur.Event()
+        local killed = fork(function()
+          go:set()
+          while true do
+            b:send_bytes(big)
+            b:send({t = "tbl", big = big})
+          end
+        end)
+        assert.is_true(go:wait(10))
+        -- Read a few, then kill it mid-way (in a write, most likely).
+        for _ = 1, round do
+          local m = a:recv()
+          if type(m) == "table" then assert.are.equal(big, m.big) else assert.are.equal(big, m) end
+        end
+        killed:kill()
+        assert.are.equal(-9, finish(killed))
+        -- A second writer sends what used to be read as frame headers.
+        local hostile = u32(0x434e5601) .. u32(concur.getpid()) .. u32(1) .. u32(0) ..
+                        string.pack("<I8", 8) .. ptr .. ptr
+        local other = fork(function()
+          b:send_bytes(hostile)
+          b:send("done")
+          return 0
+        end)
+        assert.are.equal(0, finish(other))
+        -- Whatever the killed one had sent is whole; then the other's two.
+        while true do
+          local m = a:recv()
+          if m == "done" then break end
+          if type(m) == "table" then
+            assert.are.equal(big, m.big)
+          elseif m ~= big then
+            assert.are.equal(hostile, m)
+          end
+        end
+        assert.is_false(a:poll())
+      end
+    end)
+  end)
 end)
