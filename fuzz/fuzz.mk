@@ -1,4 +1,5 @@
-# fuzz/fuzz.mk - the libFuzzer target of the value transfer, included by the
+# fuzz/fuzz.mk - the libFuzzer targets of the value transfer and of the
+# Pipe's frame reader (each runs FUZZ_SECONDS), included by the
 # Makefile (which gives SRCS, HDRS, LUA, LUA_INC, WARN, SAN_LUA_LIB and the
 # rule for src/concur_lua.h).
 #
@@ -45,9 +46,20 @@ $(FUZZ_BIN): fuzz/fuzz_transfer.c $(FUZZ_DIR)/fuzz_transfer_lua.h $(SRCS) $(HDRS
 	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -I$(FUZZ_DIR) -o $@ \
 	  fuzz/fuzz_transfer.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl $(FUZZ_WRAP)
 
-fuzz: $(FUZZ_BIN)
+# The Pipe's frame reader (fuzz/fuzz_pipe.c): arbitrary records, as any
+# holder of the descriptor could write them.
+FUZZ_PIPE_BIN = $(FUZZ_DIR)/fuzz_pipe
+
+$(FUZZ_PIPE_BIN): fuzz/fuzz_pipe.c $(SRCS) $(HDRS)
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || sh tools/deps.sh clang
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -o $@ \
+	  fuzz/fuzz_pipe.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl
+
+fuzz: $(FUZZ_BIN) $(FUZZ_PIPE_BIN)
 	@FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' FUZZ_TRANSFER_SKIP='$(FUZZ_SKIP)' \
 	  sh fuzz/run.sh $(FUZZ_BIN)
+	@FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' sh fuzz/run.sh $(FUZZ_PIPE_BIN)
 
 fuzz-corpus: $(FUZZ_BIN)
 	find fuzz/corpus -name '[ab]-*' ! -name '*-regress-*' -exec rm -f {} +

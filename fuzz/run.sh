@@ -1,28 +1,36 @@
 #!/bin/sh
-# fuzz/run.sh BIN - runs the transfer fuzzer (`make fuzz`) for $FUZZ_SECONDS
+# fuzz/run.sh BIN - runs a fuzzer (`make fuzz`: the transfer, the pipe) for $FUZZ_SECONDS
 # seconds, one process and one job, and ends with a one-line verdict.  New
 # inputs go to build/fuzz/corpus (the seeds in fuzz/corpus are only read);
 # a crash leaves its input in build/fuzz/ and makes the exit status 1.
+# The pipe target (fuzz_pipe) has no seeds, dictionary or fixed crashes of
+# its own: its corpus grows in build/fuzz/pipe-corpus.
 bin=$1
 secs=${FUZZ_SECONDS:-60}
 dir=build/fuzz
-log=$dir/fuzz.log
-mkdir -p "$dir/corpus"
+name=$(basename "$bin")
+case $name in
+  fuzz_pipe) log=$dir/pipe.log; corpus="$dir/pipe-corpus"; extra= ;;
+  *) log=$dir/fuzz.log; corpus="$dir/corpus fuzz/corpus"; extra=-dict=fuzz/transfer.dict ;;
+esac
+mkdir -p "$dir/corpus" "$dir/pipe-corpus"
 echo "fuzz: $secs s of $bin, 1 job (libFuzzer's output: $log)${FUZZ_TRANSFER_SKIP:+, skipping: $FUZZ_TRANSFER_SKIP}"
-# First the crashes found before (fuzz/crashes), replayed with no skip at all:
-# each must now run clean.  lua-*: liblua's own bugs, not concur's, left out.
-replay=$(ls fuzz/crashes/* | grep -v -e '/README.md$' -e '/lua-[^/]*$')
-# shellcheck disable=SC2086
-if ! FUZZ_TRANSFER_SKIP= "$bin" -timeout=10 -rss_limit_mb=2048 $replay >"$dir/replay.log" 2>&1; then
-  tail -n 40 "$dir/replay.log"
-  echo "fuzz: CRASH replaying a fixed crash of fuzz/crashes (log: $dir/replay.log)"
-  exit 1
+if [ "$name" != fuzz_pipe ]; then
+  # First the crashes found before (fuzz/crashes), replayed with no skip at
+  # all: each must now run clean.  lua-*: liblua's own bugs, left out.
+  replay=$(ls fuzz/crashes/* | grep -v -e '/README.md$' -e '/lua-[^/]*$')
+  # shellcheck disable=SC2086
+  if ! FUZZ_TRANSFER_SKIP= "$bin" -timeout=10 -rss_limit_mb=2048 $replay >"$dir/replay.log" 2>&1; then
+    tail -n 40 "$dir/replay.log"
+    echo "fuzz: CRASH replaying a fixed crash of fuzz/crashes (log: $dir/replay.log)"
+    exit 1
+  fi
+  echo "fuzz: $(echo "$replay" | wc -w) fixed crashes of fuzz/crashes replayed, no skip: clean"
 fi
-echo "fuzz: $(echo "$replay" | wc -w) fixed crashes of fuzz/crashes replayed, no skip: clean"
 export FUZZ_TRANSFER_SKIP
 # shellcheck disable=SC2086
 "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -dict=fuzz/transfer.dict -artifact_prefix="$dir/" $FUZZ_ARGS "$dir/corpus" fuzz/corpus \
+  $extra -artifact_prefix="$dir/$name-" $FUZZ_ARGS $corpus \
   >"$log" 2>&1
 rc=$?
 done_line=$(grep -E '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n 1)
@@ -35,7 +43,7 @@ if [ "$rc" = 0 ] && [ -n "$done_line" ]; then
   exit 0
 fi
 runs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
-why=$(grep -m 1 -E '^fuzz_transfer: |==[0-9]+==ERROR|^ERROR: libFuzzer|^SUMMARY: ' "$log")
+why=$(grep -m 1 -E '^fuzz_(transfer|pipe): |==[0-9]+==ERROR|^ERROR: libFuzzer|^SUMMARY: ' "$log")
 unit=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
 echo "---- end of $log"
 tail -n 40 "$log"
