@@ -18,36 +18,11 @@ local function register(value, key)
   names[key] = value
 end
 
--- Classes -------------------------------------------------------------------
--- A class is a table with `__index = itself`; its metatable gives `__index`
--- to the parent and `__call` to the constructor.  Instances of Thread are
--- userdata handles whose fields table has the class as metatable.
-
-local function class_call(cls, ...)
-  local obj = cls.__new(cls, ...)   -- not a tail call: keeps error levels fixed
-  return obj
-end
-register(class_call, "class_call")
-
-local function extend(parent)
-  if type(parent) ~= "table" or rawget(parent, "__new") == nil and parent.__new == nil then
-    error("bad argument #1 to 'extend' (class expected)", 2)
-  end
-  local cls = {}
-  cls.__index = cls
-  return setmetatable(cls, {__index = parent, __call = class_call})
-end
-
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
-
 -- Argument checks -------------------------------------------------------------
 -- Errors name the argument as Lua's own do (`bad argument #1 to 'map'
--- (...)`) and are raised at the caller's line: every check takes the level
--- of the user's call relative to itself.
+-- (...)`) and are raised at the line of the user's call (raise, below);
+-- every check also takes that call's level relative to itself, for a host
+-- without the debug library.
 
 -- The metatable under any __metatable guard: concur's C handles keep theirs
 -- private, and their __name tells their type.  A host may leave the debug
@@ -56,6 +31,57 @@ end
 local getmetatable = getmetatable
 local raw_getmetatable = debug and debug.getmetatable
 local getinfo = debug and debug.getinfo
+
+-- The source of this file's functions, as debug.getinfo gives it: the file
+-- ("@.../concur.lua"), or the compiled-in copy ("=concur"; "=?" where it is
+-- loaded stripped, in thread states).
+local layer_source = getinfo and getinfo(1, "S").source
+
+-- Whether a function of that source is one of this file's: a closure of
+-- another state's copy (an imap iterator sent to a thread) has that state's.
+local function in_layer(source)
+  return source == layer_source or source == "=concur"
+    or source:sub(1, 1) == "@" and source:find("[@/\\]concur%.lua$") ~= nil
+end
+
+-- Raises the message msg at the line that called into this module, as a C
+-- function's luaL_error does: at the first frame, from raise's caller up,
+-- that runs no function of this file (none when that is a C function, such
+-- as pcall).  So the depth of the call never matters: checks nested in
+-- helpers, methods called through aliases, Thread.init called from a
+-- subclass's init, the Pool's owner check reached from a result's get.
+-- Without the debug library: at `level`, as error() counts it from the
+-- function calling raise.  (Where this file is loaded stripped, its source
+-- is "=?": a stripped user function is then passed over too, and the
+-- position is its caller's.)
+local function raise(msg, level)
+  if getinfo then
+    local l = 2
+    repeat
+      local ar = getinfo(l, "S")
+      if ar == nil then error(msg, 0) end
+      l = l + 1
+    until not in_layer(ar.source)
+    error(msg, l - 1)
+  end
+  error(msg, level + 1)
+end
+
+-- Re-raises the error e of a call this file made: a message at the user's
+-- line (see raise), any other value unchanged.
+local function reraise(e, level)
+  if type(e) == "string" then raise(e, level + 1) end
+  error(e, 0)
+end
+
+-- Calls the C function f: an error it raises (a full arena, no descriptors
+-- left) is raised at the user's line, not at the line of this file that
+-- called f.  (Called through pcall, luaL_error adds no position.)
+local function core_call(f, ...)
+  local r = table.pack(pcall(f, ...))
+  if not r[1] then reraise(r[2], 2) end
+  return table.unpack(r, 2, r.n)
+end
 
 -- The type of v as luaL_typeerror names it: __name for a userdata that has
 -- one ("concur.Event", "FILE*").
@@ -77,7 +103,7 @@ end
 -- raised at `level` as error() counts it from the function calling this
 -- (default 2: the caller of the method that checks).
 local function bad_self(v, what, fname, level)
-  error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname, what, typename(v)),
+  raise(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname, what, typename(v)),
     (level or 2) + 1)
 end
 
@@ -92,19 +118,45 @@ end
 -- module itself is no options table: concur:Queue(5) instead of concur.Queue(5).
 local function check_options(opts, allowed, fname, level)
   if type(opts) ~= "table" then
-    error(("bad argument #1 to '%s' (table of options expected, got %s)")
+    raise(("bad argument #1 to '%s' (table of options expected, got %s)")
       :format(fname, type(opts)), level + 1)
   end
   if opts == concur then
-    error(("bad argument #1 to '%s' (got the concur module: call concur.%s(...), not concur:%s(...))")
+    raise(("bad argument #1 to '%s' (got the concur module: call concur.%s(...), not concur:%s(...))")
       :format(fname, fname, fname), level + 1)
   end
   for k in pairs(opts) do
     if not allowed[k] then
-      error(("bad argument #1 to '%s' (unknown option '%s')"):format(fname, tostring(k)),
+      raise(("bad argument #1 to '%s' (unknown option '%s')"):format(fname, tostring(k)),
         level + 1)
     end
   end
+end
+
+-- Classes -------------------------------------------------------------------
+-- A class is a table with `__index = itself`; its metatable gives `__index`
+-- to the parent and `__call` to the constructor.  Instances of Thread are
+-- userdata handles whose fields table has the class as metatable.
+
+local function class_call(cls, ...)
+  local obj = cls.__new(cls, ...)   -- not a tail call: keeps error levels fixed
+  return obj
+end
+register(class_call, "class_call")
+
+local function extend(parent)
+  if type(parent) ~= "table" or rawget(parent, "__new") == nil and parent.__new == nil then
+    raise("bad argument #1 to 'extend' (class expected)", 2)
+  end
+  local cls = {}
+  cls.__index = cls
+  return setmetatable(cls, {__index = parent, __call = class_call})
+end
+
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
 end
 
 -- Runnables: Thread and Process ---------------------------------------------------
@@ -120,7 +172,7 @@ local function runnable_init(what)
     if opts == nil then return end
     check_options(opts, runnable_options, what, 4)
     local function bad(field, expected, value)
-      error(("bad argument #1 to '%s' (%s must be %s, got %s)")
+      raise(("bad argument #1 to '%s' (%s must be %s, got %s)")
         :format(what, field, expected, type(value)), 5)
     end
     if opts.target ~= nil and not callable(opts.target) then bad("target", "callable", opts.target) end
@@ -158,7 +210,7 @@ end
 local function set_attribute(self, key, value)
   if not raw_getmetatable then self[key] = value; return end
   local ok, err = pcall(raw_getmetatable(self).__newindex, self, key, value)
-  if not ok then error(err, 3) end
+  if not ok then reraise(err, 3) end
 end
 
 -- A runnable class: `new` makes the C handle around a fields table.
@@ -168,7 +220,7 @@ local function runnable_class(what, new)
   setmetatable(cls, {__call = class_call})
   register(cls, what)
   function cls.__new(c, ...)
-    local self = new(setmetatable({}, c))
+    local self = core_call(new, setmetatable({}, c))
     self:init(...)
     return self
   end
@@ -184,7 +236,7 @@ local function runnable_class(what, new)
   function cls:setName(name)
     if not is_handle(self, handle) then bad_self(self, handle, "setName") end
     if type(name) ~= "string" and type(name) ~= "number" then
-      error(("bad argument #1 to 'setName' (string expected, got %s)"):format(typename(name)), 2)
+      raise(("bad argument #1 to 'setName' (string expected, got %s)"):format(typename(name)), 2)
     end
     set_attribute(self, "name", name)
   end
@@ -195,7 +247,7 @@ local function runnable_class(what, new)
   function cls:setDaemon(daemonic)
     if not is_handle(self, handle) then bad_self(self, handle, "setDaemon") end
     if type(daemonic) ~= "boolean" then
-      error(("bad argument #1 to 'setDaemon' (boolean expected, got %s)"):format(typename(daemonic)), 2)
+      raise(("bad argument #1 to 'setDaemon' (boolean expected, got %s)"):format(typename(daemonic)), 2)
     end
     set_attribute(self, "daemon", daemonic)
   end
@@ -233,7 +285,7 @@ local error_names = {}
 local error_mt = {
   __index = function(e, k) if k == "name" then return error_names[e] end end,
   __tostring = function(e) return "concur." .. error_names[e] end,
-  __newindex = function() error("concur error values are read-only", 2) end,
+  __newindex = function() raise("concur error values are read-only", 2) end,
   __metatable = "concur error value",
 }
 register(error_mt, "error_mt")
@@ -276,17 +328,17 @@ local function Queue(maxsize)
     check_options(n, queue_options, fname, 2)
     n = n.maxsize
     if n ~= nil and math.type(n) ~= "integer" and not (math.type(n) == "float" and math.tointeger(n)) then
-      error(("bad argument #1 to '%s' (option 'maxsize': integer expected, got %s)")
+      raise(("bad argument #1 to '%s' (option 'maxsize': integer expected, got %s)")
         :format(fname, math.type(n) and tostring(n) or typename(n)), 2)
     end
   elseif n ~= nil then   -- as luaL_optinteger: a number or a numeric string
     local num = tonumber(n)
     if (type(n) ~= "number" and type(n) ~= "string") or num == nil then
-      error(("bad argument #1 to '%s' (number expected, got %s)")
+      raise(("bad argument #1 to '%s' (number expected, got %s)")
         :format(called_as(1, "Queue"), typename(n)), 2)
     end
     if math.tointeger(num) == nil then
-      error(("bad argument #1 to '%s' (number has no integer representation)")
+      raise(("bad argument #1 to '%s' (number has no integer representation)")
         :format(called_as(1, "Queue")), 2)
     end
     n = num
@@ -294,9 +346,10 @@ local function Queue(maxsize)
   n = n and math.tointeger(n) or 0
   if n < 0 then n = 0 end   -- Python: zero or less is unbounded
   if n > 0x7fffffff then
-    error(("bad argument #1 to '%s' (maxsize too large)"):format(called_as(1, "Queue")), 2)
+    raise(("bad argument #1 to '%s' (maxsize too large)"):format(called_as(1, "Queue")), 2)
   end
-  return core.Queue(n)
+  local q = core_call(core.Queue, n)
+  return q
 end
 register(Queue, "Queue")
 concur.Queue = Queue
@@ -309,14 +362,15 @@ local function Pipe(duplex)
     check_options(duplex, pipe_options, fname, 2)
     duplex = duplex.duplex
     if duplex ~= nil and type(duplex) ~= "boolean" then
-      error(("bad argument #1 to '%s' (option 'duplex': boolean expected, got %s)")
+      raise(("bad argument #1 to '%s' (option 'duplex': boolean expected, got %s)")
         :format(fname, typename(duplex)), 2)
     end
   elseif duplex ~= nil and type(duplex) ~= "boolean" then
-    error(("bad argument #1 to '%s' (boolean expected, got %s)")
+    raise(("bad argument #1 to '%s' (boolean expected, got %s)")
       :format(called_as(1, "Pipe"), typename(duplex)), 2)
   end
-  return core.Pipe(duplex)
+  local a, b = core_call(core.Pipe, duplex)
+  return a, b
 end
 register(Pipe, "Pipe")
 concur.Pipe = Pipe
@@ -328,25 +382,25 @@ register(Timer, "Timer")
 
 function Timer:init(interval, fn, args)
   if type(interval) ~= "number" or interval ~= interval or interval < 0 then
-    error(("bad argument #1 to 'Timer' (non-negative number expected, got %s)")
+    raise(("bad argument #1 to 'Timer' (non-negative number expected, got %s)")
       :format(type(interval) == "number" and tostring(interval) or type(interval)), 4)
   end
   if not callable(fn) then
-    error(("bad argument #2 to 'Timer' (callable expected, got %s)"):format(type(fn)), 4)
+    raise(("bad argument #2 to 'Timer' (callable expected, got %s)"):format(type(fn)), 4)
   end
   if args ~= nil and type(args) ~= "table" then
-    error(("bad argument #3 to 'Timer' (table expected, got %s)"):format(type(args)), 4)
+    raise(("bad argument #3 to 'Timer' (table expected, got %s)"):format(type(args)), 4)
   end
   self.interval = interval
   self.fn = fn
   self.args = args
-  self.finished = core.Event()
+  self.finished = core_call(core.Event)
 end
 
 -- Whether self is a Timer (a Thread handle with the Timer's Event).
 local function check_timer(self, fname)
   if not is_handle(self, "concur.Thread") or self.finished == nil then
-    error(("bad argument #1 to '%s' (concur.Timer expected, got %s)"):format(fname, typename(self)), 3)
+    raise(("bad argument #1 to '%s' (concur.Timer expected, got %s)"):format(fname, typename(self)), 3)
   end
 end
 
@@ -405,6 +459,13 @@ local pack, unpack = table.pack, table.unpack
 local getpid, now = core.getpid, core.time
 local Empty = concur.Empty
 local no_args = {n = 0}
+
+-- An error value's string for a report, never raising: its __tostring may
+-- fail, and a report must not replace the error it reports.
+local function describe(v)
+  local ok, s = pcall(tostring, v)
+  return ok and s or ("(error object is a %s value)"):format(type(v))
+end
 local worker_count = 0
 
 --- The loop every pool worker runs.  It crosses to worker threads as bytecode,
@@ -413,6 +474,11 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
   local unpack, pack = table.unpack, table.pack
   local slice = require("concur.core").slice
   local where = ("[in pool worker %s, pid %d]\n"):format(name, require("concur").getpid())
+  -- An error value's string for a report: its __tostring may fail.
+  local function describe(v)
+    local ok, s = pcall(tostring, v)
+    return ok and s or ("(error object is a %s value)"):format(type(v))
+  end
   -- The error and the worker's traceback, cut at the worker's own frames.
   local function on_error(e)
     local tb = debug.traceback(nil, 2) or ""
@@ -453,7 +519,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
     local ok, err = xpcall(initializer, on_error, unpack(initargs, 1, initargs.n or #initargs))
     if not ok then
       init_error = err
-      err[1] = "pool initializer failed: " .. tostring(err[1])
+      err[1] = "pool initializer failed: " .. describe(err[1])
       io.stderr:write(("Exception in pool initializer (%s):\n%s\n%s\n")
         :format(name, tostring(err[1]), err[2]))
     end
@@ -484,7 +550,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
       if not sent then
         local what = ok and "results" or "error"
         if not ok then   -- an error value that cannot cross goes as its string
-          sent = pcall(rq.put, rq, {tid, false, {tostring(value[1]), value[2]}})
+          sent = pcall(rq.put, rq, {tid, false, {describe(value[1]), value[2]}})
         end
         if not sent then
           rq:put({tid, false, {("the task's %s could not be sent back: %s"):format(what, err)}})
@@ -505,14 +571,14 @@ end
 
 local function check_callable(v, n, fname, what, optional, level)
   if (v ~= nil or not optional) and not callable(v) then
-    error(("bad argument #%d to '%s' (%s expected, got %s)")
+    raise(("bad argument #%d to '%s' (%s expected, got %s)")
       :format(n, fname, what, type(v)), level + 1)
   end
 end
 
 local function check_timeout(t, n, fname)
   if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-    error(("bad argument #%d to '%s' (timeout must be a non-negative number, got %s)")
+    raise(("bad argument #%d to '%s' (timeout must be a non-negative number, got %s)")
       :format(n, fname, type(t) == "number" and tostring(t) or type(t)), 3)
   end
 end
@@ -537,7 +603,7 @@ end
 
 function AsyncResult:successful()
   if getmetatable(self) ~= AsyncResult then bad_result(self, "successful") end
-  if not self:ready() then error("result is not ready", 2) end
+  if not self:ready() then raise("result is not ready", 2) end
   return self._ok
 end
 
@@ -555,7 +621,7 @@ function AsyncResult:get(timeout)
   if timeout ~= nil then check_timeout(timeout, 1, "get") end
   if not self._ready then
     self._pool:_collect(is_ready, self, timeout)
-    if not self._ready then error(concur.TimeoutError, 2) end
+    if not self._ready then error(concur.TimeoutError, 0) end
   end
   local v = self._value
   if not self._ok then error(v, 0) end
@@ -573,7 +639,7 @@ end
 local function run_callback(cb, ...)
   local ok, err = xpcall(cb, debug.traceback, ...)
   if not ok then
-    io.stderr:write("Exception in pool callback:\n", tostring(err), "\n")
+    io.stderr:write("Exception in pool callback:\n", describe(err), "\n")
   end
 end
 
@@ -613,24 +679,24 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
   if n == nil then n = core.cpu_count() end
   local size = type(n) == "number" and math.tointeger(n) or nil
   if size == nil or size < 1 or size > 4096 then
-    error(("bad argument #1 to '%s' (number of workers must be an integer from 1 to 4096, got %s)")
+    raise(("bad argument #1 to '%s' (number of workers must be an integer from 1 to 4096, got %s)")
       :format(fname, type(n) == "number" and tostring(n) or type(n)), 3)
   end
   check_callable(initializer, 2, fname, "callable", true, 3)
   if initargs ~= nil and type(initargs) ~= "table" then
-    error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(initargs)), 3)
+    raise(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(initargs)), 3)
   end
   if initializer ~= nil then   -- each worker gets a copy, by the transfer rules
     local ok, err = pcall(core.transfer, initializer, initargs)
     if not ok then
-      error(("bad argument #2 to '%s' (the initializer or its arguments cannot be sent: %s)")
+      raise(("bad argument #2 to '%s' (the initializer or its arguments cannot be sent: %s)")
         :format(fname, tostring(err)), 3)
     end
   end
   local self = setmetatable({
     _threads = threads, _size = size, _state = RUN,
     _initializer = initializer, _initargs = initargs or no_args,
-    _tq = core.Queue(), _rq = core.Queue(), _slots = core.Slots(n),
+    _tq = core_call(core.Queue), _rq = core_call(core.Queue), _slots = core_call(core.Slots, n),
     _workers = {}, _ended = {},
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
@@ -641,7 +707,7 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
     local ok, err = pcall(self._start_worker, self, wid)
     if not ok then
       self:terminate()
-      error(("%s: cannot start a worker: %s"):format(fname, tostring(err)), 3)
+      raise(("%s: cannot start a worker: %s"):format(fname, tostring(err)), 3)
     end
   end
   return self
@@ -653,7 +719,7 @@ function Pool:_start_worker(wid)
   local opts = {target = pool_worker, daemon = true, name = name,
     args = {self._tq, self._rq, self._slots, wid, name, self._initializer, self._initargs}}
   local w = self._threads and Thread(opts) or Process(opts)
-  w:start()
+  core_call(w.start, w)
   self._workers[wid] = w
 end
 
@@ -669,7 +735,7 @@ end
 
 function Pool:_check_owner(level)
   if not owned(self) then
-    error("this pool belongs to another thread or process", (level or 2) + 1)
+    raise("this pool belongs to another thread or process", (level or 2) + 1)
   end
 end
 
@@ -677,7 +743,7 @@ function Pool:_check_running(fname, level)
   level = level or 3
   self:_check_owner(level)
   if self._state ~= RUN then
-    error(("%s: pool is %s"):format(fname,
+    raise(("%s: pool is %s"):format(fname,
       self._state == CLOSE and "closed" or "terminated"), level)
   end
 end
@@ -845,7 +911,7 @@ function Pool:_worker_died(wid, w, tid)
     local how
     if self._threads then
       local _, err = pcall(w.result, w)
-      how = "ended: " .. tostring(err)
+      how = "ended: " .. describe(err)
     else
       local code = w.exitcode
       how = code and code < 0 and ("was killed by signal %d"):format(-code)
@@ -900,7 +966,7 @@ local function bad_pool(self, fname) bad_self(self, "concur.Pool", fname, 3) end
 -- their caller's line.
 local function put_call(self, fname, fn, args, callback, error_callback)
   local tid, err = self:_submit(fname, "call", fn, args or no_args)
-  if tid == nil then error(err, 3) end
+  if tid == nil then raise(err, 3) end
   local r = setmetatable({_pool = self, _kind = "call", _ready = false,
     _callback = callback, _error_callback = error_callback}, AsyncResult)
   self._pending[tid] = r
@@ -921,7 +987,7 @@ function Pool:apply_async(fn, args, callback, error_callback)
   end
   if type(fn) ~= "function" then check_callable(fn, 1, "apply_async", "callable", false, 2) end
   if args ~= nil and type(args) ~= "table" then
-    error(("bad argument #2 to 'apply_async' (table of arguments expected, got %s)")
+    raise(("bad argument #2 to 'apply_async' (table of arguments expected, got %s)")
       :format(type(args)), 2)
   end
   if callback ~= nil or error_callback ~= nil then
@@ -937,7 +1003,7 @@ function Pool:apply(fn, args)
   self:_check_running("apply")
   check_callable(fn, 1, "apply", "callable", false, 2)
   if args ~= nil and type(args) ~= "table" then
-    error(("bad argument #2 to 'apply' (table of arguments expected, got %s)"):format(type(args)), 2)
+    raise(("bad argument #2 to 'apply' (table of arguments expected, got %s)"):format(type(args)), 2)
   end
   return put_call(self, "apply", fn, args):get()
 end
@@ -978,7 +1044,7 @@ end
 
 local function check_chunksize(cs, n, fname)
   if cs ~= nil and not (type(cs) == "number" and math.tointeger(cs) and cs >= 1) then
-    error(("bad argument #%d to '%s' (chunksize must be a positive integer, got %s)")
+    raise(("bad argument #%d to '%s' (chunksize must be a positive integer, got %s)")
       :format(n, fname, type(cs) == "number" and tostring(cs) or type(cs)), 4)
   end
 end
@@ -990,20 +1056,20 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   self:_check_running(fname, 4)
   check_callable(fn, 1, fname, "callable", false, 3)
   if type(list) ~= "table" then
-    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
+    raise(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
   end
   check_chunksize(chunksize, 3, fname)
   local n = math.tointeger(list.n) or #list
   if n < 0 then n = 0 end
   if n > 0x7fffffff then   -- a chunk is cut with core.slice, at most this long
-    error(("bad argument #2 to '%s' (%s)"):format(fname,
+    raise(("bad argument #2 to '%s' (%s)"):format(fname,
       math.tointeger(list.n) and "list.n is too large" or "list is too long"), 3)
   end
   if kind == "star" then   -- checked here: a worker would fail on each item
     for i = 1, n do
       local args = list[i]
       if type(args) ~= "table" then
-        error(("bad argument #2 to '%s' (list of argument lists expected, item %d is a %s)")
+        raise(("bad argument #2 to '%s' (list of argument lists expected, item %d is a %s)")
           :format(fname, i, typename(args)), 3)
       end
     end
@@ -1040,7 +1106,7 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
         self._npending = self._npending - 1
       end
       r._ready, r._value = true, err
-      error(err, 3)
+      raise(err, 3)
     end
     tids[#tids + 1] = tid
     pending[tid], starts[tid] = r, start
@@ -1132,9 +1198,10 @@ function Pool:close()
   self:_check_owner()
   if self._state ~= RUN then return end
   self._state = CLOSE
+  local tq = self._tq
   for _ = 1, self._size do
     self._nput = self._nput + 1
-    self._tq:put(nil)
+    core_call(tq.put, tq, nil)
   end
 end
 
@@ -1144,7 +1211,7 @@ local function all_done(pool) return pool._npending == 0 end
 function Pool:join()
   if getmetatable(self) ~= Pool then bad_pool(self, "join") end
   self:_check_owner()
-  if self._state == RUN then error("pool is still running: close or terminate it first", 2) end
+  if self._state == RUN then raise("pool is still running: close or terminate it first", 2) end
   self:_collect(all_done, self)
   for wid = 1, self._size do
     local w = self._workers[wid]

@@ -407,6 +407,12 @@ void pipe_open(lua_State *L);
 /* The functions a thread state needs: print and the host hooks. */
 int core_print(lua_State *L);
 void core_report_error(const char *report);
+/* Pushes and returns the text a report shows for the error value at idx:
+ * a string or number as itself (the value at idx left as it is), a value
+ * with __tostring as that gives it, else "(error object is a T value)".  A
+ * failing __tostring is caught and said, never raised: reporting an error
+ * must not replace it.  Raises only for lack of memory. */
+const char *core_error_string(lua_State *L, int idx);
 int core_run_setup_hook(lua_State *L);   /* 0 ok; else error message on top */
 void core_preload(lua_State *L);         /* package.preload for concur, concur.core */
 double core_monotonic(void);

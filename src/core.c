@@ -61,6 +61,32 @@ void core_report_error(const char *report) {
   fflush(stderr);
 }
 
+/* Protected by core_error_string: the string form of the value at 1. */
+static int error_tostring(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+const char *core_error_string(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  int t = lua_type(L, idx);
+  int has_tostring = t != LUA_TSTRING && t != LUA_TNUMBER &&
+                     luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL;
+  if (has_tostring)
+    lua_pop(L, 1);
+  else if (t != LUA_TSTRING && t != LUA_TNUMBER)
+    return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+  lua_pushcfunction(L, error_tostring);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+    return lua_tostring(L, -1);
+  const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1);
+  const char *s = lua_pushfstring(L, "(error object is a %s value; its __tostring failed: %s)",
+                                  luaL_typename(L, idx), why);
+  lua_remove(L, -2);
+  return s;
+}
+
 /* ---- print ---------------------------------------------------------------- */
 
 /* The standard print, but each call's line goes out in one write, so lines of

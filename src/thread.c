@@ -369,13 +369,8 @@ static void worker_build(worker *w) {
 
 /* The thread's error report, "Exception in thread NAME:" and the traceback. */
 static int run_msgh(lua_State *L) {
-  const char *msg;
-  if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-    msg = lua_tostring(L, -1);
-  else if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
-    msg = lua_tostring(L, 1);
-  else
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  /* The value at 1 is the error result() raises: left as it is. */
+  const char *msg = core_error_string(L, 1);
   luaL_traceback(L, L, msg, 1);
   ctx_push_table(L);
   lua_insert(L, -2);
@@ -447,12 +442,12 @@ static int run_fail(lua_State *L) {
     lua_replace(L, 3);
   }
   report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
-                                                 : luaL_tolstring(L, 2, NULL));
+                                                 : core_error_string(L, 2));
   /* The error value travels by the transfer rules; if it cannot, its
    * string form does. */
   tbuf_free(&t->result);
   if (!transfer_encode(L, 2, 1, "error", 1, &t->result, err)) {
-    luaL_tolstring(L, 2, NULL);
+    core_error_string(L, 2);
     if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err))
       tbuf_free(&t->result);
   }
