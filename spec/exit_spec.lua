@@ -43,8 +43,50 @@ describe("process exit", function()
     assert.are.equal(3, code, out)
     assert.matches("quitting\n", out)
     assert.matches("other done\n", out)
-    assert.is_nil(out:find("not reached", 1, true))
+    assert.matches("main joined\tfalse\n", out)
     assert.is_true(elapsed < 20, "took " .. elapsed .. " s")
+  end)
+
+  describe("os.exit(5) in a thread, with a non-daemon thread and a daemon process alive,", function()
+    local pid_gone, eventually = support.pid_gone, support.eventually
+    -- The status is 5, the other thread was waited for, the daemon stopped.
+    local function check(mode)
+      local out, code, elapsed, how = run_fixture("exit_thread_status.lua", mode)
+      local daemon = tonumber(out:match("daemon (%d+)"))
+      assert.is_not_nil(daemon, out)
+      local gone = eventually(function() return pid_gone(daemon) end, 5)
+      if not gone then os.execute("kill -9 " .. daemon) end
+      assert.are.equal("exit", how, out)
+      assert.are.equal(5, code, out)
+      assert.matches("quitting\n", out)
+      assert.matches("other done\n", out)
+      assert.is_true(gone, "the daemon process " .. daemon .. " was left running")
+      assert.is_true(elapsed < 30, "took " .. elapsed .. " s")
+      return out
+    end
+
+    it("ends with 5 when the main chunk ends after it", function()
+      check("after")
+    end)
+
+    it("ends with 5 when the main chunk ended before it", function()
+      check("before")
+    end)
+
+    it("counts the thread as ended: a thread joining it goes on", function()
+      local out = check("join")
+      assert.matches("joined\tfalse\t[^\n]*ended the process with os.exit", out)
+    end)
+
+    it("ends a child process with 5 when its run returns at once", function()
+      local out, code = run_fixture("exit_thread_status.lua", "child")
+      assert.are.equal(0, code, out)
+      assert.matches("exitcode 5\n", out)
+      assert.matches("other done\n", out)
+      local daemon = tonumber(out:match("daemon (%d+)"))
+      assert.is_not_nil(daemon, out)
+      assert.is_true(pid_gone(daemon), "the daemon process " .. daemon .. " was left running")
+    end)
   end)
 
   it("does not wait for a daemon thread", function()

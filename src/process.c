@@ -272,20 +272,25 @@ void proc_exit_rules(void) {
 
 /* ---- the child ------------------------------------------------------------------ */
 
-/* The state a forked child runs in. */
+/* The state a forked child runs in, and the OS thread that runs it. */
 static lua_State *child_state;
+static pthread_t child_thread;
 
 /* Leaves the child: its exit rules, its stdio, the references its state
  * holds to shared objects (never closed, it would not give them back), then
- * _exit (the parent's atexit work is the parent's). */
-__attribute__((noreturn)) static void child_leave(int code) {
+ * _exit (the parent's atexit work is the parent's).  explicit: an os.exit's
+ * status.  If another thread is already ending the child (os.exit there),
+ * this parks and that one ends it. */
+__attribute__((noreturn)) static void child_leave(int code, int explicit) {
+  thread_exit_claim(code, explicit);
   thread_exit_rules();
   fflush(NULL);
   /* Not a collection: it would write to every object, copying the whole
-   * heap the child shares with its parent page by page. */
-  if (child_state)
+   * heap the child shares with its parent page by page.  Only from the
+   * state's own thread (os.exit may have been handed to another). */
+  if (child_state && pthread_equal(child_thread, pthread_self()))
     cobj_release_state(child_state);
-  _exit(code);
+  _exit(thread_exit_status(code));
 }
 
 /* os.exit in a child process: the same, with Lua's status rules. */
@@ -295,7 +300,7 @@ static int child_os_exit(lua_State *L) {
     code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
   else
     code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
-  child_leave(code);
+  child_leave(code, 1);
 }
 
 static int child_msgh(lua_State *L) {
@@ -352,6 +357,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   /* First: the references the parent took for this child are its own now. */
   cobj_fork_child(refs);
   child_state = L;
+  child_thread = pthread_self();
   proc_obj *old_main = pr.main;
   cobj_incref(&p->hdr);
   pr.current = p;
@@ -368,7 +374,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   lua_pushvalue(L, idx);
   int st = lua_pcall(L, 1, LUA_MULTRET, 0);
   if (st == LUA_OK && lua_gettop(L) == top)
-    child_leave(0);
+    child_leave(0, 0);
   /* Python prints "Process NAME:" and the traceback, and exits with 1. */
   const char *tb = lua_tostring(L, -1);
   char *report = malloc(strlen(p->name) + (tb ? strlen(tb) : 0) + 32);
@@ -377,7 +383,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
     core_report_error(report);
     free(report);
   }
-  child_leave(1);
+  child_leave(1, 0);
 }
 
 /* ---- Lua methods ------------------------------------------------------------------ */
