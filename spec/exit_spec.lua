@@ -89,6 +89,65 @@ describe("process exit", function()
     end)
   end)
 
+  describe("a parent killed by a signal", function()
+    local pid_gone, eventually = support.pid_gone, support.eventually
+    -- Runs exit_parent_killed.lua, kills it with `sig` once its children
+    -- run, and returns their pids by kind (worker, busy, daemon, nondaemon).
+    local function kill_parent(sig)
+      local q = shell_quote
+      local p = assert(io.popen("LUA_PATH=" .. q(package.path) .. " LUA_CPATH=" .. q(package.cpath) ..
+        " timeout -k 5 60 " .. q(LUA) .. " " .. q(fixtures .. "exit_parent_killed.lua") .. " 2>&1"))
+      local pids, parent, out = {worker = {}, busy = {}, daemon = {}, nondaemon = {}}, nil, {}
+      for line in p:lines() do
+        out[#out + 1] = line
+        local what, pid = line:match("^(%a+)\t(%d+)$")
+        if what == "ready" then
+          parent = tonumber(pid)
+          break
+        end
+        if what and pids[what] then table.insert(pids[what], tonumber(pid)) end
+      end
+      if parent then os.execute("kill -" .. sig .. " " .. parent) end
+      p:close()
+      local all = {}
+      for _, list in pairs(pids) do
+        for _, pid in ipairs(list) do all[#all + 1] = pid end
+      end
+      local function cleanup()
+        for _, pid in ipairs(all) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+      end
+      assert.is_not_nil(parent, table.concat(out, "\n"))
+      assert.are.equal(2, #pids.worker, table.concat(out, "\n"))
+      assert.are.equal(1, #pids.busy, table.concat(out, "\n"))
+      assert.are.equal(2, #pids.daemon, table.concat(out, "\n"))
+      assert.are.equal(1, #pids.nondaemon, table.concat(out, "\n"))
+      return pids, cleanup
+    end
+
+    for _, sig in ipairs({"TERM", "KILL"}) do
+      it("(SIG" .. sig .. ") ends its pool workers and daemon children; a non-daemon one lives on", function()
+        local pids, cleanup = kill_parent(sig)
+        local ok, err = pcall(function()
+          local left = {}
+          local gone = eventually(function()
+            left = {}
+            for _, kind in ipairs({"worker", "daemon"}) do
+              for _, pid in ipairs(pids[kind]) do
+                if not pid_gone(pid) then left[#left + 1] = kind .. " " .. pid end
+              end
+            end
+            return #left == 0
+          end, 5)
+          assert.is_true(gone, "still running 5 s after the parent's death: " .. table.concat(left, ", "))
+          -- Python's behaviour: a non-daemon child is not stopped.
+          assert.is_false(pid_gone(pids.nondaemon[1]), "the non-daemon child ended too")
+        end)
+        cleanup()
+        assert(ok, err)
+      end)
+    end
+  end)
+
   it("does not wait for a daemon thread", function()
     local out, code, elapsed = run_fixture("exit_daemon.lua")
     assert.are.equal(0, code, out)

@@ -23,6 +23,9 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -351,9 +354,52 @@ static int child_body(lua_State *L) {
   return 1;
 }
 
-/* Runs in the child, in the state that called start (the handle at idx). */
+/* A daemon child ends with its parent, however the parent ends: killed by a
+ * signal too, when no exit rules run to stop it (Pool workers are daemon
+ * children).  Linux's PR_SET_PDEATHSIG sends a signal when the *thread* that
+ * forked ends, not the process: a fork from a concur thread whose worker
+ * leaves later (more than MAX_IDLE_WORKERS parked) would kill a child whose
+ * parent lives on.  So the signal is one of ours, and its handler ends the
+ * child only when its parent has really gone: reparented, getppid() is no
+ * longer the pid it had at the fork (the kernel hands the child to another
+ * thread of the parent while one is left, and signals again).  A signal the
+ * parent ended by, a crash or an _exit: all the same.  Elsewhere, nothing. */
+#if defined(PR_SET_PDEATHSIG) && defined(SIGRTMAX)
+#define PDEATH_SIGNAL (SIGRTMAX - 4)   /* valgrind keeps SIGRTMAX for itself */
+static pid_t pdeath_parent;            /* set before the handler can run */
+
+static void pdeath_handler(int sig) {
+  CONCUR_UNUSED(sig);
+  int saved = errno;
+  if (getppid() != pdeath_parent)
+    kill(getpid(), SIGKILL);
+  errno = saved;
+}
+
+static void follow_parent(pid_t parent) {
+  pdeath_parent = parent;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = pdeath_handler;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(PDEATH_SIGNAL, &sa, NULL) != 0 ||
+      prctl(PR_SET_PDEATHSIG, PDEATH_SIGNAL, 0, 0, 0) != 0)
+    return;
+  /* The parent may have died before the prctl, with no signal sent. */
+  if (getppid() != parent)
+    kill(getpid(), SIGKILL);
+}
+#else
+static void follow_parent(pid_t parent) { CONCUR_UNUSED(parent); }
+#endif
+
+/* Runs in the child, in the state that called start (the handle at idx);
+ * parent: the pid of the process that forked it. */
 __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p,
-                                                cobj_fork_refs *refs) {
+                                                cobj_fork_refs *refs, pid_t parent) {
+  if (p->daemon)
+    follow_parent(parent);
   /* First: the references the parent took for this child are its own now. */
   cobj_fork_child(refs);
   child_state = L;
@@ -457,10 +503,11 @@ static int pr_start(lua_State *L) {
     return luaL_error(L, "cannot start a process: not enough memory");
   }
   fflush(NULL);   /* whatever came in between (rarely anything) */
+  pid_t self = getpid();
   pid_t pid = fork();
   int fork_errno = errno;
   if (pid == 0)
-    child_run(L, 1, p, &refs);
+    child_run(L, 1, p, &refs, self);
   thread_fork_thaw();
   if (pid < 0) {
     cobj_fork_undo(&refs);
