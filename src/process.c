@@ -357,13 +357,16 @@ static int child_body(lua_State *L) {
 /* A daemon child ends with its parent, however the parent ends: killed by a
  * signal too, when no exit rules run to stop it (Pool workers are daemon
  * children).  Linux's PR_SET_PDEATHSIG sends a signal when the *thread* that
- * forked ends, not the process: a fork from a concur thread whose worker
- * leaves later (more than MAX_IDLE_WORKERS parked) would kill a child whose
- * parent lives on.  So the signal is one of ours, and its handler ends the
- * child only when its parent has really gone: reparented, getppid() is no
- * longer the pid it had at the fork (the kernel hands the child to another
- * thread of the parent while one is left, and signals again).  A signal the
- * parent ended by, a crash or an _exit: all the same.  Elsewhere, nothing. */
+ * forked ends, not the process.  Forked from the main thread, whose end is
+ * the process's, that signal is SIGKILL: the kernel alone ends the child.
+ * Forked from another thread (a concur worker leaves when more than
+ * MAX_IDLE_WORKERS are parked), the child must not die with that thread:
+ * the signal is one of ours, and its handler ends the child only when the
+ * parent has really gone, that is when getppid() is no longer the pid it
+ * had at the fork (while the parent has threads left, the kernel hands the
+ * child to one of them, and signals again when that one ends).  A parent
+ * that died before the prctl sent nothing: getppid() is checked after it.
+ * Elsewhere than Linux, nothing. */
 #if defined(PR_SET_PDEATHSIG) && defined(SIGRTMAX)
 #define PDEATH_SIGNAL (SIGRTMAX - 4)   /* valgrind keeps SIGRTMAX for itself */
 static pid_t pdeath_parent;            /* set before the handler can run */
@@ -376,30 +379,37 @@ static void pdeath_handler(int sig) {
   errno = saved;
 }
 
-static void follow_parent(pid_t parent) {
-  pdeath_parent = parent;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = pdeath_handler;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  if (sigaction(PDEATH_SIGNAL, &sa, NULL) != 0 ||
-      prctl(PR_SET_PDEATHSIG, PDEATH_SIGNAL, 0, 0, 0) != 0)
-    return;
-  /* The parent may have died before the prctl, with no signal sent. */
-  if (getppid() != parent)
+static void follow_parent(pid_t parent, int from_main_thread) {
+  int sig = SIGKILL;
+  if (!from_main_thread) {
+    pdeath_parent = parent;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = pdeath_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(PDEATH_SIGNAL, &sa, NULL) != 0)
+      return;
+    sig = PDEATH_SIGNAL;
+  }
+  if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0 && getppid() != parent)
     kill(getpid(), SIGKILL);
 }
 #else
-static void follow_parent(pid_t parent) { CONCUR_UNUSED(parent); }
+static void follow_parent(pid_t parent, int from_main_thread) {
+  CONCUR_UNUSED(parent);
+  CONCUR_UNUSED(from_main_thread);
+}
 #endif
 
 /* Runs in the child, in the state that called start (the handle at idx);
- * parent: the pid of the process that forked it. */
+ * parent: the pid of the process that forked it, from_main: forked by its
+ * main thread. */
 __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p,
-                                                cobj_fork_refs *refs, pid_t parent) {
+                                                cobj_fork_refs *refs, pid_t parent,
+                                                int from_main) {
   if (p->daemon)
-    follow_parent(parent);
+    follow_parent(parent, from_main);
   /* First: the references the parent took for this child are its own now. */
   cobj_fork_child(refs);
   child_state = L;
@@ -504,10 +514,11 @@ static int pr_start(lua_State *L) {
   }
   fflush(NULL);   /* whatever came in between (rarely anything) */
   pid_t self = getpid();
+  int from_main = (pid_t)syscall(SYS_gettid) == self;
   pid_t pid = fork();
   int fork_errno = errno;
   if (pid == 0)
-    child_run(L, 1, p, &refs, self);
+    child_run(L, 1, p, &refs, self, from_main);
   thread_fork_thaw();
   if (pid < 0) {
     cobj_fork_undo(&refs);
