@@ -16,7 +16,9 @@
  *
  * Exit: an atexit handler (registered once, in the pinned shared object) waits
  * for every started non-daemon thread, then asks parked workers to close their
- * states and leave.  The shared object is pinned with RTLD_NODELETE so that no
+ * states and leave.  One thread only runs these exit rules, the first to end
+ * the process (thread_exit_claim); os.exit in a thread runs them itself and
+ * leaves with _exit.  The shared object is pinned with RTLD_NODELETE so that no
  * worker ever runs code of an unloaded library.
  */
 #define _GNU_SOURCE
