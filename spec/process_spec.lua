@@ -691,6 +691,56 @@ describe("concur.Process", function()
     end)
   end)
 
+  describe("a daemon child and its parent's death", function()
+    -- The child asks to be told (PR_SET_PDEATHSIG) when the *thread* that
+    -- forked it ends; it must end only when the parent process does.  A
+    -- worker leaves when MAX_IDLE_WORKERS (8) are parked already: 9 threads
+    -- fill the idle stack, then the forking thread ends and its worker leaves.
+    local function ntasks()
+      local p = assert(io.popen("ls /proc/" .. concur.getpid() .. "/task"))
+      local n = 0
+      for _ in p:lines() do n = n + 1 end
+      p:close()
+      return n
+    end
+
+    it("lives on when the thread that started it ends and its worker leaves", function()
+      if not io.open("/proc/self/task") then return end
+      local ping, pong = concur.Queue(), concur.Queue()
+      local hold, forked, go_on = concur.Event(), concur.Event(), concur.Event()
+      local holders = {}
+      for i = 1, 9 do
+        holders[i] = concur.Thread{target = function() hold:wait() end}
+        holders[i]:start()
+      end
+      local forker = concur.Thread{target = function()
+        local d = concur.Process{daemon = true, target = function()
+          for x in function() return ping:get() end do pong:put(x) end
+        end}
+        d:start()
+        forked:set()
+        go_on:wait()
+        return d
+      end}
+      forker:start()
+      forked:wait()
+      local before = ntasks()
+      hold:set()
+      for _, t in ipairs(holders) do t:join() end
+      -- One holder's worker leaves, the last to finish: the other 8 are parked.
+      assert.is_true(support.eventually(function() return ntasks() <= before - 1 end, 10))
+      go_on:set()
+      local d = forker:result()
+      assert.is_true(support.eventually(function() return ntasks() <= before - 2 end, 10),
+        "the forking thread's worker did not leave")
+      ping:put("still there?")
+      assert.are.equal("still there?", pong:get(true, 10))
+      assert.is_true(d:is_alive())
+      ping:put(nil)
+      assert.are.equal(0, support.finish(d))
+    end)
+  end)
+
   describe("resources", function()
     it("1000 processes started and joined leave no zombie and no fd behind", function()
       local out, code = run_fixture("process_many.lua", "1000")

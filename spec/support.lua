@@ -35,6 +35,20 @@ function support.run_fixture(name, ...)
   return out, code, concur.time() - t0, how
 end
 
+-- Whether process `pid` (not a child of this one) has ended: no such
+-- process, or a zombie its new parent has not reaped yet.
+function support.pid_gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then
+    local stat = f:read("a") or ""
+    f:close()
+    local state = stat:match("^%d+ %b() (%a)")
+    return state == nil or state == "Z" or state == "X"
+  end
+  if io.open("/proc/self/stat") then return true end   -- a /proc without it
+  return not os.execute("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null")
+end
+
 -- pcall that returns the error message as a string (and fails if none).
 function support.err_of(fn, ...)
   local ok, err = pcall(fn, ...)

@@ -316,8 +316,14 @@ int transfer_open(lua_State *L);   /* core.transfer, the package.loaded hook */
 void thread_open(lua_State *L);    /* metatables, core functions */
 void thread_runtime_init(void);    /* once per process, from luaopen */
 /* Waits for non-daemon threads, applies proc_exit_rules, stops the parked
- * workers: what a process does when it ends (atexit, or a child's exit). */
+ * workers: what a process does when it ends (atexit, or a child's exit).
+ * Only after thread_exit_claim returned. */
 void thread_exit_rules(void);
+/* The end of a process is claimed by one thread, the first: to it this
+ * returns; any other thread parks for ever.  explicit: `code` is an os.exit
+ * status, and the first one is the process's (thread_exit_status). */
+void thread_exit_claim(int code, int explicit);
+int thread_exit_status(int code);   /* the first os.exit's status, else code */
 /* Around a fork by concur.Process: holds the runtime's lock so that no
  * thread changes state (and no message changes hands) until fork returns. */
 void thread_fork_freeze(void);

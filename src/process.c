@@ -23,6 +23,9 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -272,20 +275,25 @@ void proc_exit_rules(void) {
 
 /* ---- the child ------------------------------------------------------------------ */
 
-/* The state a forked child runs in. */
+/* The state a forked child runs in, and the OS thread that runs it. */
 static lua_State *child_state;
+static pthread_t child_thread;
 
 /* Leaves the child: its exit rules, its stdio, the references its state
  * holds to shared objects (never closed, it would not give them back), then
- * _exit (the parent's atexit work is the parent's). */
-__attribute__((noreturn)) static void child_leave(int code) {
+ * _exit (the parent's atexit work is the parent's).  explicit: an os.exit's
+ * status.  If another thread is already ending the child (os.exit there),
+ * this parks and that one ends it. */
+__attribute__((noreturn)) static void child_leave(int code, int explicit) {
+  thread_exit_claim(code, explicit);
   thread_exit_rules();
   fflush(NULL);
   /* Not a collection: it would write to every object, copying the whole
-   * heap the child shares with its parent page by page. */
-  if (child_state)
+   * heap the child shares with its parent page by page.  Only from the
+   * state's own thread (os.exit may have been handed to another). */
+  if (child_state && pthread_equal(child_thread, pthread_self()))
     cobj_release_state(child_state);
-  _exit(code);
+  _exit(thread_exit_status(code));
 }
 
 /* os.exit in a child process: the same, with Lua's status rules. */
@@ -295,7 +303,7 @@ static int child_os_exit(lua_State *L) {
     code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
   else
     code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
-  child_leave(code);
+  child_leave(code, 1);
 }
 
 static int child_msgh(lua_State *L) {
@@ -339,12 +347,66 @@ static int child_body(lua_State *L) {
   return 1;
 }
 
-/* Runs in the child, in the state that called start (the handle at idx). */
+/* A daemon child ends with its parent, however the parent ends: killed by a
+ * signal too, when no exit rules run to stop it (Pool workers are daemon
+ * children).  Linux's PR_SET_PDEATHSIG sends a signal when the *thread* that
+ * forked ends, not the process.  Forked from the main thread, whose end is
+ * the process's, that signal is SIGKILL: the kernel alone ends the child.
+ * Forked from another thread (a concur worker leaves when more than
+ * MAX_IDLE_WORKERS are parked), the child must not die with that thread:
+ * the signal is one of ours, and its handler ends the child only when the
+ * parent has really gone, that is when getppid() is no longer the pid it
+ * had at the fork (while the parent has threads left, the kernel hands the
+ * child to one of them, and signals again when that one ends).  A parent
+ * that died before the prctl sent nothing: getppid() is checked after it.
+ * Elsewhere than Linux, nothing. */
+#if defined(PR_SET_PDEATHSIG) && defined(SIGRTMAX)
+#define PDEATH_SIGNAL (SIGRTMAX - 4)   /* valgrind keeps SIGRTMAX for itself */
+static pid_t pdeath_parent;            /* set before the handler can run */
+
+static void pdeath_handler(int sig) {
+  CONCUR_UNUSED(sig);
+  int saved = errno;
+  if (getppid() != pdeath_parent)
+    kill(getpid(), SIGKILL);
+  errno = saved;
+}
+
+static void follow_parent(pid_t parent, int from_main_thread) {
+  int sig = SIGKILL;
+  if (!from_main_thread) {
+    pdeath_parent = parent;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = pdeath_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(PDEATH_SIGNAL, &sa, NULL) != 0)
+      return;
+    sig = PDEATH_SIGNAL;
+  }
+  if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0 && getppid() != parent)
+    kill(getpid(), SIGKILL);
+}
+#else
+static void follow_parent(pid_t parent, int from_main_thread) {
+  CONCUR_UNUSED(parent);
+  CONCUR_UNUSED(from_main_thread);
+}
+#endif
+
+/* Runs in the child, in the state that called start (the handle at idx);
+ * parent: the pid of the process that forked it, from_main: forked by its
+ * main thread. */
 __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj *p,
-                                                cobj_fork_refs *refs) {
+                                                cobj_fork_refs *refs, pid_t parent,
+                                                int from_main) {
+  if (p->daemon)
+    follow_parent(parent, from_main);
   /* First: the references the parent took for this child are its own now. */
   cobj_fork_child(refs);
   child_state = L;
+  child_thread = pthread_self();
   proc_obj *old_main = pr.main;
   cobj_incref(&p->hdr);
   pr.current = p;
@@ -361,7 +423,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   lua_pushvalue(L, idx);
   int st = lua_pcall(L, 1, LUA_MULTRET, 0);
   if (st == LUA_OK && lua_gettop(L) == top)
-    child_leave(0);
+    child_leave(0, 0);
   /* Python prints "Process NAME:" and the traceback, and exits with 1. */
   const char *tb = lua_tostring(L, -1);
   char *report = malloc(strlen(p->name) + (tb ? strlen(tb) : 0) + 32);
@@ -370,7 +432,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
     core_report_error(report);
     free(report);
   }
-  child_leave(1);
+  child_leave(1, 0);
 }
 
 /* ---- Lua methods ------------------------------------------------------------------ */
@@ -444,10 +506,12 @@ static int pr_start(lua_State *L) {
     return luaL_error(L, "cannot start a process: not enough memory");
   }
   fflush(NULL);   /* whatever came in between (rarely anything) */
+  pid_t self = getpid();
+  int from_main = (pid_t)syscall(SYS_gettid) == self;
   pid_t pid = fork();
   int fork_errno = errno;
   if (pid == 0)
-    child_run(L, 1, p, &refs);
+    child_run(L, 1, p, &refs, self, from_main);
   thread_fork_thaw();
   if (pid < 0) {
     cobj_fork_undo(&refs);

@@ -16,7 +16,9 @@
  *
  * Exit: an atexit handler (registered once, in the pinned shared object) waits
  * for every started non-daemon thread, then asks parked workers to close their
- * states and leave.  The shared object is pinned with RTLD_NODELETE so that no
+ * states and leave.  One thread only runs these exit rules, the first to end
+ * the process (thread_exit_claim); os.exit in a thread runs them itself and
+ * leaves with _exit.  The shared object is pinned with RTLD_NODELETE so that no
  * worker ever runs code of an unloaded library.
  */
 #define _GNU_SOURCE
@@ -85,6 +87,8 @@ struct worker {
   size_t stack_size;         /* what it was made with (0: the system's) */
   worker *next_idle;         /* (rt) */
   worker *all_prev, *all_next;   /* (rt) rt.workers, from creation to free */
+  int abandoned;             /* (rt) its OS thread is ending the process and
+                                never comes back (see self_abandon_locked) */
 };
 
 static struct {
@@ -103,6 +107,13 @@ static struct {
   worker *parked_in_parent;  /* a forked child: the parent's workers */
   worker *fork_worker;       /* in a child forked from a thread: its worker */
   int shutting_down;
+  /* The end of the process (thread_exit_claim): one thread, the first to
+   * get there, applies the exit rules and ends it; any other one parks. */
+  int exit_claimed;
+  pthread_t exit_runner;     /* valid when exit_claimed */
+  int exit_code_set;         /* an os.exit in a thread gave the status */
+  int exit_code;
+  pthread_cond_t parked;     /* never signalled: where the others wait */
   thread_obj *main;
   long counter;              /* Thread-N */
   long dummy_counter;        /* Dummy-N */
@@ -249,12 +260,18 @@ static thread_obj *th_current(void) {
 
 /* ---- worker pool ---------------------------------------------------------- */
 
+static int th_os_exit(lua_State *L);
+
 /* Runs as a protected call in a fresh state: everything a thread's state has
  * before the thread's own code. */
 static int state_setup(lua_State *L) {
   luaL_openlibs(L);
   lua_pushcfunction(L, core_print);
   lua_setglobal(L, "print");
+  lua_getglobal(L, "os");
+  lua_pushcfunction(L, th_os_exit);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
   core_preload(L);
   if (core_run_setup_hook(L) != 0)
     return lua_error(L);
@@ -509,7 +526,7 @@ static void task_finish(thread_obj *t, int ok) {
   pthread_mutex_lock(&rt.lock);
   live_remove(t);
   if (!t->daemon)
-    rt.nondaemon--;   /* rt_atexit waits for 0, or 1 when os.exit runs in a thread. */
+    rt.nondaemon--;   /* the exit rules wait for 0 */
   else
     rt.ndaemon_busy--;   /* the exit rules now wait for this worker: its state,
                             closed next, holds references to shared objects */
@@ -964,14 +981,41 @@ static int th_enumerate(lua_State *L) {
 
 /* ---- runtime: init, exit, fork ---------------------------------------------- */
 
+/* The calling OS thread is ending the process and never returns to its Lua
+ * code (rt.lock held): its Thread counts as ended now (joiners wake, and its
+ * result raises), and its worker as one the exit rules do not wait for.
+ * Nothing for a thread concur did not start (the main thread). */
+static void self_abandon_locked(void) {
+  worker *w = current_worker;
+  if (w == NULL || w->abandoned)
+    return;
+  w->abandoned = 1;
+  thread_obj *t = current;
+  if (t && t->state == TH_STARTED) {
+    live_remove(t);
+    if (!t->daemon) {
+      rt.nondaemon--;
+      rt.ndaemon_busy++;   /* a daemon's worker is counted there already */
+    }
+    t->failed = 1;
+    free(t->errmsg);
+    t->errmsg = strdup("the thread ended the process with os.exit");
+    t->state = TH_DONE;
+    pthread_cond_broadcast(&t->changed);
+  } else {
+    rt.ndaemon_busy++;   /* between tasks: os.exit in a finalizer, a fork's end */
+  }
+  pthread_cond_broadcast(&rt.exit_cond);
+}
+
 /* The exit rules of a process (API.md): wait for the non-daemon threads,
  * join the non-daemon children and stop the daemon ones (process.c), then
- * let the parked workers close their states and leave. */
+ * let the parked workers close their states and leave.  Only the thread that
+ * claimed the end (thread_exit_claim) runs them. */
 void thread_exit_rules(void) {
-  worker *self = current_worker;
   pthread_mutex_lock(&rt.lock);
-  int self_nondaemon = current && !current->daemon && current->state == TH_STARTED;
-  while (rt.nondaemon > self_nondaemon)
+  self_abandon_locked();
+  while (rt.nondaemon > 0)
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
   pthread_mutex_unlock(&rt.lock);
   proc_exit_rules();
@@ -984,11 +1028,9 @@ void thread_exit_rules(void) {
   rt.idle = NULL;
   rt.nidle = 0;
   /* Workers that are not running a daemon thread leave soon: wait for them,
-   * so their states are closed before the process ends. */
-  /* The calling worker (os.exit in a thread) is one of them, already
-   * counted in ndaemon_busy when its thread is a daemon. */
-  int self_extra = self && !(current && current->daemon);
-  while (rt.nworkers > rt.ndaemon_busy + self_extra)
+   * so their states are closed before the process ends.  (Abandoned ones,
+   * the caller's among them, are counted in ndaemon_busy.) */
+  while (rt.nworkers > rt.ndaemon_busy)
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
   worker *gone = rt.exited;
   rt.exited = NULL;
@@ -1005,8 +1047,71 @@ void thread_exit_rules(void) {
   }
 }
 
-static void rt_atexit(void) {
+/* Claims the end of the process.  The first thread to get here (os.exit in
+ * a thread, the main thread's exit, a child process's end) runs the exit
+ * rules and ends the process: to it, and to it only, this returns.  Any
+ * other thread parks for ever, abandoned (it does not hold up the rules):
+ * the process ends under it.  explicit: `code` is an os.exit status; the
+ * first one is the status the process ends with (thread_exit_status), over
+ * the end of a main chunk, whichever thread runs the rules. */
+void thread_exit_claim(int code, int explicit) {
+  pthread_mutex_lock(&rt.lock);
+  if (explicit && !rt.exit_code_set) {
+    rt.exit_code_set = 1;
+    rt.exit_code = code;
+  }
+  if (!rt.exit_claimed) {
+    rt.exit_claimed = 1;
+    rt.exit_runner = pthread_self();
+  } else if (!pthread_equal(rt.exit_runner, pthread_self())) {
+    self_abandon_locked();
+    for (;;)
+      pthread_cond_wait(&rt.parked, &rt.lock);
+  }
+  pthread_mutex_unlock(&rt.lock);
+}
+
+/* The status to end with: the first os.exit's, else `code`. */
+int thread_exit_status(int code) {
+  pthread_mutex_lock(&rt.lock);
+  if (rt.exit_code_set)
+    code = rt.exit_code;
+  pthread_mutex_unlock(&rt.lock);
+  return code;
+}
+
+/* os.exit in a thread's state (a concur thread): Lua's statuses (true 0,
+ * false 1, default 0; `close` is ignored: the state is in use).  The exit
+ * rules once, then _exit: whichever thread ends the process, with this
+ * status, and no other thread's exit() can end it first with its own.
+ * (C exit() would run the atexit handlers a second time in a forked child,
+ * and races with an exit() in another thread: glibc before 2.41 lets the
+ * second caller end the process at once, with its status.) */
+static int th_os_exit(lua_State *L) {
+  int code;
+  if (lua_isboolean(L, 1))
+    code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
+  else
+    code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+  thread_exit_claim(code, 1);
   thread_exit_rules();
+  fflush(NULL);
+  _exit(thread_exit_status(code));
+}
+
+/* The main thread's exit() (the end of the main chunk, os.exit there), or
+ * exit() in a thread concur does not run Lua in.  When an os.exit in a
+ * thread gave a status meanwhile, the process ends with it. */
+static void rt_atexit(void) {
+  thread_exit_claim(0, 0);
+  thread_exit_rules();
+  pthread_mutex_lock(&rt.lock);
+  int set = rt.exit_code_set, code = rt.exit_code;
+  pthread_mutex_unlock(&rt.lock);
+  if (set) {
+    fflush(NULL);
+    _exit(code);
+  }
 }
 
 /* In a forked child only the forking thread exists: forget the others. */
@@ -1041,6 +1146,11 @@ static void rt_atfork_child(void) {
   atomic_store(&rt_freezer, 0);
   pthread_mutex_unlock(&rt.lock);   /* the forking thread took it in prepare (or froze) */
   cond_init_monotonic(&rt.exit_cond);
+  pthread_cond_init(&rt.parked, NULL);
+  /* The parent's end, if under way, is the parent's: this process has its
+   * own (a fork may race with an os.exit in another thread). */
+  rt.exit_claimed = 0;
+  rt.exit_code_set = 0;
   thread_obj *self = th_current();
   for (thread_obj *t = rt.live.next; t != &rt.live;) {
     thread_obj *next = t->next;
@@ -1084,6 +1194,7 @@ static void pin_library(void) {
 
 static void rt_init(void) {
   cond_init_monotonic(&rt.exit_cond);
+  pthread_cond_init(&rt.parked, NULL);
   rt.live.next = rt.live.prev = &rt.live;
   pthread_key_create(&dummy_key, dummy_release);
   rt.main = th_alloc("MainThread");
