@@ -188,6 +188,21 @@ static inline void *cobj_self(lua_State *L) {
  * its count 1; the caller fills it and calls cobj_bind(L, -1, o).  Raises
  * when the arena is full. */
 void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size);
+/* The Lua collector sees a handle's few bytes, not what it holds in the
+ * arena: a constructor calls this first, before it pushes anything, with
+ * the arena bytes it is about to take, and the collector is stepped as if
+ * that much Lua memory had been allocated (so a loop that makes and drops
+ * objects collects them at the pace it makes them).  Not while a lock is
+ * held: a step can run finalizers.  Does nothing while the collector is
+ * stopped, or inside a finalizer. */
+void cobj_gc_pressure(lua_State *L, size_t bytes);
+/* shm_alloc for a constructor, after its handle is pushed and before it
+ * holds anything: when the arena is full, the Lua collector runs once
+ * (dropped handles give their objects back) and it tries again. */
+void *cobj_shm_alloc(lua_State *L, size_t n);
+/* The full collection cobj_shm_alloc makes (same conditions as
+ * cobj_gc_pressure): 1 if it ran. */
+int cobj_gc_collect(lua_State *L);
 /* Pushes concur's error value `name` ("Empty", ...) of this state. */
 int cobj_push_error(lua_State *L, const char *name);
 
@@ -352,6 +367,7 @@ void *shm_calloc(size_t n);
 void shm_free(void *p);
 int shm_contains(const void *p);
 size_t shm_in_use(size_t *high_water);  /* bytes in live blocks, family-wide; the bump top */
+size_t shm_cost(size_t n);               /* the bytes shm_alloc(n) takes from the arena */
 
 /* Robust process-shared mutexes: a dead holder's mutex is taken over (the
  * lock returns 1 then) and made consistent. */

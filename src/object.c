@@ -11,6 +11,7 @@
  *    fields, which take the caller's: reference counts are atomic.
  */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -559,9 +560,53 @@ int cobj_self_error(lua_State *L) {
   return luaL_argerror(L, 1, "concur object already finalized");
 }
 
+/* ---- the collector and the arena ------------------------------------------ */
+
+/* Arena bytes this thread's constructors took that the collector has not
+ * been told of yet: paid in steps of at least GC_PAY_BYTES, so that making
+ * a small object costs an addition, not a call into the collector.  Per
+ * thread, not per state: a state runs on one thread at a time, and bytes
+ * paid to another state of the same thread still pace a collector. */
+#define GC_PAY_BYTES (16 * 1024)
+static _Thread_local size_t gc_owed;
+
+void cobj_gc_pressure(lua_State *L, size_t bytes) {
+  gc_owed += bytes;
+  if (gc_owed < GC_PAY_BYTES)
+    return;
+  size_t kb = gc_owed >> 10;
+  gc_owed &= 1023;
+  /* LUA_GCSTEP n adds n KiB to the collector's debt and runs the steps it
+   * owes.  Not when stopped (the program asked) or inside a finalizer
+   * (where 5.4.0-5.4.3 would run a step anyway): both read as not
+   * running. */
+  if (lua_gc(L, LUA_GCISRUNNING, 0))
+    lua_gc(L, LUA_GCSTEP, kb > INT_MAX / 2 ? INT_MAX / 2 : (int)kb);
+}
+
+int cobj_gc_collect(lua_State *L) {
+  if (!lua_gc(L, LUA_GCISRUNNING, 0))
+    return 0;
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  return 1;
+}
+
+void *cobj_shm_alloc(lua_State *L, size_t n) {
+  if (shm_runtime_init() != 0)
+    return NULL;
+  void *p = shm_alloc(n);
+  /* Full, maybe of objects only dropped handles hold: collect them. */
+  if (p == NULL && cobj_gc_collect(L))
+    p = shm_alloc(n);
+  return p;
+}
+
 void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size) {
+  cobj_gc_pressure(L, shm_cost(size));
   cobj_newhandle(L, type, 0);
-  cobj *o = shm_runtime_init() == 0 ? shm_calloc(size) : NULL;
+  cobj *o = cobj_shm_alloc(L, size);
+  if (o)
+    memset(o, 0, size);
   if (o == NULL) {
     luaL_error(L, "cannot make a %s: the shared memory arena is full", type->name + 7);
     return NULL;

@@ -437,9 +437,21 @@ static int queue_new(lua_State *L) {
   if (maxsize < 0)
     maxsize = 0;   /* Python: zero or less is unbounded */
   luaL_argcheck(L, maxsize <= INT32_MAX, 1, "maxsize too large");
+  cobj_gc_pressure(L, shm_cost(sizeof(queue_obj) + LINE) + SEG_FIRST);
   cobj_newhandle(L, &queue_type, 0);
-  void *raw = shm_runtime_init() == 0 ? shm_alloc(sizeof(queue_obj) + LINE) : NULL;
-  qseg *seg = raw ? seg_new(SEG_FIRST) : NULL;
+  void *raw = NULL;
+  qseg *seg = NULL;
+  for (int again = 0;; again++) {
+    raw = shm_runtime_init() == 0 ? shm_alloc(sizeof(queue_obj) + LINE) : NULL;
+    seg = raw ? seg_new(SEG_FIRST) : NULL;
+    if (seg || again)
+      break;
+    /* Full, maybe of queues only dropped handles hold: collect, once. */
+    shm_free(raw);
+    raw = NULL;
+    if (!cobj_gc_collect(L))
+      break;
+  }
   if (seg == NULL) {
     shm_free(raw);
     return luaL_error(L, "cannot make a Queue: the shared memory arena is full");

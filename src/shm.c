@@ -7,8 +7,13 @@
  * sees it at the same address, so a pointer into it means the same object in
  * all of them, whenever the object was made.  It is reserved large and the
  * kernel commits pages as they are touched.  A header at its start holds a
- * robust process-shared mutex, the bump offset and one free list per size
- * class (powers of two); large blocks give their pages back when freed.
+ * robust process-shared mutex, the bump offset, one free list per size
+ * class (powers of two) for small blocks, and one list of free extents for
+ * large ones.  A large block is its size rounded up to pages, not to a power
+ * of two (a 2 GiB item costs 2 GiB, not 4): it is cut from the best-fitting
+ * free extent (the list is in address order and neighbours merge when
+ * freed) or from the bump offset.  Blocks of 64 KiB and up give their pages
+ * back when freed.
  *
  * Crash safety: a process may die (SIGKILL) anywhere, the arena mutex held.
  * Every update under that mutex is ordered so that dying between two of its
@@ -276,23 +281,35 @@ int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_d
 #define SHM_MIN_SHIFT 5            /* smallest block: 32 bytes, header included */
 #define SHM_NCLASS 48
 #define SHM_BLOCK_MAGIC 0x636f6e63u   /* "conc" */
-#define SHM_RELEASE_SHIFT 16
+#define SHM_RELEASE_SHIFT 16       /* blocks of 64 KiB and up give pages back */
+/* Blocks of more than this (header included) are large: page-rounded
+ * extents.  Smaller ones round up to a power of two, at most twice their
+ * size in address space (their pages are committed only as touched). */
+#define SHM_LARGE_MIN ((size_t)512 << 10)
+#define SHM_LARGE_CLS 0xffffu      /* shm_block.cls of a large block */
 #if SIZE_MAX > 0xffffffffu
 #define SHM_DEFAULT_SIZE ((size_t)8 << 30)
 #else
 #define SHM_DEFAULT_SIZE ((size_t)512 << 20)
-#endif       /* blocks of 64 KiB and up give pages back */
+#endif
 
 typedef struct shm_block {         /* precedes every block handed out */
   uint32_t magic;
-  uint32_t cls;                    /* block size is 1 << cls */
-  uint64_t pad;                    /* keeps the payload 16-aligned */
+  uint32_t cls;                    /* block size is 1 << cls, or SHM_LARGE_CLS */
+  uint64_t size;                   /* a large block's size; keeps the payload 16-aligned */
 } shm_block;
 
 typedef struct shm_free_node {
   shm_block hdr;
   struct shm_free_node *next;
 } shm_free_node;
+
+/* A free extent: page-aligned, hdr.size bytes (a multiple of the page, at
+ * least SHM_LARGE_MIN); only its first page is committed. */
+typedef struct shm_extent {
+  shm_block hdr;
+  struct shm_extent *next;         /* the next free extent, at a higher address */
+} shm_extent;
 
 typedef struct shm_head {
   pthread_mutex_t lock;
@@ -301,6 +318,7 @@ typedef struct shm_head {
   size_t in_use;                   /* bytes in blocks handed out */
   _Atomic int last_self;           /* the last concur_self handed out */
   shm_free_node *free[SHM_NCLASS];
+  shm_extent *extents;             /* free large extents, in address order */
 } shm_head;
 
 static shm_head *arena;
@@ -367,19 +385,104 @@ int shm_runtime_init(void) {
   return arena ? 0 : -1;
 }
 
-void *shm_alloc(size_t n) {
-  if (arena == NULL || n > arena->size)
+/* A large block of `bsize` bytes (page multiple), the arena locked: cut from
+ * the free extent that fits best, else from the bump offset.  Each path
+ * changes the list with one store, so dying anywhere in it loses at most
+ * the block.  *bsize grows when the whole extent is handed out. */
+static shm_block *large_take(size_t *bsize) {
+  size_t want = *bsize;
+  shm_extent **best = NULL;
+  for (shm_extent **at = &arena->extents; *at; at = &(*at)->next)
+    if ((*at)->hdr.size >= want && (best == NULL || (*at)->hdr.size < (*best)->hdr.size))
+      best = at;
+  if (best) {
+    shm_extent *e = *best;
+    size_t rest = e->hdr.size - want;
+    if (rest >= SHM_LARGE_MIN) {
+      e->hdr.size = rest;           /* one store: the tail is handed out */
+      return (shm_block *)((char *)e + rest);
+    }
+    *best = e->next;                /* one store: dying after it leaks e */
+    *bsize = e->hdr.size;
+    return &e->hdr;
+  }
+  size_t at = (arena->top + page_size - 1) & ~(page_size - 1);
+  if (at + want > arena->size || at + want < at)
     return NULL;
+  arena->top = at + want;
+  return (shm_block *)(arena_base + at);
+}
+
+/* Gives back a large block (its pages after the first already given back),
+ * the arena locked: linked in address order, merged with free neighbours.
+ * Every step is one store, or two where dying between them only leaks. */
+static void large_give(shm_block *b) {
+  size_t bsize = b->size;
+  shm_extent *prev = NULL, **link = &arena->extents;
+  while (*link && (char *)*link < (char *)b) {
+    prev = *link;
+    link = &prev->next;
+  }
+  shm_extent *next = *link;
+  int into_prev = prev && (char *)prev + prev->hdr.size == (char *)b;
+  int with_next = next && (char *)b + bsize == (char *)next;
+  if (into_prev) {
+    if (with_next) {
+      prev->next = next->next;      /* dying here leaks b and next */
+      atomic_signal_fence(memory_order_release);
+      prev->hdr.size += bsize + next->hdr.size;
+    } else {
+      prev->hdr.size += bsize;      /* one store: b is prev's now */
+    }
+  } else {
+    shm_extent *e = (shm_extent *)b;
+    e->hdr.magic = 0;
+    e->hdr.cls = SHM_LARGE_CLS;
+    e->hdr.size = with_next ? bsize + next->hdr.size : bsize;
+    e->next = with_next ? next->next : next;
+    atomic_signal_fence(memory_order_release);   /* e is written before it is linked */
+    *link = e;                      /* one store: e is linked (next inside it) */
+  }
+  /* Headers now inside a free extent: their pages can go too (the lock is
+   * held: nobody can be handed them meanwhile). */
+  if (into_prev)
+    madvise(b, page_size, MADV_REMOVE);
+  if (with_next)
+    madvise(next, page_size, MADV_REMOVE);
+}
+
+/* The block for n bytes: its class (or SHM_LARGE_CLS) and size.  n is at
+ * most the arena's size. */
+static unsigned block_for(size_t n, size_t *bsize) {
+  if (n + sizeof(shm_block) > SHM_LARGE_MIN) {
+    *bsize = (n + sizeof(shm_block) + page_size - 1) & ~(page_size - 1);
+    return SHM_LARGE_CLS;
+  }
   unsigned cls = SHM_MIN_SHIFT;
   while (((size_t)1 << cls) < n + sizeof(shm_block))
     cls++;
-  if (cls >= SHM_NCLASS)
+  *bsize = (size_t)1 << cls;
+  return cls;
+}
+
+size_t shm_cost(size_t n) {
+  size_t bsize = n;
+  if (arena && n <= arena->size - sizeof(shm_block))
+    block_for(n, &bsize);
+  return bsize;
+}
+
+void *shm_alloc(size_t n) {
+  if (arena == NULL || n > arena->size - sizeof(shm_block))
     return NULL;
-  size_t bsize = (size_t)1 << cls;
+  size_t bsize;
+  unsigned cls = block_for(n, &bsize);
   shm_block *b = NULL;
   rmutex_lock(&arena->lock);
-  shm_free_node *f = arena->free[cls];
-  if (f) {
+  if (cls == SHM_LARGE_CLS) {
+    b = large_take(&bsize);
+  } else if (arena->free[cls]) {
+    shm_free_node *f = arena->free[cls];
     arena->free[cls] = f->next;     /* one store: dying after it leaks f */
     b = &f->hdr;
   } else {
@@ -399,6 +502,7 @@ void *shm_alloc(size_t n) {
     return NULL;
   b->magic = SHM_BLOCK_MAGIC;
   b->cls = cls;
+  b->size = bsize;
   return b + 1;
 }
 
@@ -413,21 +517,29 @@ void shm_free(void *p) {
   if (p == NULL)
     return;
   shm_block *b = (shm_block *)p - 1;
-  if (b->magic != SHM_BLOCK_MAGIC || b->cls >= SHM_NCLASS)
+  unsigned cls = b->cls;
+  int large = cls == SHM_LARGE_CLS;
+  if (b->magic != SHM_BLOCK_MAGIC || (cls >= SHM_NCLASS && !large) ||
+      (large && (b->size < SHM_LARGE_MIN || (b->size & (page_size - 1)) ||
+                 ((uintptr_t)b & (page_size - 1)))))
     abort();   /* not ours, or freed twice: memory is corrupt, stop here */
   b->magic = 0;
-  unsigned cls = b->cls;
-  size_t bsize = (size_t)1 << cls;
-  if (cls >= SHM_RELEASE_SHIFT) {
+  size_t bsize = large ? b->size : (size_t)1 << cls;
+  if (bsize >= ((size_t)1 << SHM_RELEASE_SHIFT)) {
     /* Give the pages after the first back to the system (the first holds
      * the free-list link); touched again, they come back zero-filled. */
     madvise((char *)b + page_size, bsize - page_size, MADV_REMOVE);
   }
-  shm_free_node *f = (shm_free_node *)b;
-  f->hdr.cls = cls;
   rmutex_lock(&arena->lock);
-  f->next = arena->free[cls];
-  arena->free[cls] = f;             /* dying before this store leaks f */
+  if (large) {
+    large_give(b);
+  } else {
+    shm_free_node *f = (shm_free_node *)b;
+    f->hdr.cls = cls;
+    f->next = arena->free[cls];
+    atomic_signal_fence(memory_order_release);
+    arena->free[cls] = f;           /* dying before this store leaks f */
+  }
   arena->in_use -= bsize;
   rmutex_unlock(&arena->lock);
 }
