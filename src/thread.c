@@ -837,8 +837,7 @@ static int th_result(lua_State *L) {
   /* DONE: the result buffer no longer changes and is read-only from here. */
   if (t->result.len == 0)
     return luaL_error(L, "%s", t->errmsg ? t->errmsg : "thread failed: not enough memory");
-  int held = intr_hold(L);   /* the result stays: nothing is taken, but it
-                                 comes back whole or not at all */
+  int held = intr_hold(L);   /* done: no interrupt inside the decoding */
   int n = transfer_decode_tbuf(L, &t->result, 0, t->result.len);
   if (held)
     intr_rearm(L);
