@@ -458,6 +458,12 @@ local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 local pack, unpack = table.pack, table.unpack
 local getpid, now = core.getpid, core.time
 local Empty = concur.Empty
+
+-- The error Ctrl-C raises in the main thread (core.c, "Ctrl-C"): never
+-- taken for a failure of the call it came through, always passed on.
+local function interrupted(e)
+  return type(e) == "string" and e:sub(1, 11) == "interrupted"
+end
 local no_args = {n = 0}
 
 -- An error value's string for a report, never raising: its __tostring may
@@ -526,7 +532,9 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
   end
   while true do
     local got, task = pcall(tq.get, tq)
-    if not got then
+    if not got and interrupted(task) then
+      error(task, 0)   -- Ctrl-C in a worker process: it ends, as in Python
+    elseif not got then
       -- The message could not be decoded here: say so; the owner finds the task.
       pcall(rq.put, rq, {0, false, {"a task could not be received by pool worker "
         .. name .. ": " .. tostring(task)}})
@@ -782,7 +790,9 @@ function Pool:_submit(fname, kind, fn, payload)
   local task = id and {tid, kind, id, payload, fn_codes[fn]} or {tid, kind, fn, payload}
   local tq = self._tq
   local ok, err = pcall(tq.put, tq, task)
-  if not ok then
+  if not ok and interrupted(err) then
+    error(err, 0)
+  elseif not ok then
     err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
       :gsub("^bad value at item%[4%]", kind == "call" and "bad value in the arguments"
         or "bad value in the list")
@@ -872,6 +882,8 @@ function Pool:_collect(pred, arg, timeout)
     local ok, m = pcall(rq.get, rq, true, wait > 0 and wait or 0)
     if ok then
       self:_on_message(m)
+    elseif interrupted(m) then
+      error(m, 0)
     elseif m ~= Empty then
       self:_lost("its result could not be received: " .. tostring(m))
     end

@@ -402,6 +402,9 @@ static inline int pword_try(_Atomic uint32_t *w) {
 }
 /* 1 when taken, 0 on timeout or when not blocking. */
 int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead);
+/* The same, but -1 (nothing taken) when an interrupt comes first (see
+ * intr_pending); the caller raises with intr_raise. */
+int pword_acquire_intr(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead);
 /* Frees the word, waking one sleeper if any; returns the word it held (0:
  * it was not held, which only a Lock's release can meet). */
 void fx_wake(_Atomic uint32_t *word, int n);
@@ -440,6 +443,40 @@ void core_preload(lua_State *L);         /* package.preload for concur, concur.c
 double core_monotonic(void);
 /* Timeout argument at idx: nil -> -1 (forever); negative or NaN raises. */
 double concur_opt_timeout(lua_State *L, int idx);
+
+/* ---- Ctrl-C in the main thread (core.c) ---------------------------------
+ *
+ * The rule (API.md, "Stopping work"): a blocking call either completes and
+ * returns its results, or raises "interrupted!" and leaves nothing taken.
+ * A blocking wait that the host's main thread can reach:
+ *   - sleeps at most intr_slice_ms(its own slice) ms at a time (0: none of
+ *     its own); elsewhere that returns the slice unchanged, so other threads
+ *     pay nothing.  A poll()- or futex-based wait may also wake on EINTR;
+ *   - after each wake (EINTR, slice end, anything), before taking anything,
+ *     asks intr_pending() (cheap: 0 at once off the main thread); when 1,
+ *     undoes what it did (unlinks its waiter, keeps nothing) and returns
+ *     intr_raise(L), which never returns;
+ *   - when it took what it waited for, completes, whatever intr_pending()
+ *     says, and calls intr_settle(L) before returning: a pending interrupt
+ *     then fires at the next VM instruction of L, after the results are
+ *     assigned (not at this call's return, where it would drop them). */
+#define INTR_SLICE_MS 50
+int intr_slice_ms(int slice_ms);
+int intr_pending(void);
+int intr_raise(lua_State *L);
+void intr_settle(lua_State *L);
+/* A call that completed but still runs code that may run Lua (decoding its
+ * results, which may require a module or collect garbage): intr_hold takes
+ * a pending interrupt off first (1 if there was one), so that it cannot
+ * fire in there; then, once the results are pushed, intr_rearm(L) if it
+ * returned 1, else intr_settle(L). */
+int intr_hold(lua_State *L);
+void intr_rearm(lua_State *L);
+void intr_disarm(lua_State *L);   /* forgets a pending interrupt (L may be NULL) */
+/* In a forked child, before it runs: its one thread is its main one, `run`
+ * the Lua thread its run method runs in (an interrupt fires there too). */
+void intr_child(lua_State *run);
+int thread_is_worker(void);       /* thread.c: this OS thread is a concur worker */
 
 #define CONCUR_UNUSED(x) ((void)(x))
 

@@ -203,8 +203,9 @@ static int pr_reap(proc_obj *p) {
 }
 
 /* Sleeps until p ends or `timeout` seconds pass (< 0: forever); no lock
- * held.  Uses a pidfd where the kernel has them, else short sleeps. */
-static int pr_wait(proc_obj *p, double timeout) {
+ * held.  Uses a pidfd where the kernel has them, else short sleeps.  With
+ * `intr`, -1 when an interrupt comes first (intr_pending). */
+static int pr_wait(proc_obj *p, double timeout, int intr) {
   if (pr_reap(p))
     return 1;
   double deadline = timeout < 0 ? -1 : core_monotonic() + timeout;
@@ -221,6 +222,11 @@ static int pr_wait(proc_obj *p, double timeout) {
     if (fd >= 0) {
       struct pollfd pfd = {fd, POLLIN, 0};
       int ms = left < 0 ? -1 : left > 1e6 ? 1000000000 : (int)(left * 1000) + 1;
+      if (intr) {
+        int slice = intr_slice_ms(ms < 0 ? 0 : ms);
+        if (slice > 0 && (ms < 0 || slice < ms))
+          ms = slice;
+      }
       if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
         break;
     } else {
@@ -234,6 +240,11 @@ static int pr_wait(proc_obj *p, double timeout) {
     }
     if (pr_reap(p))
       break;
+    if (intr && intr_pending()) {
+      if (fd >= 0)
+        close(fd);
+      return -1;
+    }
   }
   if (fd >= 0)
     close(fd);
@@ -267,7 +278,7 @@ void proc_exit_rules(void) {
         break;
       if (pass == 1 && !pr_reap(p))
         kill(p->pid, SIGTERM);
-      pr_wait(p, -1);
+      pr_wait(p, -1, 0);
       cobj_decref(&p->hdr);
     }
   }
@@ -336,6 +347,7 @@ static int child_body(lua_State *L) {
   }
   lua_pop(L, 1);
   lua_State *C = lua_newthread(L);
+  intr_child(C);   /* Ctrl-C interrupts the child's run too */
   lua_pushcfunction(C, child_msgh);
   lua_pushvalue(L, 1);
   lua_xmove(L, C, 1);                       /* C: msgh, self */
@@ -547,7 +559,11 @@ static int pr_join(lua_State *L) {
     return luaL_error(L, "cannot join a process before it is started");
   if (p->parent_pid != getpid())
     return luaL_error(L, "can only join a child process");
-  lua_pushboolean(L, pr_wait(p, timeout));
+  int done = pr_wait(p, timeout, 1);
+  if (done < 0)
+    return intr_raise(L);
+  intr_settle(L);
+  lua_pushboolean(L, done);
   return 1;
 }
 

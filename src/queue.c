@@ -505,6 +505,7 @@ static int queue_put(lua_State *L) {
         transfer_scratch_trim(b);
       }
       wake(&q->nput, &q->getters, 1);
+      intr_settle(L);   /* put: an interrupt now comes after the call */
       return 0;
     }
     if (rc < 0) {
@@ -525,6 +526,10 @@ static int queue_put(lua_State *L) {
       return lua_error(L);
     }
     wait_change(q, &q->nget, seen, &q->putters, &d);
+    if (intr_pending()) {   /* not put: the item is given back */
+      drop_item(b, blob);
+      return intr_raise(L);
+    }
   }
 }
 
@@ -560,11 +565,16 @@ static int queue_get(lua_State *L) {
     if (rc > 0) {
       if (q->maxsize)
         wake(&q->nget, &q->putters, 1);
+      int held = intr_hold(L);   /* taken: the call completes (see intr_pending) */
       int n = push_item(L, buf, blob);
       if (n != 1) {   /* a record always holds one value */
         lua_settop(L, 3);
         lua_pushnil(L);
       }
+      if (held)
+        intr_rearm(L);
+      else
+        intr_settle(L);
       return 1;
     }
     if (rc < 0) {
@@ -586,6 +596,8 @@ static int queue_get(lua_State *L) {
       return lua_error(L);
     }
     wait_change(q, &q->nput, seen, &q->getters, &d);
+    if (intr_pending())   /* nothing taken */
+      return intr_raise(L);
   }
 }
 
@@ -648,6 +660,8 @@ static int queue_join(lua_State *L) {
     atomic_fetch_add(&q->joiners, 1);
     fx_wait(&q->ndone, d, &forever, QUEUE_SLICE_MS);
     atomic_fetch_sub(&q->joiners, 1);
+    if (intr_pending())
+      return intr_raise(L);
   }
 }
 

@@ -139,6 +139,7 @@ static const struct timespec *wait_until(const deadline *d, int slice_ms, struct
 }
 
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
+  slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
   struct timespec buf;
   const struct timespec *at = wait_until(d, slice_ms, &buf);
   /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time: an EINTR or a
@@ -231,8 +232,10 @@ static int pword_take_from_dead(_Atomic uint32_t *w, uint32_t seen, int *from_de
   return 1;
 }
 
-/* Acquires the word: 1 when taken, 0 on timeout or when not blocking. */
-int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead) {
+/* Acquires the word: 1 when taken, 0 on timeout or when not blocking, -1
+ * when `intr` and an interrupt came first. */
+static int pword_acquire_impl(_Atomic uint32_t *w, int blocking, double timeout,
+                              int *from_dead, int intr) {
   if (pword_try(w))
     return 1;
   uint32_t cur = atomic_load_explicit(w, memory_order_relaxed);
@@ -265,6 +268,12 @@ int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_d
       cur |= PWORD_WAITERS;
     }
     int rc = fx_wait(w, cur, &d, slice);
+    if (intr && intr_pending()) {
+      /* Nothing taken.  A release's wake may have been ours: pass it on. */
+      if (atomic_load_explicit(w, memory_order_relaxed) == 0)
+        fx_wake(w, 1);
+      return -1;
+    }
     if (rc == ETIMEDOUT) {
       slice = slice * 2 > PWORD_SLICE_MS ? PWORD_SLICE_MS : slice * 2;
       if (pword_take_from_dead(w, atomic_load_explicit(w, memory_order_relaxed), from_dead))
@@ -275,6 +284,13 @@ int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_d
   }
 }
 
+int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead) {
+  return pword_acquire_impl(w, blocking, timeout, from_dead, 0);
+}
+
+int pword_acquire_intr(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead) {
+  return pword_acquire_impl(w, blocking, timeout, from_dead, 1);
+}
 
 /* ---- the arena --------------------------------------------------------------- */
 

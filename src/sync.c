@@ -180,8 +180,10 @@ static int blocking_args(lua_State *L, int idx, double *timeout) {
 
 static inline int lock_try(lock_obj *l) { return pword_try(&l->word); }
 
-static int lock_acquire_word(lock_obj *l, int blocking, double timeout) {
-  return pword_acquire(&l->word, blocking, timeout, NULL);
+/* -1: interrupted first (nothing taken); only when `intr`. */
+static int lock_acquire_word(lock_obj *l, int blocking, double timeout, int intr) {
+  return intr ? pword_acquire_intr(&l->word, blocking, timeout, NULL)
+              : pword_acquire(&l->word, blocking, timeout, NULL);
 }
 
 static inline uint32_t lock_release_word(lock_obj *l) { return pword_release(&l->word); }
@@ -209,10 +211,11 @@ static uint32_t rlock_disown(lock_obj *l) {
   return count;
 }
 
-/* Acquire for either kind, and for a Condition's lock. */
+/* Acquire for either kind, and for a Condition's lock; -1 when interrupted
+ * (nothing taken). */
 static int lockish_acquire(lock_obj *l, int blocking, double timeout, const char **err) {
   if (!is_rlock(l))
-    return lock_acquire_word(l, blocking, timeout);
+    return lock_acquire_word(l, blocking, timeout, 1);
   if (rlock_is_mine(l)) {
     uint32_t n = atomic_load_explicit(&l->count, memory_order_relaxed);
     if (n == UINT32_MAX) {
@@ -222,8 +225,9 @@ static int lockish_acquire(lock_obj *l, int blocking, double timeout, const char
     atomic_store_explicit(&l->count, n + 1, memory_order_relaxed);
     return 1;
   }
-  if (!lock_acquire_word(l, blocking, timeout))
-    return 0;
+  int got = lock_acquire_word(l, blocking, timeout, 1);
+  if (got <= 0)
+    return got;
   rlock_own(l, 1);
   return 1;
 }
@@ -249,6 +253,9 @@ static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
   int ok = lockish_acquire(l, blocking, timeout, &err);
   if (err)
     return luaL_error(L, "%s", err);
+  if (ok < 0)
+    return intr_raise(L);
+  intr_settle(L);
   lua_pushboolean(L, ok);
   return 1;
 }
@@ -477,10 +484,12 @@ static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
   deadline d = deadline_in(timeout);
   int got;
   for (;;) {
+    int intr = 0;
     if (!atomic_load_explicit(&w->signaled, memory_order_acquire)) {
       int rc = fx_wait(&w->signaled, 0, &d, LOCK_SLICE_MS);
-      if (rc != ETIMEDOUT)
-        continue;   /* woken, changed, interrupted: look again */
+      intr = intr_pending();
+      if (rc != ETIMEDOUT && !intr)
+        continue;   /* woken, changed, EINTR: look again */
     }
     /* Signalled, or a slice or the deadline ended: settle under mu (a
      * notifier holds mu while it touches w). */
@@ -489,9 +498,10 @@ static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
       got = 1;
     else if (!cond_unlink(c, w, 0))
       got = 1;   /* taken off the list by a notifier that died before signalling */
-    else if (deadline_passed(&d)) {
+    else if (intr || deadline_passed(&d)) {
+      /* Not notified: leave the list (a notify then goes to another). */
       cond_unlink(c, w, 1);
-      got = 0;
+      got = intr ? -1 : 0;
     } else {
       rmutex_unlock(&c->mu);
       continue;
@@ -500,7 +510,8 @@ static int cond_wait_core(cond_obj *c, double timeout, cond_waiter *w) {
     break;
   }
 
-  lock_acquire_word(l, 1, -1);
+  /* Held again even when interrupted, as Python's wait restores it. */
+  lock_acquire_word(l, 1, -1, 0);
   if (is_rlock(l))
     rlock_own(l, saved);
   return got;
@@ -514,6 +525,9 @@ static int cond_wait_lua(lua_State *L, cond_obj *c, double timeout) {
     return luaL_error(L, "cannot wait: the shared memory arena is full");
   int got = cond_wait_core(c, timeout, w);
   shm_free(w);
+  if (got < 0)
+    return intr_raise(L);
+  intr_settle(L);
   return got;
 }
 
@@ -649,10 +663,17 @@ static int sem_acquire(lua_State *L) {
        * leaves the unit there, with nobody woken to take it. */
       int rc = fx_wait(&s->value, 0, &d, LOCK_SLICE_MS);
       atomic_fetch_sub(&s->nwaiters, 1);
+      if (intr_pending()) {
+        /* Nothing taken.  A release's wake may have been ours: pass it on. */
+        if (atomic_load(&s->value) > 0 && atomic_load(&s->nwaiters) > 0)
+          fx_wake(&s->value, 1);
+        return intr_raise(L);
+      }
       ok = sem_try(s);
       if (!ok && rc == ETIMEDOUT && deadline_passed(&d))
         break;
     }
+    intr_settle(L);
   }
   lua_pushboolean(L, ok);
   return 1;
@@ -751,13 +772,21 @@ static int event_wait(lua_State *L) {
           break;
         }
         /* In slices: a setter killed between its store and its wake. */
-        if (fx_wait(&e->word, w0, &d, LOCK_SLICE_MS) == ETIMEDOUT && deadline_passed(&d)) {
-          got = atomic_load(&e->word) != w0;
+        int rc = fx_wait(&e->word, w0, &d, LOCK_SLICE_MS);
+        if (atomic_load(&e->word) != w0) {
+          got = 1;
           break;
         }
+        if (intr_pending()) {   /* an Event takes nothing: just leave */
+          atomic_fetch_sub(&e->nwaiters, 1);
+          return intr_raise(L);
+        }
+        if (rc == ETIMEDOUT && deadline_passed(&d))
+          break;
       }
       atomic_fetch_sub(&e->nwaiters, 1);
     }
+    intr_settle(L);
   }
   lua_pushboolean(L, got);
   return 1;
@@ -833,12 +862,14 @@ static void barrier_lock(barrier_obj *b) {
 
 /* Under mu: sleeps (mu released) until the next change, d, or a slice end
  * (to see an action's runner die, or a party killed between a change and
- * its wake).  1 when d has passed. */
+ * its wake).  1 when d has passed, -1 when interrupted (intr_pending). */
 static int barrier_sleep(barrier_obj *b, const deadline *d) {
   uint32_t s = atomic_load(&b->seq);
   rmutex_unlock(&b->mu);
   int rc = fx_wait(&b->seq, s, d, LOCK_SLICE_MS);
   barrier_lock(b);
+  if (intr_pending())
+    return -1;
   return rc == ETIMEDOUT && deadline_passed(d);
 }
 
@@ -864,11 +895,16 @@ static int barrier_wait(lua_State *L) {
   while (!timed_out &&
          (b->state == B_DRAINING || b->state == B_RESETTING || b->state == B_ACTION))
     timed_out = barrier_sleep(b, &d);
+  if (timed_out < 0) {   /* not in the round yet: leaves it as it is */
+    rmutex_unlock(&b->mu);
+    return intr_raise(L);
+  }
   if (b->state == B_BROKEN || timed_out) {
     rmutex_unlock(&b->mu);
     cobj_push_error(L, "BrokenBarrierError");
     return lua_error(L);
   }
+  int interrupted = 0;
   index = b->count++;
   if (b->count == b->parties) {
     if (b->action) {
@@ -892,7 +928,15 @@ static int barrier_wait(lua_State *L) {
         break;
       /* While the action runs, a timeout waits for it, as in Python
        * (where the action holds the barrier's lock). */
-      if (barrier_sleep(b, b->state == B_ACTION ? &forever : &d) && b->state == B_FILLING) {
+      int r = barrier_sleep(b, b->state == B_ACTION ? &forever : &d);
+      if (r < 0 && (b->state == B_FILLING || b->state == B_ACTION)) {
+        /* Python's: an exception in the wait breaks the barrier. */
+        interrupted = 1;
+        b->state = B_BROKEN;
+        barrier_changed(b);
+        break;
+      }
+      if (r > 0 && b->state == B_FILLING) {
         b->state = B_BROKEN;
         barrier_changed(b);
         break;
@@ -906,8 +950,11 @@ static int barrier_wait(lua_State *L) {
     barrier_changed(b);
   }
   rmutex_unlock(&b->mu);
+  if (interrupted)
+    return intr_raise(L);
   if (action_failed)
     return lua_error(L);
+  intr_settle(L);
   if (broken) {
     cobj_push_error(L, "BrokenBarrierError");
     return lua_error(L);

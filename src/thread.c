@@ -25,6 +25,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,8 @@ static void dummy_release(void *p) { cobj_decref(p); }
 
 /* The Thread object of the calling OS thread: its concur Thread, the main
  * thread, or a "Dummy-N" made on first use for threads concur did not start. */
+int thread_is_worker(void) { return current_worker != NULL; }
+
 static thread_obj *th_current(void) {
   if (current)
     return current;
@@ -725,12 +728,20 @@ static int th_start(lua_State *L) {
     if (stack_size)
       rc = pthread_attr_setstacksize(&attr, stack_size);
     /* Joinable: a worker detaches itself unless it leaves at shutdown. */
+    /* Workers never take SIGINT: the kernel gives it to the main thread,
+     * the one whose Lua state Ctrl-C interrupts (core.c, "Ctrl-C").  A
+     * child forked from a worker unblocks it (intr_child). */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     pthread_mutex_lock(&rt.lock);   /* publishes fresh->tid before it runs */
     if (rc == 0)
       rc = pthread_create(&fresh->tid, &attr, worker_main, fresh);
     if (rc == 0)
       workers_add(fresh);
     pthread_mutex_unlock(&rt.lock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0)
       pthread_cond_destroy(&fresh->wake);
@@ -766,13 +777,25 @@ double concur_opt_timeout(lua_State *L, int idx) {
   return (double)v;
 }
 
-/* Waits (rt.lock held) for t to end; returns whether it has. */
+/* Waits (rt.lock held) for t to end; returns whether it has, or -1 when
+ * interrupted first (intr_pending).  On the host's main thread in slices:
+ * a condition variable's wait goes on through any signal. */
 static int th_wait_done(thread_obj *t, double timeout) {
   struct timespec dl;
   int has_dl = timeout >= 0 && deadline_after(timeout, &dl);
+  int slice_ms = intr_slice_ms(0);
   /* A start that failed sets the state back to NEW: stop waiting then too. */
   while (t->state == TH_STARTED) {
-    if (!has_dl)
+    if (slice_ms > 0) {
+      struct timespec at = deadline_in(slice_ms / 1000.0).at;
+      int last = has_dl && (dl.tv_sec < at.tv_sec ||
+                            (dl.tv_sec == at.tv_sec && dl.tv_nsec <= at.tv_nsec));
+      int rc = pthread_cond_timedwait(&t->changed, &rt.lock, last ? &dl : &at);
+      if (t->state == TH_STARTED && intr_pending())
+        return -1;
+      if (rc == ETIMEDOUT && last)
+        break;
+    } else if (!has_dl)
       pthread_cond_wait(&t->changed, &rt.lock);
     else if (pthread_cond_timedwait(&t->changed, &rt.lock, &dl) == ETIMEDOUT)
       break;
@@ -799,8 +822,11 @@ static int th_join(lua_State *L) {
   int done = th_wait_done(t, timeout);
   int unstarted = t->state == TH_NEW;
   pthread_mutex_unlock(&rt.lock);
+  if (done < 0)
+    return intr_raise(L);
   if (unstarted)
     return luaL_error(L, "cannot join thread: its start failed");
+  intr_settle(L);
   lua_pushboolean(L, done);
   return 1;
 }
@@ -816,12 +842,19 @@ static int th_result(lua_State *L) {
   int done = th_wait_done(t, -1);
   int failed = t->failed;
   pthread_mutex_unlock(&rt.lock);
+  if (done < 0)
+    return intr_raise(L);
   if (!done)
     return luaL_error(L, "cannot get the result of a thread whose start failed");
   /* DONE: the result buffer no longer changes and is read-only from here. */
   if (t->result.len == 0)
     return luaL_error(L, "%s", t->errmsg ? t->errmsg : "thread failed: not enough memory");
+  int held = intr_hold(L);   /* done: no interrupt inside the decoding */
   int n = transfer_decode_tbuf(L, &t->result, 0, t->result.len);
+  if (held)
+    intr_rearm(L);
+  else
+    intr_settle(L);
   if (failed)
     return lua_error(L);
   return n;
