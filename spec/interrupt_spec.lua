@@ -49,7 +49,7 @@ end
 
 describe("Ctrl-C in the main thread", function()
   for _, kind in ipairs{"get", "put", "qjoin", "acquire", "sem", "wait", "cond", "barrier",
-                        "join", "result", "sleep", "pjoin", "pool"} do
+                        "join", "result", "sleep", "pjoin", "pool", "recv", "poll", "send"} do
     it("raises 'interrupted' promptly from a blocked " .. kind .. ", then runs the exit rules",
        function()
       local out, rc, took, how = interrupt_main(kind)
@@ -77,8 +77,9 @@ describe("Ctrl-C races", function()
   -- Each round: a child process blocked in the wait, a thread of its own
   -- making the wait succeed, SIGINT at a varying moment; the child checks
   -- the no-loss rule (fixtures/interrupt_races.lua).
-  local rounds = {get = 50, put = 30, lock = 50, sem = 30, event = 15, cond = 20, join = 10}
-  for _, kind in ipairs{"get", "put", "lock", "sem", "event", "cond", "join"} do
+  local rounds = {get = 50, put = 30, lock = 50, sem = 30, event = 15, cond = 20, join = 10,
+                  recv = 40, send = 20}
+  for _, kind in ipairs{"get", "put", "lock", "sem", "event", "cond", "join", "recv", "send"} do
     it("loses nothing when SIGINT meets a " .. kind .. " that succeeds (" .. rounds[kind]
        .. " rounds)", function()
       local out, code = support.run_fixture("interrupt_races.lua", kind, tostring(rounds[kind]))

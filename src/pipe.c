@@ -217,7 +217,20 @@ static uint64_t frame_mac(const frame_hdr *h, const void *objs) {
   return mac_end(&m);
 }
 
-/* Sends one record: iov[0 .. n), with fd passed along when >= 0. */
+#define PIPE_EINTR (-3)   /* a Ctrl-C came in the main thread: nothing sent or taken */
+
+/* Waits up to slice ms (main thread: intr_slice_ms) for events on sock;
+ * PIPE_EINTR when an interrupt is pending. */
+static int wait_sock(int sock, short events, int slice) {
+  struct pollfd p = {sock, events, 0};
+  if (poll(&p, 1, slice) < 0 && errno != EINTR)
+    return errno;
+  return intr_pending() ? PIPE_EINTR : 0;
+}
+
+/* Sends one record: iov[0 .. n), with fd passed along when >= 0.  A record
+ * is sent whole or not at all.  In the host's main thread the wait for room
+ * is sliced, and a Ctrl-C leaves with PIPE_EINTR, nothing sent. */
 static int send_record(int sock, struct iovec *iov, int n, int fd) {
   struct msghdr m = {0};
   union {
@@ -236,11 +249,23 @@ static int send_record(int sock, struct iovec *iov, int n, int fd) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
-  for (;;) {
-    if (sendmsg(sock, &m, MSG_NOSIGNAL) >= 0)
-      return 0;   /* a record is sent whole or not at all */
-    if (errno != EINTR)
+  int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
+  for (int tries = 0;; tries++) {
+    if (sendmsg(sock, &m, MSG_NOSIGNAL | (slice ? MSG_DONTWAIT : 0)) >= 0)
+      return 0;
+    if (errno == EINTR) {
+      if (intr_pending())
+        return PIPE_EINTR;
+      continue;
+    }
+    if (errno != EAGAIN || !slice)
       return errno;
+    /* No room: poll says writable once a quarter of the buffer is free,
+     * which may still be short of this record, so after the first try wait
+     * a millisecond at a time rather than spin. */
+    int rc = wait_sock(sock, POLLOUT, tries == 0 ? slice : 1);
+    if (rc)
+      return rc;
   }
 }
 
@@ -305,6 +330,8 @@ static int send_frame(conn_obj *c, frame_hdr *h, const void *objs, const void *d
 }
 
 static int send_error(lua_State *L, int rc) {
+  if (rc == PIPE_EINTR)
+    return intr_raise(L);
   if (rc == EBADF)
     return luaL_error(L, "connection is closed");
   return io_error(L, "send", rc);
@@ -315,7 +342,10 @@ static int send_string(lua_State *L, conn_obj *c, const char *s, size_t len) {
     return luaL_error(L, "connection is read-only");
   frame_hdr h = {FRAME_MAGIC, FRAME_BYTES, 0, {0, 0}, concur_self, 0, len, 0};
   int rc = send_frame(c, &h, NULL, s);
-  return rc ? send_error(L, rc) : 0;
+  if (rc)
+    return send_error(L, rc);
+  intr_settle(L);
+  return 0;
 }
 
 /* c:send(value): any value the transfer rules allow. */
@@ -344,7 +374,10 @@ static int conn_send(lua_State *L) {
   else
     tbuf_free(b);         /* not sent: given back */
   transfer_scratch_trim(b);
-  return rc ? send_error(L, rc) : 0;
+  if (rc)
+    return send_error(L, rc);
+  intr_settle(L);
+  return 0;
 }
 
 /* c:send_bytes(s, [offset], [size]): bytes s[offset+1 .. offset+size]. */
@@ -487,11 +520,25 @@ static int recv_frame(int sock, frame_hdr *h, body_box *bb, const unsigned char 
   m.msg_iovlen = 1;
   m.msg_control = ctl.space;
   m.msg_controllen = sizeof ctl.space;
+  /* In the host's main thread: wait in slices, nothing taken on Ctrl-C. */
+  int slice = intr_slice_ms(0);
   ssize_t r;
-  while ((r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+  for (;;) {
     m.msg_controllen = sizeof ctl.space;
-  if (r < 0)
-    return errno;
+    r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | (slice ? MSG_DONTWAIT : 0));
+    if (r >= 0)
+      break;
+    if (errno == EINTR) {
+      if (intr_pending())
+        return PIPE_EINTR;
+      continue;
+    }
+    if (errno != EAGAIN || !slice)
+      return errno;
+    int rc = wait_sock(sock, POLLIN, slice);
+    if (rc)
+      return rc;
+  }
   int fds[1] = {-1}, nfds = take_fds(&m, fds, 1);
   int rc = 0;
   if (r == 0 && nfds == 0)
@@ -543,8 +590,12 @@ static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
   if (rc == EMSGSIZE)
     return luaL_error(L, "recv_bytes: message of %I bytes is longer than maxlength %I",
                       (lua_Integer)(h.len + h.nobjs * sizeof(cobj *)), (lua_Integer)maxlen);
+  if (rc == PIPE_EINTR)
+    return intr_raise(L);
   if (rc)
     return io_error(L, "recv", rc);
+  /* Taken: from here the call completes (a Ctrl-C fires after it). */
+  int held = intr_hold(L);
   if (h.kind == FRAME_BYTES) {
     lua_pushlstring(L, (const char *)body, (size_t)h.len);
   } else {
@@ -556,11 +607,18 @@ static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
       lua_settop(L, box);
       lua_pushnil(L);
     }
-    if (bytes && lua_type(L, -1) != LUA_TSTRING)
+    if (bytes && lua_type(L, -1) != LUA_TSTRING) {
+      if (held)
+        intr_rearm(L);
       return luaL_error(L, "recv_bytes: the message is a %s sent with send; use recv",
                         luaL_typename(L, -1));
+    }
   }
   body_free(bb);   /* now, not at the next collection: it may be large */
+  if (held)
+    intr_rearm(L);
+  else
+    intr_settle(L);
   return 1;
 }
 
@@ -585,27 +643,40 @@ static int conn_poll(lua_State *L) {
   int fd = conn_begin(L, c, 1);
   deadline d = deadline_in(timeout);
   int ready = 0, rc = 0;
+  int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
     struct timespec left = {0, 0}, *tp = NULL;
     double secs = deadline_left(&d);
+    if (slice && (secs < 0 || secs > slice / 1000.0))
+      secs = slice / 1000.0;
     if (secs >= 0) {
       left.tv_sec = (time_t)secs;
       left.tv_nsec = (long)((secs - (double)left.tv_sec) * 1e9);
       tp = &left;
     }
     int r = ppoll(&p, 1, tp, NULL);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0)
+    if (r < 0 && errno != EINTR) {
       rc = errno;
-    else
-      ready = r > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
-    break;
+      break;
+    }
+    if (r > 0) {
+      ready = (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+      break;
+    }
+    if (intr_pending()) {
+      rc = PIPE_EINTR;
+      break;
+    }
+    if (deadline_passed(&d))
+      break;
   }
   conn_leave(c);
+  if (rc == PIPE_EINTR)
+    return intr_raise(L);
   if (rc)
     return io_error(L, "poll", rc);
+  intr_settle(L);
   lua_pushboolean(L, ready);
   return 1;
 }
