@@ -1309,6 +1309,23 @@ describe("concur.Pipe", function()
       refused(a, b, header(2, 0, 1, 0) .. ptr)            -- bytes with an object
     end)
 
+    it("a large value holding objects goes by memfd, its MAC intact", function()
+      local a, b = concur.Pipe()
+      local lock, q = concur.Lock(), concur.Queue()
+      b:send({lock = lock, q = q, pad = ("z"):rep(200 * 1024)})
+      local v = a:recv()
+      assert.are.equal(lock, v.lock)
+      assert.are.equal(q, v.q)
+      assert.are.equal(200 * 1024, #v.pad)
+      -- And across a fork, where the receiver is another process.
+      local p = fork(function()
+        local w = a:recv()
+        return (w.lock == lock and #w.pad == 300 * 1024) and 0 or 2
+      end)
+      b:send({lock = lock, pad = ("y"):rep(300 * 1024)})
+      assert.are.equal(0, finish(p))
+    end)
+
     it("object pointers off the wire are never used: the MAC is checked first", function()
       local a, b = concur.Pipe()
       local msg = "\1\14\0"                               -- one value: OBJ 0

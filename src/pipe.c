@@ -309,18 +309,20 @@ static int body_file(const struct iovec *iov, int n, int *err) {
  * caller gives back what the frame held first. */
 static int send_frame(conn_obj *c, frame_hdr *h, const void *objs, const void *data) {
   size_t olen = (size_t)h->nobjs * sizeof(cobj *);
-  h->mac = h->nobjs ? frame_mac(h, objs) : 0;
   struct iovec iov[3] = {{h, sizeof *h}, {(void *)objs, olen}, {(void *)data, (size_t)h->len}};
   int sock = conn_enter(c);
   if (sock < 0)
     return EBADF;
   int rc = EMSGSIZE;
-  if (sizeof *h + olen + h->len <= INLINE_MAX)
+  if (sizeof *h + olen + h->len <= INLINE_MAX) {
+    h->mac = h->nobjs ? frame_mac(h, objs) : 0;
     rc = send_record(sock, iov, 3, -1);
+  }
   if (rc == EMSGSIZE) {   /* too large for a record: the body goes by memfd */
     int fd = body_file(iov + 1, 2, &rc);
     if (fd >= 0) {
-      h->flags |= FRAME_IN_FD;
+      h->flags |= FRAME_IN_FD;   /* the MAC covers the flags: made after */
+      h->mac = h->nobjs ? frame_mac(h, objs) : 0;
       rc = send_record(sock, iov, 1, fd);
       close(fd);
     }
