@@ -72,6 +72,18 @@ local function first_diff(x, y)
   return math.min(#x, #y) + 1
 end
 
+-- Receives the messages ("%08d"):format(i):rep(7680), i = 0, 1, ... until
+-- end of stream, checking each; returns how many came.
+local function recv_numbered(a)
+  local got = 0
+  while true do
+    local ok, m = pcall(a.recv_bytes, a)
+    if not ok then assert_has(m, "end of stream"); return got end
+    assert.are.equal(("%08d"):format(got):rep(7680), m)
+    got = got + 1
+  end
+end
+
 local function assert_same_string(expected, got, what)
   assert.are.equal("string", type(got), what .. ": got a " .. type(got))
   assert.are.equal(#expected, #got, what .. ": length")
@@ -787,13 +799,7 @@ describe("concur.Pipe", function()
       b:close()
       assert.are.equal(true, b.closed)
       assert_has(err_of(b.send, b, 1), "connection is closed")
-      local got = 0
-      while true do
-        local ok, m = pcall(a.recv_bytes, a)
-        if not ok then assert_has(m, "end of stream"); break end
-        assert.are.equal(("%08d"):format(got):rep(7680), m)
-        got = got + 1
-      end
+      local got = recv_numbered(a)
       assert.is_true(t:join(10))
       local sent, err = t:result()
       assert_has(err, "connection is closed")
@@ -1029,13 +1035,7 @@ describe("concur.Pipe", function()
         "the child never blocked in send")
       p:kill()
       assert.are.equal(-9, finish(p))
-      local got = 0
-      while true do
-        local ok, m = pcall(a.recv_bytes, a)
-        if not ok then assert_has(m, "end of stream"); break end
-        assert.are.equal(("%08d"):format(got):rep(7680), m)
-        got = got + 1
-      end
+      local got = recv_numbered(a)
       assert.is_true(got > 0)
       assert_has(err_of(a.recv, a), "end of stream")
     end)

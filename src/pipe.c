@@ -228,6 +228,42 @@ static int wait_sock(int sock, short events, int slice) {
   return intr_pending() ? PIPE_EINTR : 0;
 }
 
+/* One sendmsg (send) or recvmsg of m on sock, retried until it is done or
+ * fails: the bytes moved, or -1 and *err (an errno or PIPE_EINTR).  In the
+ * host's main thread the call does not block: the wait is a sliced poll, and
+ * a Ctrl-C leaves with PIPE_EINTR, nothing sent or taken (a record moves
+ * whole or not at all). */
+static ssize_t sock_msg(int sock, struct msghdr *m, int send, int *err) {
+  int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
+  size_t ctl = m->msg_controllen;
+  for (int tries = 0;; tries++) {
+    m->msg_controllen = ctl;       /* recvmsg shortens it */
+    int flags = slice ? MSG_DONTWAIT : 0;
+    ssize_t r = send ? sendmsg(sock, m, flags | MSG_NOSIGNAL)
+                     : recvmsg(sock, m, flags | MSG_CMSG_CLOEXEC);
+    if (r >= 0)
+      return r;
+    if (errno == EINTR) {
+      if (!intr_pending())
+        continue;
+      *err = PIPE_EINTR;
+      return -1;
+    }
+    if (errno != EAGAIN || !slice) {
+      *err = errno;
+      return -1;
+    }
+    /* Nothing yet.  A sender's poll says writable once a quarter of the
+     * buffer is free, which may still be short of its record: after the
+     * first try it waits a millisecond at a time rather than spin. */
+    int rc = wait_sock(sock, send ? POLLOUT : POLLIN, send && tries > 0 ? 1 : slice);
+    if (rc) {
+      *err = rc;
+      return -1;
+    }
+  }
+}
+
 /* Sends one record: iov[0 .. n), with fd passed along when >= 0.  A record
  * is sent whole or not at all.  In the host's main thread the wait for room
  * is sliced, and a Ctrl-C leaves with PIPE_EINTR, nothing sent. */
@@ -249,24 +285,8 @@ static int send_record(int sock, struct iovec *iov, int n, int fd) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
-  int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
-  for (int tries = 0;; tries++) {
-    if (sendmsg(sock, &m, MSG_NOSIGNAL | (slice ? MSG_DONTWAIT : 0)) >= 0)
-      return 0;
-    if (errno == EINTR) {
-      if (intr_pending())
-        return PIPE_EINTR;
-      continue;
-    }
-    if (errno != EAGAIN || !slice)
-      return errno;
-    /* No room: poll says writable once a quarter of the buffer is free,
-     * which may still be short of this record, so after the first try wait
-     * a millisecond at a time rather than spin. */
-    int rc = wait_sock(sock, POLLOUT, tries == 0 ? slice : 1);
-    if (rc)
-      return rc;
-  }
+  int rc = 0;
+  return sock_msg(sock, &m, 1, &rc) < 0 ? rc : 0;
 }
 
 /* Writes the n buffers into a new sealed memfd: its descriptor, or -1 and
@@ -522,25 +542,10 @@ static int recv_frame(int sock, frame_hdr *h, body_box *bb, const unsigned char 
   m.msg_iovlen = 1;
   m.msg_control = ctl.space;
   m.msg_controllen = sizeof ctl.space;
-  /* In the host's main thread: wait in slices, nothing taken on Ctrl-C. */
-  int slice = intr_slice_ms(0);
-  ssize_t r;
-  for (;;) {
-    m.msg_controllen = sizeof ctl.space;
-    r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | (slice ? MSG_DONTWAIT : 0));
-    if (r >= 0)
-      break;
-    if (errno == EINTR) {
-      if (intr_pending())
-        return PIPE_EINTR;
-      continue;
-    }
-    if (errno != EAGAIN || !slice)
-      return errno;
-    int rc = wait_sock(sock, POLLIN, slice);
-    if (rc)
-      return rc;
-  }
+  int err = 0;
+  ssize_t r = sock_msg(sock, &m, 0, &err);
+  if (r < 0)
+    return err;
   int fds[1] = {-1}, nfds = take_fds(&m, fds, 1);
   int rc = 0;
   if (r == 0 && nfds == 0)
