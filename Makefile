@@ -26,8 +26,8 @@ CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc
 LIBS       = -lpthread -ldl
 
-SRCS   = src/core.c src/object.c src/pipe.c src/process.c src/queue.c src/shm.c src/sync.c src/thread.c src/transfer.c
-HDRS   = src/concur.h src/concur_int.h src/concur_lua.h
+SRCS   = src/arena.c src/intr.c src/wait.c src/object.c src/message.c src/fork.c src/transfer.c src/sync.c src/queue.c src/pipe.c src/pool.c src/exit.c src/state.c src/thread.c src/process.c src/core.c
+HDRS   = src/concur.h $(wildcard src/*.h) src/concur_lua.h
 BUILD ?= build
 SO     = $(BUILD)/concur/core.so
 HOST   = examples/embed/host

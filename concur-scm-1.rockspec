@@ -22,7 +22,9 @@ build = {
   modules = {
     concur = "lua/concur.lua",
     ["concur.core"] = {
-      sources = {"src/core.c", "src/object.c", "src/pipe.c", "src/process.c", "src/queue.c", "src/shm.c", "src/sync.c", "src/thread.c", "src/transfer.c"},
+      sources = {"src/arena.c", "src/intr.c", "src/wait.c", "src/object.c", "src/message.c", "src/fork.c",
+                 "src/transfer.c", "src/sync.c", "src/queue.c", "src/pipe.c", "src/pool.c", "src/exit.c",
+                 "src/state.c", "src/thread.c", "src/process.c", "src/core.c"},
       incdirs = {"src"},
       libraries = {"pthread", "dl"},
       defines = {"_GNU_SOURCE"},

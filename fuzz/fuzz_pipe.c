@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "lualib.h"
-#include "concur_int.h"
+#include "transfer.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -72,7 +72,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   luaL_openlibs(L);
   luaL_requiref(L, "concur", luaopen_concur, 1);
   lua_pop(L, 1);
-  transfer_set_mac_key(0x636f6e637572, 0x70697065);
+  mac_set_key(0x636f6e637572, 0x70697065);
   static const char setup[] =
       "local concur = require 'concur'\n"
       "local raw = require('concur.core')._pipe_send_raw\n"

@@ -2,7 +2,7 @@
  * fuzz_transfer.c - a libFuzzer target for the value transfer (src/transfer.c).
  *
  * Linked with every file of src/ and the static Lua library (fuzz/fuzz.mk), so
- * the internal functions of concur_int.h are called directly.  One lua_State
+ * the internal functions of internal headers are called directly.  One lua_State
  * serves the whole run: standard libraries, concur, and a `require` that only
  * knows package.preload (no file is ever loaded).  The Lua half of the harness
  * (fuzz/fuzz_transfer.lua, compiled in) builds values, predicts the encoder's
@@ -54,7 +54,8 @@
 #include <sys/stat.h>
 
 #include "lualib.h"
-#include "concur_int.h"
+#include "transfer.h"
+#include "fork.h"
 
 /* The Lua half, as tools/embed.lua writes it (under its fixed name). */
 #define concur_lua_source fuzz_lua_source
@@ -649,8 +650,8 @@ static void setup(void) {
   luaL_requiref(L, "concur", luaopen_concur, 1);
   lua_pop(L, 1);
   /* A fixed key: the seeds' bytecode carries MACs the decoder accepts in
-   * every run (transfer_mac); damaged chunks fail them. */
-  transfer_set_mac_key(0x636f6e637572, 0x66757a7a);
+   * every run (mac_of); damaged chunks fail them. */
+  mac_set_key(0x636f6e637572, 0x66757a7a);
   if (luaL_dostring(L, setup_lua) != LUA_OK)
     die("setup: %s", lua_tostring(L, -1));
   int objs = lua_gettop(L);

@@ -459,7 +459,7 @@ local pack, unpack = table.pack, table.unpack
 local getpid, now = core.getpid, core.time
 local Empty = concur.Empty
 
--- The error Ctrl-C raises in the main thread (core.c, "Ctrl-C"): never
+-- The error Ctrl-C raises in the main thread (intr.c): never
 -- taken for a failure of the call it came through, always passed on.
 local function interrupted(e)
   return type(e) == "string" and e:sub(1, 11) == "interrupted"

@@ -1,4 +1,4 @@
--- spec/shm_spec.lua: the shared arena of src/shm.c as a program sees it:
+-- spec/shm_spec.lua: the shared arena of src/arena.c as a program sees it:
 -- what an item costs there, and that objects made and dropped in a loop are
 -- collected at the pace they are made (the Lua collector is told what a
 -- handle holds in the arena: cobj_gc_pressure in src/object.c).

@@ -1,6 +1,6 @@
 -- spec/sync_process_spec.lua: the synchronization objects of src/sync.c
 -- between processes (API.md, "Synchronization" and "Processes"): an object
--- made before a fork is the same object in parent and child (src/shm.c), a
+-- made before a fork is the same object in parent and child (src/arena.c), a
 -- process that dies holding a lock does not leave it locked, and the
 -- references a child inherits are its own (cobj_adopt_state, src/object.c).
 -- The single-process API of each object is the thread specs' business.

@@ -1,5 +1,5 @@
 -- spec/thread_spec.lua: concur.Thread and the module functions of src/thread.c
--- and src/core.c (API.md, "Conventions" and "Threads").
+-- and src/state.c (API.md, "Conventions" and "Threads").
 --
 -- Threads are ordered with join/result only.  A target that sleeps does so
 -- only to stay alive while the main thread looks at it, with wide margins.

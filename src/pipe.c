@@ -23,7 +23,7 @@
  * the descriptor (fileno).  The header is checked (magic, kind, sizes, the
  * record's length or the memfd's size and seals); a frame holding object
  * references carries a MAC of its header and pointers with the family's key
- * (transfer_mac), so no pointer is used that concur's own sender in this
+ * (mac_of), so no pointer is used that concur's own sender in this
  * family did not write; bytecode inside a value is authenticated by the
  * decoder.  A record that fails is consumed and raises; the next one is read
  * normally.
@@ -49,7 +49,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "concur_int.h"
+#include "pipe.h"
+#include "transfer.h"
+#include "wait.h"
 
 #define FRAME_MAGIC 0x32464e43u   /* "CNF2" */
 enum { FRAME_VALUE = 1, FRAME_BYTES = 2 };
@@ -381,7 +383,7 @@ static int conn_send(lua_State *L) {
   }
   if (!c->writable)
     return luaL_error(L, "connection is read-only");
-  tbuf *b = transfer_scratch();
+  tbuf *b = tbuf_scratch();
   char err[TRANSFER_ERRLEN];
   if (!transfer_encode(L, 2, 1, "value", 1, b, err))
     return luaL_error(L, "%s", err);
@@ -395,7 +397,7 @@ static int conn_send(lua_State *L) {
     b->nobjs = 0;         /* the references travel with the message */
   else
     tbuf_free(b);         /* not sent: given back */
-  transfer_scratch_trim(b);
+  tbuf_scratch_trim(b);
   if (rc)
     return send_error(L, rc);
   intr_settle(L);

@@ -29,7 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "concur_int.h"
+#include "process.h"
+#include "exit.h"
+#include "fork.h"
+#include "state.h"
+#include "thread.h"
+#include "transfer.h"
+#include "wait.h"
 
 typedef enum { PR_NEW, PR_STARTED, PR_DONE } pr_state;
 
@@ -208,7 +214,7 @@ static int pr_reap(proc_obj *p) {
 static int pr_wait(proc_obj *p, double timeout, int intr) {
   if (pr_reap(p))
     return 1;
-  double deadline = timeout < 0 ? -1 : core_monotonic() + timeout;
+  double deadline = timeout < 0 ? -1 : wait_monotonic() + timeout;
 #ifdef SYS_pidfd_open
   int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 #else
@@ -216,7 +222,7 @@ static int pr_wait(proc_obj *p, double timeout, int intr) {
 #endif
   long nap_ms = 1;
   for (;;) {
-    double left = deadline < 0 ? -1 : deadline - core_monotonic();
+    double left = deadline < 0 ? -1 : deadline - wait_monotonic();
     if (deadline >= 0 && left <= 0)
       break;
     if (fd >= 0) {
@@ -255,7 +261,7 @@ static int pr_wait(proc_obj *p, double timeout, int intr) {
 
 /* Joins the non-daemon children, then terminates and reaps the daemon ones
  * (API.md, "Threads": the exit rules; threads were waited for before). */
-void proc_exit_rules(void) {
+static void proc_exit_rules(void) {
   /* No child starts from now on; those already past their check are
    * waited for, so that the loops below see every child there will be. */
   pthread_mutex_lock(&pr.lock);
@@ -290,35 +296,18 @@ void proc_exit_rules(void) {
 static lua_State *child_state;
 static pthread_t child_thread;
 
-/* Leaves the child: its exit rules, its stdio, the references its state
- * holds to shared objects (never closed, it would not give them back), then
- * _exit (the parent's atexit work is the parent's).  explicit: an os.exit's
- * status.  If another thread is already ending the child (os.exit there),
- * this parks and that one ends it. */
-__attribute__((noreturn)) static void child_leave(int code, int explicit) {
-  thread_exit_claim(code, explicit);
-  thread_exit_rules();
-  fflush(NULL);
-  /* Not a collection: it would write to every object, copying the whole
-   * heap the child shares with its parent page by page.  Only from the
-   * state's own thread (os.exit may have been handed to another). */
+/* exit.c's callback in the child, just before _exit: the references its
+ * state holds to shared objects (never closed, it would not give them back).
+ * Not a collection: it would write to every object, copying the whole heap
+ * the child shares with its parent page by page.  Only from the state's own
+ * thread (os.exit may have been handed to another). */
+static void child_leaving(void) {
   if (child_state && pthread_equal(child_thread, pthread_self()))
     cobj_release_state(child_state);
-  _exit(thread_exit_status(code));
-}
-
-/* os.exit in a child process: the same, with Lua's status rules. */
-static int child_os_exit(lua_State *L) {
-  int code;
-  if (lua_isboolean(L, 1))
-    code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
-  else
-    code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
-  child_leave(code, 1);
 }
 
 static int child_msgh(lua_State *L) {
-  luaL_traceback(L, L, core_error_string(L, 1), 1);
+  luaL_traceback(L, L, state_error_string(L, 1), 1);
   return 1;
 }
 
@@ -329,7 +318,7 @@ static int child_msgh(lua_State *L) {
 static int child_body(lua_State *L) {
   lua_getglobal(L, "os");
   if (lua_istable(L, -1)) {
-    lua_pushcfunction(L, child_os_exit);
+    lua_pushcfunction(L, exit_os_exit);
     lua_setfield(L, -2, "exit");
   }
   lua_pop(L, 1);
@@ -419,6 +408,7 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   cobj_fork_child(refs);
   child_state = L;
   child_thread = pthread_self();
+  exit_on_leave(child_leaving);
   proc_obj *old_main = pr.main;
   cobj_incref(&p->hdr);
   pr.current = p;
@@ -435,16 +425,16 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
   lua_pushvalue(L, idx);
   int st = lua_pcall(L, 1, LUA_MULTRET, 0);
   if (st == LUA_OK && lua_gettop(L) == top)
-    child_leave(0, 0);
+    exit_leave(0, 0);
   /* Python prints "Process NAME:" and the traceback, and exits with 1. */
   const char *tb = lua_tostring(L, -1);
   char *report = malloc(strlen(p->name) + (tb ? strlen(tb) : 0) + 32);
   if (report) {
     sprintf(report, "Process %s:\n%s\n", p->name, tb ? tb : "(no message)");
-    core_report_error(report);
+    state_report_error(report);
     free(report);
   }
-  child_leave(1, 0);
+  exit_leave(1, 0);
 }
 
 /* ---- Lua methods ------------------------------------------------------------------ */
@@ -770,6 +760,7 @@ static void pr_init(void) {
   pr.main->is_main = 1;
   pr.main->state = PR_STARTED;
   pthread_atfork(pr_atfork_prepare, pr_atfork_parent, pr_atfork_child);
+  exit_on_step(EXIT_CHILDREN, proc_exit_rules);
 }
 
 void proc_runtime_init(void) {

@@ -2,7 +2,7 @@
  * queue.c - concur.Queue: Python's queue.Queue, multiprocessing.Queue and
  * JoinableQueue in one object, for threads and forked processes alike.
  *
- * Storage.  The queue and its items live in the shared arena (shm.c).  An
+ * Storage.  The queue and its items live in the shared arena (arena.c).  An
  * item is encoded once by its producer (transfer.c, into the thread's
  * scratch buffer) and copied once into the queue: small items as a record in
  * a chain of segments, large ones as an sblob of their own, made outside any
@@ -21,7 +21,7 @@
  * nget; joiners on `ndone`, the task_done calls).  Each group of fields has a
  * cache line of its own.
  *
- * Crash safety.  The locks are process lock words (pword, shm.c): a process
+ * Crash safety.  The locks are process lock words (pword, wait.c): a process
  * killed holding one is taken over by the next caller.  Each side changes its
  * state through a journal: it writes the new values, sets `valid`, applies
  * them and clears `valid`; whoever takes the lock next finds `valid` set
@@ -38,7 +38,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "concur_int.h"
+#include "queue.h"
+#include "transfer.h"
+#include "wait.h"
 
 #define LINE 64
 #define SEG_FIRST 1024          /* bytes of a queue's first segment, header included */
@@ -479,7 +481,7 @@ static int queue_put(lua_State *L) {
   luaL_checkany(L, 2);
   double timeout;
   int block = block_args(L, 3, &timeout);
-  tbuf *b = transfer_scratch();
+  tbuf *b = tbuf_scratch();
   char err[TRANSFER_ERRLEN];
   if (!transfer_encode(L, 2, 1, "item", 1, b, err))
     return luaL_error(L, "%s", err);
@@ -502,7 +504,7 @@ static int queue_put(lua_State *L) {
     if (rc > 0) {
       if (!blob) {
         b->nobjs = 0;   /* the references are the queue's now */
-        transfer_scratch_trim(b);
+        tbuf_scratch_trim(b);
       }
       wake(&q->nput, &q->getters, 1);
       intr_settle(L);   /* put: an interrupt now comes after the call */

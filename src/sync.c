@@ -2,7 +2,7 @@
  * sync.c - Lock, RLock, Condition, Semaphore, BoundedSemaphore, Event and
  * Barrier: one implementation for threads and forked processes alike.
  *
- * Every object lives in the shared arena (shm.c), so the same object serves
+ * Every object lives in the shared arena (arena.c), so the same object serves
  * every thread of every process of the family.  Waiting is on futex words in
  * that memory, with absolute CLOCK_MONOTONIC deadlines; every wait re-checks
  * its condition, so spurious wake-ups and EINTR never show.
@@ -28,7 +28,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "concur_int.h"
+#include "sync.h"
+#include "transfer.h"
+#include "wait.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__PIC__)
 /* The Lua API functions on the Lock fast path, called through the GOT
@@ -93,14 +95,6 @@ typedef struct barrier_obj {
   sblob *action;               /* NULL: none */
 } barrier_obj;
 
-/* A shared array of integers: a Pool worker writes the task it is running
- * into its own slot, and the owner reads the slot of a worker that died. */
-typedef struct slots_obj {
-  cobj hdr;
-  lua_Integer n;
-  _Atomic int64_t v[];
-} slots_obj;
-
 static void lock_destroy(cobj *o) { shm_free(o); }
 
 static void cond_destroy(cobj *o) {
@@ -126,7 +120,6 @@ static void sem_meta(lua_State *L);
 static void bsem_meta(lua_State *L);
 static void event_meta(lua_State *L);
 static void barrier_meta(lua_State *L);
-static void slots_meta(lua_State *L);
 
 /* Metatables are made in a state when it first meets the type (open_meta):
  * a thread's state that never uses one costs nothing at start-up. */
@@ -139,7 +132,6 @@ static const cobj_type bsem_type = {"concur.BoundedSemaphore", lock_destroy, NUL
 static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, event_meta, NULL, NULL};
 static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, barrier_meta,
                                        NULL, NULL};
-static const cobj_type slots_type = {"concur.Slots", lock_destroy, NULL, 1, slots_meta, NULL, NULL};
 
 /* cobj_self for the hot methods of one type: a handle checked a moment ago on
  * this thread is known good (see cobj_self_cache) and costs one compare. */
@@ -1024,60 +1016,26 @@ static int barrier_tostring(lua_State *L) {
   return 1;
 }
 
-/* ---- Slots ---------------------------------------------------------------------------- */
-
-#define SLOTS_MAX 65536
-
-static int slots_new(lua_State *L) {
-  lua_Integer n = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, n >= 1 && n <= SLOTS_MAX, 1, "number of slots out of range");
-  slots_obj *s = cobj_new_shared(L, &slots_type, sizeof *s + (size_t)n * sizeof s->v[0]);
-  s->n = n;
-  cobj_bind(L, -1, &s->hdr);
-  return 1;
-}
-
-static _Atomic int64_t *slots_at(lua_State *L) {
-  slots_obj *s = cobj_self(L);
-  lua_Integer i = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, i >= 1 && i <= s->n, 1, "slot index out of range");
-  return &s->v[i - 1];
-}
-
-static int slots_get(lua_State *L) {
-  lua_pushinteger(L, atomic_load(slots_at(L)));
-  return 1;
-}
-
-static int slots_set(lua_State *L) {
-  _Atomic int64_t *slot = slots_at(L);
-  atomic_store(slot, luaL_checkinteger(L, 3));
-  return 0;
-}
-
-static int slots_tostring(lua_State *L) {
-  lua_pushfstring(L, "<concur.Slots n=%d>", (int)((slots_obj *)cobj_self(L))->n);
-  return 1;
-}
-
 /* ---- registration ---------------------------------------------------------------------- */
 
 /* The metatable of `type` with `methods`, each method getting the metatable
- * as upvalue 1 for cobj_self. */
-static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *methods) {
+ * as upvalue 1 for cobj_self; `lockable` adds with and guard (objects with
+ * acquire and release); `index`, when not NULL, is an __index that gets the
+ * metatable and the methods as upvalues (attributes beside the methods). */
+static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *methods,
+                      int lockable, lua_CFunction index) {
   static const luaL_Reg common[] = {{"with", sync_with}, {"guard", sync_guard}, {NULL, NULL}};
   cobj_newmetatable(L, type, NULL);
   lua_pushvalue(L, -1);
   luaL_setfuncs(L, methods, 1);
-  if (type != &event_type && type != &barrier_type && type != &slots_type) {
+  if (lockable) {
     lua_pushvalue(L, -1);          /* upvalue 1 of with and guard too, for cobj_self */
     luaL_setfuncs(L, common, 1);
   }
-  if (type == &barrier_type) {
-    /* attributes parties, n_waiting, broken beside the methods */
+  if (index) {
     lua_pushvalue(L, -1);          /* upvalue 1: the metatable */
     lua_pushvalue(L, -1);          /* upvalue 2: the methods (same table) */
-    lua_pushcclosure(L, barrier_index, 2);
+    lua_pushcclosure(L, index, 2);
     lua_setfield(L, -2, "__index");
   }
   cobj_register_metatable(L, type);
@@ -1106,23 +1064,19 @@ static const luaL_Reg barrier_m[] = {
   {"wait", barrier_wait}, {"abort", barrier_abort}, {"reset", barrier_reset},
   {"__tostring", barrier_tostring}, {NULL, NULL}};
 
-static const luaL_Reg slots_m[] = {
-  {"get", slots_get}, {"set", slots_set}, {"__tostring", slots_tostring}, {NULL, NULL}};
+static void lock_meta(lua_State *L) { sync_type(L, &lock_type, lock_m, 1, NULL); }
+static void rlock_meta(lua_State *L) { sync_type(L, &rlock_type, rlock_m, 1, NULL); }
+static void cond_meta(lua_State *L) { sync_type(L, &cond_type, cond_m, 1, NULL); }
+static void sem_meta(lua_State *L) { sync_type(L, &sem_type, sem_m, 1, NULL); }
+static void bsem_meta(lua_State *L) { sync_type(L, &bsem_type, sem_m, 1, NULL); }
+static void event_meta(lua_State *L) { sync_type(L, &event_type, event_m, 0, NULL); }
 
-static void lock_meta(lua_State *L) { sync_type(L, &lock_type, lock_m); }
-static void rlock_meta(lua_State *L) { sync_type(L, &rlock_type, rlock_m); }
-static void cond_meta(lua_State *L) { sync_type(L, &cond_type, cond_m); }
-static void sem_meta(lua_State *L) { sync_type(L, &sem_type, sem_m); }
-static void bsem_meta(lua_State *L) { sync_type(L, &bsem_type, sem_m); }
-static void event_meta(lua_State *L) { sync_type(L, &event_type, event_m); }
-
-static void barrier_meta(lua_State *L) { sync_type(L, &barrier_type, barrier_m); }
-static void slots_meta(lua_State *L) { sync_type(L, &slots_type, slots_m); }
+static void barrier_meta(lua_State *L) { sync_type(L, &barrier_type, barrier_m, 0, barrier_index); }
 
 void sync_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"Lock", lock_new}, {"RLock", rlock_new}, {"Condition", cond_new},
     {"Semaphore", sem_new}, {"BoundedSemaphore", bsem_new}, {"Event", event_new},
-    {"Barrier", barrier_new}, {"Slots", slots_new}, {NULL, NULL}};
+    {"Barrier", barrier_new}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

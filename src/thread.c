@@ -14,12 +14,10 @@
  * CLOCK_MONOTONIC condition variables on rt.lock.  No Lua API call is made
  * with rt.lock held (Lua may raise), except lua_* calls that cannot raise.
  *
- * Exit: an atexit handler (registered once, in the pinned shared object) waits
- * for every started non-daemon thread, then asks parked workers to close their
- * states and leave.  One thread only runs these exit rules, the first to end
- * the process (thread_exit_claim); os.exit in a thread runs them itself and
- * leaves with _exit.  The shared object is pinned with RTLD_NODELETE so that no
- * worker ever runs code of an unloaded library.
+ * Exit: two of the exit rules (exit.c) are this file's: wait for every started
+ * non-daemon thread (EXIT_THREADS), and at the end ask parked workers to close
+ * their states and leave (EXIT_WORKERS).  The shared object is pinned with
+ * RTLD_NODELETE so that no worker ever runs code of an unloaded library.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -34,24 +32,17 @@
 #include <unistd.h>
 
 #include "lualib.h"
-#include "concur_int.h"
+#include "thread.h"
+#include "exit.h"
+#include "fork.h"
+#include "state.h"
+#include "transfer.h"
+#include "wait.h"
 
 #define MAX_IDLE_WORKERS 8
 
 typedef enum { TH_NEW, TH_STARTED, TH_DONE } th_state;
 
-/* A worker's state is built many times over.  Its start-up objects (the
- * standard libraries, concur) are bump-allocated from an arena the worker
- * keeps: building costs no malloc, closing frees them all at once.  Blocks
- * of the arena are never freed one by one; a block that grows moves to the
- * heap.  Once built, the state allocates from the heap as usual. */
-#define ARENA_SIZE (96 * 1024)
-
-typedef struct arena {
-  char *base;
-  size_t used;
-  int building;
-} arena;
 
 typedef struct worker worker;
 
@@ -80,7 +71,7 @@ struct worker {
   thread_obj *task;          /* (rt) holds a reference */
   int quit;                  /* (rt) */
   lua_State *L;              /* the worker's own; built off the critical path */
-  arena arena;               /* where L's start-up objects live */
+  state_arena arena;         /* where L's start-up objects live */
   char setup_error[256];     /* why L could not be built */
   lua_Integer ident;
   long native_id;            /* (rt) 0 until the worker has run */
@@ -108,13 +99,6 @@ static struct {
   worker *parked_in_parent;  /* a forked child: the parent's workers */
   worker *fork_worker;       /* in a child forked from a thread: its worker */
   int shutting_down;
-  /* The end of the process (thread_exit_claim): one thread, the first to
-   * get there, applies the exit rules and ends it; any other one parks. */
-  int exit_claimed;
-  pthread_t exit_runner;     /* valid when exit_claimed */
-  int exit_code_set;         /* an os.exit in a thread gave the status */
-  int exit_code;
-  pthread_cond_t parked;     /* never signalled: where the others wait */
   thread_obj *main;
   long counter;              /* Thread-N */
   long dummy_counter;        /* Dummy-N */
@@ -263,95 +247,6 @@ static thread_obj *th_current(void) {
 
 /* ---- worker pool ---------------------------------------------------------- */
 
-static int th_os_exit(lua_State *L);
-
-/* Runs as a protected call in a fresh state: everything a thread's state has
- * before the thread's own code. */
-static int state_setup(lua_State *L) {
-  luaL_openlibs(L);
-  lua_pushcfunction(L, core_print);
-  lua_setglobal(L, "print");
-  lua_getglobal(L, "os");
-  lua_pushcfunction(L, th_os_exit);
-  lua_setfield(L, -2, "exit");
-  lua_pop(L, 1);
-  core_preload(L);
-  if (core_run_setup_hook(L) != 0)
-    return lua_error(L);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "concur");
-  lua_call(L, 1, 1);
-  lua_setglobal(L, "concur");
-  return 0;
-}
-
-static void *arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  arena *a = ud;
-  int inside = ptr != NULL && (char *)ptr >= a->base && (char *)ptr < a->base + ARENA_SIZE;
-  if (nsize == 0) {
-    if (!inside)
-      free(ptr);
-    return NULL;
-  }
-  if (inside) {
-    if (nsize <= osize)
-      return ptr;
-    void *moved = malloc(nsize);
-    if (moved)
-      memcpy(moved, ptr, osize);
-    return moved;
-  }
-  if (ptr == NULL && a->building) {
-    size_t need = (nsize + 15) & ~(size_t)15;
-    if (ARENA_SIZE - a->used >= need) {
-      void *p = a->base + a->used;
-      a->used += need;
-      return p;
-    }
-  }
-  return realloc(ptr, nsize);
-}
-
-static int state_panic(lua_State *L) {
-  const char *m = lua_tostring(L, -1);
-  fprintf(stderr, "concur: unprotected error in a thread's Lua state: %s\n", m ? m : "?");
-  fflush(stderr);
-  return 0;
-}
-
-/* Builds a state on `a` (which must hold no live state), or on the heap
- * when a is NULL. */
-static lua_State *state_build(arena *a, char *err, size_t errlen) {
-  lua_State *L;
-  if (a) {
-    a->used = 0;
-    a->building = 1;
-    L = lua_newstate(arena_alloc, a);
-  } else {
-    L = luaL_newstate();
-  }
-  if (L)
-    lua_atpanic(L, state_panic);
-  if (L == NULL) {
-    snprintf(err, errlen, "cannot create a Lua state: not enough memory");
-    return NULL;
-  }
-  lua_pushcfunction(L, state_setup);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
-    const char *m = lua_tostring(L, -1);
-    snprintf(err, errlen, "cannot set up the thread's Lua state: %s", m ? m : "?");
-    lua_close(L);
-    if (a)
-      a->building = 0;
-    return NULL;
-  }
-  if (a)
-    a->building = 0;
-  err[0] = 0;
-  return L;
-}
-
-
 /* rt.workers keeps every worker reachable, busy ones too: in a forked child
  * the parent's workers are memory nothing else points to.  rt.lock held. */
 static void workers_add(worker *w) {
@@ -390,7 +285,7 @@ static void worker_build(worker *w) {
 /* The thread's error report, "Exception in thread NAME:" and the traceback. */
 static int run_msgh(lua_State *L) {
   /* The value at 1 is the error result() raises: left as it is. */
-  const char *msg = core_error_string(L, 1);
+  const char *msg = state_error_string(L, 1);
   luaL_traceback(L, L, msg, 1);
   ctx_push_table(L);
   lua_insert(L, -2);
@@ -436,15 +331,15 @@ static void report_failure(thread_obj *t, const char *body) {
   size_t hl = strlen(head), bl = strlen(body);
   char *all = malloc(hl + bl + 2);
   if (all == NULL) {
-    core_report_error(head);
-    core_report_error(body);
+    state_report_error(head);
+    state_report_error(body);
     return;
   }
   memcpy(all, head, hl);
   memcpy(all + hl, body, bl);
   all[hl + bl] = '\n';
   all[hl + bl + 1] = 0;
-  core_report_error(all);
+  state_report_error(all);
   free(all);
 }
 
@@ -462,12 +357,12 @@ static int run_fail(lua_State *L) {
     lua_replace(L, 3);
   }
   report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
-                                                 : core_error_string(L, 2));
+                                                 : state_error_string(L, 2));
   /* The error value travels by the transfer rules; if it cannot, its
    * string form does. */
   tbuf_free(&t->result);
   if (!transfer_encode(L, 2, 1, "error", 1, &t->result, err)) {
-    core_error_string(L, 2);
+    state_error_string(L, 2);
     if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err))
       tbuf_free(&t->result);
   }
@@ -553,7 +448,7 @@ static void *worker_main(void *arg) {
     pthread_cond_broadcast(&w->task->changed);
   }
   pthread_mutex_unlock(&rt.lock);
-  w->arena.base = malloc(ARENA_SIZE);
+  w->arena.base = malloc(STATE_ARENA_SIZE);
   if (w->L == NULL)
     worker_build(w);
   pthread_mutex_lock(&rt.lock);
@@ -572,7 +467,7 @@ static void *worker_main(void *arg) {
     task_finish(t, ok);
     cobj_decref(&t->hdr);
     if (w == rt.fork_worker)
-      exit(0);   /* the exit rules (rt_atexit) run here */
+      exit(0);   /* the exit rules (exit.c's atexit handler) run here */
 
     /* Fresh state for the next thread, built while nobody waits for it. */
     if (w->L)
@@ -729,7 +624,7 @@ static int th_start(lua_State *L) {
       rc = pthread_attr_setstacksize(&attr, stack_size);
     /* Joinable: a worker detaches itself unless it leaves at shutdown. */
     /* Workers never take SIGINT: the kernel gives it to the main thread,
-     * the one whose Lua state Ctrl-C interrupts (core.c, "Ctrl-C").  A
+     * the one whose Lua state Ctrl-C interrupts (intr.c).  A
      * child forked from a worker unblocks it (intr_child). */
     sigset_t block, old;
     sigemptyset(&block);
@@ -768,14 +663,6 @@ static int th_start(lua_State *L) {
   return luaL_error(L, "can't start new thread (%s)", strerror(rc));
 }
 
-/* Timeout argument: nil -> -1 (forever); negative or NaN -> argument error. */
-double concur_opt_timeout(lua_State *L, int idx) {
-  if (lua_isnoneornil(L, idx))
-    return -1;
-  lua_Number v = luaL_checknumber(L, idx);
-  luaL_argcheck(L, v >= 0, idx, "timeout must be a non-negative number");
-  return (double)v;
-}
 
 /* Waits (rt.lock held) for t to end; returns whether it has, or -1 when
  * interrupted first (intr_pending).  On the host's main thread in slices:
@@ -1041,17 +928,19 @@ static void self_abandon_locked(void) {
   pthread_cond_broadcast(&rt.exit_cond);
 }
 
-/* The exit rules of a process (API.md): wait for the non-daemon threads,
- * join the non-daemon children and stop the daemon ones (process.c), then
- * let the parked workers close their states and leave.  Only the thread that
- * claimed the end (thread_exit_claim) runs them. */
-void thread_exit_rules(void) {
+/* The first exit rule (exit.c, EXIT_THREADS): the caller counts as ended,
+ * then the non-daemon threads are waited for. */
+static void thread_exit_wait(void) {
   pthread_mutex_lock(&rt.lock);
   self_abandon_locked();
   while (rt.nondaemon > 0)
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
   pthread_mutex_unlock(&rt.lock);
-  proc_exit_rules();
+}
+
+/* The last exit rule (EXIT_WORKERS): the parked workers close their states
+ * and leave, and are joined. */
+static void thread_exit_stop(void) {
   pthread_mutex_lock(&rt.lock);
   rt.shutting_down = 1;
   for (worker *w = rt.idle; w; w = w->next_idle) {
@@ -1080,71 +969,11 @@ void thread_exit_rules(void) {
   }
 }
 
-/* Claims the end of the process.  The first thread to get here (os.exit in
- * a thread, the main thread's exit, a child process's end) runs the exit
- * rules and ends the process: to it, and to it only, this returns.  Any
- * other thread parks for ever, abandoned (it does not hold up the rules):
- * the process ends under it.  explicit: `code` is an os.exit status; the
- * first one is the status the process ends with (thread_exit_status), over
- * the end of a main chunk, whichever thread runs the rules. */
-void thread_exit_claim(int code, int explicit) {
+/* exit.c's callback for a thread that lost the claim and parks for ever. */
+static void thread_exit_abandon(void) {
   pthread_mutex_lock(&rt.lock);
-  if (explicit && !rt.exit_code_set) {
-    rt.exit_code_set = 1;
-    rt.exit_code = code;
-  }
-  if (!rt.exit_claimed) {
-    rt.exit_claimed = 1;
-    rt.exit_runner = pthread_self();
-  } else if (!pthread_equal(rt.exit_runner, pthread_self())) {
-    self_abandon_locked();
-    for (;;)
-      pthread_cond_wait(&rt.parked, &rt.lock);
-  }
+  self_abandon_locked();
   pthread_mutex_unlock(&rt.lock);
-}
-
-/* The status to end with: the first os.exit's, else `code`. */
-int thread_exit_status(int code) {
-  pthread_mutex_lock(&rt.lock);
-  if (rt.exit_code_set)
-    code = rt.exit_code;
-  pthread_mutex_unlock(&rt.lock);
-  return code;
-}
-
-/* os.exit in a thread's state (a concur thread): Lua's statuses (true 0,
- * false 1, default 0; `close` is ignored: the state is in use).  The exit
- * rules once, then _exit: whichever thread ends the process, with this
- * status, and no other thread's exit() can end it first with its own.
- * (C exit() would run the atexit handlers a second time in a forked child,
- * and races with an exit() in another thread: glibc before 2.41 lets the
- * second caller end the process at once, with its status.) */
-static int th_os_exit(lua_State *L) {
-  int code;
-  if (lua_isboolean(L, 1))
-    code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
-  else
-    code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
-  thread_exit_claim(code, 1);
-  thread_exit_rules();
-  fflush(NULL);
-  _exit(thread_exit_status(code));
-}
-
-/* The main thread's exit() (the end of the main chunk, os.exit there), or
- * exit() in a thread concur does not run Lua in.  When an os.exit in a
- * thread gave a status meanwhile, the process ends with it. */
-static void rt_atexit(void) {
-  thread_exit_claim(0, 0);
-  thread_exit_rules();
-  pthread_mutex_lock(&rt.lock);
-  int set = rt.exit_code_set, code = rt.exit_code;
-  pthread_mutex_unlock(&rt.lock);
-  if (set) {
-    fflush(NULL);
-    _exit(code);
-  }
 }
 
 /* In a forked child only the forking thread exists: forget the others. */
@@ -1179,11 +1008,6 @@ static void rt_atfork_child(void) {
   atomic_store(&rt_freezer, 0);
   pthread_mutex_unlock(&rt.lock);   /* the forking thread took it in prepare (or froze) */
   cond_init_monotonic(&rt.exit_cond);
-  pthread_cond_init(&rt.parked, NULL);
-  /* The parent's end, if under way, is the parent's: this process has its
-   * own (a fork may race with an os.exit in another thread). */
-  rt.exit_claimed = 0;
-  rt.exit_code_set = 0;
   thread_obj *self = th_current();
   for (thread_obj *t = rt.live.next; t != &rt.live;) {
     thread_obj *next = t->next;
@@ -1226,8 +1050,12 @@ static void pin_library(void) {
 }
 
 static void rt_init(void) {
+  /* First: exit.c's fork handlers then run after ours (rt.lock, then its). */
+  exit_runtime_init();
+  exit_on_step(EXIT_THREADS, thread_exit_wait);
+  exit_on_step(EXIT_WORKERS, thread_exit_stop);
+  exit_on_abandon(thread_exit_abandon);
   cond_init_monotonic(&rt.exit_cond);
-  pthread_cond_init(&rt.parked, NULL);
   rt.live.next = rt.live.prev = &rt.live;
   pthread_key_create(&dummy_key, dummy_release);
   rt.main = th_alloc("MainThread");
@@ -1241,7 +1069,6 @@ static void rt_init(void) {
   live_add(rt.main);
   pin_library();
   pthread_atfork(rt_atfork_prepare, rt_atfork_parent, rt_atfork_child);
-  atexit(rt_atexit);
 }
 
 void thread_runtime_init(void) {

@@ -30,9 +30,9 @@
  *
  * Bytecode is authenticated: Lua does not verify a binary chunk, and loading
  * a damaged or foreign one can crash the process, so every FUNC carries a
- * keyed MAC of its bytecode (SipHash-2-4, transfer_mac) and the decoder loads
+ * keyed MAC of its bytecode (SipHash-2-4, mac_of) and the decoder loads
  * only a chunk whose MAC holds.  The key is random, made once per process
- * family when concur opens (transfer_runtime_init, before any fork), so only
+ * family when concur opens (mac_runtime_init, before any fork), so only
  * concur's own encoder in this family can write a chunk that loads.
  */
 #define _GNU_SOURCE
@@ -44,7 +44,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "concur_int.h"
+#include "transfer.h"
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_SHARED,
@@ -52,136 +52,8 @@ enum {
   T_UPJOIN, T_KEYSTR, T_STRREF
 };
 
-/* ---- message authentication ---------------------------------------------- */
-
-/* SipHash-2-4 with the family's key: a MAC over bytes no other party can
- * forge, cheap for the short inputs it gets (bytecode, frame headers). */
-static uint64_t mac_key[2];
-static pthread_once_t mac_once = PTHREAD_ONCE_INIT;
-
-static void mac_key_make(void) {
-  unsigned char k[16];
-  size_t got = 0;
-  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    while (got < sizeof k) {
-      ssize_t r = read(fd, k + got, sizeof k - got);
-      if (r <= 0)
-        break;
-      got += (size_t)r;
-    }
-    close(fd);
-  }
-  if (got < sizeof k) {
-    /* No random device: a key no outsider can predict from the bytes they
-     * send is still better than none. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&ts;
-    uint64_t b = (uint64_t)ts.tv_sec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)k;
-    memcpy(k, &a, 8);
-    memcpy(k + 8, &b, 8);
-  }
-  memcpy(mac_key, k, sizeof k);
-}
-
-void transfer_runtime_init(void) { pthread_once(&mac_once, mac_key_make); }
-
-void transfer_set_mac_key(uint64_t k0, uint64_t k1) {
-  pthread_once(&mac_once, mac_key_make);
-  mac_key[0] = k0;
-  mac_key[1] = k1;
-}
-
-#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-  do {                                                                                             \
-    m->v[0] += m->v[1]; m->v[1] = ROTL64(m->v[1], 13); m->v[1] ^= m->v[0];                         \
-    m->v[0] = ROTL64(m->v[0], 32);                                                                 \
-    m->v[2] += m->v[3]; m->v[3] = ROTL64(m->v[3], 16); m->v[3] ^= m->v[2];                         \
-    m->v[0] += m->v[3]; m->v[3] = ROTL64(m->v[3], 21); m->v[3] ^= m->v[0];                         \
-    m->v[2] += m->v[1]; m->v[1] = ROTL64(m->v[1], 17); m->v[1] ^= m->v[2];                         \
-    m->v[2] = ROTL64(m->v[2], 32);                                                                 \
-  } while (0)
-
-void mac_begin(mac_state *m) {
-  m->v[0] = 0x736f6d6570736575ULL ^ mac_key[0];
-  m->v[1] = 0x646f72616e646f6dULL ^ mac_key[1];
-  m->v[2] = 0x6c7967656e657261ULL ^ mac_key[0];
-  m->v[3] = 0x7465646279746573ULL ^ mac_key[1];
-  m->tail = 0;
-  m->ntail = 0;
-  m->total = 0;
-}
-
-static inline void mac_word(mac_state *m, uint64_t w) {
-  m->v[3] ^= w;
-  SIPROUND;
-  SIPROUND;
-  m->v[0] ^= w;
-}
-
-void mac_add(mac_state *m, const void *p, size_t n) {
-  const unsigned char *s = p;
-  m->total += n;
-  while (n > 0 && m->ntail < 8) {
-    m->tail |= (uint64_t)*s++ << (8 * m->ntail++);
-    n--;
-  }
-  if (m->ntail < 8)
-    return;
-  mac_word(m, m->tail);
-  m->tail = 0;
-  m->ntail = 0;
-  for (; n >= 8; n -= 8, s += 8)
-    mac_word(m, (uint64_t)s[0] | (uint64_t)s[1] << 8 | (uint64_t)s[2] << 16 |
-                    (uint64_t)s[3] << 24 | (uint64_t)s[4] << 32 | (uint64_t)s[5] << 40 |
-                    (uint64_t)s[6] << 48 | (uint64_t)s[7] << 56);
-  while (n > 0) {
-    m->tail |= (uint64_t)*s++ << (8 * m->ntail++);
-    n--;
-  }
-}
-
-uint64_t mac_end(mac_state *m) {
-  mac_word(m, m->tail | (uint64_t)(m->total & 0xff) << 56);
-  m->v[2] ^= 0xff;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  SIPROUND;
-  return m->v[0] ^ m->v[1] ^ m->v[2] ^ m->v[3];
-}
-
-uint64_t transfer_mac(const void *p, size_t n) {
-  mac_state m;
-  mac_begin(&m);
-  mac_add(&m, p, n);
-  return mac_end(&m);
-}
-
 #define MAX_DEPTH 1000     /* nesting of tables/functions in one message */
 #define PATH_SEGS 48       /* path segments kept for error messages */
-
-void tbuf_free(tbuf *b) {
-  for (size_t i = 0; i < b->nobjs; i++)
-    if (b->objs[i] != b->owner)
-      cobj_release_owned(b->objs[i], b->pid);
-  b->owner = NULL;
-  free(b->objs);
-  free(b->data);
-  b->objs = NULL;
-  b->data = NULL;
-  b->len = b->cap = b->nobjs = b->objcap = 0;
-}
-
-void tbuf_set_owner(tbuf *b, cobj *owner) {
-  /* The caller holds its own reference to owner: none of these is the last. */
-  for (size_t i = 0; i < b->nobjs; i++)
-    if (b->objs[i] == owner && b->owner != owner)
-      cobj_decref(owner);
-  b->owner = owner;
-}
 
 /* ---- a small pointer map for the encoder ------------------------------- */
 
@@ -750,7 +622,7 @@ static int encode_function(enc *e, int idx) {
   if (dlen > UINT32_MAX)
     return enc_fail_msg(e, "function too large to transfer");
   patch_u32(e, len_at, (uint32_t)dlen);
-  uint64_t tag = transfer_mac(e->b->data + len_at + 4, dlen);
+  uint64_t tag = mac_of(e->b->data + len_at + 4, dlen);
   unsigned char tb[8];
   for (int k = 0; k < 8; k++)
     tb[k] = (unsigned char)(tag >> (8 * k));
@@ -1336,7 +1208,7 @@ static void decode_function(dec *d, int shared, size_t off) {
   for (int k = 0; k < 8; k++)
     tag |= (uint64_t)tb[k] << (8 * k);
   /* Only bytecode concur's encoder wrote in this family is ever loaded. */
-  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0] || tag != transfer_mac(r.p, r.n))
+  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0] || tag != mac_of(r.p, r.n))
     dec_bad(d);
   if (lua_load(L, read_chunk, &r, "=(transfer)", "b") != LUA_OK)
     luaL_error(L, "cannot transfer function: %s", lua_tostring(L, -1));
@@ -1519,63 +1391,8 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
   return lua_gettop(L) - top;
 }
 
-/* ---- messages in shared memory ------------------------------------------ */
-
-/* A message copied into the arena, readable by every process of the family.
- * References to shared objects are the blob's; references to process-local
- * objects (a Thread) belong to the process that encoded it, which is the
- * only one that can decode it. */
-struct sblob {
-  size_t len, nobjs;
-  int pid;                  /* the process that made it */
-  int has_local;            /* it references process-local objects */
-  cobj *objs[];             /* then the bytes */
-};
-
-static unsigned char *sblob_data(sblob *s) { return (unsigned char *)(s->objs + s->nobjs); }
-
-int tbuf_has_local(const tbuf *b) {
-  for (size_t i = 0; i < b->nobjs; i++)
-    if (!b->objs[i]->type->shared)
-      return 1;
-  return 0;
-}
-
-sblob *sblob_from_tbuf(tbuf *b) {
-  size_t n = sizeof(sblob) + b->nobjs * sizeof(cobj *) + b->len;
-  sblob *s = shm_alloc(n);
-  if (s == NULL)
-    return NULL;
-  s->len = b->len;
-  s->nobjs = b->nobjs;
-  s->pid = concur_self;
-  s->has_local = 0;
-  s->has_local = tbuf_has_local(b);
-  if (b->nobjs)
-    memcpy(s->objs, b->objs, b->nobjs * sizeof(cobj *));
-  if (b->len)
-    memcpy(sblob_data(s), b->data, b->len);
-  /* The references move to the blob; b keeps its bytes, holds none. */
-  b->owner = NULL;
-  b->nobjs = 0;
-  tbuf_free(b);
-  return s;
-}
-
-/* Gives back the references of a message handed over (see
- * cobj_owned_here: another process's local objects are not even read). */
-static void release_view(const tbuf *view) {
-  for (size_t i = 0; i < view->nobjs; i++)
-    if (cobj_owned_here(view->objs[i], view->pid))
-      cobj_decref(view->objs[i]);
-}
-
 #define LOCAL_ELSEWHERE \
   "the message holds a Thread or a Pipe connection, which belongs to the process that sent it"
-
-static tbuf sblob_view(sblob *s) {
-  return (tbuf){sblob_data(s), s->len, s->len, s->objs, s->nobjs, s->nobjs, NULL, s->pid};
-}
 
 int sblob_decode(lua_State *L, sblob *s) {
   tbuf view = sblob_view(s);
@@ -1595,7 +1412,7 @@ int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob 
     if (blob)
       sblob_free(blob);
     else
-      release_view(view);
+      tbuf_release_view(view);
     return luaL_error(L, "%s", LOCAL_ELSEWHERE);
   }
   if (view->nobjs == 0 && blob == NULL)
@@ -1608,7 +1425,7 @@ int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob 
   if (blob)
     sblob_free(blob);
   else
-    release_view(view);
+    tbuf_release_view(view);
   if (st != LUA_OK)
     return lua_error(L);
   return lua_gettop(L) - top;
@@ -1617,50 +1434,6 @@ int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob 
 int sblob_decode_free(lua_State *L, sblob *s) {
   tbuf view = sblob_view(s);
   return transfer_decode_taking(L, &view, s->has_local, s);
-}
-
-/* ---- each thread's scratch buffer ------------------------------------------ */
-
-/* Queue and Pipe encode into a buffer kept by the OS thread: no allocation
- * per message once it has grown.  Freed when the thread ends (the key's
- * destructor); trimmed back after a large message. */
-#define SCRATCH_KEEP (1u << 20)
-
-static _Thread_local tbuf scratch;
-static _Thread_local int scratch_registered;
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *p) { tbuf_free(p); }
-static void scratch_key_make(void) {
-  if (pthread_key_create(&scratch_key, scratch_free) != 0)
-    scratch_key = (pthread_key_t)-1;
-}
-
-tbuf *transfer_scratch(void) {
-  if (!scratch_registered) {
-    pthread_once(&scratch_once, scratch_key_make);
-    if (scratch_key != (pthread_key_t)-1)
-      pthread_setspecific(scratch_key, &scratch);
-    scratch_registered = 1;
-  }
-  scratch.len = 0;
-  return &scratch;
-}
-
-void transfer_scratch_trim(tbuf *b) {
-  b->len = 0;
-  if (b->nobjs == 0 && (b->cap > SCRATCH_KEEP || b->objcap > SCRATCH_KEEP / sizeof(cobj *)))
-    tbuf_free(b);
-}
-
-void sblob_free(sblob *s) {
-  if (s == NULL)
-    return;
-  for (size_t i = 0; i < s->nobjs; i++)
-    if (cobj_owned_here(s->objs[i], s->pid))
-      cobj_decref(s->objs[i]);
-  shm_free(s);
 }
 
 /* ---- Lua-facing functions ----------------------------------------------- */

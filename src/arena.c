@@ -1,6 +1,7 @@
 /*
- * shm.c - the process family's shared memory, and the primitives every
- * shareable object is built from.
+ * arena.c - the process family's shared memory: the arena every shareable
+ * object lives in, robust process-shared mutexes, and the process stamps
+ * (the cached pid, concur_self).  The ground floor: it calls no other file.
  *
  * The arena: one MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE mapping made the
  * first time a process loads concur.  Every process forked from that one
@@ -20,29 +21,20 @@
  * stores loses at most the block being moved (a leak), never links a block
  * twice; the next locker sees EOWNERDEAD and marks the mutex consistent.
  *
- * Also here: the cached pid (getpid is a system call in current glibc;
- * refreshed in every forked child by an atfork handler, whoever forks), the
- * futex waits on shared words (never the _PRIVATE ones: the words are in
- * shared memory) with absolute CLOCK_MONOTONIC deadlines, and the test for a
- * dead process that lock takeover uses.
+ * The cached pid: getpid is a system call in current glibc; it is refreshed
+ * in every forked child by an atfork handler, whoever forks.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "concur_int.h"
+#include "arena.h"
 
 /* ---- the cached pid -------------------------------------------------------- */
 
@@ -83,214 +75,6 @@ int rmutex_lock(pthread_mutex_t *m) {
 }
 
 void rmutex_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
-
-/* ---- deadlines and futexes ------------------------------------------------- */
-
-/* Now on CLOCK_MONOTONIC plus `secs` (>= 0, at most ~31 years). */
-static struct timespec monotonic_after(double secs) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  if (secs > 1e9)   /* ~31 years: forever, but still a number */
-    secs = 1e9;
-  double whole = floor(secs);
-  t.tv_sec += (time_t)whole;
-  t.tv_nsec += (long)((secs - whole) * 1e9);
-  if (t.tv_nsec >= 1000000000L) {
-    t.tv_sec++;
-    t.tv_nsec -= 1000000000L;
-  }
-  return t;
-}
-
-deadline deadline_in(double timeout) {
-  deadline d;
-  d.forever = timeout < 0;
-  d.at = monotonic_after(d.forever ? 0 : timeout);
-  return d;
-}
-
-double deadline_left(const deadline *d) {
-  if (d->forever)
-    return -1;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  double left = (double)(d->at.tv_sec - now.tv_sec) + (d->at.tv_nsec - now.tv_nsec) * 1e-9;
-  return left > 0 ? left : 0;
-}
-
-int deadline_passed(const deadline *d) {
-  if (d->forever)
-    return 0;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec > d->at.tv_sec ||
-         (now.tv_sec == d->at.tv_sec && now.tv_nsec >= d->at.tv_nsec);
-}
-
-/* The earlier of d and now + slice_ms (slice_ms 0: just d). */
-static const struct timespec *wait_until(const deadline *d, int slice_ms, struct timespec *buf) {
-  if (slice_ms <= 0)
-    return d->forever ? NULL : &d->at;
-  *buf = monotonic_after(slice_ms / 1000.0);
-  if (!d->forever && (d->at.tv_sec < buf->tv_sec ||
-                      (d->at.tv_sec == buf->tv_sec && d->at.tv_nsec < buf->tv_nsec)))
-    *buf = d->at;
-  return buf;
-}
-
-int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
-  slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
-  struct timespec buf;
-  const struct timespec *at = wait_until(d, slice_ms, &buf);
-  /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time: an EINTR or a
-   * spurious return never stretches the wait. */
-  long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected, at, NULL,
-                    FUTEX_BITSET_MATCH_ANY);
-  if (rc == 0)
-    return 0;
-  return errno;   /* EAGAIN: the word had changed; ETIMEDOUT; EINTR */
-}
-
-void fx_wake(_Atomic uint32_t *word, int n) {
-  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
-}
-
-/* ---- dead processes ---------------------------------------------------------- */
-
-int proc_gone(int pid) {
-  if (pid <= 0 || pid == concur_pid)
-    return 0;
-  if (kill(pid, 0) != 0)
-    return errno == ESRCH;   /* EPERM: it exists, another user's */
-  {
-    /* Alive or a zombie not reaped yet: a killed child stays a zombie until
-     * its parent joins it, and its locks must be free before that. */
-    char path[48], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      /* Gone between the two calls, if /proc is there to tell; without
-       * /proc (or hidden by hidepid), believe kill: alive. */
-      return errno == ENOENT && access("/proc/self/stat", F_OK) == 0;
-    }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-      return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');   /* "pid (comm) S ...": comm may hold ')' */
-    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-  }
-}
-
-/* ---- spinning, and the process lock word ----------------------------------- */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
-#define SPIN_NS 20000          /* spin this long before sleeping */
-
-/* Spins up to SPIN_NS while `*word == expected` (checking the clock only now
- * and then): a waiter on another core usually sees the change sooner than a
- * sleep and a wake-up would let it.  Returns 1 when the word changed. */
-int fx_spin(_Atomic uint32_t *word, uint32_t expected) {
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    for (int i = 0; i < 64; i++) {
-      if (atomic_load_explicit(word, memory_order_acquire) != expected)
-        return 1;
-      cpu_relax();
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
-      return 0;
-  }
-}
-
-/* A process lock word: 0 when free, else the holder's pid with PWORD_WAITERS
- * set once someone sleeps on it.  Any thread may release it (Python's Lock);
- * a process that dies holding it is found by its waiters, which wake every
- * PWORD_SLICE_MS to look (proc_gone) and take it over by compare-and-swap. */
-#define PWORD_SLICE_MS 100      /* how soon a dead holder is noticed */
-
-/* Takes a word whose holder process has ended; 1 if we now hold it. */
-static int pword_take_from_dead(_Atomic uint32_t *w, uint32_t seen, int *from_dead) {
-  if (seen == 0 || !proc_gone((int)(seen & ~PWORD_WAITERS)))
-    return 0;
-  /* Waiters may sleep on it: keep the flag so that our release wakes one. */
-  if (!atomic_compare_exchange_strong_explicit(w, &seen, (uint32_t)concur_pid | PWORD_WAITERS,
-                                               memory_order_acquire, memory_order_relaxed))
-    return 0;
-  if (from_dead)
-    *from_dead = 1;
-  return 1;
-}
-
-/* Acquires the word: 1 when taken, 0 on timeout or when not blocking, -1
- * when `intr` and an interrupt came first. */
-static int pword_acquire_impl(_Atomic uint32_t *w, int blocking, double timeout,
-                              int *from_dead, int intr) {
-  if (pword_try(w))
-    return 1;
-  uint32_t cur = atomic_load_explicit(w, memory_order_relaxed);
-  if (!blocking)
-    return cur == 0 ? pword_try(w) : pword_take_from_dead(w, cur, from_dead);
-  if (timeout == 0)
-    return pword_try(w) || pword_take_from_dead(w, cur, from_dead);
-  deadline d = deadline_in(timeout);
-  if (cur != 0 && !(cur & PWORD_WAITERS) && fx_spin(w, cur) && pword_try(w))
-    return 1;
-  /* Held by another process: it may be gone already (killed a moment ago). */
-  cur = atomic_load_explicit(w, memory_order_relaxed);
-  if ((cur & ~PWORD_WAITERS) != (uint32_t)concur_pid && pword_take_from_dead(w, cur, from_dead))
-    return 1;
-  int slice = 5;   /* ms; doubles up to PWORD_SLICE_MS: a fresh death is seen soon */
-  for (;;) {
-    cur = atomic_load_explicit(w, memory_order_relaxed);
-    if (cur == 0) {
-      /* Others may sleep on it: take it flagged, our release wakes one. */
-      if (atomic_compare_exchange_weak_explicit(w, &cur,
-                                                (uint32_t)concur_pid | PWORD_WAITERS,
-                                                memory_order_acquire, memory_order_relaxed))
-        return 1;
-      continue;
-    }
-    if (!(cur & PWORD_WAITERS)) {
-      if (!atomic_compare_exchange_weak_explicit(w, &cur, cur | PWORD_WAITERS,
-                                                 memory_order_relaxed, memory_order_relaxed))
-        continue;
-      cur |= PWORD_WAITERS;
-    }
-    int rc = fx_wait(w, cur, &d, slice);
-    if (intr && intr_pending()) {
-      /* Nothing taken.  A release's wake may have been ours: pass it on. */
-      if (atomic_load_explicit(w, memory_order_relaxed) == 0)
-        fx_wake(w, 1);
-      return -1;
-    }
-    if (rc == ETIMEDOUT) {
-      slice = slice * 2 > PWORD_SLICE_MS ? PWORD_SLICE_MS : slice * 2;
-      if (pword_take_from_dead(w, atomic_load_explicit(w, memory_order_relaxed), from_dead))
-        return 1;
-      if (deadline_passed(&d))
-        return pword_try(w);
-    }
-  }
-}
-
-int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead) {
-  return pword_acquire_impl(w, blocking, timeout, from_dead, 0);
-}
-
-int pword_acquire_intr(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead) {
-  return pword_acquire_impl(w, blocking, timeout, from_dead, 1);
-}
 
 /* ---- the arena --------------------------------------------------------------- */
 

@@ -1,0 +1,48 @@
+/*
+ * arena.h - the ground floor (arena.c): the family's shared memory, robust
+ * process-shared mutexes and the process stamps.  Every other file stands on
+ * it; it knows none of them.
+ */
+#ifndef CONCUR_ARENA_H
+#define CONCUR_ARENA_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "concur.h"
+
+#if LUA_VERSION_NUM < 504
+#error "concur needs Lua 5.4"
+#endif
+
+#define CONCUR_UNUSED(x) ((void)(x))
+
+extern int concur_pid;                   /* getpid(), cached; right in forked children */
+/* This process's stamp on what it owns (handles' references, messages):
+ * unique over the life of the process family (a counter in the arena), where
+ * a pid may be reused by a later process.  The pid where there is no arena. */
+extern int concur_self;
+/* its address names a thread */
+extern _Thread_local char concur_thread_marker __attribute__((tls_model("initial-exec")));
+#define CONCUR_THREAD_ID ((uintptr_t)&concur_thread_marker)
+
+int shm_runtime_init(void);              /* maps the arena once; -1 if it cannot */
+void *shm_alloc(size_t n);               /* NULL when the arena is full */
+void *shm_calloc(size_t n);
+void shm_free(void *p);
+int shm_contains(const void *p);
+size_t shm_in_use(size_t *high_water);  /* bytes in live blocks, family-wide; the bump top */
+size_t shm_cost(size_t n);               /* the bytes shm_alloc(n) takes from the arena */
+
+/* Robust process-shared mutexes: a dead holder's mutex is taken over (the
+ * lock returns 1 then) and made consistent. */
+int rmutex_init(pthread_mutex_t *m);
+int rmutex_lock(pthread_mutex_t *m);
+void rmutex_unlock(pthread_mutex_t *m);
+
+#endif

@@ -1,0 +1,198 @@
+/*
+ * object.h - the object model (object.c): every concur object starts with a
+ * `cobj` header holding an atomic reference count and its type.  A Lua
+ * handle is a full userdata holding one pointer to the object and owning one
+ * reference.  Within one lua_State an object has at most one live handle
+ * (the state context's identity map), so `==` works across transfers.
+ */
+#ifndef CONCUR_OBJECT_H
+#define CONCUR_OBJECT_H
+
+#include "arena.h"
+
+typedef struct cobj cobj;
+
+struct tbuf;
+
+struct cobj_fork_refs;
+
+typedef struct cobj_type {
+  const char *name;               /* "concur.Thread": metatable name, tostring */
+  void (*destroy)(cobj *o);       /* frees the object when its last ref goes */
+  /* called when a new handle for `o` is made in L, with the handle on top;
+   * may set the handle's user value.  NULL: nothing to do. */
+  void (*on_handle)(lua_State *L, cobj *o);
+  /* Shared objects live in the arena (arena.c) and their count is the whole
+   * family's; the others live in one process's heap. */
+  int shared;
+  /* Makes the metatable of the type in L (luaL_newmetatable ...), on the
+   * first handle a state makes: a state that never sees the type pays
+   * nothing.  NULL: the metatable is made when the module opens. */
+  void (*open_meta)(lua_State *L);
+  /* Process-local objects that hold messages: calls cobj_fork_take_tbuf on
+   * each message whose content cannot change during the fork.  NULL: none. */
+  void (*fork_collect)(cobj *o, struct cobj_fork_refs *r);
+  /* A forked child about to _exit: gives back the shared references its
+   * messages hold (cobj_release_state).  NULL: none. */
+  void (*exit_release)(cobj *o);
+} cobj_type;
+
+struct cobj {
+  atomic_long refs;
+  const cobj_type *type;
+};
+
+void cobj_init(cobj *o, const cobj_type *type);  /* refs = 1 */
+void cobj_incref(cobj *o);
+void cobj_decref(cobj *o);
+/* A callback of fork.c (the ledger's mark): called by cobj_decref before it
+ * releases a reference to a shared object.  NULL: none. */
+void cobj_on_release(void (*callback)(cobj *o));
+/* cobj_decref without the callback: for references that are not the
+ * process's own (taken for a child, or a dead child's). */
+void cobj_decref_unmarked(cobj *o);
+
+/* A Lua handle: the userdata's block.  `pid` is the process that owns the
+ * handle's reference: a forked child inherits handles whose references are
+ * its parent's (the count of a shared object is in shared memory, not
+ * copied), so it takes its own (cobj_fork_*, below) and never releases a
+ * reference it does not own. */
+typedef struct cobj_handle {
+  cobj *obj;
+  int pid;
+  /* The state's live handles, finalizer pending included (the identity
+   * map drops those first): what a forked child gives back when it ends. */
+  struct cobj_handle *prev, *next;
+} cobj_handle;
+
+/* The last handle a hot method checked on this OS thread, valid while no
+ * handle anywhere has been finalized since (cobj_handle_gen unchanged): a
+ * finalized handle's memory may come back as another library's userdata. */
+typedef struct cobj_self_cache_t {
+  void *ud;
+  unsigned long gen;
+} cobj_self_cache_t;
+extern _Thread_local cobj_self_cache_t cobj_self_cache __attribute__((tls_model("initial-exec")));
+extern atomic_ulong cobj_handle_gen;
+
+/* Whether this process owns the reference h holds: stamped with our
+ * concur_self, or adopted (a forked child: handles whose references the
+ * parent took for it, cobj_adopt_handles, which takes the array). */
+int cobj_handle_owned(const cobj_handle *h);
+void cobj_adopt_handles(cobj_handle **handles, size_t n);
+
+/* Pushes the one handle of `o` in L, making it (and taking a reference) if
+ * the state has none.  Can raise a memory error; takes no lock. */
+void cobj_push(lua_State *L, cobj *o);
+/* Constructors, in this order so that a memory error can lose nothing:
+ * cobj_newhandle pushes an empty handle (its __gc does nothing); the caller
+ * then makes the object and cobj_bind gives the handle at idx the caller's
+ * reference to it and records it in the identity map. */
+void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue);
+void cobj_bind(lua_State *L, int idx, cobj *o);
+/* The object of the handle at idx if it is of `type` (any concur type when
+ * type is NULL), else NULL. */
+cobj *cobj_test(lua_State *L, int idx, const cobj_type *type);
+/* As cobj_test but raises "bad argument #idx (concur.X expected, got Y)". */
+cobj *cobj_check(lua_State *L, int idx, const cobj_type *type);
+/* Makes the metatable of `type`, with methods `l` and `__gc`, `__tostring`,
+ * `__name`, the handle marker, and leaves it on the stack (not registered). */
+void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
+/* Registers the metatable on top (left there) under the type's name: last,
+ * once it is complete, so that a memory error half way through leaves no
+ * half-built metatable for later handles. */
+void cobj_register_metatable(lua_State *L, const cobj_type *type);
+
+/* The object of `self` (argument 1) of a method that carries its type's
+ * metatable as upvalue 1: comparing that is the whole type check. */
+int cobj_self_error(lua_State *L);   /* raises the right bad-argument error */
+static inline void *cobj_self(lua_State *L) {
+  cobj_handle *h = lua_touserdata(L, 1);
+  if (h != NULL && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same && h->obj)
+      return h->obj;
+  }
+  cobj_self_error(L);
+  return NULL;
+}
+/* A constructor of a shared object: pushes an empty handle first (a memory
+ * error then loses nothing), then makes the object in the arena, zeroed,
+ * its count 1; the caller fills it and calls cobj_bind(L, -1, o).  Raises
+ * when the arena is full. */
+void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size);
+/* The Lua collector sees a handle's few bytes, not what it holds in the
+ * arena: a constructor calls this first, before it pushes anything, with
+ * the arena bytes it is about to take, and the collector is stepped as if
+ * that much Lua memory had been allocated (so a loop that makes and drops
+ * objects collects them at the pace it makes them).  Not while a lock is
+ * held: a step can run finalizers.  Does nothing while the collector is
+ * stopped, or inside a finalizer. */
+void cobj_gc_pressure(lua_State *L, size_t bytes);
+/* shm_alloc for a constructor, after its handle is pushed and before it
+ * holds anything: when the arena is full, the Lua collector runs once
+ * (dropped handles give their objects back) and it tries again. */
+void *cobj_shm_alloc(lua_State *L, size_t n);
+/* The full collection cobj_shm_alloc makes (same conditions as
+ * cobj_gc_pressure): 1 if it ran. */
+int cobj_gc_collect(lua_State *L);
+/* Pushes concur's error value `name` ("Empty", ...) of this state. */
+int cobj_push_error(lua_State *L, const char *name);
+
+/* Handles with fields (Thread, Process): the handle's user value is a table
+ * of fields whose metatable is the Lua class.  Helpers for their metatables. */
+const void *cobj_main_state(lua_State *L);  /* identifies a state; never used */
+void cobj_new_fields(lua_State *L, int class_slot);  /* for on_handle */
+int cobj_get_field(lua_State *L);   /* __index fallback: fields[key] */
+int cobj_set_field(lua_State *L);   /* __newindex fallback: rawset(fields, key, value) */
+int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name);
+int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name);
+
+/* ---- the per-state context --------------------------------------------- */
+
+/* Registry slots of the per-state context (all in one table). */
+typedef struct state_ctx {
+  long names_version;    /* bumped when package.loaded or registrations change */
+  long cache_version;    /* names_version the name cache was built for */
+  int cache_has_cfuncs;  /* the cache also names C functions of modules */
+  /* The pointers of the values the name cache holds (it anchors them, so an
+   * address is never reused while listed): a C-side membership test, so the
+   * encoder asks Lua only for values that have a name.  Open addressing;
+   * size a power of two; NULL: empty. */
+  const void **named;
+  size_t named_size;
+  cobj_handle live;      /* sentinel of the state's live handles */
+} state_ctx;
+
+state_ctx *ctx_get(lua_State *L);   /* the context; makes it on first use */
+void ctx_push_table(lua_State *L);   /* pushes the context table */
+/* Indices in the context table */
+enum {
+  CTX_IDENTITY = 1,    /* weak-valued: lightuserdata(obj) -> handle */
+  CTX_NAME_OF,         /* value -> packed name string (see transfer.c) */
+  CTX_THREAD_CLASS,    /* the Lua layer's Thread class, for handles */
+  CTX_PROCESS_CLASS,   /* the Lua layer's Process class, for handles */
+  CTX_TRACEBACK,       /* last traceback captured by the thread runner */
+  CTX_ERRORS,          /* the Lua layer's error values by name (Empty, ...) */
+  CTX_SLOTS
+};
+
+
+/* A reference held by a message from process `pid` that this process may
+ * give back: one to a shared object (in the arena), or any if the message
+ * is ours.  Reads nothing of o: another process's local object is not in
+ * our memory (it may have been made after the fork). */
+static inline int cobj_owned_here(const cobj *o, int pid) {
+  return pid == concur_self || shm_contains(o);
+}
+
+/* The reference owned by a holder stamped with `pid` is released: a
+ * process-local object always (its count was copied with it), a shared one
+ * only by the process that owns the reference. */
+static inline void cobj_release_owned(cobj *o, int pid) {
+  if (pid == concur_self || !o->type->shared)
+    cobj_decref(o);
+}
+
+#endif

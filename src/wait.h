@@ -1,0 +1,61 @@
+/*
+ * wait.h - waiting (wait.c): the one deadline type, futex waits, spinning,
+ * the process lock word, dead processes, the clock and the timeout argument.
+ */
+#ifndef CONCUR_WAIT_H
+#define CONCUR_WAIT_H
+
+#include <time.h>
+
+#include "arena.h"
+#include "intr.h"
+
+/* An absolute CLOCK_MONOTONIC deadline; timeout < 0: forever. */
+typedef struct deadline {
+  int forever;
+  struct timespec at;
+} deadline;
+deadline deadline_in(double timeout);
+int deadline_passed(const deadline *d);
+double deadline_left(const deadline *d);   /* seconds, 0 once passed; -1: forever */
+
+/* Seconds on CLOCK_MONOTONIC (concur.time). */
+double wait_monotonic(void);
+/* Timeout argument at idx: nil -> -1 (forever); negative or NaN raises. */
+double concur_opt_timeout(lua_State *L, int idx);
+
+/* Sleeps while *word == expected, until woken, d, or slice_ms (if > 0)
+ * from now.  Returns 0, EAGAIN, ETIMEDOUT or EINTR; callers re-check. */
+int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms);
+void fx_wake(_Atomic uint32_t *word, int n);
+/* Spins a few microseconds while *word == expected; 1 if it changed. */
+int fx_spin(_Atomic uint32_t *word, uint32_t expected);
+
+/* A process lock word (Lock, and the Queue's own locks): 0 when free, else
+ * the holder's pid | PWORD_WAITERS.  Any thread may release it; a holder
+ * process that dies is taken over by the next acquire (at once, or within
+ * 100 ms for a sleeping waiter), which then sets *from_dead (if not NULL). */
+#define PWORD_WAITERS 0x80000000u
+static inline int pword_try(_Atomic uint32_t *w) {
+  uint32_t expect = 0;
+  return atomic_compare_exchange_strong_explicit(w, &expect, (uint32_t)concur_pid,
+                                                 memory_order_acquire, memory_order_relaxed);
+}
+/* 1 when taken, 0 on timeout or when not blocking. */
+int pword_acquire(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead);
+/* The same, but -1 (nothing taken) when an interrupt comes first (see
+ * intr_pending); the caller raises with intr_raise. */
+int pword_acquire_intr(_Atomic uint32_t *w, int blocking, double timeout, int *from_dead);
+/* Frees the word, waking one sleeper if any; returns the word it held (0:
+ * it was not held, which only a Lock's release can meet). */
+static inline uint32_t pword_release(_Atomic uint32_t *w) {
+  uint32_t old = atomic_exchange_explicit(w, 0, memory_order_release);
+  if (old & PWORD_WAITERS)
+    fx_wake(w, 1);
+  return old;
+}
+
+/* The process `pid` has ended (reaped or a zombie).  Never true for us. */
+int proc_gone(int pid);
+
+#endif
