@@ -22,6 +22,15 @@
 
 #define CONCUR_UNUSED(x) ((void)(x))
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__PIC__)
+/* The Lua API functions on the Lock fast path (sync.c), called through the
+ * GOT rather than a PLT stub (gcc; what -fno-plt does, for these three only). */
+LUA_API void *(lua_touserdata)(lua_State *L, int idx) __attribute__((noplt));
+LUA_API int (lua_gettop)(lua_State *L) __attribute__((noplt));
+LUA_API void (lua_pushboolean)(lua_State *L, int b) __attribute__((noplt));
+#endif
+
+
 extern int concur_pid;                   /* getpid(), cached; right in forked children */
 /* This process's stamp on what it owns (handles' references, messages):
  * unique over the life of the process family (a counter in the arena), where

@@ -32,14 +32,6 @@
 #include "transfer.h"
 #include "wait.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__PIC__)
-/* The Lua API functions on the Lock fast path, called through the GOT
- * rather than a PLT stub (gcc; what -fno-plt does, for these three only). */
-LUA_API void *(lua_touserdata)(lua_State *L, int idx) __attribute__((noplt));
-LUA_API int (lua_gettop)(lua_State *L) __attribute__((noplt));
-LUA_API void (lua_pushboolean)(lua_State *L, int b) __attribute__((noplt));
-#endif
-
 /* An RLock holder: thread and process.  Forked siblings share TLS
  * addresses, so the pid is mixed in: a dead sibling's id left for a moment
  * after a takeover never matches a thread of ours. */
