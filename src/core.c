@@ -143,11 +143,7 @@ static void core_preload(lua_State *L) {
 
 /* core.set_error_values(t): the Lua layer's error values, for C to raise. */
 static int core_set_error_values(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  ctx_push_table(L);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, CTX_ERRORS);
-  return 0;
+  return ctx_store(L, CTX_ERRORS);
 }
 
 /* core.shm_in_use() -> bytes of the shared arena in live blocks (family-wide). */

@@ -147,8 +147,6 @@ void tbuf_set_owner(tbuf *b, cobj *owner) {
 
 /* ---- messages in shared memory ------------------------------------------ */
 
-static unsigned char *sblob_data(sblob *s) { return (unsigned char *)(s->objs + s->nobjs); }
-
 int tbuf_has_local(const tbuf *b) {
   for (size_t i = 0; i < b->nobjs; i++)
     if (!b->objs[i]->type->shared)
@@ -156,20 +154,43 @@ int tbuf_has_local(const tbuf *b) {
   return 0;
 }
 
+/* ---- the flat layout ------------------------------------------------------ */
+
+void msg_write_body(void *body, const tbuf *b) {
+  unsigned char *p = body;
+  if (b->nobjs)
+    memcpy(p, b->objs, b->nobjs * sizeof(cobj *));
+  if (b->len)
+    memcpy(p + b->nobjs * sizeof(cobj *), b->data, b->len);
+}
+
+void msg_write(msg_head *h, uint32_t kind, int local, const tbuf *b) {
+  h->len = b->len;
+  h->nobjs = (uint32_t)b->nobjs;
+  h->pid = concur_self;
+  h->kind = kind;
+  h->flags = local ? MSG_LOCAL : 0;
+  msg_write_body(h + 1, b);
+}
+
+tbuf msg_view_body(const void *body, size_t nobjs, size_t len, int pid) {
+  cobj **objs = (cobj **)body;
+  return (tbuf){(unsigned char *)(objs + nobjs), len, len, objs, nobjs, nobjs, NULL, pid};
+}
+
+void msg_release(cobj *const *objs, size_t nobjs, int pid) {
+  for (size_t i = 0; i < nobjs; i++)
+    if (cobj_owned_here(objs[i], pid))
+      cobj_decref(objs[i]);
+}
+
+/* ---- messages in shared memory ------------------------------------------ */
+
 sblob *sblob_from_tbuf(tbuf *b) {
-  size_t n = sizeof(sblob) + b->nobjs * sizeof(cobj *) + b->len;
-  sblob *s = shm_alloc(n);
+  sblob *s = shm_alloc(sizeof(sblob) + msg_body_size(b));
   if (s == NULL)
     return NULL;
-  s->len = b->len;
-  s->nobjs = b->nobjs;
-  s->pid = concur_self;
-  s->has_local = 0;
-  s->has_local = tbuf_has_local(b);
-  if (b->nobjs)
-    memcpy(s->objs, b->objs, b->nobjs * sizeof(cobj *));
-  if (b->len)
-    memcpy(sblob_data(s), b->data, b->len);
+  msg_write(s, 0, tbuf_has_local(b), b);
   /* The references move to the blob; b keeps its bytes, holds none. */
   b->owner = NULL;
   b->nobjs = 0;
@@ -177,18 +198,14 @@ sblob *sblob_from_tbuf(tbuf *b) {
   return s;
 }
 
-/* Gives back the references of a message handed over (see
- * cobj_owned_here: another process's local objects are not even read). */
-void tbuf_release_view(const tbuf *view) {
-  for (size_t i = 0; i < view->nobjs; i++)
-    if (cobj_owned_here(view->objs[i], view->pid))
-      cobj_decref(view->objs[i]);
-}
+tbuf sblob_view(sblob *s) { return msg_view(s); }
 
-tbuf sblob_view(sblob *s) {
-  return (tbuf){sblob_data(s), s->len, s->len, s->objs, s->nobjs, s->nobjs, NULL, s->pid};
+void sblob_free(sblob *s) {
+  if (s == NULL)
+    return;
+  msg_release((cobj *const *)(s + 1), s->nobjs, s->pid);
+  shm_free(s);
 }
-
 
 /* ---- each thread's scratch buffer ------------------------------------------ */
 
@@ -225,12 +242,4 @@ void tbuf_scratch_trim(tbuf *b) {
     tbuf_free(b);
 }
 
-void sblob_free(sblob *s) {
-  if (s == NULL)
-    return;
-  for (size_t i = 0; i < s->nobjs; i++)
-    if (cobj_owned_here(s->objs[i], s->pid))
-      cobj_decref(s->objs[i]);
-  shm_free(s);
-}
 

@@ -29,22 +29,45 @@ void tbuf_set_owner(tbuf *b, cobj *owner);
 /* b holds a process-local object (a Thread, a Pipe connection): a message
  * only the process that encoded it may decode. */
 int tbuf_has_local(const tbuf *b);
+/* The one flat layout of a message outside a tbuf: a head, then its nobjs
+ * object pointers, then its len bytes.  A queue record (queue.c) and a
+ * shared blob are a msg_head so laid out; a pipe frame (pipe.c) is the same
+ * body behind a wire header of its own that carries the same fields. */
+#define MSG_LOCAL 1u       /* flags: it references process-local objects */
+typedef struct msg_head {
+  uint64_t len;            /* bytes after the object pointers */
+  uint32_t nobjs;
+  int32_t pid;             /* the sender: owner of local references */
+  uint32_t kind;           /* the channel's own (a queue record's REC_*) */
+  uint32_t flags;          /* MSG_LOCAL */
+} msg_head;
+
+/* Bytes of the body (pointers and bytes) of b. */
+static inline size_t msg_body_size(const tbuf *b) { return b->nobjs * sizeof(cobj *) + b->len; }
+/* Writes b's pointers then bytes at body: moves no reference. */
+void msg_write_body(void *body, const tbuf *b);
+/* Fills h for b (pid: this process; MSG_LOCAL from local) and writes the
+ * body after it. */
+void msg_write(msg_head *h, uint32_t kind, int local, const tbuf *b);
+/* A body read as a tbuf (holding the body's references, not its own). */
+tbuf msg_view_body(const void *body, size_t nobjs, size_t len, int pid);
+static inline tbuf msg_view(const msg_head *h) {
+  return msg_view_body(h + 1, h->nobjs, (size_t)h->len, h->pid);
+}
 /* Gives back the references of a message handed over to this process (see
  * cobj_owned_here: another process's local objects are not even read). */
-void tbuf_release_view(const tbuf *view);
+void msg_release(cobj *const *objs, size_t nobjs, int pid);
+static inline void tbuf_release_view(const tbuf *view) {
+  msg_release(view->objs, view->nobjs, view->pid);
+}
 
-/* A message copied into the arena, readable by every process of the family.
- * References to shared objects are the blob's; references to process-local
- * objects (a Thread) belong to the process that encoded it, which is the
- * only one that can decode it.  sblob_from_tbuf takes b's references and
- * frees b (NULL when the arena is full: b is left as it was); sblob_view is
- * the blob read as a tbuf (holding the blob's references, not its own). */
-typedef struct sblob {
-  size_t len, nobjs;
-  int pid;                  /* the process that made it */
-  int has_local;            /* it references process-local objects */
-  cobj *objs[];             /* then the bytes */
-} sblob;
+/* A message copied into the arena, readable by every process of the family:
+ * a msg_head and its body.  References to shared objects are the blob's;
+ * references to process-local objects (a Thread) belong to the process that
+ * encoded it, which is the only one that can decode it.  sblob_from_tbuf
+ * takes b's references and frees b (NULL when the arena is full: b is left
+ * as it was); sblob_view is the blob read as a tbuf. */
+typedef msg_head sblob;
 sblob *sblob_from_tbuf(tbuf *b);
 tbuf sblob_view(sblob *s);
 void sblob_free(sblob *s);

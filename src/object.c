@@ -130,6 +130,14 @@ state_ctx *ctx_get(lua_State *L) {
   return c;
 }
 
+int ctx_store(lua_State *L, int slot) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ctx_push_table(L);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, slot);
+  return 0;
+}
+
 /* ---- handles ----------------------------------------------------------- */
 
 /* The handle at idx and its type, or NULL when idx holds no concur handle. */

@@ -167,6 +167,9 @@ typedef struct state_ctx {
 
 state_ctx *ctx_get(lua_State *L);   /* the context; makes it on first use */
 void ctx_push_table(lua_State *L);   /* pushes the context table */
+/* For a Lua function set_*(t): stores the table argument 1 in context slot
+ * `slot` (CTX_*); returns 0 (no results). */
+int ctx_store(lua_State *L, int slot);
 /* Indices in the context table */
 enum {
   CTX_IDENTITY = 1,    /* weak-valued: lightuserdata(obj) -> handle */

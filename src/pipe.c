@@ -361,15 +361,19 @@ static int send_error(lua_State *L, int rc) {
   return io_error(L, "send", rc);
 }
 
-static int send_string(lua_State *L, conn_obj *c, const char *s, size_t len) {
-  if (!c->writable)
-    return luaL_error(L, "connection is read-only");
-  frame_hdr h = {FRAME_MAGIC, FRAME_BYTES, 0, {0, 0}, concur_self, 0, len, 0};
-  int rc = send_frame(c, &h, NULL, s);
+/* The end of a send: raises send's error, or settles a pending Ctrl-C. */
+static int send_done(lua_State *L, int rc) {
   if (rc)
     return send_error(L, rc);
   intr_settle(L);
   return 0;
+}
+
+static int send_string(lua_State *L, conn_obj *c, const char *s, size_t len) {
+  if (!c->writable)
+    return luaL_error(L, "connection is read-only");
+  frame_hdr h = {FRAME_MAGIC, FRAME_BYTES, 0, {0, 0}, concur_self, 0, len, 0};
+  return send_done(L, send_frame(c, &h, NULL, s));
 }
 
 /* c:send(value): any value the transfer rules allow. */
@@ -398,10 +402,7 @@ static int conn_send(lua_State *L) {
   else
     tbuf_free(b);         /* not sent: given back */
   tbuf_scratch_trim(b);
-  if (rc)
-    return send_error(L, rc);
-  intr_settle(L);
-  return 0;
+  return send_done(L, rc);
 }
 
 /* c:send_bytes(s, [offset], [size]): bytes s[offset+1 .. offset+size]. */
@@ -522,9 +523,7 @@ static int body_map(body_box *bb, int fd, size_t body, int populate) {
 /* Gives back the references of a frame that is dropped (checked: its MAC
  * holds). */
 static void drop_refs(const frame_hdr *h, cobj *const *objs) {
-  for (uint32_t i = 0; i < h->nobjs; i++)
-    if (cobj_owned_here(objs[i], h->pid))
-      cobj_decref(objs[i]);
+  msg_release(objs, h->nobjs, h->pid);
 }
 
 /* Receives one frame into *h, its body at *body (in bb); 0, -1 at end of
@@ -608,9 +607,7 @@ static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
   if (h.kind == FRAME_BYTES) {
     lua_pushlstring(L, (const char *)body, (size_t)h.len);
   } else {
-    cobj **objs = (cobj **)(void *)body;
-    tbuf view = {(unsigned char *)(objs + h.nobjs), (size_t)h.len, (size_t)h.len, objs, h.nobjs,
-                 h.nobjs, NULL, h.pid};
+    tbuf view = msg_view_body(body, h.nobjs, (size_t)h.len, h.pid);
     int n = transfer_decode_taking(L, &view, (h.flags & FRAME_LOCAL) != 0, NULL);
     if (n != 1) {
       lua_settop(L, box);

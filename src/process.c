@@ -257,6 +257,21 @@ static int pr_wait(proc_obj *p, double timeout, int intr) {
   return pr_reap(p);
 }
 
+/* The n-th child (from 1) whose daemon flag is `daemon` (-1: any), with a
+ * reference the caller gives back; NULL when there is none. */
+static proc_obj *children_nth(int daemon, int n) {
+  proc_obj *p = NULL;
+  pthread_mutex_lock(&pr.lock);
+  for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next)
+    if ((daemon < 0 || q->daemon == daemon) && --n == 0) {
+      p = q;
+      cobj_incref(&p->hdr);
+      break;
+    }
+  pthread_mutex_unlock(&pr.lock);
+  return p;
+}
+
 /* ---- exit rules --------------------------------------------------------------- */
 
 /* Joins the non-daemon children, then terminates and reaps the daemon ones
@@ -271,15 +286,7 @@ static void proc_exit_rules(void) {
   pthread_mutex_unlock(&pr.lock);
   for (int pass = 0; pass < 2; pass++) {
     for (;;) {
-      proc_obj *p = NULL;
-      pthread_mutex_lock(&pr.lock);
-      for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next)
-        if (q->daemon == pass) {
-          p = q;
-          cobj_incref(&p->hdr);
-          break;
-        }
-      pthread_mutex_unlock(&pr.lock);
+      proc_obj *p = children_nth(pass, 1);
       if (p == NULL)
         break;
       if (pass == 1 && !pr_reap(p))
@@ -682,16 +689,7 @@ static int pr_active_children(lua_State *L) {
   children_reap();   /* the ended ones first (as Python does), then the rest */
   lua_newtable(L);
   for (int i = 1;; i++) {
-    proc_obj *p = NULL;
-    pthread_mutex_lock(&pr.lock);
-    int k = 1;
-    for (proc_obj *q = pr.children.next; q != &pr.children; q = q->next, k++)
-      if (k == i) {
-        p = q;
-        cobj_incref(&p->hdr);
-        break;
-      }
-    pthread_mutex_unlock(&pr.lock);
+    proc_obj *p = children_nth(-1, i);
     if (p == NULL)
       break;
     /* The handle takes its own reference; ours is given back after. */
@@ -715,11 +713,7 @@ static int pr_parent_process(lua_State *L) {
 }
 
 static int pr_set_class(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  ctx_push_table(L);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, CTX_PROCESS_CLASS);
-  return 0;
+  return ctx_store(L, CTX_PROCESS_CLASS);
 }
 
 /* ---- runtime -------------------------------------------------------------------------- */

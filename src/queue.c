@@ -49,7 +49,7 @@
 #define STACK_COPY 4096         /* records up to this are copied out onto the C stack */
 #define QUEUE_SLICE_MS 1000     /* sleepers look for a dead producer this often */
 
-enum { REC_INLINE = 1, REC_BLOB = 2, REC_NEXT = 3, REC_LOCAL = 0x100 };
+enum { REC_INLINE = 1, REC_BLOB = 2, REC_NEXT = 3 };
 
 typedef struct qseg {
   struct qseg *next;            /* written once, before the item that needs it commits */
@@ -58,15 +58,11 @@ typedef struct qseg {
   unsigned char data[];
 } qseg;
 
-/* A record in a segment, 8-aligned: this, nobjs object pointers, len bytes.
- * REC_BLOB: this and the sblob's pointer.  REC_NEXT: the rest of the segment
- * is unused, go on at the start of the next. */
-typedef struct qrec {
-  uint32_t kind;                /* REC_*, | REC_LOCAL if it holds a process-local object */
-  uint32_t len;
-  uint32_t nobjs;
-  int32_t pid;                  /* the producer: owner of local references */
-} qrec;
+/* A record in a segment, 8-aligned: a message in the flat layout (a
+ * msg_head of kind REC_INLINE, its object pointers and bytes).  REC_BLOB:
+ * the head and the sblob's pointer.  REC_NEXT: the rest of the segment is
+ * unused, go on at the start of the next. */
+typedef msg_head qrec;
 
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 #define REC_BLOB_SIZE (sizeof(qrec) + sizeof(sblob *))
@@ -142,9 +138,9 @@ static const cobj_type queue_type = {"concur.Queue", queue_destroy, NULL, 1, que
 static qrec *rec_at(qseg *s, uint32_t off) { return (qrec *)(s->data + off); }
 
 static size_t rec_size(const qrec *r) {
-  if ((r->kind & 0xff) == REC_BLOB)
+  if (r->kind == REC_BLOB)
     return REC_BLOB_SIZE;
-  return ALIGN8(sizeof(qrec) + r->nobjs * sizeof(cobj *) + r->len);
+  return ALIGN8(sizeof(qrec) + r->nobjs * sizeof(cobj *) + (size_t)r->len);
 }
 
 /* A segment of `bytes` in all (a power of two: the arena's block header is
@@ -241,6 +237,26 @@ static void head_check(queue_obj *q) {
   }
 }
 
+/* Commits a journal that is filled in: valid, then applied, then cleared.
+ * valid comes before any store of the apply in program order: a kill lands
+ * between two instructions, so the compiler's order is what counts. */
+static inline void journal_commit(queue_obj *q, _Atomic uint32_t *valid, void (*apply)(queue_obj *)) {
+  atomic_store_explicit(valid, 1, memory_order_release);
+  atomic_signal_fence(memory_order_seq_cst);
+  apply(q);
+  atomic_store_explicit(valid, 0, memory_order_release);
+}
+
+/* A put or get that found no room or no item: whether it gives up now (not
+ * blocking, or past its deadline, which starts at the first miss). */
+static int gives_up(int block, double timeout, deadline *d, int *timed) {
+  if (!*timed) {
+    *d = deadline_in(timeout);
+    *timed = 1;
+  }
+  return !block || deadline_passed(d);
+}
+
 /* Under tail_lock: appends the item encoded in b (or the blob; `local`:
  * b holds a process-local object).  1 when
  * done (the references moved to the queue), 0 when the queue is full (*seen:
@@ -254,7 +270,7 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, int local, uint32_t *s
       return 0;
     }
   }
-  size_t size = blob ? REC_BLOB_SIZE : ALIGN8(sizeof(qrec) + b->nobjs * sizeof(cobj *) + b->len);
+  size_t size = blob ? REC_BLOB_SIZE : ALIGN8(sizeof(qrec) + msg_body_size(b));
   qseg *t = q->tail, *s = t, *link = NULL;
   uint32_t off = q->used;
   /* A segment always keeps room for a REC_NEXT after its last record. */
@@ -268,31 +284,21 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, int local, uint32_t *s
     off = 0;
   }
   qrec *r = rec_at(s, off);
-  r->pid = concur_self;
   if (blob) {
+    r->pid = concur_self;
     r->kind = REC_BLOB;
+    r->flags = 0;
     r->len = 0;
     r->nobjs = 0;
     memcpy(r + 1, &blob, sizeof blob);
   } else {
-    r->kind = REC_INLINE | (local ? REC_LOCAL : 0);
-    r->len = (uint32_t)b->len;
-    r->nobjs = (uint32_t)b->nobjs;
-    unsigned char *p = (unsigned char *)(r + 1);
-    if (b->nobjs)
-      memcpy(p, b->objs, b->nobjs * sizeof(cobj *));
-    memcpy(p + b->nobjs * sizeof(cobj *), b->data, b->len);
+    msg_write(r, REC_INLINE, local, b);
   }
   q->pj.link_from = link;
   q->pj.seg = s;
   q->pj.used = off + (uint32_t)size;
   q->pj.nput = n + 1;
-  atomic_store_explicit(&q->pj.valid, 1, memory_order_release);
-  /* valid before any store of the apply, in program order: a kill lands
-   * between two instructions, so the compiler's order is what counts */
-  atomic_signal_fence(memory_order_seq_cst);
-  put_apply(q);
-  atomic_store_explicit(&q->pj.valid, 0, memory_order_release);
+  journal_commit(q, &q->pj.valid, put_apply);
   return 1;
 }
 
@@ -315,7 +321,7 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
     r = rec_at(s, 0);
   }
   size_t size = rec_size(r);
-  if ((r->kind & 0xff) == REC_BLOB) {
+  if (r->kind == REC_BLOB) {
     memcpy(blob, r + 1, sizeof *blob);
   } else {
     if (size > cap) {
@@ -327,10 +333,7 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
   q->gj.seg = s;
   q->gj.read = off + (uint32_t)size;
   q->gj.nget = n + 1;
-  atomic_store_explicit(&q->gj.valid, 1, memory_order_release);
-  atomic_signal_fence(memory_order_seq_cst);
-  get_apply(q);
-  atomic_store_explicit(&q->gj.valid, 0, memory_order_release);
+  journal_commit(q, &q->gj.valid, get_apply);
   while (first != s) {   /* segments passed: no producer writes them again */
     qseg *next = first->next;
     seg_retire(q, first);
@@ -341,16 +344,13 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
 
 /* Gives back what a record holds (a queue destroyed with items in it). */
 static void rec_release(qrec *r) {
-  if ((r->kind & 0xff) == REC_BLOB) {
+  if (r->kind == REC_BLOB) {
     sblob *blob;
     memcpy(&blob, r + 1, sizeof blob);
     sblob_free(blob);
     return;
   }
-  cobj **objs = (cobj **)(r + 1);
-  for (uint32_t i = 0; i < r->nobjs; i++)
-    if (cobj_owned_here(objs[i], r->pid))
-      cobj_decref(objs[i]);
+  msg_release((cobj *const *)(r + 1), r->nobjs, r->pid);
 }
 
 static void queue_destroy(cobj *o) {
@@ -514,11 +514,7 @@ static int queue_put(lua_State *L) {
       drop_item(b, blob);
       return luaL_error(L, "cannot put: the shared memory arena is full");
     }
-    if (!timed) {
-      d = deadline_in(timeout);
-      timed = 1;
-    }
-    if (!block || deadline_passed(&d)) {
+    if (gives_up(block, timeout, &d, &timed)) {
       /* A consumer killed after journaling its get: commit it first. */
       head_check(q);
       if (atomic_load(&q->nget) != seen)
@@ -540,10 +536,8 @@ static int push_item(lua_State *L, const unsigned char *buf, sblob *blob) {
   if (blob)
     return sblob_decode_free(L, blob);
   const qrec *r = (const qrec *)buf;
-  cobj **objs = (cobj **)(r + 1);
-  tbuf view = {(unsigned char *)(objs + r->nobjs), r->len, r->len, objs, r->nobjs, r->nobjs,
-               NULL, r->pid};
-  return transfer_decode_taking(L, &view, (r->kind & REC_LOCAL) != 0, NULL);
+  tbuf view = msg_view(r);
+  return transfer_decode_taking(L, &view, (r->flags & MSG_LOCAL) != 0, NULL);
 }
 
 /* q:get([block], [timeout]) */
@@ -585,11 +579,7 @@ static int queue_get(lua_State *L) {
       cap = need;
       continue;
     }
-    if (!timed) {
-      d = deadline_in(timeout);
-      timed = 1;
-    }
-    if (!block || deadline_passed(&d)) {
+    if (gives_up(block, timeout, &d, &timed)) {
       /* A producer killed after journaling its item: commit it first. */
       tail_check(q);
       if (atomic_load(&q->nput) != seen)

@@ -565,22 +565,17 @@ static void cond_notify_core(cond_obj *c, lua_Integer n) {
   rmutex_unlock(&c->mu);
 }
 
-static int cond_notify(lua_State *L) {
+/* notify(n) and notify_all(): n waiters, the caller holding the lock. */
+static int cond_notify_n(lua_State *L, lua_Integer n) {
   cond_obj *c = cobj_self(L);
-  lua_Integer n = luaL_optinteger(L, 2, 1);
   if (!cond_owned(c))
     return luaL_error(L, "cannot notify on un-acquired lock");
   cond_notify_core(c, n);
   return 0;
 }
 
-static int cond_notify_all(lua_State *L) {
-  cond_obj *c = cobj_self(L);
-  if (!cond_owned(c))
-    return luaL_error(L, "cannot notify on un-acquired lock");
-  cond_notify_core(c, LUA_MAXINTEGER);
-  return 0;
-}
+static int cond_notify(lua_State *L) { return cond_notify_n(L, luaL_optinteger(L, 2, 1)); }
+static int cond_notify_all(lua_State *L) { return cond_notify_n(L, LUA_MAXINTEGER); }
 
 static int cond_locked(lua_State *L) {
   cond_obj *c = cobj_self(L);
@@ -947,22 +942,17 @@ static int barrier_wait(lua_State *L) {
   return 1;
 }
 
-static int barrier_abort(lua_State *L) {
+/* abort() (reset 0) and reset() (1): the barrier's new state, its waiters
+ * told. */
+static int barrier_set_state(lua_State *L, int reset) {
   barrier_obj *b = barrier_self(L);
   barrier_lock(b);
-  b->state = B_BROKEN;
-  barrier_changed(b);
-  rmutex_unlock(&b->mu);
-  return 0;
-}
-
-static int barrier_reset(lua_State *L) {
-  barrier_obj *b = barrier_self(L);
-  barrier_lock(b);
-  /* Python's: waiters of a filling or broken round leave broken and the last
-   * one out refills; a round that is draining (or running its action) has
-   * passed and is left alone. */
-  if (b->count == 0)
+  if (!reset)
+    b->state = B_BROKEN;
+  /* Python's reset: waiters of a filling or broken round leave broken and
+   * the last one out refills; a round that is draining (or running its
+   * action) has passed and is left alone. */
+  else if (b->count == 0)
     b->state = B_FILLING;
   else if (b->state == B_FILLING || b->state == B_BROKEN)
     b->state = B_RESETTING;
@@ -970,6 +960,9 @@ static int barrier_reset(lua_State *L) {
   rmutex_unlock(&b->mu);
   return 0;
 }
+
+static int barrier_abort(lua_State *L) { return barrier_set_state(L, 0); }
+static int barrier_reset(lua_State *L) { return barrier_set_state(L, 1); }
 
 static int barrier_index(lua_State *L) {
   barrier_obj *b = barrier_self(L);

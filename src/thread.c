@@ -1107,11 +1107,7 @@ static int th_stack_size(lua_State *L) {
 }
 
 static int th_set_class(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  ctx_push_table(L);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, CTX_THREAD_CLASS);
-  return 0;
+  return ctx_store(L, CTX_THREAD_CLASS);
 }
 
 void thread_open(lua_State *L) {

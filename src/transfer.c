@@ -500,6 +500,15 @@ static inline int encode_number(enc *e, int idx) {
   return put_byte(e, T_FLOAT) && put_bytes(e, &d, sizeof d);
 }
 
+/* Encodes the value at idx under one more path segment (for messages). */
+static int encode_under(enc *e, int kind, int stack_idx, lua_Integer index, const char *name,
+                        int idx) {
+  path_push(e, kind, stack_idx, index, name);
+  int ok = encode_value(e, idx);
+  e->depth--;
+  return ok;
+}
+
 /* Items first..first+count-1 of the table at idx, as an array part.  The
  * scalars, most items of a big list, take a short path: they cannot fail
  * but for memory, so they need no path segment. */
@@ -519,9 +528,7 @@ static int encode_items(enc *e, int idx, lua_Integer first, lua_Unsigned count) 
       ok = put_byte(e, lua_toboolean(L, -1) ? T_TRUE : T_FALSE);
       break;
     default:
-      path_push(e, SEG_INDEX, 0, i, NULL);
-      ok = encode_value(e, lua_gettop(L));
-      e->depth--;
+      ok = encode_under(e, SEG_INDEX, 0, i, NULL, lua_gettop(L));
     }
     lua_pop(L, 1);
     if (!ok)
@@ -553,11 +560,8 @@ static int encode_table(enc *e, int idx) {
     path_push(e, SEG_KEYITSELF, key, 0, NULL);
     int ok = encode_key(e, key);
     e->depth--;
-    if (ok) {
-      path_push(e, SEG_KEY, key, 0, NULL);
-      ok = encode_value(e, key + 1);
-      e->depth--;
-    }
+    if (ok)
+      ok = encode_under(e, SEG_KEY, key, 0, NULL, key + 1);
     if (!ok) {
       lua_pop(L, 2);
       return 0;
@@ -569,9 +573,7 @@ static int encode_table(enc *e, int idx) {
   patch_u32(e, nrec_at, nrec);
   if (!lua_getmetatable(L, idx))
     return put_byte(e, T_NIL);
-  path_push(e, SEG_METATABLE, 0, 0, NULL);
-  int ok = encode_value(e, lua_gettop(L));
-  e->depth--;
+  int ok = encode_under(e, SEG_METATABLE, 0, 0, NULL, lua_gettop(L));
   lua_pop(L, 1);
   return ok;
 }
@@ -605,6 +607,33 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return put_bytes(ud, p, n) ? 0 : 1;
 }
 
+/* Upvalue i of the function at idx (written at off): the receiver's
+ * globals, a join with an upvalue already written, or its value. */
+static int encode_upvalue(enc *e, int idx, int i, size_t off) {
+  lua_State *L = e->L;
+  const char *name = lua_getupvalue(L, idx, i);
+  int ok;
+  uint64_t prev;
+  void *id = lua_upvalueid(L, idx, i);
+  /* API.md: an _ENV upvalue becomes the receiver's globals, whatever
+   * table it holds here (busted, for one, runs specs in its own _ENV). */
+  if ((name && strcmp(name, "_ENV") == 0) || lua_rawequal(L, -1, e->globals)) {
+    ok = put_byte(e, T_GLOBALS);
+  } else if (id != NULL && pmap_get(&e->upvals, id, &prev)) {
+    unsigned char *tag = e->b->data + e->base + (prev >> 8);
+    if (*tag == T_FUNC)
+      *tag = T_FUNC_SHARED;
+    ok = put_byte(e, T_UPJOIN) && put_varint(e, prev >> 8) &&
+         put_byte(e, (unsigned char)(prev & 0xff));
+  } else if (id != NULL && !pmap_put(&e->upvals, id, (uint64_t)off << 8 | (unsigned)i)) {
+    ok = ENC_FAIL_OOM(e);
+  } else {
+    ok = encode_under(e, SEG_UPVALUE, 0, 0, name, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  return ok;
+}
+
 static int encode_function(enc *e, int idx) {
   lua_State *L = e->L;
   size_t off = e->b->len - e->base;
@@ -635,34 +664,9 @@ static int encode_function(enc *e, int idx) {
   }
   if (!put_byte(e, (unsigned char)nups))
     return 0;
-  for (int i = 1; i <= nups; i++) {
-    const char *name = lua_getupvalue(L, idx, i);
-    int ok;
-    uint64_t prev;
-    void *id = lua_upvalueid(L, idx, i);
-    /* API.md: an _ENV upvalue becomes the receiver's globals, whatever
-     * table it holds here (busted, for one, runs specs in its own _ENV). */
-    if ((name && strcmp(name, "_ENV") == 0) || lua_rawequal(L, -1, e->globals)) {
-      ok = put_byte(e, T_GLOBALS);
-    } else if (id != NULL && pmap_get(&e->upvals, id, &prev)) {
-      unsigned char *tag = e->b->data + e->base + (prev >> 8);
-      if (*tag == T_FUNC)
-        *tag = T_FUNC_SHARED;
-      ok = put_byte(e, T_UPJOIN) && put_varint(e, prev >> 8) &&
-           put_byte(e, (unsigned char)(prev & 0xff));
-    } else {
-      if (id != NULL && !pmap_put(&e->upvals, id, (uint64_t)off << 8 | (unsigned)i)) {
-        lua_pop(L, 1);
-        return ENC_FAIL_OOM(e);
-      }
-      path_push(e, SEG_UPVALUE, 0, 0, name);
-      ok = encode_value(e, lua_gettop(L));
-      e->depth--;
-    }
-    lua_pop(L, 1);
-    if (!ok)
+  for (int i = 1; i <= nups; i++)
+    if (!encode_upvalue(e, idx, i, off))
       return 0;
-  }
   return 1;
 }
 
@@ -1396,9 +1400,9 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
 
 int sblob_decode(lua_State *L, sblob *s) {
   tbuf view = sblob_view(s);
-  if (s->has_local && s->pid != concur_self)
+  if ((s->flags & MSG_LOCAL) && s->pid != concur_self)
     return luaL_error(L, "%s", LOCAL_ELSEWHERE);
-  return transfer_decode_tbuf(L, &view, 0, s->len);
+  return transfer_decode_tbuf(L, &view, 0, view.len);
 }
 
 static int decode_taking_protected(lua_State *L) {
@@ -1433,7 +1437,7 @@ int transfer_decode_taking(lua_State *L, const tbuf *view, int has_local, sblob 
 
 int sblob_decode_free(lua_State *L, sblob *s) {
   tbuf view = sblob_view(s);
-  return transfer_decode_taking(L, &view, s->has_local, s);
+  return transfer_decode_taking(L, &view, (s->flags & MSG_LOCAL) != 0, s);
 }
 
 /* ---- Lua-facing functions ----------------------------------------------- */
