@@ -9,8 +9,9 @@
 -- commits an item journaled by a killed producer.
 --
 -- The kill must land between two stores, so the child is stopped there with
--- gdb (breakpoint on the get_apply call in get_locked, after `gj.valid = 1`;
--- src/queue.c:315 today), and killed there.  Needs gdb and the -g build.
+-- gdb (breakpoint on the apply call in journal_commit, after `valid = 1`;
+-- the child only gets, so only get_locked's inlined copy is hit), and
+-- killed there.  Needs gdb and the -g build.
 --
 --   LUA_PATH='./lua/?.lua;;' LUA_CPATH='./build/?.so;;' lua5.4 stress/repro-faults/queue_dead_getter_journal.lua
 --
@@ -20,15 +21,15 @@
 --           living consumer repairs it (Empty, qsize 0) and put works.
 local concur = require "concur"
 
--- The line of `get_apply(q);` in get_locked (the one indented by two spaces).
+-- The line of `apply(q);` in journal_commit (the one indented by two spaces).
 local LINE
 do
   local i = 0
   for line in io.lines("src/queue.c") do
     i = i + 1
-    if line == "  get_apply(q);" then LINE = i; break end
+    if line == "  apply(q);" then LINE = i; break end
   end
-  assert(LINE, "get_apply(q); not found in src/queue.c")
+  assert(LINE, "apply(q); not found in src/queue.c")
 end
 local so = package.searchpath("concur.core", package.cpath)
 
