@@ -51,11 +51,9 @@ static int core_sleep(lua_State *L) {
   for (;;) {
     /* In slices on the host's main thread: a SIGINT handler installed with
      * SA_RESTART does not end clock_nanosleep. */
-    int ms = intr_slice_ms(0);
-    deadline slice = dl;
-    if (ms > 0 && (dl.forever || deadline_left(&dl) * 1000 > ms))
-      slice = deadline_in(ms / 1000.0);
-    int rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &slice.at, NULL);
+    struct timespec buf;
+    const struct timespec *until = deadline_until(&dl, intr_slice_ms(0), &buf);
+    int rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, until, NULL);
     if (intr_pending())
       return intr_raise(L);
     if (rc != EINTR && deadline_passed(&dl))

@@ -652,16 +652,7 @@ static int conn_poll(lua_State *L) {
   int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
-    struct timespec left = {0, 0}, *tp = NULL;
-    double secs = deadline_left(&d);
-    if (slice && (secs < 0 || secs > slice / 1000.0))
-      secs = slice / 1000.0;
-    if (secs >= 0) {
-      left.tv_sec = (time_t)secs;
-      left.tv_nsec = (long)((secs - (double)left.tv_sec) * 1e9);
-      tp = &left;
-    }
-    int r = ppoll(&p, 1, tp, NULL);
+    int r = poll(&p, 1, deadline_poll_ms(&d, slice));
     if (r < 0 && errno != EINTR) {
       rc = errno;
       break;

@@ -214,7 +214,7 @@ static int pr_reap(proc_obj *p) {
 static int pr_wait(proc_obj *p, double timeout, int intr) {
   if (pr_reap(p))
     return 1;
-  double deadline = timeout < 0 ? -1 : wait_monotonic() + timeout;
+  deadline d = deadline_in(timeout);
 #ifdef SYS_pidfd_open
   int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 #else
@@ -222,23 +222,14 @@ static int pr_wait(proc_obj *p, double timeout, int intr) {
 #endif
   long nap_ms = 1;
   for (;;) {
-    double left = deadline < 0 ? -1 : deadline - wait_monotonic();
-    if (deadline >= 0 && left <= 0)
+    if (deadline_passed(&d))
       break;
     if (fd >= 0) {
       struct pollfd pfd = {fd, POLLIN, 0};
-      int ms = left < 0 ? -1 : left > 1e6 ? 1000000000 : (int)(left * 1000) + 1;
-      if (intr) {
-        int slice = intr_slice_ms(ms < 0 ? 0 : ms);
-        if (slice > 0 && (ms < 0 || slice < ms))
-          ms = slice;
-      }
-      if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
+      if (poll(&pfd, 1, deadline_poll_ms(&d, intr ? intr_slice_ms(0) : 0)) < 0 && errno != EINTR)
         break;
     } else {
-      long ms = nap_ms;
-      if (left >= 0 && left * 1000 < ms)
-        ms = (long)(left * 1000) + 1;
+      long ms = deadline_poll_ms(&d, (int)nap_ms);
       struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
       nanosleep(&ts, NULL);
       if (nap_ms < 20)

@@ -150,15 +150,6 @@ static void live_remove(thread_obj *t) {
   rt.nlive--;
 }
 
-/* Absolute CLOCK_MONOTONIC deadline `timeout` seconds from now; 0 when the
- * timeout is so long that it means forever. */
-static int deadline_after(double timeout, struct timespec *ts) {
-  if (timeout > 1e9)
-    return 0;
-  *ts = deadline_in(timeout).at;
-  return 1;
-}
-
 /* ---- objects -------------------------------------------------------------- */
 
 static thread_obj *th_alloc(const char *name) {
@@ -668,23 +659,17 @@ static int th_start(lua_State *L) {
  * interrupted first (intr_pending).  On the host's main thread in slices:
  * a condition variable's wait goes on through any signal. */
 static int th_wait_done(thread_obj *t, double timeout) {
-  struct timespec dl;
-  int has_dl = timeout >= 0 && deadline_after(timeout, &dl);
+  deadline d = deadline_in(timeout);
   int slice_ms = intr_slice_ms(0);
   /* A start that failed sets the state back to NEW: stop waiting then too. */
   while (t->state == TH_STARTED) {
-    if (slice_ms > 0) {
-      struct timespec at = deadline_in(slice_ms / 1000.0).at;
-      int last = has_dl && (dl.tv_sec < at.tv_sec ||
-                            (dl.tv_sec == at.tv_sec && dl.tv_nsec <= at.tv_nsec));
-      int rc = pthread_cond_timedwait(&t->changed, &rt.lock, last ? &dl : &at);
-      if (t->state == TH_STARTED && intr_pending())
-        return -1;
-      if (rc == ETIMEDOUT && last)
-        break;
-    } else if (!has_dl)
-      pthread_cond_wait(&t->changed, &rt.lock);
-    else if (pthread_cond_timedwait(&t->changed, &rt.lock, &dl) == ETIMEDOUT)
+    struct timespec buf;
+    const struct timespec *until = deadline_until(&d, slice_ms, &buf);
+    int rc = until ? pthread_cond_timedwait(&t->changed, &rt.lock, until)
+                   : pthread_cond_wait(&t->changed, &rt.lock);
+    if (slice_ms > 0 && t->state == TH_STARTED && intr_pending())
+      return -1;
+    if (rc == ETIMEDOUT && deadline_passed(&d))
       break;
   }
   return t->state == TH_DONE;

@@ -64,8 +64,7 @@ int deadline_passed(const deadline *d) {
          (now.tv_sec == d->at.tv_sec && now.tv_nsec >= d->at.tv_nsec);
 }
 
-/* The earlier of d and now + slice_ms (slice_ms 0: just d). */
-static const struct timespec *wait_until(const deadline *d, int slice_ms, struct timespec *buf) {
+const struct timespec *deadline_until(const deadline *d, int slice_ms, struct timespec *buf) {
   if (slice_ms <= 0)
     return d->forever ? NULL : &d->at;
   *buf = monotonic_after(slice_ms / 1000.0);
@@ -75,10 +74,18 @@ static const struct timespec *wait_until(const deadline *d, int slice_ms, struct
   return buf;
 }
 
+int deadline_poll_ms(const deadline *d, int slice_ms) {
+  double left = deadline_left(d);
+  int ms = left < 0 ? -1 : left > 1e6 ? 1000000000 : (int)(left * 1000) + (left > 0);
+  if (slice_ms > 0 && (ms < 0 || slice_ms < ms))
+    ms = slice_ms;
+  return ms;
+}
+
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
   slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
   struct timespec buf;
-  const struct timespec *at = wait_until(d, slice_ms, &buf);
+  const struct timespec *at = deadline_until(d, slice_ms, &buf);
   /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time: an EINTR or a
    * spurious return never stretches the wait. */
   long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected, at, NULL,

@@ -18,6 +18,13 @@ typedef struct deadline {
 deadline deadline_in(double timeout);
 int deadline_passed(const deadline *d);
 double deadline_left(const deadline *d);   /* seconds, 0 once passed; -1: forever */
+/* For an absolute wait (a futex, a condition variable, clock_nanosleep):
+ * the earlier of d and now + slice_ms (slice_ms <= 0: just d), in buf or
+ * d's own; NULL when that is forever. */
+const struct timespec *deadline_until(const deadline *d, int slice_ms, struct timespec *buf);
+/* For poll(): the milliseconds to d, rounded up (-1: forever), at most
+ * slice_ms when that is > 0. */
+int deadline_poll_ms(const deadline *d, int slice_ms);
 
 /* Seconds on CLOCK_MONOTONIC (concur.time). */
 double wait_monotonic(void);
