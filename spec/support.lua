@@ -126,11 +126,49 @@ function support.finish(p, timeout)
   return p.exitcode
 end
 
+-- Kills process p, joins it and asserts that the SIGKILL ended it (exit
+-- code -9).  With `settle`, first asserts that p still runs `settle` seconds
+-- on (it is blocked where the test put it, not ended).
+function support.kill(p, settle)
+  if settle then
+    luassert.is_false(p:join(settle), "child " .. tostring(p.pid) .. " ended before it was killed")
+  end
+  p:kill()
+  luassert.are.equal(-9, support.finish(p))
+end
+
+-- Whether pid is one of this process's live children.
+function support.is_child(pid)
+  for _, p in ipairs(concur.active_children()) do
+    if p.pid == pid then return true end
+  end
+  return false
+end
+
+-- Whether a process with this pid exists (kill -0; a zombie counts).
+function support.pid_exists(pid)
+  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
+end
+
+-- Asserts that the processes `pids` (a list or a table's values) have ended
+-- and been reaped: none is a child any more, nor exists even as a zombie.
+function support.assert_reaped(pids)
+  for _, pid in pairs(pids) do
+    luassert.is_false(support.is_child(pid), "process " .. pid .. " is still a child")
+    luassert.is_false(support.pid_exists(pid), "process " .. pid .. " still exists")
+  end
+end
+
 -- What a spec starts, so that after_each can end the leftovers of a failed
 -- test.  Returns a table of functions:
 --   process(fn, ...): starts a Process on fn(...) and returns it; fn's
 --     integer result is the exit code (os.exit(n) works too).
 --   thread(fn, ...): starts a Thread on fn(...) and returns it.
+--   holder(obj, times): starts a Process that acquires obj (a Lock, RLock,
+--     Condition or Semaphore; `times` times, once by default) and then
+--     blocks until it is killed; returns it once it holds obj.
+--   acquirer(obj): starts a Process that acquires obj (5 s at most) and
+--     releases it; returns its exit code (0: it could, 2: it could not).
 --   cleanup(): kills and joins the processes, then joins the threads (10 s
 --     each at most), and forgets them all; for after_each.
 function support.tracker()
@@ -150,6 +188,26 @@ function support.tracker()
     threads[#threads + 1] = t
     t:start()
     return t
+  end
+  function self.holder(obj, times)
+    local held = concur.Event()
+    local p = self.process(function()
+      for _ = 1, times or 1 do
+        if not obj:acquire(true, 5) then return 2 end
+      end
+      held:set()
+      concur.Event():wait(30)      -- stays until killed
+      return 3
+    end)
+    luassert.is_true(held:wait(10), "the holder did not take it")
+    return p
+  end
+  function self.acquirer(obj)
+    return support.finish(self.process(function()
+      if not obj:acquire(true, 5) then return 2 end
+      obj:release()
+      return 0
+    end))
   end
   function self.cleanup()
     for _, p in ipairs(procs) do stop(p) end
