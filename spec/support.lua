@@ -252,4 +252,11 @@ end
 -- How far shm_in_use may end above where it started.
 support.SHM_SLACK = 64 * 1024
 
+-- Asserts that the bytes in use in the shared arena (garbage collected
+-- first) are back within SHM_SLACK of `start`.
+function support.assert_shm_back(start)
+  local grown = support.shm_in_use() - start
+  luassert.is_true(grown < support.SHM_SLACK, "the arena grew by " .. grown .. " bytes")
+end
+
 return support

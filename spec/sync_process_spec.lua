@@ -94,6 +94,11 @@ local function sorted(t)
   return t
 end
 
+-- Runs n children on fn, one after another; each must exit 0.
+local function in_children(n, fn)
+  for _ = 1, n do assert.are.equal(0, finish(go(fn))) end
+end
+
 -- Makes n Locks of the size class a freed Lock went to: a block freed too
 -- early is handed out again (zeroed) among them.
 local function churn(n)
@@ -869,15 +874,12 @@ describe("synchronization between processes", function()
 
     it("several children in turn drop their inherited handles", function()
       local box = {lock = concur.Lock()}
-      for _ = 1, 4 do
-        local p = go(function()
-          box.lock = nil
-          collectgarbage()
-          collectgarbage()
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
+      in_children(4, function()
+        box.lock = nil
+        collectgarbage()
+        collectgarbage()
+        return 0
+      end)
       assert.is_true(box.lock:acquire(false))
       local keep = churn(300)
       for _, l in ipairs(keep) do assert.is_false(l:locked()) end
@@ -948,24 +950,20 @@ describe("synchronization between processes", function()
 
     it("returns to where it was after children made and dropped objects", function()
       local start = in_use()
-      for _ = 1, 4 do
-        local p = go(function()
-          local t = {}
-          for i = 1, 500 do
-            t[#t + 1] = concur.Lock()
-            t[#t + 1] = concur.Condition()
-            t[#t + 1] = concur.Event()
-            t[#t + 1] = concur.Barrier(2, function() end)
-          end
-          t = nil
-          collectgarbage()
-          collectgarbage()
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      in_children(4, function()
+        local t = {}
+        for i = 1, 500 do
+          t[#t + 1] = concur.Lock()
+          t[#t + 1] = concur.Condition()
+          t[#t + 1] = concur.Event()
+          t[#t + 1] = concur.Barrier(2, function() end)
+        end
+        t = nil
+        collectgarbage()
+        collectgarbage()
+        return 0
+      end)
+      support.assert_shm_back(start)
     end)
 
     it("returns to where it was after the parent drops objects its children inherited", function()
@@ -979,40 +977,32 @@ describe("synchronization between processes", function()
       end
       local made = core.shm_in_use() - start
       assert.is_true(made > 2 * SLACK, "4000 objects took only " .. made .. " bytes")
-      for _ = 1, 4 do
-        local p = go(function()
-          objs[1]:acquire()
-          objs[1]:release()
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
+      in_children(4, function()
+        objs[1]:acquire()
+        objs[1]:release()
+        return 0
+      end)
       objs = nil
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
 
     it("returns to where it was after children end without collecting what they made", function()
       local start = in_use()
-      for _ = 1, 4 do
-        local p = go(function()
-          local t = {}
-          for i = 1, 500 do
-            t[#t + 1] = concur.Lock()
-            t[#t + 1] = concur.Event()
-          end
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      in_children(4, function()
+        local t = {}
+        for i = 1, 500 do
+          t[#t + 1] = concur.Lock()
+          t[#t + 1] = concur.Event()
+        end
+        return 0
+      end)
+      support.assert_shm_back(start)
     end)
   end)
 
   -- Found by review: each once failed (a crash, a leak, a hang).
   describe("regressions", function()
-    local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
+    local in_use = support.shm_in_use
 
     it("a child keeps objects the parent frees right after start (references taken before fork)", function()
       collectgarbage("stop")
@@ -1049,22 +1039,17 @@ describe("synchronization between processes", function()
         release:set()
         th:join()
       end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
 
     it("a child gives back handles that were waiting for their finalizer when it ended", function()
       local start = in_use()
-      for _ = 1, 3 do
-        local p = go(function()
-          collectgarbage("stop")
-          for _ = 1, 1000 do local _ = concur.Lock() end
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      in_children(3, function()
+        collectgarbage("stop")
+        for _ = 1, 1000 do local _ = concur.Lock() end
+        return 0
+      end)
+      support.assert_shm_back(start)
     end)
 
     it("a child never touches the object of a handle that was waiting for its finalizer at the fork", function()
