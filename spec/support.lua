@@ -19,20 +19,35 @@ function support.shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
--- Runs fixtures/NAME with that interpreter and this process's module paths.
--- Returns stdout and stderr together, the exit status, the seconds it took,
--- and how it ended ("exit" or "signal").
-function support.run_fixture(name, ...)
+-- The sh command that runs fixtures/NAME with the arguments ... under that
+-- interpreter and this process's module paths.
+function support.fixture_command(name, ...)
   local q = support.shell_quote
   -- A hang (the bugs these specs catch) becomes a failure after 60 s.
   local cmd = {"LUA_PATH=" .. q(package.path), "LUA_CPATH=" .. q(package.cpath),
                "timeout -k 5 60", q(support.LUA), q(support.fixtures .. name)}
   for _, a in ipairs({...}) do cmd[#cmd + 1] = q(a) end
+  return table.concat(cmd, " ")
+end
+
+-- Runs fixtures/NAME (fixture_command).  Returns stdout and stderr together,
+-- the exit status, the seconds it took, and how it ended ("exit" or
+-- "signal").
+function support.run_fixture(name, ...)
   local t0 = concur.time()
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
+  local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>&1"))
   local out = p:read("a")
   local _, how, code = p:close()
   return out, code, concur.time() - t0, how
+end
+
+-- Runs fixtures/NAME (fixture_command), its stderr thrown away; returns its
+-- stdout and exit status.
+function support.fixture_stdout(name, ...)
+  local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>/dev/null"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
 end
 
 -- Whether process `pid` (not a child of this one) has ended: no such
@@ -157,6 +172,18 @@ function support.assert_reaped(pids)
     luassert.is_false(support.is_child(pid), "process " .. pid .. " is still a child")
     luassert.is_false(support.pid_exists(pid), "process " .. pid .. " still exists")
   end
+end
+
+-- Asserts that x (a Thread or a Process that still runs) is running: its
+-- join(0.05) returns false after about 0.05 s (and before `before` seconds),
+-- and it is alive.
+function support.assert_join_times_out(x, before)
+  local t0 = concur.time()
+  luassert.is_false(x:join(0.05))
+  local waited = concur.time() - t0
+  luassert.is_true(waited >= 0.03, "join(0.05) returned after " .. waited .. " s")
+  luassert.is_true(waited < before, "join(0.05) returned after " .. waited .. " s")
+  luassert.is_true(x:is_alive())
 end
 
 -- What a spec starts, so that after_each can end the leftovers of a failed
