@@ -85,6 +85,15 @@ function support.assert_has(s, sub)
     ("expected %q in %q"):format(sub, tostring(s)))
 end
 
+-- Asserts that `s` contains `first` and, after it, `second` (both plain).
+function support.assert_in_order(s, first, second)
+  local first_at = s:find(first, 1, true)
+  local second_at = s:find(second, 1, true)
+  luassert.is_not_nil(first_at, ("expected %q in %q"):format(first, s))
+  luassert.is_not_nil(second_at, ("expected %q in %q"):format(second, s))
+  luassert.is_true(first_at < second_at, ("expected %q before %q in %q"):format(first, second, s))
+end
+
 -- Seconds fn(...) takes, then pcall's results (ok first).
 function support.timed(fn, ...)
   local t0 = concur.time()
