@@ -712,33 +712,29 @@ describe("bad input:", function()
     end, W("boom from fn"))
   end
 
-  describe_object("Lock", function()
-    local G = "Lock"
-    local function held() local l = concur.Lock(); l:acquire(); return l end
-    generate{group = G, ctor = true, name = "Lock"}
-    lock_like(G, "l", concur.Lock, held)
-    misuse(G, "l:release() unlocked", "error", function() concur.Lock():release() end,
-      W("release unlocked lock"))
-    misuse(G, "guard released twice by <close> and by hand", "error", function()
-      local l = concur.Lock()
-      do local _ <close> = l:guard() end
-      l:release()
-    end, W("release unlocked lock"))
-  end)
-
-  describe_object("RLock", function()
-    local G = "RLock"
-    local function held() local l = concur.RLock(); l:acquire(); return l end
-    generate{group = G, ctor = true, name = "RLock"}
-    lock_like(G, "rl", concur.RLock, held)
-    misuse(G, "rl:release() not held", "error", function() concur.RLock():release() end,
-      W("cannot release un-acquired lock"))
-    misuse(G, "rl:release() once too often", "error", function()
-      local l = held()
-      l:release()
-      l:release()
-    end, W("cannot release un-acquired lock"))
-  end)
+  -- Lock and RLock: the same misuses, each type's own message for a release
+  -- of a lock not held.
+  for _, kind in ipairs({{"Lock", "l", "release unlocked lock"},
+                         {"RLock", "rl", "cannot release un-acquired lock"}}) do
+    local G, var, unheld = table.unpack(kind)
+    describe_object(G, function()
+      local function held() local l = concur[G](); l:acquire(); return l end
+      generate{group = G, ctor = true, name = G}
+      lock_like(G, var, concur[G], held)
+      misuse(G, var .. ":release() not held", "error", function() concur[G]():release() end,
+        W(unheld))
+      misuse(G, var .. ":release() once too often", "error", function()
+        local l = held()
+        l:release()
+        l:release()
+      end, W(unheld))
+      misuse(G, "guard released twice by <close> and by hand", "error", function()
+        local l = concur[G]()
+        do local _ <close> = l:guard() end
+        l:release()
+      end, W(unheld))
+    end)
+  end
 
   describe_object("Condition", function()
     local G = "Condition"
@@ -986,26 +982,20 @@ describe("bad input:", function()
       W("threads can only be started once"))
     misuse(G, "main_thread().daemon = true", "error", function() concur.main_thread().daemon = true end,
       W("cannot set daemon status of active thread"))
-    misuse(G, "a thread joining itself", "error", function()
-      local t = concur.Thread{target = function()
-        local ok, err = pcall(function() require("concur").current_thread():join() end)
-        return ok, err
-      end}
-      t:start()
-      local ok, err = t:result()
-      assert(not ok)
-      error(err, 0)
-    end, W("cannot join current thread"))
-    misuse(G, "a thread joining the main thread", "error", function()
-      local t = concur.Thread{target = function()
-        local ok, err = pcall(function() require("concur").main_thread():join() end)
-        return ok, err
-      end}
-      t:start()
-      local ok, err = t:result()
-      assert(not ok)
-      error(err, 0)
-    end, W("cannot join the main thread"))
+    for _, case in ipairs({{"itself", "current_thread", "cannot join current thread"},
+                           {"the main thread", "main_thread", "cannot join the main thread"}}) do
+      local whom, getter, message = table.unpack(case)
+      misuse(G, "a thread joining " .. whom, "error", function()
+        local t = concur.Thread{target = function(get)
+          local ok, err = pcall(function() require("concur")[get]():join() end)
+          return ok, err
+        end, args = {getter}}
+        t:start()
+        local ok, err = t:result()
+        assert(not ok)
+        error(err, 0)
+      end, W(message))
+    end
     misuse(G, "t:start() with a coroutine in args", "error",
       function() concur.Thread{target = FN, args = {1, {cb = CO}}}:start() end,
       W("bad value at args[2].cb", "coroutine"))
@@ -1209,27 +1199,17 @@ describe("bad input:", function()
       x:close()
       y:close()
     end)
-    misuse(G, "b:recv() after the other end closed", "error", function()
-      local x, y = concur.Pipe()
-      x:close()
-      local ok, err = pcall(y.recv, y)
-      y:close()
-      if not ok then error(err, 0) end
-    end, W("end of stream"))
-    misuse(G, "b:recv_bytes() after the other end closed", "error", function()
-      local x, y = concur.Pipe()
-      x:close()
-      local ok, err = pcall(y.recv_bytes, y)
-      y:close()
-      if not ok then error(err, 0) end
-    end, W("end of stream"))
-    misuse(G, "b:send() after the other end closed", "error", function()
-      local x, y = concur.Pipe()
-      x:close()
-      local ok, err = pcall(y.send, y, "x")
-      y:close()
-      if not ok then error(err, 0) end
-    end, W("broken pipe"))
+    for _, case in ipairs({{"recv", "end of stream", {}}, {"recv_bytes", "end of stream", {}},
+                           {"send", "broken pipe", {"x"}}}) do
+      local method, message, args = table.unpack(case)
+      misuse(G, "b:" .. method .. "() after the other end closed", "error", function()
+        local x, y = concur.Pipe()
+        x:close()
+        local ok, err = pcall(y[method], y, table.unpack(args))
+        y:close()
+        if not ok then error(err, 0) end
+      end, W(message))
+    end
     misuse(G, "b:poll() after the other end closed: true (recv would not block)", "ok", function()
       local x, y = concur.Pipe()
       x:close()

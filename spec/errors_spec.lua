@@ -48,6 +48,19 @@ local function pending_result(pool, ev)
   return pool:apply_async(function(e) e:wait() end, {ev})
 end
 
+-- Lets pool's pending task end (Event ev), ends the pool, and asserts that
+-- each of the n cases in `out` ({message, line}) was refused as another's
+-- pool, the error at the case's own line.
+local function assert_refused_at_callers(out, n, pool, ev)
+  ev:set()
+  pool:close()
+  pool:join()
+  assert.equal(n, #out)
+  for _, c in ipairs(out) do
+    assert_at(c[1], "errors_spec%.lua", c[2], "this pool belongs to another thread or process")
+  end
+end
+
 describe("errors raised by the Lua layer", function()
   it("point at the caller's line: Queue, JoinableQueue, Pipe", function()
     at_line(function() local _ = concur.Queue{bad = 1} end, "unknown option 'bad'")
@@ -189,14 +202,7 @@ describe("errors raised by the Lua layer", function()
       return out
     end, args = {pool, r}}
     t:start()
-    local out = t:result()
-    ev:set()
-    pool:close()
-    pool:join()
-    assert.equal(6, #out)
-    for _, c in ipairs(out) do
-      assert_at(c[1], "errors_spec%.lua", c[2], "this pool belongs to another thread or process")
-    end
+    assert_refused_at_callers(t:result(), 6, pool, ev)
   end)
 
   it("point at the caller's line when a pool or its result is used in a forked child", function()
@@ -224,21 +230,12 @@ describe("errors raised by the Lua layer", function()
       out[#out + 1] = c
     end
     assert.equal(0, support.finish(p))
-    ev:set()
-    pool:close()
-    pool:join()
-    assert.equal(5, #out)
-    for _, c in ipairs(out) do
-      assert_at(c[1], "errors_spec%.lua", c[2], "this pool belongs to another thread or process")
-    end
+    assert_refused_at_callers(out, 5, pool, ev)
   end)
 
   it("point at the caller's line when the C core refuses (full arena, no descriptors)", function()
-    local q = support.shell_quote
-    local script = support.fixtures .. "errors_resources.lua"
-    local cmd = table.concat({"ulimit -n 64;", "CONCUR_ARENA_MB=1",
-      "LUA_PATH=" .. q(package.path), "LUA_CPATH=" .. q(package.cpath),
-      "timeout -k 5 60", q(support.LUA), q(script), "2>&1"}, " ")
+    local cmd = "ulimit -n 64; CONCUR_ARENA_MB=1 " ..
+      support.fixture_command("errors_resources.lua") .. " 2>&1"
     local h = assert(io.popen(cmd))
     local out = h:read("a")
     h:close()

@@ -5,32 +5,19 @@
 local concur = require "concur"
 
 local support = require "support"
-local fixtures, LUA = support.fixtures, support.LUA
-local shell_quote, run_fixture = support.shell_quote, support.run_fixture
+local run_fixture = support.run_fixture
 local TSAN = os.getenv("CONCUR_SANITIZER") == "thread"
 
 describe("process exit", function()
-  it("waits for a non-daemon thread when the main chunk ends", function()
-    local out, code, elapsed = run_fixture("exit_nondaemon.lua", "end")
-    assert.are.equal(0, code, out)
-    local main_at = out:find("main done", 1, true)
-    local worker_at = out:find("worker done", 1, true)
-    assert.is_not_nil(main_at, out)
-    assert.is_not_nil(worker_at, out)
-    assert.is_true(worker_at > main_at, out)
-    assert.is_true(elapsed >= 0.25, "exited after " .. elapsed .. " s")
-  end)
-
-  it("waits for a non-daemon thread when main calls os.exit(0)", function()
-    local out, code, elapsed = run_fixture("exit_nondaemon.lua", "exit0")
-    assert.are.equal(0, code, out)
-    local main_at = out:find("main done", 1, true)
-    local worker_at = out:find("worker done", 1, true)
-    assert.is_not_nil(main_at, out)
-    assert.is_not_nil(worker_at, out)
-    assert.is_true(worker_at > main_at, out)
-    assert.is_true(elapsed >= 0.25, "exited after " .. elapsed .. " s")
-  end)
+  for _, case in ipairs({{"end", "the main chunk ends"}, {"exit0", "main calls os.exit(0)"}}) do
+    local mode, when = table.unpack(case)
+    it("waits for a non-daemon thread when " .. when, function()
+      local out, code, elapsed = run_fixture("exit_nondaemon.lua", mode)
+      assert.are.equal(0, code, out)
+      support.assert_in_order(out, "main done", "worker done")
+      assert.is_true(elapsed >= 0.25, "exited after " .. elapsed .. " s")
+    end)
+  end
 
   it("keeps os.exit's status after waiting for a non-daemon thread", function()
     local out, code, _, how = run_fixture("exit_nondaemon.lua", "exit3")
@@ -95,9 +82,7 @@ describe("process exit", function()
     -- Runs exit_parent_killed.lua, kills it with `sig` once its children
     -- run, and returns their pids by kind (worker, busy, daemon, nondaemon).
     local function kill_parent(sig)
-      local q = shell_quote
-      local p = assert(io.popen("LUA_PATH=" .. q(package.path) .. " LUA_CPATH=" .. q(package.cpath) ..
-        " timeout -k 5 60 " .. q(LUA) .. " " .. q(fixtures .. "exit_parent_killed.lua") .. " 2>&1"))
+      local p = assert(io.popen(support.fixture_command("exit_parent_killed.lua") .. " 2>&1"))
       local pids, parent, out = {worker = {}, busy = {}, daemon = {}, tdaemon = {}, nondaemon = {}}, nil, {}
       for line in p:lines() do
         out[#out + 1] = line
@@ -170,12 +155,7 @@ describe("process exit", function()
   end)
 
   it("sends the error report to stderr, not stdout", function()
-    local cmd = "LUA_PATH=" .. shell_quote(package.path) ..
-      " LUA_CPATH=" .. shell_quote(package.cpath) ..
-      " " .. shell_quote(LUA) .. " " .. shell_quote(fixtures .. "exit_thread_error.lua") .. " 2>/dev/null"
-    local p = assert(io.popen(cmd))
-    local stdout = p:read("a")
-    local _, _, code = p:close()
+    local stdout, code = support.fixture_stdout("exit_thread_error.lua")
     assert.are.equal(0, code)
     assert.are.equal("main done\n", stdout)
   end)

@@ -26,15 +26,34 @@ after_each(function()
 end)
 
 -- From support.lua: go(fn, ...) starts a process on fn(...) (fn's integer
--- result is its exit code), finish(p, timeout) joins it and returns its exit
+-- result is its exit code), holder(obj) one that holds obj until killed,
+-- acquirer(obj) one that takes and gives back obj and gives its exit code
+-- (0 when it could); finish(p, timeout) joins a process and returns its exit
 -- code.
-local go, finish = started.process, support.finish
+local go, holder, acquirer = started.process, started.holder, started.acquirer
+local finish = support.finish
 
--- Kills p, which must still be running, and reaps it.
+-- Kills p, which must still be running (blocked) 0.2 s on, and reaps it.
 local function kill(p)
-  assert.is_false(p:join(0.2), "the child ended before it was killed")
-  p:kill()
-  assert.are.equal(-9, finish(p))
+  support.kill(p, 0.2)
+end
+
+-- Asserts that Condition c serves the processes still: a new child waits on
+-- it, and the parent's notify wakes it.
+local function assert_notify_wakes_a_child(c)
+  local waiting = concur.Event()
+  local q = go(function()
+    if not c:acquire(true, 5) then return 2 end
+    waiting:set()                -- still held: the parent gets it once we wait
+    local notified = c:wait(10)
+    c:release()
+    return notified and 0 or 4
+  end)
+  assert.is_true(waiting:wait(10))
+  assert.is_true(c:acquire(true, 5))
+  c:notify()
+  c:release()
+  assert.are.equal(0, finish(q))
 end
 
 -- Seconds fn(...) takes, and its first result.
@@ -47,14 +66,8 @@ end
 describe("a process killed", function()
   describe("in a Condition", function()
     it("holding a Condition over a Lock: the next acquire takes it, wait and notify go on", function()
-      local c, held = concur.Condition(concur.Lock()), concur.Event()
-      local p = go(function()
-        if not c:acquire(true, 5) then return 2 end
-        held:set()
-        concur.Event():wait(30)
-        return 3
-      end)
-      assert.is_true(held:wait(10))
+      local c = concur.Condition(concur.Lock())
+      local p = holder(c)
       assert.is_false(c:acquire(false))
       kill(p)
       local took, ok = timed(c.acquire, c, true, 5)
@@ -62,19 +75,7 @@ describe("a process killed", function()
       assert.is_true(took < 1, "took " .. took .. " s")
       c:release()
       -- A new child waits, the parent notifies.
-      local waiting = concur.Event()
-      local q = go(function()
-        if not c:acquire(true, 5) then return 2 end
-        waiting:set()                -- still held: the parent gets it once we wait
-        local notified = c:wait(10)
-        c:release()
-        return notified and 0 or 4
-      end)
-      assert.is_true(waiting:wait(10))
-      assert.is_true(c:acquire(true, 5))
-      c:notify()
-      c:release()
-      assert.are.equal(0, finish(q))
+      assert_notify_wakes_a_child(c)
       assert.is_false(c:locked())
     end)
 
@@ -97,19 +98,7 @@ describe("a process killed", function()
       c:release()
       assert.is_false(c:locked())
       -- The Condition serves the next waiter.
-      waiting:clear()
-      local q = go(function()
-        if not c:acquire(true, 5) then return 2 end
-        waiting:set()
-        local notified = c:wait(10)
-        c:release()
-        return notified and 0 or 4
-      end)
-      assert.is_true(waiting:wait(10))
-      assert.is_true(c:acquire(true, 5))
-      c:notify()
-      c:release()
-      assert.are.equal(0, finish(q))
+      assert_notify_wakes_a_child(c)
     end)
   end)
 
@@ -192,15 +181,9 @@ describe("a process killed", function()
 
   describe("holding a lock", function()
     it("while three processes wait: each gets the Lock in turn, never two at once", function()
-      local lock, held, ready = concur.Lock(), concur.Event(), concur.Semaphore(0)
+      local lock, ready = concur.Lock(), concur.Semaphore(0)
       local slots = core.Slots(2)       -- 1: who is inside, 2: how many went through
-      local holder = go(function()
-        lock:acquire()
-        held:set()
-        concur.Event():wait(30)
-        return 3
-      end)
-      assert.is_true(held:wait(10))
+      local p = holder(lock)
       local waiters = {}
       for i = 1, 3 do
         waiters[i] = go(function()
@@ -217,7 +200,7 @@ describe("a process killed", function()
         end)
       end
       for _ = 1, 3 do assert.is_true(ready:acquire(true, 10)) end
-      kill(holder)
+      kill(p)
       for i = 1, 3 do assert.are.equal(0, finish(waiters[i])) end
       assert.are.equal(3, slots:get(2))
       assert.is_false(lock:locked())
@@ -225,24 +208,12 @@ describe("a process killed", function()
 
     it("a Semaphore unit taken by a killed holder is not given back; the rest work", function()
       -- README: "Semaphore values taken by a dead process are not given back."
-      local sem, held = concur.Semaphore(2), concur.Event()
-      local p = go(function()
-        if not sem:acquire(true, 5) then return 2 end
-        held:set()
-        concur.Event():wait(30)
-        return 3
-      end)
-      assert.is_true(held:wait(10))
-      kill(p)
+      local sem = concur.Semaphore(2)
+      kill(holder(sem))
       assert.is_true(sem:acquire(true, 5))
       assert.is_false(sem:acquire(true, 0.05))
       sem:release()
-      local q = go(function()
-        if not sem:acquire(true, 5) then return 2 end
-        sem:release()
-        return 0
-      end)
-      assert.are.equal(0, finish(q))
+      assert.are.equal(0, acquirer(sem))
     end)
   end)
 

@@ -45,6 +45,29 @@ local function blocked_in_io(pid, tid)
   return not wchan:find("futex", 1, true)
 end
 
+-- Polls until OS thread `tid` of process `pid` is blocked in io
+-- (blocked_in_io); true, or false after 10 s.  For the thread or child that
+-- waits for that (its Lua state gets a copy of this function).
+local function until_blocked(pid, tid)
+  local t0 = concur.time()
+  while not blocked_in_io(pid, tid) do
+    if concur.time() - t0 > 10 then return false end
+    concur.sleep(0.001)
+  end
+  return true
+end
+
+-- Starts a thread that sends "wake" on connection c once this thread is
+-- blocked in io; its result is "sent", or "main never blocked" (nothing
+-- sent) after 10 s.
+local function wake_when_blocked(c)
+  return spawn(function(conn, pid, tid)
+    if not until_blocked(pid, tid) then return "main never blocked" end
+    conn:send("wake")
+    return "sent"
+  end, c, concur.getpid(), concur.current_thread().native_id)
+end
+
 -- A deterministic string of n bytes; every 4093-byte piece starts with its
 -- number, so a lost, repeated or shifted piece shows.
 local function big_string(n, seed)
@@ -405,21 +428,12 @@ describe("concur.Pipe", function()
 
     it("poll(timeout) returns true as soon as another thread sends", function()
       local a, b = concur.Pipe()
-      local tid = concur.current_thread().native_id
-      local pid = concur.getpid()
-      local t = spawn(function(c, pid, tid)
-        local t0 = concur.time()
-        while not blocked_in_io(pid, tid) do
-          if concur.time() - t0 > 10 then break end
-          concur.sleep(0.001)
-        end
-        c:send("wake")
-        return true
-      end, a, pid, tid)
+      local t = wake_when_blocked(a)
       local t0 = concur.time()
       local ready = b:poll(10)
       local waited = concur.time() - t0
       assert.is_true(t:join(10))
+      assert.are.equal("sent", t:result())
       assert.is_true(ready)
       assert.is_true(waited < 8, "poll(10) returned after " .. waited .. " s")
       assert.are.equal("wake", b:recv())
@@ -427,17 +441,7 @@ describe("concur.Pipe", function()
 
     it("poll(nil) waits until another thread sends", function()
       local a, b = concur.Pipe()
-      local tid = concur.current_thread().native_id
-      local pid = concur.getpid()
-      local t = spawn(function(c, pid, tid)
-        local t0 = concur.time()
-        while not blocked_in_io(pid, tid) do
-          if concur.time() - t0 > 10 then return "main never blocked" end
-          concur.sleep(0.001)
-        end
-        c:send("wake")
-        return "sent"
-      end, a, pid, tid)
+      local t = wake_when_blocked(a)
       local ready = b:poll(nil)
       assert.is_true(t:join(10))
       assert.are.equal("sent", t:result())
@@ -971,11 +975,7 @@ describe("concur.Pipe", function()
       local p = fork(function()
         a:close()
         if not sending:wait(10) then return 2 end
-        local t0 = concur.time()
-        while not blocked_in_io(pid, tid) do
-          if concur.time() - t0 > 10 then return 3 end
-          concur.sleep(0.001)
-        end
+        if not until_blocked(pid, tid) then return 3 end
         return 0                        -- ends without reading: closes b
       end)
       b:close()
@@ -1000,11 +1000,7 @@ describe("concur.Pipe", function()
       assert.is_true(up:wait(10))
       -- A thread (started after the fork) kills the child once we are blocked.
       local killer = spawn(function(p, pid, tid)
-        local t0 = concur.time()
-        while not blocked_in_io(pid, tid) do
-          if concur.time() - t0 > 10 then break end
-          concur.sleep(0.001)
-        end
+        until_blocked(pid, tid)
         p:kill()
         return true
       end, p, concur.getpid(), concur.current_thread().native_id)
@@ -1219,49 +1215,45 @@ describe("concur.Pipe", function()
     -- shared); for a connection made after the fork that pointer is not
     -- mapped in the receiver, which crashed (SIGSEGV, exit code -11 here).
     -- Now shared-ness is decided by the address alone (cobj_owned_here).
-    it("a connection made after the fork, through the pipe, is refused without a crash", function()
-      local p = fork(function()
+    -- The same through a Queue.  For each way, channel() returns send_conn(y)
+    -- (sends connection y as that way does), send(v), recv(), and what the
+    -- receiver does once the sender has forked.
+    local ways = {
+      {"the pipe", function()
         local a, b = concur.Pipe()
-        local g = concur.Process{target = function()
-          local _, y = connection_on_new_heap()
-          b:send({conn = y})
-          b:send("next")
-          os.exit(0)
-        end}
-        g:start()
-        b:close()
-        local ok, err = pcall(a.recv, a)
-        local ok2, v = pcall(a.recv, a)
-        g:join(10)
-        if ok then return 2 end
-        if not tostring(err):find("belongs to the process that sent it", 1, true) then return 3 end
-        if not ok2 or v ~= "next" then return 4 end
-        return 0
-      end)
-      assert.are.equal(0, finish(p))      -- -11: the SIGSEGV
-    end)
-
-    -- The same through a Queue.
-    it("a connection made after the fork, through a Queue, is refused without a crash", function()
-      local p = fork(function()
+        return function(y) b:send({conn = y}) end, function(v) b:send(v) end,
+          function() return a:recv() end, function() b:close() end
+      end},
+      {"a Queue", function()
         local q = concur.Queue()
-        local g = concur.Process{target = function()
-          local _, y = connection_on_new_heap()
-          q:put(y)
-          q:put("next")
-          os.exit(0)
-        end}
-        g:start()
-        local ok, err = pcall(q.get, q, true, 10)
-        local ok2, v = pcall(q.get, q, true, 10)
-        g:join(10)
-        if ok then return 2 end
-        if not tostring(err):find("belongs to the process that sent it", 1, true) then return 3 end
-        if not ok2 or v ~= "next" then return 4 end
-        return 0
+        return function(y) q:put(y) end, function(v) q:put(v) end,
+          function() return q:get(true, 10) end, function() end
+      end},
+    }
+    for _, way in ipairs(ways) do
+      local via, channel = table.unpack(way)
+      it("a connection made after the fork, through " .. via .. ", is refused without a crash", function()
+        local p = fork(function()
+          local send_conn, send, recv, forked = channel()
+          local g = concur.Process{target = function()
+            local _, y = connection_on_new_heap()
+            send_conn(y)
+            send("next")
+            os.exit(0)
+          end}
+          g:start()
+          forked()
+          local ok, err = pcall(recv)
+          local ok2, v = pcall(recv)
+          g:join(10)
+          if ok then return 2 end
+          if not tostring(err):find("belongs to the process that sent it", 1, true) then return 3 end
+          if not ok2 or v ~= "next" then return 4 end
+          return 0
+        end)
+        assert.are.equal(0, finish(p))      -- -11: the SIGSEGV
       end)
-      assert.are.equal(0, finish(p))      -- -11: the SIGSEGV
-    end)
+    end
   end)
 
   -- Issue 14: a byte stream out of step (a writer killed in the middle of a

@@ -57,18 +57,9 @@ local function distinct(t)
   return n, set
 end
 
--- Whether pid is one of this process's live children.
-local function is_child(pid)
-  for _, p in ipairs(concur.active_children()) do
-    if p.pid == pid then return true end
-  end
-  return false
-end
-
--- Whether a process with this pid exists (kill -0; a zombie counts).
-local function exists(pid)
-  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
-end
+-- From support.lua: is_child(pid) is whether pid is one of this process's
+-- live children.
+local is_child = support.is_child
 
 -- Runs the Lua source `src` in a subprocess (the spec runner's interpreter,
 -- this process's module paths); returns stdout and stderr together.
@@ -171,6 +162,17 @@ describe(kind, function()
 
   -- The number of threads alive in this process.
   local function threads_alive() return concur.active_count() end
+
+  -- Asserts that the pool's workers have ended and been joined: a Pool's
+  -- processes `ids` are reaped (support.assert_reaped), and as many threads
+  -- run as `threads_before` when a ThreadPool's workers have ended.
+  local function assert_workers_gone(ids, threads_before)
+    if procs then
+      support.assert_reaped(ids)
+    else
+      assert.equal(threads_before, threads_alive())
+    end
+  end
 
   ---------------------------------------------------------------------------
   describe("construction", function()
@@ -1172,14 +1174,7 @@ describe(kind, function()
         assert.equal(i, (rs[i]:get(0)))
       end
       -- the workers have ended and been joined
-      if procs then
-        for _, pid in pairs(ids) do
-          assert.is_false(is_child(pid))
-          assert.is_false(exists(pid))
-        end
-      else
-        assert.equal(before, threads_alive())
-      end
+      assert_workers_gone(ids, before)
     end)
 
     it("runs the tasks queued before close", function()
@@ -1245,14 +1240,7 @@ describe(kind, function()
       local pool, _, ids = pool_with_ids(2)
       assert.equal(2, pool:apply(function() return 2 end))
       pool:terminate()
-      if procs then
-        for _, pid in ipairs(ids) do
-          assert.is_false(is_child(pid))
-          assert.is_false(exists(pid))
-        end
-      else
-        assert.equal(before, threads_alive())
-      end
+      assert_workers_gone(ids, before)
     end)
 
     it("after close ends the pool too", function()
@@ -1275,14 +1263,7 @@ describe(kind, function()
         assert.same({1, 4, 9}, pool:map(function(x) return x * x end, {1, 2, 3}))
       end
       assert.equal(("<concur.%s state=TERMINATE pool_size=2>"):format(kind), tostring(ref))
-      if procs then
-        for _, pid in ipairs(ids) do
-          assert.is_false(is_child(pid))
-          assert.is_false(exists(pid))
-        end
-      else
-        assert.equal(before, threads_alive())
-      end
+      assert_workers_gone(ids, before)
     end)
 
     it("happens at the end of a <close> block left by an error", function()

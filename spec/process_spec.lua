@@ -57,12 +57,8 @@ end
 -- exited N" once that Lua process itself has ended: a child that outlives it
 -- keeps the output pipe open, so only this line shows when the parent ended.
 local function run_then_mark(name, ...)
-  local cmd = {"LUA_PATH=" .. shell_quote(package.path),
-               "LUA_CPATH=" .. shell_quote(package.cpath),
-               "timeout -k 5 60", shell_quote(support.LUA), shell_quote(support.fixtures .. name)}
-  for _, a in ipairs({...}) do cmd[#cmd + 1] = shell_quote(a) end
   local t0 = concur.time()
-  local pipe = assert(io.popen("(" .. table.concat(cmd, " ") .. ' 2>&1; echo "parent exited $?")'))
+  local pipe = assert(io.popen("(" .. support.fixture_command(name, ...) .. ' 2>&1; echo "parent exited $?")'))
   local out = pipe:read("a")
   pipe:close()
   return out, tonumber(out:match("parent exited (%d+)")), concur.time() - t0
@@ -123,12 +119,7 @@ describe("concur.Process", function()
 
     it("join(timeout) returns false while the child still runs, then join() true", function()
       local p = go(function() concur.sleep(0.5) end)
-      local t0 = concur.time()
-      assert.is_false(p:join(0.05))
-      local waited = concur.time() - t0
-      assert.is_true(waited >= 0.03, "join(0.05) returned after " .. waited .. " s")
-      assert.is_true(waited < 0.45, "join(0.05) returned after " .. waited .. " s")
-      assert.is_true(p:is_alive())
+      support.assert_join_times_out(p, 0.45)
       assert.is_nil(p.exitcode)
       assert.is_true(p:join())
       assert.is_false(p:is_alive())
@@ -293,34 +284,22 @@ describe("concur.Process", function()
     end)
 
     it("sends the error report to stderr, not stdout", function()
-      local cmd = "LUA_PATH=" .. shell_quote(package.path) ..
-        " LUA_CPATH=" .. shell_quote(package.cpath) ..
-        " timeout -k 5 60 " .. shell_quote(support.LUA) .. " " ..
-        shell_quote(support.fixtures .. "process_error.lua") .. " 2>/dev/null"
-      local pipe = assert(io.popen(cmd))
-      local stdout = pipe:read("a")
-      local _, _, code = pipe:close()
+      local stdout, code = support.fixture_stdout("process_error.lua")
       assert.are.equal(0, code)
       assert.are.equal("exitcode 1\ntable exitcode 1\nmain done\n", stdout)
     end)
 
-    it("is -15 after terminate()", function()
-      local p = go(function() concur.sleep(5) end)
-      local t0 = concur.time()
-      p:terminate()
-      assert.is_true(p:join())
-      assert.is_true(concur.time() - t0 < 3, "terminate took " .. (concur.time() - t0) .. " s")
-      assert.are.equal(-15, p.exitcode)
-    end)
-
-    it("is -9 after kill()", function()
-      local p = go(function() concur.sleep(5) end)
-      local t0 = concur.time()
-      p:kill()
-      assert.is_true(p:join())
-      assert.is_true(concur.time() - t0 < 3, "kill took " .. (concur.time() - t0) .. " s")
-      assert.are.equal(-9, p.exitcode)
-    end)
+    for _, case in ipairs({{"terminate", -15}, {"kill", -9}}) do
+      local method, code = table.unpack(case)
+      it("is " .. code .. " after " .. method .. "()", function()
+        local p = go(function() concur.sleep(5) end)
+        local t0 = concur.time()
+        p[method](p)
+        assert.is_true(p:join())
+        assert.is_true(concur.time() - t0 < 3, method .. " took " .. (concur.time() - t0) .. " s")
+        assert.are.equal(code, p.exitcode)
+      end)
+    end
 
     it("is -N when the child dies of signal N from elsewhere", function()
       -- SIGUSR1 (10) sent by a shell the child starts: its default action ends it.
@@ -617,10 +596,7 @@ describe("concur.Process", function()
 
     it("buffered output is printed once when stdout is a file", function()
       local path = os.tmpname()
-      local cmd = "LUA_PATH=" .. shell_quote(package.path) ..
-        " LUA_CPATH=" .. shell_quote(package.cpath) ..
-        " timeout -k 5 60 " .. shell_quote(support.LUA) .. " " ..
-        shell_quote(support.fixtures .. "process_output_once.lua") ..
+      local cmd = support.fixture_command("process_output_once.lua") ..
         " >" .. shell_quote(path) .. " 2>&1"
       local ok = os.execute(cmd)
       local f = assert(io.open(path))
@@ -666,11 +642,7 @@ describe("concur.Process", function()
     it("a child waits for the non-daemon thread it started", function()
       local out, code, elapsed = run_fixture("process_child_thread.lua")
       assert.are.equal(0, code, out)
-      local thread_at = out:find("child thread done\n", 1, true)
-      local exit_at = out:find("exitcode 0\n", 1, true)
-      assert.is_not_nil(thread_at, out)
-      assert.is_not_nil(exit_at, out)
-      assert.is_true(thread_at < exit_at, out)
+      support.assert_in_order(out, "child thread done\n", "exitcode 0\n")
       assert.is_truthy(out:find("joined\ttrue", 1, true), out)
       assert.is_true(elapsed >= 0.25, "exited after " .. elapsed .. " s")
     end)
@@ -678,11 +650,7 @@ describe("concur.Process", function()
     it("a child joins its non-daemon children and terminates its daemon ones", function()
       local out, code, elapsed = run_fixture("process_grandchild.lua")
       assert.are.equal(0, code, out)
-      local g_at = out:find("grandchild done\n", 1, true)
-      local exit_at = out:find("exitcode 0\n", 1, true)
-      assert.is_not_nil(g_at, out)
-      assert.is_not_nil(exit_at, out)
-      assert.is_true(g_at < exit_at, out)
+      support.assert_in_order(out, "grandchild done\n", "exitcode 0\n")
       assert.is_nil(out:find("daemon grandchild done", 1, true), out)
       assert.is_true(elapsed < 3.5, "exited after " .. elapsed .. " s (the daemon sleeps 5 s)")
       local pid = tonumber(out:match("daemon grandchild pid (%d+)"))

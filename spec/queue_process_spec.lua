@@ -88,7 +88,7 @@ end
 
 -- Bytes in use in the shared arena, garbage collected first, and how far
 -- above its start it may end.
-local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
+local in_use = support.shm_in_use
 
 -- Gets from q until `stop` comes (raw equality), at most `max` items; returns
 -- the list of what came before it and whether `stop` came.
@@ -676,8 +676,7 @@ describe("concur.Queue between processes", function()
         if item[1] ~= i then assert.are.equal(i, item[1]) end
       end
       assert.are.equal(0, finish(p))
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
   end)
 end)

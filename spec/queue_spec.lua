@@ -1079,8 +1079,7 @@ describe("concur.Queue", function()
       for _ = 1, 5 do q:put(big_string(1024 * 1024, 2)) end
       for _ = 1, 5 do q:get() end
       assert.is_true(q:empty())
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
 
     it("1 000 queues collected with items left inside give the arena back", function()
@@ -1129,8 +1128,7 @@ describe("concur.Queue", function()
       end, q)
       assert.are.equal(1000, t:result())
       assert.is_true(q:empty())
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
 
     it("puts that fail (Full, a bad item) give back what they had encoded", function()
@@ -1143,8 +1141,7 @@ describe("concur.Queue", function()
         pcall(q.put, q, {concur.Lock(), coroutine.create(print)})
       end
       assert.are.equal(1, q:qsize())
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
   end)
 end)

@@ -19,20 +19,35 @@ function support.shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
--- Runs fixtures/NAME with that interpreter and this process's module paths.
--- Returns stdout and stderr together, the exit status, the seconds it took,
--- and how it ended ("exit" or "signal").
-function support.run_fixture(name, ...)
+-- The sh command that runs fixtures/NAME with the arguments ... under that
+-- interpreter and this process's module paths.
+function support.fixture_command(name, ...)
   local q = support.shell_quote
   -- A hang (the bugs these specs catch) becomes a failure after 60 s.
   local cmd = {"LUA_PATH=" .. q(package.path), "LUA_CPATH=" .. q(package.cpath),
                "timeout -k 5 60", q(support.LUA), q(support.fixtures .. name)}
   for _, a in ipairs({...}) do cmd[#cmd + 1] = q(a) end
+  return table.concat(cmd, " ")
+end
+
+-- Runs fixtures/NAME (fixture_command).  Returns stdout and stderr together,
+-- the exit status, the seconds it took, and how it ended ("exit" or
+-- "signal").
+function support.run_fixture(name, ...)
   local t0 = concur.time()
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
+  local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>&1"))
   local out = p:read("a")
   local _, how, code = p:close()
   return out, code, concur.time() - t0, how
+end
+
+-- Runs fixtures/NAME (fixture_command), its stderr thrown away; returns its
+-- stdout and exit status.
+function support.fixture_stdout(name, ...)
+  local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>/dev/null"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
 end
 
 -- Whether process `pid` (not a child of this one) has ended: no such
@@ -68,6 +83,15 @@ end
 function support.assert_has(s, sub)
   luassert.is_truthy(tostring(s):find(sub, 1, true),
     ("expected %q in %q"):format(sub, tostring(s)))
+end
+
+-- Asserts that `s` contains `first` and, after it, `second` (both plain).
+function support.assert_in_order(s, first, second)
+  local first_at = s:find(first, 1, true)
+  local second_at = s:find(second, 1, true)
+  luassert.is_not_nil(first_at, ("expected %q in %q"):format(first, s))
+  luassert.is_not_nil(second_at, ("expected %q in %q"):format(second, s))
+  luassert.is_true(first_at < second_at, ("expected %q before %q in %q"):format(first, second, s))
 end
 
 -- Seconds fn(...) takes, then pcall's results (ok first).
@@ -126,11 +150,61 @@ function support.finish(p, timeout)
   return p.exitcode
 end
 
+-- Kills process p, joins it and asserts that the SIGKILL ended it (exit
+-- code -9).  With `settle`, first asserts that p still runs `settle` seconds
+-- on (it is blocked where the test put it, not ended).
+function support.kill(p, settle)
+  if settle then
+    luassert.is_false(p:join(settle), "child " .. tostring(p.pid) .. " ended before it was killed")
+  end
+  p:kill()
+  luassert.are.equal(-9, support.finish(p))
+end
+
+-- Whether pid is one of this process's live children.
+function support.is_child(pid)
+  for _, p in ipairs(concur.active_children()) do
+    if p.pid == pid then return true end
+  end
+  return false
+end
+
+-- Whether a process with this pid exists (kill -0; a zombie counts).
+function support.pid_exists(pid)
+  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
+end
+
+-- Asserts that the processes `pids` (a list or a table's values) have ended
+-- and been reaped: none is a child any more, nor exists even as a zombie.
+function support.assert_reaped(pids)
+  for _, pid in pairs(pids) do
+    luassert.is_false(support.is_child(pid), "process " .. pid .. " is still a child")
+    luassert.is_false(support.pid_exists(pid), "process " .. pid .. " still exists")
+  end
+end
+
+-- Asserts that x (a Thread or a Process that still runs) is running: its
+-- join(0.05) returns false after about 0.05 s (and before `before` seconds),
+-- and it is alive.
+function support.assert_join_times_out(x, before)
+  local t0 = concur.time()
+  luassert.is_false(x:join(0.05))
+  local waited = concur.time() - t0
+  luassert.is_true(waited >= 0.03, "join(0.05) returned after " .. waited .. " s")
+  luassert.is_true(waited < before, "join(0.05) returned after " .. waited .. " s")
+  luassert.is_true(x:is_alive())
+end
+
 -- What a spec starts, so that after_each can end the leftovers of a failed
 -- test.  Returns a table of functions:
 --   process(fn, ...): starts a Process on fn(...) and returns it; fn's
 --     integer result is the exit code (os.exit(n) works too).
 --   thread(fn, ...): starts a Thread on fn(...) and returns it.
+--   holder(obj, times): starts a Process that acquires obj (a Lock, RLock,
+--     Condition or Semaphore; `times` times, once by default) and then
+--     blocks until it is killed; returns it once it holds obj.
+--   acquirer(obj): starts a Process that acquires obj (5 s at most) and
+--     releases it; returns its exit code (0: it could, 2: it could not).
 --   cleanup(): kills and joins the processes, then joins the threads (10 s
 --     each at most), and forgets them all; for after_each.
 function support.tracker()
@@ -150,6 +224,26 @@ function support.tracker()
     threads[#threads + 1] = t
     t:start()
     return t
+  end
+  function self.holder(obj, times)
+    local held = concur.Event()
+    local p = self.process(function()
+      for _ = 1, times or 1 do
+        if not obj:acquire(true, 5) then return 2 end
+      end
+      held:set()
+      concur.Event():wait(30)      -- stays until killed
+      return 3
+    end)
+    luassert.is_true(held:wait(10), "the holder did not take it")
+    return p
+  end
+  function self.acquirer(obj)
+    return support.finish(self.process(function()
+      if not obj:acquire(true, 5) then return 2 end
+      obj:release()
+      return 0
+    end))
   end
   function self.cleanup()
     for _, p in ipairs(procs) do stop(p) end
@@ -193,5 +287,12 @@ end
 
 -- How far shm_in_use may end above where it started.
 support.SHM_SLACK = 64 * 1024
+
+-- Asserts that the bytes in use in the shared arena (garbage collected
+-- first) are back within SHM_SLACK of `start`.
+function support.assert_shm_back(start)
+  local grown = support.shm_in_use() - start
+  luassert.is_true(grown < support.SHM_SLACK, "the arena grew by " .. grown .. " bytes")
+end
 
 return support

@@ -36,8 +36,11 @@ after_each(started.cleanup)
 
 -- From support.lua: go(fn, ...) starts a process on fn(...) (fn's integer
 -- result is its exit code), finish(p, timeout) joins it and returns its exit
--- code, eventually(pred, timeout) polls pred.
+-- code, eventually(pred, timeout) polls pred;
 local go, finish, eventually = started.process, support.finish, support.eventually
+-- holder(obj, times) starts a process that holds obj until killed,
+-- acquirer(obj) one that takes and gives back obj, and gives its exit code.
+local holder, acquirer = started.holder, started.acquirer
 
 -- Starts n children that each wait on Condition c for up to `timeout`
 -- seconds; each exits 0 when notified, 10 when its wait timed out.
@@ -64,6 +67,14 @@ local function has_waiters(c, n)
   end
 end
 
+-- Once Condition c has n waiters, calls act(c) holding c's lock.
+local function when_waiting(c, n, act)
+  assert.is_true(eventually(has_waiters(c, n)), "no " .. n .. " waiters")
+  assert.is_true(c:acquire(true, 5))
+  act(c)
+  c:release()
+end
+
 -- pcall that returns the error message as a string, or nil if none (unlike
 -- support.err_of, which fails then).
 local function err_of(fn, ...)
@@ -81,6 +92,11 @@ end
 local function sorted(t)
   table.sort(t)
   return t
+end
+
+-- Runs n children on fn, one after another; each must exit 0.
+local function in_children(n, fn)
+  for _ = 1, n do assert.are.equal(0, finish(go(fn))) end
 end
 
 -- Makes n Locks of the size class a freed Lock went to: a block freed too
@@ -187,31 +203,24 @@ describe("synchronization between processes", function()
   -- A child that dies (SIGKILL) holding a lock: the parent's blocking acquire
   -- takes it over within a second, whether the child is reaped or a zombie.
   describe("a holder killed while holding", function()
-    local function killed_holder(kind, join_first)
-      local lock, held = concur[kind](), concur.Event()
-      local p = go(function()
-        if not lock:acquire(true, 5) then return 2 end
-        if kind == "RLock" then lock:acquire() end   -- held twice
-        held:set()
-        concur.Event():wait(30)      -- stays until killed
-        return 3
-      end)
-      assert.is_true(held:wait(10))
-      assert.is_false(lock:acquire(false))
-      p:kill()
-      if join_first then
-        assert.is_true(p:join(10))
-        assert.are.equal(-9, p.exitcode)
-      end
+    -- Asserts that `lock` (a `kind`), whose holder has ended (`how`: "killed"
+    -- or "ended"), is taken over by a blocking acquire within a second.
+    local function assert_taken_over(lock, kind, how)
       local t0 = concur.time()
       local ok = lock:acquire(true, 5)
       local took = concur.time() - t0
-      assert.is_true(ok, kind .. " not taken over from a killed holder")
+      assert.is_true(ok, kind .. " not taken over from " .. how .. " holder")
       assert.is_true(took < 1.0, "took " .. took .. " s to take over the " .. kind)
-      if not join_first then
-        assert.is_true(p:join(10))
-        assert.are.equal(-9, p.exitcode)
-      end
+    end
+
+    local function killed_holder(kind, join_first)
+      local lock = concur[kind]()
+      local p = holder(lock, kind == "RLock" and 2 or 1)   -- an RLock held twice
+      assert.is_false(lock:acquire(false))
+      p:kill()
+      if join_first then assert.are.equal(-9, finish(p, 10)) end
+      assert_taken_over(lock, kind, "a killed")
+      if not join_first then assert.are.equal(-9, finish(p, 10)) end
       if kind == "RLock" then
         -- Ours now, once: the dead holder's count is gone.
         assert.is_truthy(tostring(lock):find("count=1", 1, true), tostring(lock))
@@ -223,12 +232,7 @@ describe("synchronization between processes", function()
         assert.is_false(lock:locked())
       end
       -- Usable as ever, by another child.
-      local q = go(function()
-        if not lock:acquire(true, 5) then return 2 end
-        lock:release()
-        return 0
-      end)
-      assert.are.equal(0, finish(q))
+      assert.are.equal(0, acquirer(lock))
     end
 
     it("Lock, the child joined first", function() killed_holder("Lock", true) end)
@@ -243,31 +247,21 @@ describe("synchronization between processes", function()
         return 0
       end)
       assert.are.equal(0, finish(p))
-      local t0 = concur.time()
-      local ok = lock:acquire(true, 5)
-      local took = concur.time() - t0
-      assert.is_true(ok, "Lock not taken over from an ended holder")
-      assert.is_true(took < 1.0, "took " .. took .. " s to take over the Lock")
+      assert_taken_over(lock, "Lock", "an ended")
       lock:release()
     end)
 
     it("a waiter blocked in acquire gets it when the holder is killed", function()
-      local lock, held = concur.Lock(), concur.Event()
-      local holder = go(function()
-        lock:acquire()
-        held:set()
-        concur.Event():wait(30)
-        return 3
-      end)
-      assert.is_true(held:wait(10))
+      local lock = concur.Lock()
+      local p = holder(lock)
       local waiter = go(function()
         return lock:acquire(true, 10) and 0 or 2
       end)
       -- The waiter is blocked: it cannot end while the holder lives.
       assert.is_false(waiter:join(0.2))
-      holder:kill()
+      p:kill()
       assert.are.equal(0, finish(waiter))
-      assert.are.equal(-9, finish(holder))
+      assert.are.equal(-9, finish(p))
     end)
   end)
 
@@ -352,10 +346,7 @@ describe("synchronization between processes", function()
         c:release()
         return ok and 0 or 3
       end)
-      assert.is_true(eventually(has_waiters(c, 1)))
-      assert.is_true(c:acquire(true, 5))
-      c:notify()
-      c:release()
+      when_waiting(c, 1, function() c:notify() end)
       assert.are.equal(0, finish(p))
       assert.is_truthy(tostring(c):find(" waiters=0>", 1, true), tostring(c))
     end)
@@ -380,10 +371,7 @@ describe("synchronization between processes", function()
     it("notify(1) with 3 children waiting wakes exactly one", function()
       local c = concur.Condition()
       local ps = waiting_children(c, 3, 3)
-      assert.is_true(eventually(has_waiters(c, 3)))
-      assert.is_true(c:acquire(true, 5))
-      c:notify(1)
-      c:release()
+      when_waiting(c, 3, function() c:notify(1) end)
       local codes = {}
       for i = 1, 3 do codes[i] = finish(ps[i]) end
       assert.are.same({0, 10, 10}, sorted(codes))
@@ -392,10 +380,7 @@ describe("synchronization between processes", function()
     it("notify(2) wakes two, notify_all wakes the rest", function()
       local c = concur.Condition()
       local ps = waiting_children(c, 5, 10)
-      assert.is_true(eventually(has_waiters(c, 5)))
-      assert.is_true(c:acquire(true, 5))
-      c:notify(2)
-      c:release()
+      when_waiting(c, 5, function() c:notify(2) end)
       assert.is_true(eventually(has_waiters(c, 3)))
       local ended = 0
       assert.is_true(eventually(function()
@@ -422,10 +407,7 @@ describe("synchronization between processes", function()
           return ok and 0 or 3
         end)
       end
-      assert.is_true(eventually(has_waiters(c, 4)))
-      assert.is_true(c:acquire(true, 5))
-      c:notify_all()
-      c:release()
+      when_waiting(c, 4, function() c:notify_all() end)
       for i = 1, 4 do assert.are.equal(0, finish(ps[i])) end
     end)
 
@@ -488,8 +470,7 @@ describe("synchronization between processes", function()
         return 3
       end)
       assert.is_true(eventually(has_waiters(c, 1)))
-      dead:kill()
-      assert.are.equal(-9, finish(dead))
+      support.kill(dead)
       local live = go(function()
         if not c:acquire(true, 5) then return 2 end
         local ok = c:wait(5)
@@ -497,10 +478,7 @@ describe("synchronization between processes", function()
         return ok and 0 or 10
       end)
       -- The dead waiter is still listed until a notify drops it.
-      assert.is_true(eventually(has_waiters(c, 2)))
-      assert.is_true(c:acquire(true, 5))
-      c:notify(1)
-      c:release()
+      when_waiting(c, 2, function() c:notify(1) end)
       assert.are.equal(0, finish(live))
       assert.is_truthy(tostring(c):find(" waiters=0>", 1, true), tostring(c))
     end)
@@ -896,15 +874,12 @@ describe("synchronization between processes", function()
 
     it("several children in turn drop their inherited handles", function()
       local box = {lock = concur.Lock()}
-      for _ = 1, 4 do
-        local p = go(function()
-          box.lock = nil
-          collectgarbage()
-          collectgarbage()
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
+      in_children(4, function()
+        box.lock = nil
+        collectgarbage()
+        collectgarbage()
+        return 0
+      end)
       assert.is_true(box.lock:acquire(false))
       local keep = churn(300)
       for _, l in ipairs(keep) do assert.is_false(l:locked()) end
@@ -975,24 +950,20 @@ describe("synchronization between processes", function()
 
     it("returns to where it was after children made and dropped objects", function()
       local start = in_use()
-      for _ = 1, 4 do
-        local p = go(function()
-          local t = {}
-          for i = 1, 500 do
-            t[#t + 1] = concur.Lock()
-            t[#t + 1] = concur.Condition()
-            t[#t + 1] = concur.Event()
-            t[#t + 1] = concur.Barrier(2, function() end)
-          end
-          t = nil
-          collectgarbage()
-          collectgarbage()
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      in_children(4, function()
+        local t = {}
+        for i = 1, 500 do
+          t[#t + 1] = concur.Lock()
+          t[#t + 1] = concur.Condition()
+          t[#t + 1] = concur.Event()
+          t[#t + 1] = concur.Barrier(2, function() end)
+        end
+        t = nil
+        collectgarbage()
+        collectgarbage()
+        return 0
+      end)
+      support.assert_shm_back(start)
     end)
 
     it("returns to where it was after the parent drops objects its children inherited", function()
@@ -1006,40 +977,32 @@ describe("synchronization between processes", function()
       end
       local made = core.shm_in_use() - start
       assert.is_true(made > 2 * SLACK, "4000 objects took only " .. made .. " bytes")
-      for _ = 1, 4 do
-        local p = go(function()
-          objs[1]:acquire()
-          objs[1]:release()
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
+      in_children(4, function()
+        objs[1]:acquire()
+        objs[1]:release()
+        return 0
+      end)
       objs = nil
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
 
     it("returns to where it was after children end without collecting what they made", function()
       local start = in_use()
-      for _ = 1, 4 do
-        local p = go(function()
-          local t = {}
-          for i = 1, 500 do
-            t[#t + 1] = concur.Lock()
-            t[#t + 1] = concur.Event()
-          end
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      in_children(4, function()
+        local t = {}
+        for i = 1, 500 do
+          t[#t + 1] = concur.Lock()
+          t[#t + 1] = concur.Event()
+        end
+        return 0
+      end)
+      support.assert_shm_back(start)
     end)
   end)
 
   -- Found by review: each once failed (a crash, a leak, a hang).
   describe("regressions", function()
-    local in_use, SLACK = support.shm_in_use, support.SHM_SLACK
+    local in_use = support.shm_in_use
 
     it("a child keeps objects the parent frees right after start (references taken before fork)", function()
       collectgarbage("stop")
@@ -1076,22 +1039,17 @@ describe("synchronization between processes", function()
         release:set()
         th:join()
       end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      support.assert_shm_back(start)
     end)
 
     it("a child gives back handles that were waiting for their finalizer when it ended", function()
       local start = in_use()
-      for _ = 1, 3 do
-        local p = go(function()
-          collectgarbage("stop")
-          for _ = 1, 1000 do local _ = concur.Lock() end
-          return 0
-        end)
-        assert.are.equal(0, finish(p))
-      end
-      local grown = in_use() - start
-      assert.is_true(grown < SLACK, "the arena grew by " .. grown .. " bytes")
+      in_children(3, function()
+        collectgarbage("stop")
+        for _ = 1, 1000 do local _ = concur.Lock() end
+        return 0
+      end)
+      support.assert_shm_back(start)
     end)
 
     it("a child never touches the object of a handle that was waiting for its finalizer at the fork", function()

@@ -44,6 +44,49 @@ local function wait_until(pred, what)
   end
 end
 
+-- Starts a thread that acquires obj (a Lock, RLock or Condition) and holds
+-- it; returns once it does, with a function that lets the thread release obj
+-- and returns the thread (whose result is obj:locked() after its release).
+local function held_by_thread(obj)
+  local held, go_on = concur.Event(), concur.Event()
+  local t = go(function(o, h, g)
+    o:acquire()
+    h:set()
+    g:wait()
+    o:release()
+    return o:locked()
+  end, obj, held, go_on)
+  assert.is_true(held:wait(10))
+  return function()
+    go_on:set()
+    return t
+  end
+end
+
+-- Once k threads wait on Condition c (a state, polled), calls act(c) with c's
+-- lock held.
+local function when_waiting(c, k, act)
+  wait_until(function()
+    c:acquire()
+    local waiting = tostring(c):find("waiters=" .. k .. ">", 1, true) ~= nil
+    if waiting then act(c) end
+    c:release()
+    return waiting
+  end, k .. " waiters")
+end
+
+-- Starts k threads that each wait on Condition c for up to `timeout` seconds
+-- and return whether the wait returned true with the lock held again.
+local function waiting_threads(c, k, timeout)
+  return go_n(k, function(_, cond, to)
+    cond:acquire()
+    local got = cond:wait(to)
+    local mine = cond:locked()
+    cond:release()
+    return got and mine
+  end, c, timeout)
+end
+
 -- Two threads wait at Barrier b (3 parties); act(b) makes both raise
 -- BrokenBarrierError.
 local function waiters_break(b, act)
@@ -81,18 +124,11 @@ local function run_chunk(code)
 end
 
 -- ---------------------------------------------------------------------------
-describe("concur.Lock", function()
-  it("starts unlocked; acquire() takes it, release() frees it", function()
-    local lock = concur.Lock()
-    assert.is_false(lock:locked())
-    assert.is_true(lock:acquire())
-    assert.is_true(lock:locked())
-    assert.is_nil(lock:release())
-    assert.is_false(lock:locked())
-    assert.is_true(lock:acquire(true))
-    lock:release()
-  end)
+-- Lock and RLock: what only one of them does is in lock_only and rlock_only;
+-- what both do runs on each, in the describe block of its type below.
 
+-- A Lock is not reentrant, and it is no thread's own.
+local function lock_only()
   it("acquire(false) returns false on a held lock, true on a free one", function()
     local lock = concur.Lock()
     assert.is_true(lock:acquire(false))
@@ -135,111 +171,17 @@ describe("concur.Lock", function()
     lock:release()
   end)
 
-  it("acquire(false, timeout) raises: a timeout needs a blocking call", function()
+  it("guard() makes the holder's own acquire(false) fail until the end of the block", function()
     local lock = concur.Lock()
-    local e = err_of(function() local _ = lock:acquire(false, 1) end)
-    assert_has(e, "bad argument #2 to 'acquire'")
-    assert_has(e, "can't specify a timeout for a non-blocking call")
-    assert.is_false(lock:locked())
-  end)
-
-  it("a negative or NaN timeout is a bad argument", function()
-    local lock = concur.Lock()
-    lock:acquire()
-    assert_has(err_of(function() local _ = lock:acquire(true, -1) end),
-      "bad argument #2 to 'acquire'")
-    assert_has(err_of(function() local _ = lock:acquire(true, 0 / 0) end),
-      "bad argument #2 to 'acquire'")
-    assert_has(err_of(function() local _ = lock:acquire(true, "soon") end),
-      "bad argument #2 to 'acquire'")
-    lock:release()
-  end)
-
-  it("a non-boolean blocking flag is a bad argument", function()
-    local lock = concur.Lock()
-    local e = err_of(function() local _ = lock:acquire(1) end)
-    assert_has(e, "bad argument #1 to 'acquire' (boolean expected")
-    assert_has(err_of(function() local _ = lock:acquire("yes") end), "boolean expected")
-    assert.is_false(lock:locked())
-  end)
-
-  it("release() of an unlocked lock raises 'release unlocked lock'", function()
-    local lock = concur.Lock()
-    assert_has(err_of(function() lock:release() end), "release unlocked lock")
-    lock:acquire()
-    lock:release()
-    assert_has(err_of(function() lock:release() end), "release unlocked lock")
-  end)
-
-  it("tostring shows locked or unlocked", function()
-    local lock = concur.Lock()
-    assert.are.equal("<concur.Lock unlocked>", tostring(lock))
-    lock:acquire()
-    assert.are.equal("<concur.Lock locked>", tostring(lock))
-    lock:release()
-    assert.are.equal("<concur.Lock unlocked>", tostring(lock))
-  end)
-
-  it("methods called on something else raise 'concur.Lock expected'", function()
-    local lock = concur.Lock()
-    -- A successful call first, so that this process survives the crash of a
-    -- first call with a bad self (shown in its own test below).
-    lock:acquire(); lock:release()
-    assert_has(err_of(function() local _ = lock.acquire(5) end),
-      "bad argument #1 to 'acquire' (concur.Lock expected")
-    assert_has(err_of(function() local _ = lock.acquire(concur.Event()) end),
-      "concur.Lock expected")
-    assert_has(err_of(function() local _ = lock.acquire(concur.RLock()) end),
-      "concur.Lock expected")
-    assert_has(err_of(function() lock.release({}) end), "concur.Lock expected")
-    assert_has(err_of(function() lock.release(concur.Semaphore()) end), "concur.Lock expected")
-    assert_has(err_of(function() local _ = lock.locked("x") end), "concur.Lock expected")
-    assert_has(err_of(function() local _ = lock.acquire() end), "concur.Lock expected")
-    assert.is_false(lock:locked())
-  end)
-
-  it("a bad self raises even as the first call of a fresh process", function()
-    -- Each method whose type check caches the last good handle, called first
-    -- with a non-userdata self: must raise, not crash.
-    local calls = {
-      "concur.Lock().acquire(5)", "concur.Lock().release(5)",
-      "concur.RLock().acquire(5)", "concur.RLock().release(5)",
-    }
-    local bad = {}
-    for _, call in ipairs(calls) do
-      local out, code = run_chunk(([[
-        local concur = require "concur"
-        local ok, e = pcall(function() return %s end)
-        io.write(tostring(ok), " ", tostring(e), "\n")
-        os.exit(0)
-      ]]):format(call))
-      if code ~= 0 or not out:find("false", 1, true) or not out:find("expected", 1, true) then
-        bad[#bad + 1] = ("%s: exit %s, output %q"):format(call, tostring(code), out:sub(1, 200))
-      end
+    do
+      local _ <close> = lock:guard()
+      assert.is_false(lock:acquire(false))
     end
-    assert.are.same({}, bad)
+    assert.is_true(lock:acquire(false))
+    lock:release()
   end)
 
   describe("between threads", function()
-    it("a held lock makes another thread's acquire(false) fail and acquire() wait", function()
-      local lock = concur.Lock()
-      local tried = concur.Event()
-      lock:acquire()
-      local t = go(function(l, e)
-        local first = l:acquire(false)
-        local timed_out = l:acquire(true, 0.02)
-        e:set()
-        local second = l:acquire()
-        l:release()
-        return first, timed_out, second
-      end, lock, tried)
-      assert.is_true(tried:wait(10))
-      assert.is_false(t:join(0.05))   -- still blocked: the lock is ours
-      lock:release()
-      assert.are.same({false, false, true}, {t:result()})
-      assert.is_false(lock:locked())
-    end)
-
     it("may be released by another thread than the one that acquired it", function()
       local lock = concur.Lock()
       lock:acquire()
@@ -262,137 +204,11 @@ describe("concur.Lock", function()
       lock:release()
       assert.is_false(lock:locked())
     end)
-
-    it("release() in another thread of a free lock raises there", function()
-      local lock = concur.Lock()
-      local t = go(function(l)
-        local ok, e = pcall(l.release, l)
-        return ok, tostring(e)
-      end, lock)
-      local ok, e = t:result()
-      assert.is_false(ok)
-      assert_has(e, "release unlocked lock")
-    end)
   end)
+end
 
-  describe("with", function()
-    it("holds the lock while fn runs and returns all its results", function()
-      local lock = concur.Lock()
-      local r = table.pack(lock:with(function(a, b)
-        return lock:locked(), a, nil, b, nil
-      end, "x", 2))
-      assert.are.same({true, "x", nil, 2, nil, n = 5}, r)
-      assert.is_false(lock:locked())
-    end)
-
-    it("passes the arguments after fn, nils included", function()
-      local lock = concur.Lock()
-      local n, a, b, c = lock:with(function(...) return select("#", ...), ... end, nil, 2, nil)
-      assert.are.same({3, nil, 2, nil}, {n, a, b, c})
-    end)
-
-    it("releases when fn raises, and the error propagates unchanged", function()
-      local lock = concur.Lock()
-      local err = {"my error"}
-      local ok, e = pcall(lock.with, lock, function() error(err) end)
-      assert.is_false(ok)
-      assert.are.equal(err, e)
-      assert.is_false(lock:locked())
-      local e2 = err_of(lock.with, lock, function() error("boom") end)
-      assert_has(e2, "boom")
-      assert.is_false(lock:locked())
-    end)
-
-    it("waits for a lock another thread holds", function()
-      local lock = concur.Lock()
-      local held, go_on = concur.Event(), concur.Event()
-      local t = go(function(l, h, g)
-        l:acquire()
-        h:set()
-        g:wait()
-        l:release()
-      end, lock, held, go_on)
-      assert.is_true(held:wait(10))
-      assert.is_false(lock:acquire(false))
-      go_on:set()
-      assert.are.equal("inside", lock:with(function() return "inside" end))
-      assert.is_true(t:join())
-      assert.is_false(lock:locked())
-    end)
-
-    it("works across a coroutine yield inside fn", function()
-      local lock = concur.Lock()
-      local co = coroutine.wrap(function()
-        return lock:with(function(x)
-          local y = coroutine.yield("paused")
-          return x + y
-        end, 1)
-      end)
-      assert.are.equal("paused", co())
-      assert.is_true(lock:locked())
-      assert.are.equal(3, co(2))
-      assert.is_false(lock:locked())
-    end)
-
-    it("requires a function", function()
-      local lock = concur.Lock()
-      assert_has(err_of(function() lock:with(5) end), "bad argument")
-      assert.is_false(lock:locked())
-    end)
-  end)
-
-  describe("guard", function()
-    it("holds the lock until the end of the block", function()
-      local lock = concur.Lock()
-      do
-        local _ <close> = lock:guard()
-        assert.is_true(lock:locked())
-        assert.is_false(lock:acquire(false))
-      end
-      assert.is_false(lock:locked())
-    end)
-
-    it("releases when the block raises", function()
-      local lock = concur.Lock()
-      local ok, e = pcall(function()
-        local _ <close> = lock:guard()
-        error("inside guard")
-      end)
-      assert.is_false(ok)
-      assert_has(e, "inside guard")
-      assert.is_false(lock:locked())
-    end)
-
-    it("releases at a return from the block", function()
-      local lock = concur.Lock()
-      local function f()
-        local _ <close> = lock:guard()
-        return lock:locked()
-      end
-      assert.is_true(f())
-      assert.is_false(lock:locked())
-    end)
-
-    it("keeps threads out of the block", function()
-      local lock = concur.Lock()
-      local t
-      do
-        local _ <close> = lock:guard()
-        t = go(function(l)
-          local first = l:acquire(false)
-          local _ <close> = l:guard()
-          return first, l:locked()
-        end, lock)
-        assert.is_false(t:join(0.05))
-      end
-      assert.are.same({false, true}, {t:result()})
-      assert.is_false(lock:locked())
-    end)
-  end)
-end)
-
--- ---------------------------------------------------------------------------
-describe("concur.RLock", function()
+-- An RLock is reentrant and belongs to the thread that holds it.
+local function rlock_only()
   it("is acquired recursively by its owner; tostring counts", function()
     local r = concur.RLock()
     assert.are.equal("<concur.RLock unlocked>", tostring(r))
@@ -408,33 +224,6 @@ describe("concur.RLock", function()
     r:release()
     assert.is_false(r:locked())
     assert.are.equal("<concur.RLock unlocked>", tostring(r))
-  end)
-
-  it("release() of an RLock not held raises 'cannot release un-acquired lock'", function()
-    local r = concur.RLock()
-    assert_has(err_of(function() r:release() end), "cannot release un-acquired lock")
-    r:acquire()
-    r:release()
-    assert_has(err_of(function() r:release() end), "cannot release un-acquired lock")
-  end)
-
-  it("checks its arguments as Lock does", function()
-    local r = concur.RLock()
-    assert_has(err_of(function() local _ = r:acquire(false, 1) end),
-      "can't specify a timeout for a non-blocking call")
-    assert_has(err_of(function() local _ = r:acquire(true, -0.5) end),
-      "bad argument #2 to 'acquire'")
-    assert_has(err_of(function() local _ = r:acquire(0) end),
-      "bad argument #1 to 'acquire' (boolean expected")
-    assert.is_false(r:locked())
-  end)
-
-  it("methods called on something else raise 'concur.RLock expected'", function()
-    local r = concur.RLock()
-    r:acquire(); r:release()
-    assert_has(err_of(function() local _ = r.acquire(concur.Lock()) end), "concur.RLock expected")
-    assert_has(err_of(function() r.release(7) end), "concur.RLock expected")
-    assert_has(err_of(function() local _ = r.locked(concur.Event()) end), "concur.RLock expected")
   end)
 
   describe("between threads", function()
@@ -492,19 +281,10 @@ describe("concur.RLock", function()
 
     it("a thread that takes it becomes its owner; the main thread then cannot release it", function()
       local r = concur.RLock()
-      local held, go_on = concur.Event(), concur.Event()
-      local t = go(function(l, h, g)
-        l:acquire()
-        h:set()
-        g:wait()
-        l:release()
-        return l:locked()
-      end, r, held, go_on)
-      assert.is_true(held:wait(10))
+      local let_go = held_by_thread(r)
       assert_has(err_of(function() r:release() end), "cannot release un-acquired lock")
       assert.is_false(r:acquire(false))
-      go_on:set()
-      assert.is_false(t:result())
+      assert.is_false(let_go():result())
     end)
   end)
 
@@ -520,7 +300,7 @@ describe("concur.RLock", function()
     assert.is_false(r:locked())
   end)
 
-  it("guard() holds it until the end of the block, also on error", function()
+  it("guard() nests: held until the end of the outer block, also on error", function()
     local r = concur.RLock()
     do
       local _ <close> = r:guard()
@@ -535,7 +315,256 @@ describe("concur.RLock", function()
     assert.is_false(ok)
     assert.is_false(r:locked())
   end)
-end)
+end
+
+local LOCK_TYPES = {
+  {name = "Lock", new = concur.Lock, other = concur.RLock, own = lock_only,
+   unheld = "release unlocked lock", locked = "<concur.Lock locked>"},
+  {name = "RLock", new = concur.RLock, other = concur.Lock, own = rlock_only,
+   unheld = "cannot release un-acquired lock", locked = "<concur.RLock locked count=1>"},
+}
+
+for _, kind in ipairs(LOCK_TYPES) do
+  local new, name = kind.new, kind.name
+  describe("concur." .. name, function()
+    kind.own()
+
+    it("starts unlocked; acquire() takes it, release() frees it", function()
+      local lock = new()
+      assert.is_false(lock:locked())
+      assert.is_true(lock:acquire())
+      assert.is_true(lock:locked())
+      assert.is_nil(lock:release())
+      assert.is_false(lock:locked())
+      assert.is_true(lock:acquire(true))
+      lock:release()
+    end)
+
+    it("acquire(false, timeout) raises: a timeout needs a blocking call", function()
+      local lock = new()
+      local e = err_of(function() local _ = lock:acquire(false, 1) end)
+      assert_has(e, "bad argument #2 to 'acquire'")
+      assert_has(e, "can't specify a timeout for a non-blocking call")
+      assert.is_false(lock:locked())
+    end)
+
+    it("a negative or NaN timeout is a bad argument", function()
+      local lock = new()
+      lock:acquire()
+      for _, bad in ipairs({-1, -0.5, 0 / 0, "soon"}) do
+        assert_has(err_of(function() local _ = lock:acquire(true, bad) end),
+          "bad argument #2 to 'acquire'")
+      end
+      lock:release()
+      assert.is_false(lock:locked())
+    end)
+
+    it("a non-boolean blocking flag is a bad argument", function()
+      local lock = new()
+      local e = err_of(function() local _ = lock:acquire(1) end)
+      assert_has(e, "bad argument #1 to 'acquire' (boolean expected")
+      assert_has(err_of(function() local _ = lock:acquire(0) end), "boolean expected")
+      assert_has(err_of(function() local _ = lock:acquire("yes") end), "boolean expected")
+      assert.is_false(lock:locked())
+    end)
+
+    it("release() when not held raises '" .. kind.unheld .. "'", function()
+      local lock = new()
+      assert_has(err_of(function() lock:release() end), kind.unheld)
+      lock:acquire()
+      lock:release()
+      assert_has(err_of(function() lock:release() end), kind.unheld)
+    end)
+
+    it("tostring shows locked or unlocked", function()
+      local lock = new()
+      local unlocked = "<concur." .. name .. " unlocked>"
+      assert.are.equal(unlocked, tostring(lock))
+      lock:acquire()
+      assert.are.equal(kind.locked, tostring(lock))
+      lock:release()
+      assert.are.equal(unlocked, tostring(lock))
+    end)
+
+    it("methods called on something else raise 'concur." .. name .. " expected'", function()
+      local lock = new()
+      -- A successful call first, so that this process survives the crash of a
+      -- first call with a bad self (shown in its own test below).
+      lock:acquire(); lock:release()
+      local want = "concur." .. name .. " expected"
+      assert_has(err_of(function() local _ = lock.acquire(5) end),
+        "bad argument #1 to 'acquire' (" .. want)
+      assert_has(err_of(function() local _ = lock.acquire(concur.Event()) end), want)
+      assert_has(err_of(function() local _ = lock.acquire(kind.other()) end), want)
+      assert_has(err_of(function() lock.release({}) end), want)
+      assert_has(err_of(function() lock.release(7) end), want)
+      assert_has(err_of(function() lock.release(concur.Semaphore()) end), want)
+      assert_has(err_of(function() local _ = lock.locked("x") end), want)
+      assert_has(err_of(function() local _ = lock.locked(concur.Event()) end), want)
+      assert_has(err_of(function() local _ = lock.acquire() end), want)
+      assert.is_false(lock:locked())
+    end)
+
+    it("a bad self raises even as the first call of a fresh process", function()
+      -- Each method whose type check caches the last good handle, called first
+      -- with a non-userdata self: must raise, not crash.
+      local bad = {}
+      for _, method in ipairs({"acquire", "release"}) do
+        local call = ("concur.%s().%s(5)"):format(name, method)
+        local out, code = run_chunk(([[
+          local concur = require "concur"
+          local ok, e = pcall(function() return %s end)
+          io.write(tostring(ok), " ", tostring(e), "\n")
+          os.exit(0)
+        ]]):format(call))
+        if code ~= 0 or not out:find("false", 1, true) or not out:find("expected", 1, true) then
+          bad[#bad + 1] = ("%s: exit %s, output %q"):format(call, tostring(code), out:sub(1, 200))
+        end
+      end
+      assert.are.same({}, bad)
+    end)
+
+    describe("between threads", function()
+      it("a held lock makes another thread's acquire(false) fail and acquire() wait", function()
+        local lock = new()
+        local tried = concur.Event()
+        lock:acquire()
+        local t = go(function(l, e)
+          local first = l:acquire(false)
+          local timed_out = l:acquire(true, 0.02)
+          e:set()
+          local second = l:acquire()
+          l:release()
+          return first, timed_out, second
+        end, lock, tried)
+        assert.is_true(tried:wait(10))
+        assert.is_false(t:join(0.05))   -- still blocked: the lock is ours
+        lock:release()
+        assert.are.same({false, false, true}, {t:result()})
+        assert.is_false(lock:locked())
+      end)
+
+      it("release() in another thread of a free lock raises there", function()
+        local lock = new()
+        local t = go(function(l)
+          local ok, e = pcall(l.release, l)
+          return ok, tostring(e)
+        end, lock)
+        local ok, e = t:result()
+        assert.is_false(ok)
+        assert_has(e, kind.unheld)
+      end)
+    end)
+
+    describe("with", function()
+      it("holds the lock while fn runs and returns all its results", function()
+        local lock = new()
+        local r = table.pack(lock:with(function(a, b)
+          return lock:locked(), a, nil, b, nil
+        end, "x", 2))
+        assert.are.same({true, "x", nil, 2, nil, n = 5}, r)
+        assert.is_false(lock:locked())
+      end)
+
+      it("passes the arguments after fn, nils included", function()
+        local lock = new()
+        local n, a, b, c = lock:with(function(...) return select("#", ...), ... end, nil, 2, nil)
+        assert.are.same({3, nil, 2, nil}, {n, a, b, c})
+      end)
+
+      it("releases when fn raises, and the error propagates unchanged", function()
+        local lock = new()
+        local err = {"my error"}
+        local ok, e = pcall(lock.with, lock, function() error(err) end)
+        assert.is_false(ok)
+        assert.are.equal(err, e)
+        assert.is_false(lock:locked())
+        local e2 = err_of(lock.with, lock, function() error("boom") end)
+        assert_has(e2, "boom")
+        assert.is_false(lock:locked())
+      end)
+
+      it("waits for a lock another thread holds", function()
+        local lock = new()
+        local let_go = held_by_thread(lock)
+        assert.is_false(lock:acquire(false))
+        local t = let_go()
+        assert.are.equal("inside", lock:with(function() return "inside" end))
+        assert.is_true(t:join())
+        assert.is_false(lock:locked())
+      end)
+
+      it("works across a coroutine yield inside fn", function()
+        local lock = new()
+        local co = coroutine.wrap(function()
+          return lock:with(function(x)
+            local y = coroutine.yield("paused")
+            return x + y
+          end, 1)
+        end)
+        assert.are.equal("paused", co())
+        assert.is_true(lock:locked())
+        assert.are.equal(3, co(2))
+        assert.is_false(lock:locked())
+      end)
+
+      it("requires a function", function()
+        local lock = new()
+        assert_has(err_of(function() lock:with(5) end), "bad argument")
+        assert.is_false(lock:locked())
+      end)
+    end)
+
+    describe("guard", function()
+      it("holds the lock until the end of the block", function()
+        local lock = new()
+        do
+          local _ <close> = lock:guard()
+          assert.is_true(lock:locked())
+          assert.is_false(go(function(l) return l:acquire(false) end, lock):result())
+        end
+        assert.is_false(lock:locked())
+      end)
+
+      it("releases when the block raises", function()
+        local lock = new()
+        local ok, e = pcall(function()
+          local _ <close> = lock:guard()
+          error("inside guard")
+        end)
+        assert.is_false(ok)
+        assert_has(e, "inside guard")
+        assert.is_false(lock:locked())
+      end)
+
+      it("releases at a return from the block", function()
+        local lock = new()
+        local function f()
+          local _ <close> = lock:guard()
+          return lock:locked()
+        end
+        assert.is_true(f())
+        assert.is_false(lock:locked())
+      end)
+
+      it("keeps threads out of the block", function()
+        local lock = new()
+        local t
+        do
+          local _ <close> = lock:guard()
+          t = go(function(l)
+            local first = l:acquire(false)
+            local _ <close> = l:guard()
+            return first, l:locked()
+          end, lock)
+          assert.is_false(t:join(0.05))
+        end
+        assert.are.same({false, true}, {t:result()})
+        assert.is_false(lock:locked())
+      end)
+    end)
+  end)
+end
 
 -- ---------------------------------------------------------------------------
 describe("concur.Condition", function()
@@ -616,18 +645,10 @@ describe("concur.Condition", function()
 
   it("an RLock Condition held by another thread is not ours to wait or notify on", function()
     local c = concur.Condition()
-    local held, go_on = concur.Event(), concur.Event()
-    local t = go(function(cond, h, g)
-      cond:acquire()
-      h:set()
-      g:wait()
-      cond:release()
-    end, c, held, go_on)
-    assert.is_true(held:wait(10))
+    local let_go = held_by_thread(c)
     assert_has(err_of(function() local _ = c:wait(0.01) end), "cannot wait on un-acquired lock")
     assert_has(err_of(function() c:notify() end), "cannot notify on un-acquired lock")
-    go_on:set()
-    assert.is_true(t:join())
+    assert.is_false(let_go():result())
   end)
 
   it("notify with nobody waiting does nothing", function()
@@ -688,22 +709,8 @@ describe("concur.Condition", function()
     it("notify(n) wakes exactly n of k waiters", function()
       local k, n = 5, 2
       local c = concur.Condition()
-      local ts = go_n(k, function(_, cond)
-        cond:acquire()
-        local got = cond:wait(1.0)   -- the others time out
-        cond:release()
-        return got
-      end, c)
-      local notified = false
-      wait_until(function()
-        c:acquire()
-        if tostring(c):find("waiters=" .. k, 1, true) then
-          c:notify(n)
-          notified = true
-        end
-        c:release()
-        return notified
-      end, k .. " waiters")
+      local ts = waiting_threads(c, k, 1.0)   -- the others time out
+      when_waiting(c, k, function() c:notify(n) end)
       local r = results(ts)
       assert.are.equal(n, count(r, true))
       assert.are.equal(k - n, count(r, false))
@@ -713,23 +720,12 @@ describe("concur.Condition", function()
     it("notify() wakes exactly one", function()
       local k = 3
       local c = concur.Condition(concur.Lock())
-      local ts = go_n(k, function(_, cond)
-        cond:acquire()
-        local got = cond:wait(1.0)
-        cond:release()
-        return got
-      end, c)
-      local notified, after = false, nil
-      wait_until(function()
-        c:acquire()
-        if tostring(c):find("waiters=" .. k, 1, true) then
-          c:notify()
-          notified = true
-          after = tostring(c)
-        end
-        c:release()
-        return notified
-      end, k .. " waiters")
+      local ts = waiting_threads(c, k, 1.0)
+      local after
+      when_waiting(c, k, function()
+        c:notify()
+        after = tostring(c)
+      end)
       assert_has(after, "waiters=" .. (k - 1) .. ">")   -- taken off the list at once
       local r = results(ts)
       assert.are.equal(1, count(r, true))
@@ -739,22 +735,8 @@ describe("concur.Condition", function()
     it("notify(n) with n above the number of waiters wakes them all", function()
       local k = 3
       local c = concur.Condition()
-      local ts = go_n(k, function(_, cond)
-        cond:acquire()
-        local got = cond:wait(10)
-        cond:release()
-        return got
-      end, c)
-      local notified = false
-      wait_until(function()
-        c:acquire()
-        if tostring(c):find("waiters=" .. k, 1, true) then
-          c:notify(k + 10)
-          notified = true
-        end
-        c:release()
-        return notified
-      end, k .. " waiters")
+      local ts = waiting_threads(c, k, 10)
+      when_waiting(c, k, function() c:notify(k + 10) end)
       assert.are.same({true, true, true}, results(ts))
     end)
 
@@ -762,23 +744,8 @@ describe("concur.Condition", function()
       it(name .. " wakes every waiter", function()
         local k = 6
         local c = concur.Condition()
-        local ts = go_n(k, function(_, cond)
-          cond:acquire()
-          local got = cond:wait(10)
-          local mine = cond:locked()
-          cond:release()
-          return got and mine
-        end, c)
-        local notified = false
-        wait_until(function()
-          c:acquire()
-          if tostring(c):find("waiters=" .. k, 1, true) then
-            c[name](c)
-            notified = true
-          end
-          c:release()
-          return notified
-        end, k .. " waiters")
+        local ts = waiting_threads(c, k, 10)
+        when_waiting(c, k, function() c[name](c) end)
         local r = results(ts)
         assert.are.equal(k, count(r, true))
       end)
@@ -1638,16 +1605,7 @@ describe("timeouts", function()
       s:release()
       assert.is_true(stage:acquire(true, 10))
       e:set()
-      local notified = false
-      wait_until(function()
-        c:acquire()
-        if tostring(c):find("waiters=1", 1, true) then
-          c:notify()
-          notified = true
-        end
-        c:release()
-        return notified
-      end, "the thread to wait on the Condition")
+      when_waiting(c, 1, function() c:notify() end)
       assert.are.same({true, true, true, true}, {t:result()})
     end)
   end
@@ -1762,23 +1720,18 @@ describe("stress", function()
     return clashes, counter:get_value(), token:get_value()
   end
 
-  it("8 threads x 10 000 critical sections on one Lock", function()
-    local lock = concur.Lock()
-    local clashes, entries, token = hammer(lock, 1, 8, 10000)
-    assert.are.equal(0, clashes)
-    assert.are.equal(80000, entries)
-    assert.are.equal(1, token)
-    assert.is_false(lock:locked())
-  end)
-
-  it("8 threads x 10 000 critical sections on one RLock acquired twice", function()
-    local r = concur.RLock()
-    local clashes, entries, token = hammer(r, 2, 8, 10000)
-    assert.are.equal(0, clashes)
-    assert.are.equal(80000, entries)
-    assert.are.equal(1, token)
-    assert.is_false(r:locked())
-  end)
+  for _, case in ipairs({{"one Lock", concur.Lock, 1},
+                         {"one RLock acquired twice", concur.RLock, 2}}) do
+    local what, new, depth = table.unpack(case)
+    it("8 threads x 10 000 critical sections on " .. what, function()
+      local lock = new()
+      local clashes, entries, token = hammer(lock, depth, 8, 10000)
+      assert.are.equal(0, clashes)
+      assert.are.equal(80000, entries)
+      assert.are.equal(1, token)
+      assert.is_false(lock:locked())
+    end)
+  end
 
   it("8 threads x 10 000 critical sections on a Semaphore(1)", function()
     local s = concur.Semaphore(1)
