@@ -21,6 +21,7 @@ build = {
   type = "builtin",
   modules = {
     concur = "lua/concur.lua",
+    ["concur.pool"] = "lua/concur/pool.lua",
     ["concur.core"] = {
       sources = {"src/core.c", "src/object.c", "src/pipe.c", "src/process.c", "src/queue.c", "src/shm.c", "src/sync.c", "src/thread.c", "src/transfer.c"},
       incdirs = {"src"},
