@@ -205,18 +205,10 @@ local function runnable_run(handle)
   end
 end
 
--- Sets an attribute that the C core guards (name, daemon) from a method:
--- a refusal ("cannot set daemon status of active thread") is raised at the
--- line that called the method.  The metamethod is called directly, so that
--- its error carries no position of its own.
-local function set_attribute(self, key, value)
-  if not raw_getmetatable then self[key] = value; return end
-  local ok, err = pcall(raw_getmetatable(self).__newindex, self, key, value)
-  if not ok then reraise(err, 3) end
-end
-
--- A runnable class: `new` makes the C handle around a fields table.
-local function runnable_class(what, new)
+-- A runnable class: `new` makes the C handle around a fields table, and
+-- `set_class` puts the methods on the class (start, join, getName, ... in
+-- src/thread.c and src/process.c).  Its functions cross states by name.
+local function runnable_class(what, new, set_class)
   local cls = {}
   cls.__index = cls
   setmetatable(cls, {__call = class_call})
@@ -226,54 +218,22 @@ local function runnable_class(what, new)
     self:init(...)
     return self
   end
-  local handle = "concur." .. what
   cls.init = runnable_init(what)
-  cls.run = runnable_run(handle)
+  cls.run = runnable_run("concur." .. what)
   cls.extend = extend
-  -- Python's legacy camelCase names.
-  function cls:getName()
-    if not is_handle(self, handle) then bad_self(self, handle, "getName") end
-    return self.name
-  end
-  function cls:setName(name)
-    if not is_handle(self, handle) then bad_self(self, handle, "setName") end
-    if type(name) ~= "string" and type(name) ~= "number" then
-      raise(("bad argument #1 to 'setName' (string expected, got %s)"):format(typename(name)), 2)
-    end
-    set_attribute(self, "name", name)
-  end
-  function cls:isDaemon()
-    if not is_handle(self, handle) then bad_self(self, handle, "isDaemon") end
-    return self.daemon
-  end
-  function cls:setDaemon(daemonic)
-    if not is_handle(self, handle) then bad_self(self, handle, "setDaemon") end
-    if type(daemonic) ~= "boolean" then
-      raise(("bad argument #1 to 'setDaemon' (boolean expected, got %s)"):format(typename(daemonic)), 2)
-    end
-    set_attribute(self, "daemon", daemonic)
+  set_class(cls)
+  for key, f in pairs(cls) do
+    if type(f) == "function" then register(f, what .. "." .. key) end
   end
   return cls
 end
 
 --- Thread{target = f, args = {...}, name = "w", daemon = false}
-local Thread = runnable_class("Thread", core.thread_new)
-core.thread_set_class(Thread)
-Thread.start = core.thread_start
-Thread.join = core.thread_join
-Thread.is_alive = core.thread_is_alive
-Thread.isAlive = core.thread_is_alive
-Thread.result = core.thread_result
+local Thread = runnable_class("Thread", core.thread_new, core.thread_set_class)
 concur.Thread = Thread
 
 --- Process{target = f, args = {...}, name = "p", daemon = false}
-local Process = runnable_class("Process", core.process_new)
-core.process_set_class(Process)
-Process.start = core.process_start
-Process.join = core.process_join
-Process.is_alive = core.process_is_alive
-Process.terminate = core.process_terminate
-Process.kill = core.process_kill
+local Process = runnable_class("Process", core.process_new, core.process_set_class)
 concur.Process = Process
 
 -- Error values ------------------------------------------------------------------
