@@ -109,15 +109,8 @@ local function bad_self(v, what, fname, level)
     (level or 2) + 1)
 end
 
--- The name the function at `level` (1: the one calling this) was called
--- by, as Lua's own argument errors give it, or `default`.
-local function called_as(level, default)
-  local ar = getinfo and getinfo(level + 1, "n")
-  return ar and ar.name or default
-end
-
 -- Checks an options table against the names a constructor accepts.  The
--- module itself is no options table: concur:Queue(5) instead of concur.Queue(5).
+-- module itself is no options table: concur:Thread{} instead of concur.Thread{}.
 local function check_options(opts, allowed, fname, level)
   if type(opts) ~= "table" then
     raise(("bad argument #1 to '%s' (table of options expected, got %s)")
@@ -277,65 +270,15 @@ concur.Barrier = core.Barrier
 -- C as well (src/queue.c, src/pipe.c).  One Queue serves as Python's
 -- queue.Queue, multiprocessing.Queue and JoinableQueue.
 
--- Their options are read here (a misspelt one is an error, as Python's
--- unexpected keyword argument is); C gets plain values.
-
-local queue_options, pipe_options = {maxsize = true}, {duplex = true}
+-- Their options are read there too (a misspelt one is an error, as Python's
+-- unexpected keyword argument is).
 
 --- Queue([maxsize]) or Queue{maxsize = n}: 0, nil or less is unbounded.
-local function Queue(maxsize)
-  local n = maxsize
-  if type(n) == "table" then
-    local fname = called_as(1, "Queue")
-    check_options(n, queue_options, fname, 2)
-    n = n.maxsize
-    if n ~= nil and math.type(n) ~= "integer" and not (math.type(n) == "float" and math.tointeger(n)) then
-      raise(("bad argument #1 to '%s' (option 'maxsize': integer expected, got %s)")
-        :format(fname, math.type(n) and tostring(n) or typename(n)), 2)
-    end
-  elseif n ~= nil then   -- as luaL_optinteger: a number or a numeric string
-    local num = tonumber(n)
-    if (type(n) ~= "number" and type(n) ~= "string") or num == nil then
-      raise(("bad argument #1 to '%s' (number expected, got %s)")
-        :format(called_as(1, "Queue"), typename(n)), 2)
-    end
-    if math.tointeger(num) == nil then
-      raise(("bad argument #1 to '%s' (number has no integer representation)")
-        :format(called_as(1, "Queue")), 2)
-    end
-    n = num
-  end
-  n = n and math.tointeger(n) or 0
-  if n < 0 then n = 0 end   -- Python: zero or less is unbounded
-  if n > 0x7fffffff then
-    raise(("bad argument #1 to '%s' (maxsize too large)"):format(called_as(1, "Queue")), 2)
-  end
-  local q = core_call(core.Queue, n)
-  return q
-end
-register(Queue, "Queue")
-concur.Queue = Queue
-concur.JoinableQueue = Queue
+concur.Queue = core.Queue
+concur.JoinableQueue = core.Queue
 
 --- Pipe([duplex]) or Pipe{duplex = b} -> two connections.
-local function Pipe(duplex)
-  if type(duplex) == "table" then
-    local fname = called_as(1, "Pipe")
-    check_options(duplex, pipe_options, fname, 2)
-    duplex = duplex.duplex
-    if duplex ~= nil and type(duplex) ~= "boolean" then
-      raise(("bad argument #1 to '%s' (option 'duplex': boolean expected, got %s)")
-        :format(fname, typename(duplex)), 2)
-    end
-  elseif duplex ~= nil and type(duplex) ~= "boolean" then
-    raise(("bad argument #1 to '%s' (boolean expected, got %s)")
-      :format(called_as(1, "Pipe"), typename(duplex)), 2)
-  end
-  local a, b = core_call(core.Pipe, duplex)
-  return a, b
-end
-register(Pipe, "Pipe")
-concur.Pipe = Pipe
+concur.Pipe = core.Pipe
 
 --- Timer(interval, fn, [args]): a Thread that calls fn(args...) after
 --- interval seconds unless cancelled first.

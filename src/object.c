@@ -655,6 +655,7 @@ const char *cobj_called_as(lua_State *L, const char *dflt) {
 }
 
 const char *cobj_typename(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
   int t = luaL_getmetafield(L, idx, "__name");   /* left pushed: it holds the name */
   if (t == LUA_TSTRING)
     return lua_tostring(L, -1);
