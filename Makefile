@@ -38,8 +38,8 @@ DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-co
 
 all: $(SO) $(HOST)
 
-# The compiled-in copy of the Lua layer.
-src/concur_lua.h: lua/concur.lua tools/embed.lua
+# The compiled-in copy of the Lua layer: concur.lua and the modules beside it.
+src/concur_lua.h: lua/concur.lua lua/concur/pool.lua tools/embed.lua
 	$(LUA) tools/embed.lua lua/concur.lua > $@.tmp && mv $@.tmp $@
 
 $(SO): $(SRCS) $(HDRS)

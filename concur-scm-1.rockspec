@@ -21,6 +21,7 @@ build = {
   type = "builtin",
   modules = {
     concur = "lua/concur.lua",
+    ["concur.pool"] = "lua/concur/pool.lua",
     ["concur.core"] = {
       sources = {"src/arena.c", "src/intr.c", "src/wait.c", "src/object.c", "src/message.c", "src/fork.c",
                  "src/transfer.c", "src/sync.c", "src/queue.c", "src/pipe.c", "src/pool.c", "src/exit.c",

@@ -75,23 +75,40 @@ static int core_getpid(lua_State *L) {
 
 /* ---- the Lua layer, compiled in -------------------------------------------- */
 
+/* The layer's modules: concur (lua/concur.lua) and the ones it loads on
+ * demand (lua/concur/pool.lua).  Each is compiled to bytecode once per
+ * process (layer_compile) and loaded from that in each state. */
+typedef struct layer_module {
+  const char *name;              /* the module's name, for require */
+  const char *chunkname;         /* its name in messages and tracebacks */
+  const unsigned char *source;
+  size_t source_len;
+  unsigned char *bc;             /* its bytecode, or NULL */
+  size_t bc_len, bc_cap;
+} layer_module;
+
+static layer_module layer_modules[] = {
+  {"concur", "=concur", concur_lua_source, sizeof concur_lua_source - 1, NULL, 0, 0},
+  {"concur.pool", "=concur.pool", concur_pool_lua_source, sizeof concur_pool_lua_source - 1,
+   NULL, 0, 0},
+};
+#define LAYER_NMODULES (sizeof layer_modules / sizeof layer_modules[0])
+
 static pthread_once_t layer_once = PTHREAD_ONCE_INIT;
-static unsigned char *layer_bc;     /* bytecode of concur_lua_source, or NULL */
-static size_t layer_bc_len, layer_bc_cap;
 
 static int layer_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  layer_module *m = ud;
   CONCUR_UNUSED(L);
-  CONCUR_UNUSED(ud);
-  if (layer_bc_len + n > layer_bc_cap) {
-    size_t ncap = (layer_bc_len + n) * 2;
-    unsigned char *nb = realloc(layer_bc, ncap);
+  if (m->bc_len + n > m->bc_cap) {
+    size_t ncap = (m->bc_len + n) * 2;
+    unsigned char *nb = realloc(m->bc, ncap);
     if (nb == NULL)
       return 1;
-    layer_bc = nb;
-    layer_bc_cap = ncap;
+    m->bc = nb;
+    m->bc_cap = ncap;
   }
-  memcpy(layer_bc + layer_bc_len, p, n);
-  layer_bc_len += n;
+  memcpy(m->bc + m->bc_len, p, n);
+  m->bc_len += n;
   return 0;
 }
 
@@ -99,29 +116,56 @@ static void layer_compile(void) {
   lua_State *T = luaL_newstate();
   if (T == NULL)
     return;
-  if (luaL_loadbuffer(T, (const char *)concur_lua_source, sizeof concur_lua_source - 1,
-                      "=concur") == LUA_OK &&
-      lua_dump(T, layer_writer, NULL, 1) != 0) {
-    free(layer_bc);
-    layer_bc = NULL;
+  for (size_t i = 0; i < LAYER_NMODULES; i++) {
+    layer_module *m = &layer_modules[i];
+    if (luaL_loadbuffer(T, (const char *)m->source, m->source_len, m->chunkname) == LUA_OK &&
+        lua_dump(T, layer_writer, m, 1) != 0) {
+      free(m->bc);
+      m->bc = NULL;
+    }
+    lua_settop(T, 0);
   }
   lua_close(T);
 }
 
-static int layer_load(lua_State *L) {
+static int layer_load(lua_State *L, const layer_module *m) {
   pthread_once(&layer_once, layer_compile);
-  if (layer_bc)
-    return luaL_loadbufferx(L, (const char *)layer_bc, layer_bc_len, "=concur", "b");
-  return luaL_loadbuffer(L, (const char *)concur_lua_source, sizeof concur_lua_source - 1,
-                         "=concur");
+  if (m->bc)
+    return luaL_loadbufferx(L, (const char *)m->bc, m->bc_len, m->chunkname, "b");
+  return luaL_loadbuffer(L, (const char *)m->source, m->source_len, m->chunkname);
 }
 
+/* package.preload's loader of the layer's module number upvalue 1 (not
+ * concur itself: see luaopen_concur). */
+static int layer_open(lua_State *L) {
+  const layer_module *m = &layer_modules[lua_tointeger(L, lua_upvalueindex(1))];
+  if (layer_load(L, m) != LUA_OK)
+    return lua_error(L);
+  lua_pushstring(L, m->name);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* package.preload (on top) gets the layer's modules other than concur. */
+static void layer_preload(lua_State *L) {
+  for (size_t i = 1; i < LAYER_NMODULES; i++) {
+    lua_pushinteger(L, (lua_Integer)i);
+    lua_pushcclosure(L, layer_open, 1);
+    lua_setfield(L, -2, layer_modules[i].name);
+  }
+}
+
+/* concur with the compiled-in layer: its other modules come from the same
+ * copy (package.preload), whatever package.path finds. */
 int luaopen_concur(lua_State *L) {
   luaL_requiref(L, "concur.core", luaopen_concur_core, 0);
   lua_pop(L, 1);
-  if (layer_load(L) != LUA_OK)
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  layer_preload(L);
+  lua_pop(L, 1);
+  if (layer_load(L, &layer_modules[0]) != LUA_OK)
     return lua_error(L);
-  lua_pushliteral(L, "concur");
+  lua_pushstring(L, layer_modules[0].name);
   lua_call(L, 1, 1);
   return 1;
 }
@@ -136,6 +180,7 @@ static void core_preload(lua_State *L) {
   lua_setfield(L, -2, "concur.core");
   lua_pushcfunction(L, preload_concur);
   lua_setfield(L, -2, "concur");
+  layer_preload(L);
   lua_pop(L, 1);
 }
 

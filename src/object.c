@@ -366,6 +366,145 @@ int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
   return 0;
 }
 
+/* The name and the daemon flag of object o, as `a` places them. */
+static char **attr_name(const cobj_attrs *a, cobj *o) {
+  return (char **)(void *)((char *)o + a->name_off);
+}
+
+static int *attr_daemon(const cobj_attrs *a, cobj *o) {
+  return (int *)(void *)((char *)o + a->daemon_off);
+}
+
+static int attr_push_daemon(lua_State *L, const cobj_attrs *a, cobj *o) {
+  pthread_mutex_lock(a->lock);
+  int daemon = *attr_daemon(a, o);
+  pthread_mutex_unlock(a->lock);
+  lua_pushboolean(L, daemon);
+  return 1;
+}
+
+/* Sets the daemon flag from the boolean at idx, or raises at the caller's
+ * line (that of the assignment or of the setDaemon call). */
+static int attr_set_daemon(lua_State *L, const cobj_attrs *a, cobj *o, int idx) {
+  pthread_mutex_lock(a->lock);
+  int ok = a->daemon_settable(o);
+  if (ok)
+    *attr_daemon(a, o) = lua_toboolean(L, idx);
+  pthread_mutex_unlock(a->lock);
+  if (!ok)
+    return luaL_error(L, "%s", a->daemon_refused);
+  return 0;
+}
+
+int cobj_attr_index(lua_State *L, const cobj_attrs *a, cobj *o) {
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  const char *k = lua_tostring(L, 2);
+  if (strcmp(k, "name") == 0)
+    return cobj_push_name(L, a->lock, attr_name(a, o));
+  if (strcmp(k, "daemon") == 0)
+    return attr_push_daemon(L, a, o);
+  return 0;
+}
+
+int cobj_attr_newindex(lua_State *L, const cobj_attrs *a, cobj *o) {
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  const char *k = lua_tostring(L, 2);
+  if (strcmp(k, "name") == 0) {
+    cobj_set_name(L, 3, a->lock, attr_name(a, o));
+    return 1;
+  }
+  if (strcmp(k, "daemon") == 0) {
+    if (lua_type(L, 3) != LUA_TBOOLEAN)   /* names the attribute, not the metamethod */
+      return luaL_error(L, "daemon must be a boolean, got %s", luaL_typename(L, 3));
+    attr_set_daemon(L, a, o, 3);
+    return 1;
+  }
+  for (const char *const *ro = a->read_only; *ro; ro++)
+    if (strcmp(k, *ro) == 0)
+      return luaL_error(L, "attribute '%s' of a %s is read-only", k, a->kind);
+  return 0;
+}
+
+static const cobj_attrs *attr_rules(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(2));
+}
+
+int cobj_attr_get_name(lua_State *L) {
+  cobj *o = cobj_self(L);
+  const cobj_attrs *a = attr_rules(L);
+  return cobj_push_name(L, a->lock, attr_name(a, o));
+}
+
+int cobj_attr_set_name(lua_State *L) {
+  cobj *o = cobj_self(L);
+  const cobj_attrs *a = attr_rules(L);
+  if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER)
+    return luaL_typeerror(L, 2, "string");
+  return cobj_set_name(L, 2, a->lock, attr_name(a, o));
+}
+
+int cobj_attr_is_daemon(lua_State *L) {
+  cobj *o = cobj_self(L);
+  return attr_push_daemon(L, attr_rules(L), o);
+}
+
+int cobj_attr_set_daemon(lua_State *L) {
+  cobj *o = cobj_self(L);
+  luaL_checktype(L, 2, LUA_TBOOLEAN);
+  return attr_set_daemon(L, attr_rules(L), o, 2);
+}
+
+void cobj_attr_methods(lua_State *L, int idx, const cobj_type *type, const cobj_attrs *a,
+                       const luaL_Reg *l) {
+  idx = lua_absindex(L, idx);
+  lua_pushvalue(L, idx);
+  luaL_getmetatable(L, type->name);
+  lua_pushlightuserdata(L, (void *)a);
+  luaL_setfuncs(L, l, 2);
+  lua_pop(L, 1);
+}
+
+/* ---- constructors' options ---------------------------------------------- */
+
+const char *cobj_called_as(lua_State *L, const char *dflt) {
+  lua_Debug ar;
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name)
+    return ar.name;
+  return dflt;
+}
+
+const char *cobj_typename(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  int t = luaL_getmetafield(L, idx, "__name");   /* left pushed: it holds the name */
+  if (t == LUA_TSTRING)
+    return lua_tostring(L, -1);
+  return luaL_typename(L, idx);
+}
+
+void cobj_check_options(lua_State *L, int idx, const char *fname, const char *const *allowed) {
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "concur");
+  int is_module = lua_rawequal(L, -1, idx);
+  lua_pop(L, 2);
+  if (is_module)
+    luaL_error(L, "bad argument #1 to '%s' (got the concur module: call concur.%s(...), "
+               "not concur:%s(...))", fname, fname, fname);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    int known = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (const char *const *k = allowed; *k && !known; k++)
+        known = strcmp(lua_tostring(L, -1), *k) == 0;
+    if (!known)
+      luaL_error(L, "bad argument #1 to '%s' (unknown option '%s')", fname,
+                 luaL_tolstring(L, -1, NULL));
+  }
+}
+
 /* ---- methods' helpers --------------------------------------------------- */
 
 int cobj_self_error(lua_State *L) {

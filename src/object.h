@@ -149,6 +149,41 @@ int cobj_set_field(lua_State *L);   /* __newindex fallback: rawset(fields, key, 
 int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name);
 int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name);
 
+/* The attributes Thread and Process share (name, daemon, ids that cannot be
+ * assigned), described once per type.  The object's name is a `char *` and
+ * its daemon flag an `int`, both guarded by `lock`. */
+typedef struct cobj_attrs {
+  pthread_mutex_t *lock;
+  size_t name_off, daemon_off;        /* offsetof the name and the daemon flag */
+  int (*daemon_settable)(const cobj *o);   /* called with lock held */
+  const char *daemon_refused;         /* the error when it is not */
+  const char *kind;                   /* "thread": "attribute 'x' of a thread is read-only" */
+  const char *read_only[4];           /* their names, NULL after the last */
+} cobj_attrs;
+/* __index and __newindex of such a handle: the attribute keyed by argument
+ * 2 (value: argument 3), when it is one of those; 0 when it is not. */
+int cobj_attr_index(lua_State *L, const cobj_attrs *a, cobj *o);
+int cobj_attr_newindex(lua_State *L, const cobj_attrs *a, cobj *o);
+/* Python's legacy methods over them, for a method table whose upvalue 1 is
+ * the handle's metatable (cobj_self) and upvalue 2 its cobj_attrs. */
+int cobj_attr_get_name(lua_State *L);
+int cobj_attr_set_name(lua_State *L);
+int cobj_attr_is_daemon(lua_State *L);
+int cobj_attr_set_daemon(lua_State *L);
+/* Installs the methods `l` on the class at idx with those two upvalues:
+ * the registered metatable of `type` and `a`. */
+void cobj_attr_methods(lua_State *L, int idx, const cobj_type *type, const cobj_attrs *a,
+                       const luaL_Reg *l);
+/* Checks the options table at idx of the constructor called `fname` (as
+ * called: "JoinableQueue"): not the concur module, no key outside
+ * `allowed` (NULL-terminated).  Errors are the constructor's argument 1's. */
+void cobj_check_options(lua_State *L, int idx, const char *fname, const char *const *allowed);
+/* The name the running C function was called by, or `dflt`. */
+const char *cobj_called_as(lua_State *L, const char *dflt);
+/* The type of the value at idx as an argument error names it ("concur.Event");
+ * may push a value, which holds the string. */
+const char *cobj_typename(lua_State *L, int idx);
+
 /* ---- the per-state context --------------------------------------------- */
 
 /* Registry slots of the per-state context (all in one table). */

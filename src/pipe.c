@@ -746,18 +746,25 @@ static void sock_grow(int fd) {
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &n, sizeof n);
 }
 
-/* concur.Pipe([duplex]) -> a, b.  Pipe(false): a only receives, b only
- * sends. */
+/* concur.Pipe([duplex]) or Pipe{duplex = b} -> a, b.  Pipe(false): a only
+ * receives, b only sends.  Errors name the function as it was called. */
 static int pipe_new(lua_State *L) {
+  static const char *const options[] = {"duplex", NULL};
+  const char *fname = cobj_called_as(L, "Pipe");
   int duplex = 1;
   if (lua_istable(L, 1)) {   /* Pipe{duplex = false}, as Python's keyword */
+    cobj_check_options(L, 1, fname, options);
     lua_getfield(L, 1, "duplex");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+      return luaL_error(L, "bad argument #1 to '%s' (option 'duplex': boolean expected, got %s)",
+                        fname, cobj_typename(L, -1));
     lua_replace(L, 1);
+  } else if (!lua_isnoneornil(L, 1) && !lua_isboolean(L, 1)) {
+    return luaL_error(L, "bad argument #1 to '%s' (boolean expected, got %s)", fname,
+                      cobj_typename(L, 1));
   }
-  if (!lua_isnoneornil(L, 1)) {
-    luaL_checktype(L, 1, LUA_TBOOLEAN);
+  if (!lua_isnoneornil(L, 1))
     duplex = lua_toboolean(L, 1);
-  }
   pthread_once(&conns_once, conns_init);
   cobj_newhandle(L, &conn_type, 0);
   cobj_newhandle(L, &conn_type, 0);

@@ -437,8 +437,10 @@ __attribute__((noreturn)) static void child_run(lua_State *L, int idx, proc_obj 
 
 /* ---- Lua methods ------------------------------------------------------------------ */
 
-static proc_obj *check_proc(lua_State *L, int idx) {
-  return (proc_obj *)cobj_check(L, idx, &proc_type);
+/* Self of a method or metamethod: each has the handles' metatable as upvalue
+ * 1 and pr_attrs as upvalue 2 (proc_open, pr_set_class). */
+static proc_obj *pr_self(lua_State *L) {
+  return cobj_self(L);
 }
 
 /* core.process_new(fields) -> handle */
@@ -474,7 +476,7 @@ static void pr_start_done(void) {
 }
 
 static int pr_start(lua_State *L) {
-  proc_obj *p = check_proc(L, 1);
+  proc_obj *p = pr_self(L);
   lua_settop(L, 1);
   if (p->is_main || p->is_parent)
     return luaL_error(L, "cannot start the current or parent process");
@@ -534,7 +536,7 @@ static int pr_start(lua_State *L) {
 }
 
 static int pr_join(lua_State *L) {
-  proc_obj *p = check_proc(L, 1);
+  proc_obj *p = pr_self(L);
   double timeout = concur_opt_timeout(L, 2);
   if (p->is_main || p == pr.current)
     return luaL_error(L, "cannot join current process");
@@ -556,7 +558,7 @@ static int pr_join(lua_State *L) {
 }
 
 static int pr_is_alive(lua_State *L) {
-  proc_obj *p = check_proc(L, 1);
+  proc_obj *p = pr_self(L);
   if (p->is_main || p == pr.current) {
     lua_pushboolean(L, 1);
     return 1;
@@ -577,7 +579,7 @@ static int pr_is_alive(lua_State *L) {
 /* terminate/kill: a process not started raises; one that ended: no-op, as in
  * Python (its pid may belong to another process by now: never signalled). */
 static int pr_signal(lua_State *L, int sig) {
-  proc_obj *p = check_proc(L, 1);
+  proc_obj *p = pr_self(L);
   if (p->is_main || p->is_parent || p == pr.current)
     return luaL_error(L, "cannot signal the current or parent process through its object");
   pthread_mutex_lock(&pr.lock);
@@ -599,16 +601,21 @@ static int pr_signal(lua_State *L, int sig) {
 static int pr_terminate(lua_State *L) { return pr_signal(L, SIGTERM); }
 static int pr_kill(lua_State *L) { return pr_signal(L, SIGKILL); }
 
+static int daemon_settable(const cobj *o) {
+  const proc_obj *p = (const proc_obj *)o;
+  return p->state == PR_NEW && !p->is_main && !p->is_parent;
+}
+
+static const cobj_attrs pr_attrs = {
+  &pr.lock, offsetof(proc_obj, name), offsetof(proc_obj, daemon), daemon_settable,
+  "process has already started", "process", {"pid", "ident", "exitcode", NULL}};
+
 static int pr_index(lua_State *L) {
-  proc_obj *p = check_proc(L, 1);
+  proc_obj *p = pr_self(L);
+  if (cobj_attr_index(L, &pr_attrs, &p->hdr))
+    return 1;
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0)
-      return cobj_push_name(L, &pr.lock, &p->name);
-    if (strcmp(k, "daemon") == 0) {
-      lua_pushboolean(L, p->daemon);
-      return 1;
-    }
     if (strcmp(k, "pid") == 0 || strcmp(k, "ident") == 0) {
       if (p->is_main)
         lua_pushinteger(L, getpid());
@@ -631,31 +638,14 @@ static int pr_index(lua_State *L) {
 }
 
 static int pr_newindex(lua_State *L) {
-  proc_obj *p = check_proc(L, 1);
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0)
-      return cobj_set_name(L, 3, &pr.lock, &p->name);
-    if (strcmp(k, "daemon") == 0) {
-      if (lua_type(L, 3) != LUA_TBOOLEAN)   /* names the attribute, not the metamethod */
-        return luaL_error(L, "daemon must be a boolean, got %s", luaL_typename(L, 3));
-      pthread_mutex_lock(&pr.lock);
-      int ok = p->state == PR_NEW && !p->is_main && !p->is_parent;
-      if (ok)
-        p->daemon = lua_toboolean(L, 3);
-      pthread_mutex_unlock(&pr.lock);
-      if (!ok)
-        return luaL_error(L, "process has already started");
-      return 0;
-    }
-    if (strcmp(k, "pid") == 0 || strcmp(k, "ident") == 0 || strcmp(k, "exitcode") == 0)
-      return luaL_error(L, "attribute '%s' of a process is read-only", k);
-  }
+  proc_obj *p = pr_self(L);
+  if (cobj_attr_newindex(L, &pr_attrs, &p->hdr))
+    return 0;
   return cobj_set_field(L);
 }
 
 static int pr_tostring(lua_State *L) {
-  proc_obj *p = check_proc(L, 1);
+  proc_obj *p = pr_self(L);
   char buf[400];
   pthread_mutex_lock(&pr.lock);
   if (p->is_main || p == pr.current)
@@ -703,7 +693,25 @@ static int pr_parent_process(lua_State *L) {
   return 1;
 }
 
+/* Process's methods, on the Lua class (pr_set_class). */
+static const luaL_Reg pr_methods[] = {
+  {"start", pr_start},
+  {"join", pr_join},
+  {"is_alive", pr_is_alive},
+  {"terminate", pr_terminate},
+  {"kill", pr_kill},
+  {"getName", cobj_attr_get_name},
+  {"setName", cobj_attr_set_name},
+  {"isDaemon", cobj_attr_is_daemon},
+  {"setDaemon", cobj_attr_set_daemon},
+  {NULL, NULL}
+};
+
+/* core.process_set_class(cls): the Lua layer's Process class gets the
+ * methods and becomes the metatable of handles' fields. */
 static int pr_set_class(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cobj_attr_methods(L, 1, &proc_type, &pr_attrs, pr_methods);
   return ctx_store(L, CTX_PROCESS_CLASS);
 }
 
@@ -761,18 +769,16 @@ void proc_open(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"process_new", pr_new},
-    {"process_start", pr_start},
-    {"process_join", pr_join},
-    {"process_is_alive", pr_is_alive},
-    {"process_terminate", pr_terminate},
-    {"process_kill", pr_kill},
     {"process_set_class", pr_set_class},
     {"active_children", pr_active_children},
     {"current_process", pr_current_process},
     {"parent_process", pr_parent_process},
     {NULL, NULL}
   };
-  cobj_newmetatable(L, &proc_type, meta);
+  cobj_newmetatable(L, &proc_type, NULL);
+  lua_pushvalue(L, -1);   /* upvalue 1 of the metamethods, for cobj_self */
+  lua_pushlightuserdata(L, (void *)&pr_attrs);
+  luaL_setfuncs(L, meta, 2);
   cobj_register_metatable(L, &proc_type);
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);

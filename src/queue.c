@@ -422,23 +422,37 @@ static int block_args(lua_State *L, int idx, double *timeout) {
 
 /* ---- Lua methods ------------------------------------------------------------------ */
 
+/* concur.Queue([maxsize]) or Queue{maxsize = n}: 0, nil or less is
+ * unbounded.  Errors name the function as it was called (JoinableQueue). */
 static int queue_new(lua_State *L) {
+  static const char *const options[] = {"maxsize", NULL};
+  const char *fname = cobj_called_as(L, "Queue");
   lua_Integer maxsize = 0;
-  if (lua_istable(L, 1)) {
-    lua_getfield(L, 1, "maxsize");
-    if (!lua_isnil(L, -1)) {
-      int isint;
-      maxsize = lua_tointegerx(L, -1, &isint);
-      if (!isint || lua_type(L, -1) != LUA_TNUMBER)
-        return luaL_argerror(L, 1, "option 'maxsize' must be an integer");
+  int isint = 1;
+  if (lua_istable(L, 1)) {   /* Queue{maxsize = n}, as Python's keyword */
+    cobj_check_options(L, 1, fname, options);
+    if (lua_getfield(L, 1, "maxsize") != LUA_TNIL) {
+      isint = lua_type(L, -1) == LUA_TNUMBER;
+      maxsize = isint ? lua_tointegerx(L, -1, &isint) : 0;
+      if (!isint)
+        return luaL_error(L, "bad argument #1 to '%s' (option 'maxsize': integer expected, got %s)",
+                          fname, lua_type(L, -1) == LUA_TNUMBER ? luaL_tolstring(L, -1, NULL)
+                                                                : cobj_typename(L, -1));
     }
     lua_pop(L, 1);
-  } else {
-    maxsize = luaL_optinteger(L, 1, 0);
+  } else if (!lua_isnoneornil(L, 1)) {   /* as luaL_optinteger: a number or a numeric string */
+    maxsize = lua_tointegerx(L, 1, &isint);
+    if (!isint && !lua_isnumber(L, 1))
+      return luaL_error(L, "bad argument #1 to '%s' (number expected, got %s)", fname,
+                        cobj_typename(L, 1));
+    if (!isint)
+      return luaL_error(L, "bad argument #1 to '%s' (number has no integer representation)",
+                        fname);
   }
   if (maxsize < 0)
     maxsize = 0;   /* Python: zero or less is unbounded */
-  luaL_argcheck(L, maxsize <= INT32_MAX, 1, "maxsize too large");
+  if (maxsize > INT32_MAX)
+    return luaL_error(L, "bad argument #1 to '%s' (maxsize too large)", fname);
   cobj_gc_pressure(L, shm_cost(sizeof(queue_obj) + LINE) + SEG_FIRST);
   cobj_newhandle(L, &queue_type, 0);
   void *raw = NULL;

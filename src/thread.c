@@ -506,8 +506,10 @@ static void *worker_main(void *arg) {
 
 /* ---- Lua methods ---------------------------------------------------------- */
 
-static thread_obj *check_thread(lua_State *L, int idx) {
-  return (thread_obj *)cobj_check(L, idx, &thread_type);
+/* Self of a method or metamethod: each has the handles' metatable as upvalue
+ * 1 and th_attrs as upvalue 2 (thread_open, th_set_class). */
+static thread_obj *th_self(lua_State *L) {
+  return cobj_self(L);
 }
 
 /* core.thread_new(fields) -> handle; the fields table becomes its user value. */
@@ -542,7 +544,7 @@ static void push_package_field(lua_State *L, const char *field) {
 }
 
 static int th_start(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
+  thread_obj *t = th_self(L);
   tbuf msg = TBUF_INIT;
   char err[TRANSFER_ERRLEN];
   /* The fields (target, args, the object itself) live in the creating
@@ -683,7 +685,7 @@ static void check_joinable(lua_State *L, thread_obj *t, const char *what) {
 }
 
 static int th_join(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
+  thread_obj *t = th_self(L);
   double timeout = concur_opt_timeout(L, 2);
   check_joinable(L, t, "join");
   pthread_mutex_lock(&rt.lock);
@@ -704,7 +706,7 @@ static int th_join(lua_State *L) {
 }
 
 static int th_result(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
+  thread_obj *t = th_self(L);
   check_joinable(L, t, "wait for the result of");
   pthread_mutex_lock(&rt.lock);
   if (t->state == TH_NEW) {
@@ -733,7 +735,7 @@ static int th_result(lua_State *L) {
 }
 
 static int th_is_alive(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
+  thread_obj *t = th_self(L);
   pthread_mutex_lock(&rt.lock);
   int alive = t->state == TH_STARTED;
   pthread_mutex_unlock(&rt.lock);
@@ -747,18 +749,21 @@ static void th_wait_ids(thread_obj *t) {
     pthread_cond_wait(&t->changed, &rt.lock);
 }
 
+static int daemon_settable(const cobj *o) {
+  const thread_obj *t = (const thread_obj *)o;
+  return t->state == TH_NEW && !t->is_main && !t->is_dummy;
+}
+
+static const cobj_attrs th_attrs = {
+  &rt.lock, offsetof(thread_obj, name), offsetof(thread_obj, daemon), daemon_settable,
+  "cannot set daemon status of active thread", "thread", {"ident", "native_id", NULL}};
+
 static int th_index(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
+  thread_obj *t = th_self(L);
+  if (cobj_attr_index(L, &th_attrs, &t->hdr))
+    return 1;
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0)
-      return cobj_push_name(L, &rt.lock, &t->name);
-    if (strcmp(k, "daemon") == 0) {
-      pthread_mutex_lock(&rt.lock);
-      lua_pushboolean(L, t->daemon);
-      pthread_mutex_unlock(&rt.lock);
-      return 1;
-    }
     if (strcmp(k, "ident") == 0 || strcmp(k, "native_id") == 0) {
       pthread_mutex_lock(&rt.lock);
       th_wait_ids(t);
@@ -776,31 +781,14 @@ static int th_index(lua_State *L) {
 }
 
 static int th_newindex(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "name") == 0)
-      return cobj_set_name(L, 3, &rt.lock, &t->name);
-    if (strcmp(k, "daemon") == 0) {
-      if (lua_type(L, 3) != LUA_TBOOLEAN)   /* names the attribute, not the metamethod */
-        return luaL_error(L, "daemon must be a boolean, got %s", luaL_typename(L, 3));
-      pthread_mutex_lock(&rt.lock);
-      int ok = t->state == TH_NEW && !t->is_main && !t->is_dummy;
-      if (ok)
-        t->daemon = lua_toboolean(L, 3);
-      pthread_mutex_unlock(&rt.lock);
-      if (!ok)
-        return luaL_error(L, "cannot set daemon status of active thread");
-      return 0;
-    }
-    if (strcmp(k, "ident") == 0 || strcmp(k, "native_id") == 0)
-      return luaL_error(L, "attribute '%s' of a thread is read-only", k);
-  }
+  thread_obj *t = th_self(L);
+  if (cobj_attr_newindex(L, &th_attrs, &t->hdr))
+    return 0;
   return cobj_set_field(L);
 }
 
 static int th_tostring(lua_State *L) {
-  thread_obj *t = check_thread(L, 1);
+  thread_obj *t = th_self(L);
   pthread_mutex_lock(&rt.lock);
   const char *st = t->state == TH_NEW ? "initial" : t->state == TH_DONE ? "stopped" : "started";
   char buf[400];
@@ -1091,7 +1079,25 @@ static int th_stack_size(lua_State *L) {
   return 1;
 }
 
+/* Thread's methods, on the Lua class (th_set_class). */
+static const luaL_Reg th_methods[] = {
+  {"start", th_start},
+  {"join", th_join},
+  {"result", th_result},
+  {"is_alive", th_is_alive},
+  {"isAlive", th_is_alive},
+  {"getName", cobj_attr_get_name},
+  {"setName", cobj_attr_set_name},
+  {"isDaemon", cobj_attr_is_daemon},
+  {"setDaemon", cobj_attr_set_daemon},
+  {NULL, NULL}
+};
+
+/* core.thread_set_class(cls): the Lua layer's Thread class gets the methods
+ * and becomes the metatable of handles' fields. */
 static int th_set_class(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cobj_attr_methods(L, 1, &thread_type, &th_attrs, th_methods);
   return ctx_store(L, CTX_THREAD_CLASS);
 }
 
@@ -1104,10 +1110,6 @@ void thread_open(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"thread_new", th_new},
-    {"thread_start", th_start},
-    {"thread_join", th_join},
-    {"thread_result", th_result},
-    {"thread_is_alive", th_is_alive},
     {"thread_set_class", th_set_class},
     {"current_thread", th_current_thread},
     {"main_thread", th_main_thread},
@@ -1117,7 +1119,10 @@ void thread_open(lua_State *L) {
     {"stack_size", th_stack_size},
     {NULL, NULL}
   };
-  cobj_newmetatable(L, &thread_type, meta);
+  cobj_newmetatable(L, &thread_type, NULL);
+  lua_pushvalue(L, -1);   /* upvalue 1 of the metamethods, for cobj_self */
+  lua_pushlightuserdata(L, (void *)&th_attrs);
+  luaL_setfuncs(L, meta, 2);
   cobj_register_metatable(L, &thread_type);
   lua_pop(L, 1);
   if (luaL_newmetatable(L, "concur.refbox")) {

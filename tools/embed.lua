@@ -1,22 +1,46 @@
--- Writes a C header holding a Lua source file, for the compiled-in Lua layer.
+-- Writes a C header holding Lua source files, for the compiled-in Lua layer.
 -- usage: lua5.4 tools/embed.lua lua/concur.lua > src/concur_lua.h
+--
+-- FILE becomes the array concur_lua_source.  Where FILE is the layer's main
+-- module, its other modules (SUBMODULES) are read from beside it, under its
+-- name (lua/concur/pool.lua for concur.pool), and each becomes an array named
+-- after the module (concur_pool_lua_source); src/core.c lists them.
 local path = assert(arg[1], "usage: embed.lua FILE")
-local f = assert(io.open(path, "rb"))
-local src = f:read("a")
-f:close()
-local out = {
-  "/* Generated from " .. path .. " by tools/embed.lua; do not edit. */",
-  "static const unsigned char concur_lua_source[] = {",
-}
-local line = {}
-for i = 1, #src do
-  line[#line + 1] = tostring(src:byte(i))
-  if #line == 20 then
-    out[#out + 1] = "  " .. table.concat(line, ",") .. ","
-    line = {}
-  end
+
+local SUBMODULES = {concur = {"pool"}}
+
+local function read(file)
+  local f = assert(io.open(file, "rb"))
+  local src = f:read("a")
+  f:close()
+  return src
 end
-line[#line + 1] = "0"
-out[#out + 1] = "  " .. table.concat(line, ",")
-out[#out + 1] = "};"
+
+local function array(out, cname, src)
+  out[#out + 1] = "static const unsigned char " .. cname .. "[] = {"
+  local line = {}
+  for i = 1, #src do
+    line[#line + 1] = tostring(src:byte(i))
+    if #line == 20 then
+      out[#out + 1] = "  " .. table.concat(line, ",") .. ","
+      line = {}
+    end
+  end
+  line[#line + 1] = "0"
+  out[#out + 1] = "  " .. table.concat(line, ",")
+  out[#out + 1] = "};"
+end
+
+local dir, main = path:match("^(.-)([^/]+)%.lua$")
+local files = {{path, "concur_lua_source"}}
+for _, sub in ipairs(main and SUBMODULES[main] or {}) do
+  files[#files + 1] = {("%s%s/%s.lua"):format(dir, main, sub), ("%s_%s_lua_source"):format(main, sub)}
+end
+
+local from = {}
+for i, f in ipairs(files) do from[i] = f[1] end
+local out = {
+  "/* Generated from " .. table.concat(from, " and ") .. " by tools/embed.lua; do not edit. */",
+}
+for _, f in ipairs(files) do array(out, f[2], read(f[1])) end
 io.write(table.concat(out, "\n"), "\n")

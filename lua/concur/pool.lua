@@ -1,0 +1,909 @@
+--- concur.pool: Pool (worker processes) and ThreadPool (worker threads).
+--
+-- Part of the Lua layer (lua/concur.lua), in a module of its own: concur
+-- loads it the first time concur.Pool or concur.ThreadPool is read, and it
+-- puts both there.  It is compiled into the C library beside concur.lua
+-- (src/concur_lua.h), so thread states and embedding hosts find it without
+-- a package.path.  Errors are raised at the user's line by concur's own
+-- helpers (raise, in concur.lua), which count this file's functions as the
+-- layer's.
+--
+-- Values a thread may receive by reference (Pool, AsyncResult) are listed in
+-- this module's __concur_names: they cross states by name, as the receiver's
+-- own copy of this module's value (src/transfer.c).
+local core = require "concur.core"
+local concur = require "concur"
+local layer = getmetatable(concur).layer
+
+local raise, core_call, check_options = layer.raise, layer.core_call, layer.check_options
+local bad_self, typename, callable = layer.bad_self, layer.typename, layer.callable
+local Thread, Process = concur.Thread, concur.Process
+
+local names = {}
+local pool_module = {__concur_names = names}
+
+local function register(value, key)
+  names[key] = value
+end
+
+-- Pools ----------------------------------------------------------------------
+-- Pool (worker processes) and ThreadPool (worker threads) share all of this.
+-- One task Queue that every worker reads, one result Queue that only the owner
+-- reads, and a Slots array in which each worker writes the task it is running.
+--
+--   task    {tid, kind, fn, payload, code}   kind "call": payload is the
+--           argument list; "map"/"star": payload is a chunk of items (with n);
+--           nil stops a worker.  tid is the task's position in the task queue
+--           (1, 2, ...).  A function without upvalues (but _ENV) goes as a
+--           number, its id, with its bytecode in code: the owner dumps it once
+--           and each worker loads it once (a dump and a load per task would
+--           cost a microsecond each way).
+--   result  {tid, true, values..., n = k}  for "call": table.pack(tid, results)
+--           {tid, true, results}          for a chunk: its results, with n
+--           {tid, false, {error, traceback}}
+--           tid 0: a task could not be received.
+--
+-- Python collects results in a handler thread.  We cannot run the owner's Lua
+-- code anywhere but in the owner, so results are collected, and callbacks run,
+-- inside the owner's pool and result calls (README, "Pools").  A blocking call
+-- waits on the result queue in slices of POOL_SLICE seconds, and between
+-- slices looks for dead workers: the task in a dead worker's slot fails with
+-- an error saying so, and a new worker takes the dead one's place.  A worker
+-- killed between taking a task and writing its slot leaves a task nobody
+-- holds; after a death, a task taken from the queue, in no slot and without a
+-- result at two checks in a row is failed the same way (Pool:_census).
+
+local POOL_SLICE = 0.1
+local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+local pack, unpack = table.pack, table.unpack
+local getpid, now = core.getpid, core.time
+local Empty = concur.Empty
+
+-- The error Ctrl-C raises in the main thread (intr.c): never
+-- taken for a failure of the call it came through, always passed on.
+local function interrupted(e)
+  return type(e) == "string" and e:sub(1, 11) == "interrupted"
+end
+local no_args = {n = 0}
+
+-- An error value's string for a report, never raising: its __tostring may
+-- fail, and a report must not replace the error it reports.
+local function describe(v)
+  local ok, s = pcall(tostring, v)
+  return ok and s or ("(error object is a %s value)"):format(type(v))
+end
+local worker_count = 0
+
+--- The loop every pool worker runs.  It crosses to worker threads as bytecode,
+--- so it uses nothing but its arguments and the globals.
+local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
+  local unpack, pack = table.unpack, table.pack
+  local slice = require("concur.core").slice
+  local where = ("[in pool worker %s, pid %d]\n"):format(name, require("concur").getpid())
+  -- An error value's string for a report: its __tostring may fail.
+  local function describe(v)
+    local ok, s = pcall(tostring, v)
+    return ok and s or ("(error object is a %s value)"):format(type(v))
+  end
+  -- The error and the worker's traceback, cut at the worker's own frames.
+  local function on_error(e)
+    local tb = debug.traceback(nil, 2) or ""
+    local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+    if cut then tb = tb:sub(1, cut - 1) end
+    return {e, where .. tb}
+  end
+  -- The results replace the items in their own table.
+  local function run_chunk(fn, items, star)
+    if star then
+      for i = 1, items.n do
+        local a = items[i]
+        items[i] = fn(unpack(a, 1, a.n or #a))
+      end
+    else
+      for i = 1, items.n do items[i] = fn(items[i]) end
+    end
+    return slice(items, 1, items.n)   -- sent without a walk over the table
+  end
+  local loaded, nloaded = {}, 0   -- function id -> the function, loaded once
+  local function task_fn(task)
+    local fn = task[3]
+    if math.type(fn) ~= "integer" then return fn end
+    local f = loaded[fn]
+    if f == nil then
+      if nloaded >= 256 then loaded, nloaded = {}, 0 end
+      f = assert(load(task[5], "=?", "b"))
+      loaded[fn], nloaded = f, nloaded + 1
+    end
+    return f
+  end
+  local init_error
+  if initializer ~= nil then
+    -- A copy by the transfer rules, in a forked worker too: its _ENV is
+    -- then the worker's globals, the one the tasks see.
+    local _
+    _, initializer, initargs = require("concur.core").transfer(initializer, initargs)
+    local ok, err = xpcall(initializer, on_error, unpack(initargs, 1, initargs.n or #initargs))
+    if not ok then
+      init_error = err
+      err[1] = "pool initializer failed: " .. describe(err[1])
+      io.stderr:write(("Exception in pool initializer (%s):\n%s\n%s\n")
+        :format(name, tostring(err[1]), err[2]))
+    end
+  end
+  while true do
+    local got, task = pcall(tq.get, tq)
+    if not got and interrupted(task) then
+      error(task, 0)   -- Ctrl-C in a worker process: it ends, as in Python
+    elseif not got then
+      -- The message could not be decoded here: say so; the owner finds the task.
+      pcall(rq.put, rq, {0, false, {"a task could not be received by pool worker "
+        .. name .. ": " .. tostring(task)}})
+    elseif task == nil then
+      break
+    else
+      local tid, kind = task[1], task[2]
+      if slots then slots:set(wid, tid) end
+      local ok, value, msg
+      if init_error then
+        ok, value = false, init_error
+      elseif kind == "call" then
+        local args = task[4]
+        msg = pack(tid, xpcall(task_fn(task), on_error, unpack(args, 1, args.n or #args)))
+        ok, value = msg[2], msg[3]
+        if ok then value = nil else msg = nil end
+      else
+        ok, value = xpcall(run_chunk, on_error, task_fn(task), task[4], kind == "star")
+      end
+      local sent, err = pcall(rq.put, rq, msg or {tid, ok, value})
+      if not sent then
+        local what = ok and "results" or "error"
+        if not ok then   -- an error value that cannot cross goes as its string
+          sent = pcall(rq.put, rq, {tid, false, {describe(value[1]), value[2]}})
+        end
+        if not sent then
+          rq:put({tid, false, {("the task's %s could not be sent back: %s"):format(what, err)}})
+        end
+      end
+      if slots then slots:set(wid, 0) end
+    end
+  end
+end
+
+-- The error a failed task's get raises: a string error with the worker's
+-- traceback after it, any other value as itself.
+local function task_error(rec)
+  local e, tb = rec[1], rec[2]
+  if type(e) == "string" and tb then return e .. "\n" .. tb end
+  return e
+end
+
+local function check_callable(v, n, fname, what, optional, level)
+  if (v ~= nil or not optional) and not callable(v) then
+    raise(("bad argument #%d to '%s' (%s expected, got %s)")
+      :format(n, fname, what, type(v)), level + 1)
+  end
+end
+
+local function check_timeout(t, n, fname)
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+    raise(("bad argument #%d to '%s' (timeout must be a non-negative number, got %s)")
+      :format(n, fname, type(t) == "number" and tostring(t) or type(t)), 3)
+  end
+end
+
+-- Results ---------------------------------------------------------------------
+
+--- What apply_async and map_async return (Python's AsyncResult).
+local AsyncResult = {}
+AsyncResult.__index = AsyncResult
+register(AsyncResult, "AsyncResult")
+
+local function is_ready(r) return r._ready end
+
+-- Its methods check self: one metatable comparison.
+local function bad_result(self, fname) bad_self(self, "concur.AsyncResult", fname, 3) end
+
+function AsyncResult:ready()
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "ready") end
+  if not self._ready then self._pool:_poll() end
+  return self._ready
+end
+
+function AsyncResult:successful()
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "successful") end
+  if not self:ready() then raise("result is not ready", 2) end
+  return self._ok
+end
+
+--- Waits until the result is ready or timeout seconds pass; true if ready.
+function AsyncResult:wait(timeout)
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "wait") end
+  check_timeout(timeout, 1, "wait")
+  if not self._ready then self._pool:_collect(is_ready, self, timeout) end
+  return self._ready
+end
+
+--- The task's results, or raises its error, or concur.TimeoutError.
+function AsyncResult:get(timeout)
+  if getmetatable(self) ~= AsyncResult then bad_result(self, "get") end
+  if timeout ~= nil then check_timeout(timeout, 1, "get") end
+  if not self._ready then
+    self._pool:_collect(is_ready, self, timeout)
+    if not self._ready then error(concur.TimeoutError, 0) end
+  end
+  local v = self._value
+  if not self._ok then error(v, 0) end
+  if self._kind == "call" then return unpack(v, 3, v.n) end
+  return v
+end
+
+function AsyncResult:__tostring()
+  return ("<concur.AsyncResult %s>"):format(not self._ready and "pending"
+    or self._ok and "ready" or "failed")
+end
+
+-- Runs a callback in the owner; an error there is reported, as one in a
+-- thread is, and changes nothing else.
+local function run_callback(cb, ...)
+  local ok, err = xpcall(cb, debug.traceback, ...)
+  if not ok then
+    io.stderr:write("Exception in pool callback:\n", describe(err), "\n")
+  end
+end
+
+-- Marks r done with a value (ok) or an error, then runs its callback.
+local function result_finish(r, ok, value)
+  r._ok, r._value, r._ready = ok, value, true
+  if ok then
+    local cb = r._callback
+    if cb ~= nil then
+      if r._kind == "call" then run_callback(cb, unpack(value, 3, value.n))
+      else run_callback(cb, value) end
+    end
+  elseif r._error_callback ~= nil then
+    run_callback(r._error_callback, value)
+  end
+end
+
+-- Pool ------------------------------------------------------------------------
+
+local Pool = {}
+Pool.__index = Pool
+register(Pool, "Pool")
+
+-- The pools this state made.  A copy of one (sent to another thread, or back)
+-- is not in here, and a forked child has another pid: neither may use it.
+local originals = setmetatable({}, {__mode = "k"})
+
+local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
+
+local function pool_new(cls, threads, fname, n, initializer, initargs)
+  if type(n) == "table" then
+    check_options(n, pool_options, fname, 3)
+    local opts = n
+    n, initializer, initargs = opts.processes, opts.initializer, opts.initargs
+    if n == nil then n = opts.threads end   -- not `or`: false is an error, not the default
+  end
+  if n == nil then n = core.cpu_count() end
+  local size = type(n) == "number" and math.tointeger(n) or nil
+  if size == nil or size < 1 or size > 4096 then
+    raise(("bad argument #1 to '%s' (number of workers must be an integer from 1 to 4096, got %s)")
+      :format(fname, type(n) == "number" and tostring(n) or type(n)), 3)
+  end
+  check_callable(initializer, 2, fname, "callable", true, 3)
+  if initargs ~= nil and type(initargs) ~= "table" then
+    raise(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(initargs)), 3)
+  end
+  if initializer ~= nil then   -- each worker gets a copy, by the transfer rules
+    local ok, err = pcall(core.transfer, initializer, initargs)
+    if not ok then
+      raise(("bad argument #2 to '%s' (the initializer or its arguments cannot be sent: %s)")
+        :format(fname, tostring(err)), 3)
+    end
+  end
+  local self = setmetatable({
+    _threads = threads, _size = size, _state = RUN,
+    _initializer = initializer, _initargs = initargs or no_args,
+    _tq = core_call(core.Queue), _rq = core_call(core.Queue), _slots = core_call(core.Slots, n),
+    _workers = {}, _ended = {},
+    _pending = {}, _start = {}, _npending = 0, _nput = 0,
+    _deaths = 0, _suspects = false, _next_check = 0,
+    _pid = getpid(),
+  }, cls)
+  originals[self] = true
+  for wid = 1, self._size do
+    local ok, err = pcall(self._start_worker, self, wid)
+    if not ok then
+      self:terminate()
+      raise(("%s: cannot start a worker: %s"):format(fname, tostring(err)), 3)
+    end
+  end
+  return self
+end
+
+function Pool:_start_worker(wid)
+  worker_count = worker_count + 1
+  local name = (self._threads and "ThreadPoolWorker-%d" or "ForkPoolWorker-%d"):format(worker_count)
+  local opts = {target = pool_worker, daemon = true, name = name,
+    args = {self._tq, self._rq, self._slots, wid, name, self._initializer, self._initargs}}
+  local w = self._threads and Thread(opts) or Process(opts)
+  core_call(w.start, w)
+  self._workers[wid] = w
+end
+
+function Pool:__tostring()
+  return ("<concur.%s state=%s pool_size=%d>")
+    :format(self._threads and "ThreadPool" or "Pool", self._state, self._size)
+end
+
+-- True in the state and process that made the pool (see originals).
+local function owned(pool)
+  return originals[pool] and getpid() == pool._pid
+end
+
+function Pool:_check_owner(level)
+  if not owned(self) then
+    raise("this pool belongs to another thread or process", (level or 2) + 1)
+  end
+end
+
+function Pool:_check_running(fname, level)
+  level = level or 3
+  self:_check_owner(level)
+  if self._state ~= RUN then
+    raise(("%s: pool is %s"):format(fname,
+      self._state == CLOSE and "closed" or "terminated"), level)
+  end
+end
+
+-- Function ids for the task messages (see the top of this section): fn ->
+-- its id, or false when it has upvalues or is not a Lua function.
+local fn_ids = setmetatable({}, {__mode = "k"})
+local fn_codes = setmetatable({}, {__mode = "k"})
+local last_fn_id = 0
+
+local function fn_id(fn)
+  local id = fn_ids[fn]
+  if id == nil then
+    id = false
+    if type(fn) == "function" then
+      local up1 = debug.getupvalue(fn, 1)
+      if (up1 == nil or up1 == "_ENV") and debug.getupvalue(fn, 2) == nil then
+        local ok, code = pcall(string.dump, fn)
+        if ok then
+          last_fn_id = last_fn_id + 1
+          id, fn_codes[fn] = last_fn_id, code
+        end
+      end
+    end
+    fn_ids[fn] = id
+  end
+  return id
+end
+
+-- Puts a task: its tid, or nil and the message (nothing is put) naming
+-- fname's argument, for the caller to raise at its caller's line.
+function Pool:_submit(fname, kind, fn, payload)
+  local tid = self._nput + 1
+  local id = fn_ids[fn]
+  if id == nil then id = fn_id(fn) end
+  local task = id and {tid, kind, id, payload, fn_codes[fn]} or {tid, kind, fn, payload}
+  local tq = self._tq
+  local ok, err = pcall(tq.put, tq, task)
+  if not ok and interrupted(err) then
+    error(err, 0)
+  elseif not ok then
+    err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
+      :gsub("^bad value at item%[4%]", kind == "call" and "bad value in the arguments"
+        or "bad value in the list")
+    return nil, ("%s: the task cannot be sent: %s"):format(fname, err)
+  end
+  self._nput = tid
+  return tid
+end
+
+-- Settles the task tid: ok with its result message m, or failed with the
+-- error m.  A task settled already (terminate, a death) is left alone.
+function Pool:_settle(tid, ok, m)
+  local r = self._pending[tid]
+  if r == nil then return end
+  self._pending[tid] = nil
+  self._npending = self._npending - 1
+  if r._kind == "call" then
+    if not r._ready then result_finish(r, ok, m) end
+  else
+    local start = self._start[tid]
+    self._start[tid] = nil
+    r:_chunk(start, ok, ok and m[3] or m)
+  end
+end
+
+-- A task or a result that went missing (reason): the census finds the task.
+function Pool:_lost(reason)
+  self._lost_reason = reason
+  self._deaths = self._deaths + 1
+end
+
+-- Handles one message from the result queue.
+function Pool:_on_message(m)
+  local tid = m[1]
+  if tid == 0 then   -- a worker could not receive a task
+    self:_lost(m[3][1])
+  elseif m[2] then
+    self:_settle(tid, true, m)
+  else
+    self:_settle(tid, false, task_error(m[3]))
+  end
+end
+
+-- Fails the task tid with err (a death, terminate).
+function Pool:_fail(tid, err)
+  self:_settle(tid, false, err)
+end
+
+-- Handles every message already in the result queue; never blocks.
+function Pool:_poll()
+  local rq = self._rq
+  if rq:qsize() == 0 then return end
+  self:_check_owner()
+  repeat
+    local ok, m = pcall(rq.get_nowait, rq)
+    if ok then
+      self:_on_message(m)
+    elseif m == Empty then
+      return
+    else   -- a result that cannot be decoded here: the census finds its task
+      self:_lost("its result could not be received: " .. tostring(m))
+    end
+  until rq:qsize() == 0
+end
+
+--- Collects results until pred(arg) holds or timeout seconds pass; false on
+--- timeout.  Looks after the workers every POOL_SLICE seconds meanwhile.
+function Pool:_collect(pred, arg, timeout)
+  self:_check_owner()
+  self:_poll()
+  if pred(arg) then return true end
+  local deadline = timeout and now() + timeout
+  local rq = self._rq
+  while true do
+    local t = now()
+    if t >= self._next_check then
+      self._next_check = t + POOL_SLICE
+      self:_maintain()
+      if pred(arg) then return true end
+    end
+    local wait = self._next_check - t
+    if deadline then
+      local left = deadline - t
+      if left <= 0 then return false end
+      if left < wait then wait = left end
+    end
+    local ok, m = pcall(rq.get, rq, true, wait > 0 and wait or 0)
+    if ok then
+      self:_on_message(m)
+    elseif interrupted(m) then
+      error(m, 0)
+    elseif m ~= Empty then
+      self:_lost("its result could not be received: " .. tostring(m))
+    end
+    if pred(arg) then return true end
+  end
+end
+
+-- Replaces dead workers, failing the task each was running.
+function Pool:_maintain()
+  if self._state == TERMINATE then return end
+  local slots = self._slots
+  for wid = 1, self._size do
+    local w = self._workers[wid]
+    if w and not w:is_alive() then
+      local tid = slots:get(wid)
+      local normal
+      if self._threads then
+        normal = tid == 0 and self._state == CLOSE and pcall(w.result, w)
+      else
+        normal = tid == 0 and self._state == CLOSE and w.exitcode == 0
+      end
+      self._ended[#self._ended + 1] = w
+      self._workers[wid] = false
+      if not normal then
+        self:_worker_died(wid, w, tid)
+      end
+    end
+  end
+  if self._deaths > 0 and self._npending > 0 then self:_census() end
+end
+
+function Pool:_worker_died(wid, w, tid)
+  self._deaths = self._deaths + 1
+  self._slots:set(wid, 0)
+  self:_poll()   -- a result the worker sent before it died counts
+  if tid ~= 0 and self._pending[tid] then
+    local how
+    if self._threads then
+      local _, err = pcall(w.result, w)
+      how = "ended: " .. describe(err)
+    else
+      local code = w.exitcode
+      how = code and code < 0 and ("was killed by signal %d"):format(-code)
+        or ("exited with code %s"):format(tostring(code))
+    end
+    self:_fail(tid, ("pool worker %s (pid %s) %s while running this task")
+      :format(w.name, tostring(w.pid or getpid()), how))
+  end
+  if self._state == RUN or self._npending > 0 then
+    self:_start_worker(wid)
+    if self._state == CLOSE then self._nput = self._nput + 1; self._tq:put(nil) end
+  end
+end
+
+-- After a death: a task taken from the queue that no worker holds and that
+-- has no result at two checks in a row was lost with its worker.
+function Pool:_census()
+  local taken = self._nput - self._tq:qsize()   -- tids up to this were taken
+  local held = {}
+  local slots = self._slots
+  for wid = 1, self._size do
+    local tid = slots:get(wid)
+    if tid ~= 0 then held[tid] = true end
+  end
+  self:_poll()
+  local prev, suspects = self._suspects, {}
+  local lost = {}
+  for tid in pairs(self._pending) do
+    if tid <= taken and not held[tid] then
+      suspects[tid] = true
+      if prev and prev[tid] then lost[#lost + 1] = tid end
+    end
+  end
+  self._suspects = suspects
+  for _, tid in ipairs(lost) do
+    self:_fail(tid, "the task was lost: " .. (self._lost_reason or "a pool worker died"))
+  end
+end
+
+-- Submitting -------------------------------------------------------------------
+
+local function new_result(pool, kind, callback, error_callback)
+  return setmetatable({_pool = pool, _kind = kind, _ready = false, _ok = false,
+    _callback = callback, _error_callback = error_callback}, AsyncResult)
+end
+
+-- Pool methods check self first: a pool's metatable is Pool.
+local function bad_pool(self, fname) bad_self(self, "concur.Pool", fname, 3) end
+
+-- Puts the task fn(args...) of apply or apply_async (fname), whose checks
+-- are done; its result.  Called by them directly: an error goes to level 3,
+-- their caller's line.
+local function put_call(self, fname, fn, args, callback, error_callback)
+  local tid, err = self:_submit(fname, "call", fn, args or no_args)
+  if tid == nil then raise(err, 3) end
+  local r = setmetatable({_pool = self, _kind = "call", _ready = false,
+    _callback = callback, _error_callback = error_callback}, AsyncResult)
+  self._pending[tid] = r
+  self._npending = self._npending + 1
+  if self._rq:qsize() > 0 then self:_poll() end
+  return r
+end
+
+--- apply_async(fn, [args], [callback], [error_callback]) -> AsyncResult
+-- (The hot path of small tasks: checks are inlined where they cost a call.
+-- originals[v] is nil for anything but a pool this state made, and reading
+-- it never raises: one lookup answers "a pool of ours" before any field of
+-- self is read.)
+function Pool:apply_async(fn, args, callback, error_callback)
+  if not originals[self] or self._state ~= RUN or getpid() ~= self._pid then
+    if getmetatable(self) ~= Pool then bad_pool(self, "apply_async") end
+    self:_check_running("apply_async")
+  end
+  if type(fn) ~= "function" then check_callable(fn, 1, "apply_async", "callable", false, 2) end
+  if args ~= nil and type(args) ~= "table" then
+    raise(("bad argument #2 to 'apply_async' (table of arguments expected, got %s)")
+      :format(type(args)), 2)
+  end
+  if callback ~= nil or error_callback ~= nil then
+    check_callable(callback, 3, "apply_async", "callable", true, 2)
+    check_callable(error_callback, 4, "apply_async", "callable", true, 2)
+  end
+  return (put_call(self, "apply_async", fn, args, callback, error_callback))
+end
+
+--- apply(fn, [args]) -> fn's results
+function Pool:apply(fn, args)
+  if getmetatable(self) ~= Pool then bad_pool(self, "apply") end
+  self:_check_running("apply")
+  check_callable(fn, 1, "apply", "callable", false, 2)
+  if args ~= nil and type(args) ~= "table" then
+    raise(("bad argument #2 to 'apply' (table of arguments expected, got %s)"):format(type(args)), 2)
+  end
+  return put_call(self, "apply", fn, args):get()
+end
+
+-- A map's chunk arrived (ok) or failed.
+function AsyncResult:_chunk(start, ok, value)
+  local mode = self._kind
+  if mode == "map" then
+    if self._ready then return end
+    if not ok then return result_finish(self, false, value) end
+    table.move(value, 1, value.n, start, self._value)
+    self._left = self._left - 1
+    if self._left == 0 then result_finish(self, true, self._value) end
+    return
+  end
+  self._left = self._left - 1
+  if self._left == 0 then self._ready = true end
+  if mode == "imap" then
+    if ok then
+      table.move(value, 1, value.n, start, self._value)
+      self._arrived[start] = true
+    else
+      self._arrived[start] = {value}
+    end
+  else   -- imap_unordered: values in the order they come
+    local q, at = self._fifo, self._index
+    if ok then
+      for i = 1, value.n do
+        local k = q.last + 1
+        q.last, q[k], at[k] = k, value[i], start + i - 1
+      end
+    else
+      q.last = q.last + 1; q[q.last] = {value}
+      self._failed[q.last] = true
+    end
+  end
+end
+
+local function check_chunksize(cs, n, fname)
+  if cs ~= nil and not (type(cs) == "number" and math.tointeger(cs) and cs >= 1) then
+    raise(("bad argument #%d to '%s' (chunksize must be a positive integer, got %s)")
+      :format(n, fname, type(cs) == "number" and tostring(cs) or type(cs)), 4)
+  end
+end
+
+-- Puts fn over list in chunks; the result, whose kind is mode.  Called by
+-- the public methods directly (never as a tail call): level 3 is their
+-- caller's line.
+function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callback)
+  self:_check_running(fname, 4)
+  check_callable(fn, 1, fname, "callable", false, 3)
+  if type(list) ~= "table" then
+    raise(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
+  end
+  check_chunksize(chunksize, 3, fname)
+  local n = math.tointeger(list.n) or #list
+  if n < 0 then n = 0 end
+  if n > 0x7fffffff then   -- a chunk is cut with core.slice, at most this long
+    raise(("bad argument #2 to '%s' (%s)"):format(fname,
+      math.tointeger(list.n) and "list.n is too large" or "list is too long"), 3)
+  end
+  if kind == "star" then   -- checked here: a worker would fail on each item
+    for i = 1, n do
+      local args = list[i]
+      if type(args) ~= "table" then
+        raise(("bad argument #2 to '%s' (list of argument lists expected, item %d is a %s)")
+          :format(fname, i, typename(args)), 3)
+      end
+    end
+  end
+  if chunksize == nil then
+    if mode == "map" then   -- Python's rule: about four chunks per worker
+      chunksize = n // (self._size * 4)
+      if n % (self._size * 4) ~= 0 or chunksize == 0 then chunksize = chunksize + 1 end
+    else
+      chunksize = 1
+    end
+  end
+  chunksize = math.tointeger(chunksize)
+  local r = new_result(self, mode, callback, error_callback)
+  r._value, r._len, r._chunksize = {}, n, chunksize
+  r._left = n == 0 and 0 or (n - 1) // chunksize + 1   -- n + chunksize - 1 may overflow
+  if mode == "imap" then r._arrived = {}
+  elseif mode == "imap_unordered" then
+    r._fifo, r._index, r._failed = {first = 1, last = 0}, {}, {}
+  end
+  if n == 0 then
+    if mode == "map" then result_finish(r, true, r._value) else r._ready = true end
+    return r
+  end
+  local pending, starts = self._pending, self._start
+  local tids = {}
+  for start = 1, n, chunksize do
+    local stop = n - start < chunksize and n or start + chunksize - 1
+    local chunk = core.slice(list, start, stop)   -- sent as a table of its own
+    local tid, err = self:_submit(fname, kind, fn, chunk)
+    if tid == nil then   -- withdraw what went: their results are dropped
+      for _, t in ipairs(tids) do
+        pending[t], starts[t] = nil, nil
+        self._npending = self._npending - 1
+      end
+      r._ready, r._value = true, err
+      raise(err, 3)
+    end
+    tids[#tids + 1] = tid
+    pending[tid], starts[tid] = r, start
+    self._npending = self._npending + 1
+  end
+  self:_poll()
+  return r
+end
+
+-- map_async and starmap_async (kind "map", "star"): an AsyncResult.
+local function map_async_method(fname, kind)
+  return function(self, fn, list, chunksize, callback, error_callback)
+    if getmetatable(self) ~= Pool then bad_pool(self, fname) end
+    check_callable(callback, 4, fname, "callable", true, 2)
+    check_callable(error_callback, 5, fname, "callable", true, 2)
+    local r = self:_map(fname, "map", kind, fn, list, chunksize, callback, error_callback)
+    return r
+  end
+end
+
+-- map and starmap: the list of results, in order.
+local function map_method(fname, kind)
+  return function(self, fn, list, chunksize)
+    if getmetatable(self) ~= Pool then bad_pool(self, fname) end
+    return self:_map(fname, "map", kind, fn, list, chunksize):get()
+  end
+end
+
+--- map_async(fn, list, [chunksize], [callback], [error_callback]) -> AsyncResult
+Pool.map_async = map_async_method("map_async", "map")
+--- map(fn, list, [chunksize]) -> list of fn(item), in order
+Pool.map = map_method("map", "map")
+--- starmap_async(fn, list of argument lists, [chunksize], [callback], [error_callback])
+Pool.starmap_async = map_async_method("starmap_async", "star")
+--- starmap(fn, list of argument lists, [chunksize]) -> list of fn(args...)
+Pool.starmap = map_method("starmap", "star")
+
+--- imap(fn, list, [chunksize]): an iterator over fn(item), in order, giving
+--- each value and its index; a task's error is raised when its turn comes.
+function Pool:imap(fn, list, chunksize)
+  if getmetatable(self) ~= Pool then bad_pool(self, "imap") end
+  local r = self:_map("imap", "imap", "map", fn, list, chunksize)
+  local pool, arrived, values, cs, i = self, r._arrived, r._value, r._chunksize, 0
+  local chunk_start
+  local function has_chunk() return arrived[chunk_start] ~= nil end
+  return function()
+    if i >= r._len then return nil end
+    i = i + 1
+    chunk_start = (i - 1) // cs * cs + 1
+    if arrived[chunk_start] == nil then pool:_collect(has_chunk) end
+    local a = arrived[chunk_start]
+    if a ~= true then
+      i = math.min(chunk_start + cs - 1, r._len)   -- the chunk's other items go with it
+      error(a[1], 0)
+    end
+    return values[i], i
+  end
+end
+
+--- imap_unordered(fn, list, [chunksize]): an iterator over fn(item) in the
+--- order the results come, giving each value and its index in list.
+function Pool:imap_unordered(fn, list, chunksize)
+  if getmetatable(self) ~= Pool then bad_pool(self, "imap_unordered") end
+  local r = self:_map("imap_unordered", "imap_unordered", "map", fn, list, chunksize)
+  local pool, q, at, failed, given = self, r._fifo, r._index, r._failed, 0
+  local function has_one() return q.first <= q.last end
+  return function()
+    if given >= r._len then return nil end
+    if q.first > q.last then pool:_collect(has_one) end
+    local k = q.first
+    local v, i = q[k], at[k]
+    q[k], at[k], q.first = nil, nil, k + 1
+    if failed[k] then
+      failed[k] = nil
+      given = given + r._chunksize
+      error(v[1], 0)
+    end
+    given = given + 1
+    return v, i
+  end
+end
+
+-- Ending -----------------------------------------------------------------------
+
+--- No more tasks; the workers end when the queued ones are done.
+function Pool:close()
+  if getmetatable(self) ~= Pool then bad_pool(self, "close") end
+  self:_check_owner()
+  if self._state ~= RUN then return end
+  self._state = CLOSE
+  local tq = self._tq
+  for _ = 1, self._size do
+    self._nput = self._nput + 1
+    core_call(tq.put, tq, nil)
+  end
+end
+
+local function all_done(pool) return pool._npending == 0 end
+
+--- Waits for every task's result (running their callbacks) and every worker.
+function Pool:join()
+  if getmetatable(self) ~= Pool then bad_pool(self, "join") end
+  self:_check_owner()
+  if self._state == RUN then raise("pool is still running: close or terminate it first", 2) end
+  self:_collect(all_done, self)
+  for wid = 1, self._size do
+    local w = self._workers[wid]
+    while w do   -- a worker that dies now is replaced while tasks remain
+      if w:join(POOL_SLICE) then
+        self:_maintain()
+        break
+      end
+      self:_maintain()
+      w = self._workers[wid]
+    end
+  end
+  for _, w in ipairs(self._ended) do w:join() end
+  self._ended = {}
+end
+
+--- Stops the workers now; results not yet in fail with an error saying so.
+function Pool:terminate()
+  if getmetatable(self) ~= Pool then bad_pool(self, "terminate") end
+  self:_check_owner()
+  if self._state == TERMINATE then return end
+  self._state = TERMINATE
+  local tq, workers = self._tq, self._workers
+  -- Take the queued work away and tell every worker to stop.  Threads
+  -- cannot be stopped otherwise; idle processes leave at once on their own,
+  -- which gives back their share of the pool's queues (a killed process
+  -- cannot: its references stay counted in the shared arena).
+  while tq:qsize() > 0 do pcall(tq.get_nowait, tq) end
+  for _ = 1, self._size do pcall(tq.put, tq, nil) end
+  if not self._threads then   -- busy processes are stopped after a short grace
+    local grace_end = core.time() + 0.05
+    for wid = 1, self._size do
+      local w = workers[wid]
+      if w and not w:join(math.max(0, grace_end - core.time())) then pcall(w.terminate, w) end
+    end
+  end
+  local tids = {}
+  for tid in pairs(self._pending) do tids[#tids + 1] = tid end
+  table.sort(tids)
+  for _, tid in ipairs(tids) do self:_fail(tid, "the pool was terminated before the task finished") end
+  for wid = 1, self._size do
+    local w = workers[wid]
+    if w then
+      if not self._threads and not w:join(1) then pcall(w.kill, w) end
+      w:join()
+    end
+  end
+  for _, w in ipairs(self._ended) do w:join() end
+  self._ended = {}
+end
+
+Pool.__close = Pool.terminate
+
+-- A pool dropped without close or terminate: its workers are told to stop
+-- (not waited for: a collector must not block).
+function Pool:__gc()
+  if self._state == TERMINATE or not owned(self) then return end
+  self._state = TERMINATE
+  for wid = 1, self._size do
+    local w = self._workers[wid]
+    if w then
+      if self._threads then pcall(self._tq.put, self._tq, nil)
+      elseif w:is_alive() then pcall(w.terminate, w) end
+    end
+  end
+end
+
+--- Pool([processes], [initializer], [initargs]): worker processes.
+pool_module.Pool = setmetatable({}, {__index = Pool, __call = function(_, ...)
+  local p = pool_new(Pool, false, "Pool", ...)
+  return p
+end})
+
+--- ThreadPool([threads], [initializer], [initargs]): worker threads.
+pool_module.ThreadPool = setmetatable({}, {__index = Pool, __call = function(_, ...)
+  local p = pool_new(Pool, true, "ThreadPool", ...)
+  return p
+end})
+
+pool_module.AsyncResult = AsyncResult
+concur.Pool, concur.ThreadPool = pool_module.Pool, pool_module.ThreadPool
+
+return pool_module
+
