@@ -200,14 +200,9 @@ static int core_shm_in_use(lua_State *L) {
 
 int luaopen_concur_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"set_error_values", core_set_error_values},
-    {"shm_in_use", core_shm_in_use},
-    {"sleep", core_sleep},
-    {"time", core_time},
-    {"cpu_count", core_cpu_count},
-    {"getpid", core_getpid},
-    {"print", state_print},
-    {NULL, NULL}
+    {"set_error_values", core_set_error_values}, {"shm_in_use", core_shm_in_use},
+    {"sleep", core_sleep}, {"time", core_time}, {"cpu_count", core_cpu_count},
+    {"getpid", core_getpid}, {"print", state_print}, {NULL, NULL}
   };
   /* The arena first: objects made in any process of the family must all
    * come from the one mapping made before the first fork. */

@@ -300,6 +300,32 @@ void cobj_register_metatable(lua_State *L, const cobj_type *type) {
 
 /* ---- handles with fields (Thread, Process) ------------------------------- */
 
+void *cobj_calloc_named(size_t size, const cobj_type *type, const char *name, size_t name_off) {
+  cobj *o = calloc(1, size);
+  if (o == NULL)
+    return NULL;
+  char *copy = strdup(name);
+  if (copy == NULL) {
+    free(o);
+    return NULL;
+  }
+  memcpy((char *)o + name_off, &copy, sizeof copy);
+  cobj_init(o, type);
+  return o;
+}
+
+void *cobj_attr_new(lua_State *L, const cobj_type *type, const cobj_attrs *a, size_t size,
+                    const char *name, int daemon) {
+  cobj_newhandle(L, type, 1);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  char *o = cobj_calloc_named(size, type, name, a->name_off);
+  if (o == NULL)
+    luaL_error(L, "not enough memory");
+  memcpy(o + a->daemon_off, &daemon, sizeof daemon);
+  return o;
+}
+
 const void *cobj_main_state(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   const void *m = lua_tothread(L, -1);
@@ -319,7 +345,7 @@ void cobj_new_fields(lua_State *L, int class_slot) {
   lua_setiuservalue(L, -2, 1);
 }
 
-int cobj_get_field(lua_State *L) {
+static int cobj_get_field(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   if (!lua_istable(L, -1))
     return 0;
@@ -328,7 +354,7 @@ int cobj_get_field(lua_State *L) {
   return 1;
 }
 
-int cobj_set_field(lua_State *L) {
+static int cobj_set_field(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   if (!lua_istable(L, -1))
     return luaL_error(L, "handle has no fields");
@@ -338,7 +364,7 @@ int cobj_set_field(lua_State *L) {
   return 0;
 }
 
-int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name) {
+static int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name) {
   /* Copied under the lock, pushed after: pushing may raise. */
   pthread_mutex_lock(lock);
   char *copy = strdup(*name);
@@ -350,7 +376,7 @@ int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name) {
   return 1;
 }
 
-int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
+static int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name) {
   /* An assignment (t.name = v): the message names the attribute, where an
    * argument error would name the metamethod and its argument number. */
   if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
@@ -396,18 +422,25 @@ static int attr_set_daemon(lua_State *L, const cobj_attrs *a, cobj *o, int idx) 
   return 0;
 }
 
-int cobj_attr_index(lua_State *L, const cobj_attrs *a, cobj *o) {
-  if (lua_type(L, 2) != LUA_TSTRING)
-    return 0;
-  const char *k = lua_tostring(L, 2);
-  if (strcmp(k, "name") == 0)
-    return cobj_push_name(L, a->lock, attr_name(a, o));
-  if (strcmp(k, "daemon") == 0)
-    return attr_push_daemon(L, a, o);
-  return 0;
+/* __index of a handle with attributes (upvalues as attr_newindex_mm):
+ * name, daemon, the read-only ids, then the fields. */
+static int attr_index_mm(lua_State *L) {
+  cobj *o = cobj_self(L);
+  const cobj_attrs *a = lua_touserdata(L, lua_upvalueindex(2));
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "name") == 0)
+      return cobj_push_name(L, a->lock, attr_name(a, o));
+    if (strcmp(k, "daemon") == 0)
+      return attr_push_daemon(L, a, o);
+    for (int i = 0; a->read_only[i]; i++)
+      if (strcmp(k, a->read_only[i]) == 0)
+        return a->read_id(L, o, k);
+  }
+  return cobj_get_field(L);
 }
 
-int cobj_attr_newindex(lua_State *L, const cobj_attrs *a, cobj *o) {
+static int cobj_attr_newindex(lua_State *L, const cobj_attrs *a, cobj *o) {
   if (lua_type(L, 2) != LUA_TSTRING)
     return 0;
   const char *k = lua_tostring(L, 2);
@@ -427,17 +460,38 @@ int cobj_attr_newindex(lua_State *L, const cobj_attrs *a, cobj *o) {
   return 0;
 }
 
+/* __newindex of a handle with attributes: upvalue 1 its metatable, 2 its
+ * cobj_attrs. */
+static int attr_newindex_mm(lua_State *L) {
+  cobj *o = cobj_self(L);
+  if (cobj_attr_newindex(L, lua_touserdata(L, lua_upvalueindex(2)), o))
+    return 0;
+  return cobj_set_field(L);
+}
+
+void cobj_attr_metatable(lua_State *L, const cobj_type *type, const cobj_attrs *a,
+                         lua_CFunction tostring) {
+  const luaL_Reg meta[] = {{"__index", attr_index_mm}, {"__newindex", attr_newindex_mm},
+                           {"__tostring", tostring}, {NULL, NULL}};
+  cobj_newmetatable(L, type, NULL);
+  lua_pushvalue(L, -1);   /* upvalue 1 of the metamethods, for cobj_self */
+  lua_pushlightuserdata(L, (void *)a);
+  luaL_setfuncs(L, meta, 2);
+  cobj_register_metatable(L, type);
+  lua_pop(L, 1);
+}
+
 static const cobj_attrs *attr_rules(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(2));
 }
 
-int cobj_attr_get_name(lua_State *L) {
+static int cobj_attr_get_name(lua_State *L) {
   cobj *o = cobj_self(L);
   const cobj_attrs *a = attr_rules(L);
   return cobj_push_name(L, a->lock, attr_name(a, o));
 }
 
-int cobj_attr_set_name(lua_State *L) {
+static int cobj_attr_set_name(lua_State *L) {
   cobj *o = cobj_self(L);
   const cobj_attrs *a = attr_rules(L);
   if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER)
@@ -445,25 +499,31 @@ int cobj_attr_set_name(lua_State *L) {
   return cobj_set_name(L, 2, a->lock, attr_name(a, o));
 }
 
-int cobj_attr_is_daemon(lua_State *L) {
+static int cobj_attr_is_daemon(lua_State *L) {
   cobj *o = cobj_self(L);
   return attr_push_daemon(L, attr_rules(L), o);
 }
 
-int cobj_attr_set_daemon(lua_State *L) {
+static int cobj_attr_set_daemon(lua_State *L) {
   cobj *o = cobj_self(L);
   luaL_checktype(L, 2, LUA_TBOOLEAN);
   return attr_set_daemon(L, attr_rules(L), o, 2);
 }
 
-void cobj_attr_methods(lua_State *L, int idx, const cobj_type *type, const cobj_attrs *a,
-                       const luaL_Reg *l) {
-  idx = lua_absindex(L, idx);
-  lua_pushvalue(L, idx);
-  luaL_getmetatable(L, type->name);
-  lua_pushlightuserdata(L, (void *)a);
-  luaL_setfuncs(L, l, 2);
-  lua_pop(L, 1);
+int cobj_attr_set_class(lua_State *L, const cobj_type *type, const cobj_attrs *a,
+                        const luaL_Reg *l, int slot) {
+  static const luaL_Reg legacy[] = {
+    {"getName", cobj_attr_get_name}, {"setName", cobj_attr_set_name},
+    {"isDaemon", cobj_attr_is_daemon}, {"setDaemon", cobj_attr_set_daemon}, {NULL, NULL}};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  for (int i = 0; i < 2; i++) {
+    lua_pushvalue(L, 1);
+    luaL_getmetatable(L, type->name);
+    lua_pushlightuserdata(L, (void *)a);
+    luaL_setfuncs(L, i ? legacy : l, 2);
+    lua_pop(L, 1);
+  }
+  return ctx_store(L, slot);
 }
 
 /* ---- constructors' options ---------------------------------------------- */

@@ -142,12 +142,12 @@ int cobj_push_error(lua_State *L, const char *name);
 
 /* Handles with fields (Thread, Process): the handle's user value is a table
  * of fields whose metatable is the Lua class.  Helpers for their metatables. */
+/* A process-local object of `size` bytes, zeroed, its count 1, with a
+ * malloc'd copy of `name` in its `char *` at name_off; NULL when out of
+ * memory. */
+void *cobj_calloc_named(size_t size, const cobj_type *type, const char *name, size_t name_off);
 const void *cobj_main_state(lua_State *L);  /* identifies a state; never used */
 void cobj_new_fields(lua_State *L, int class_slot);  /* for on_handle */
-int cobj_get_field(lua_State *L);   /* __index fallback: fields[key] */
-int cobj_set_field(lua_State *L);   /* __newindex fallback: rawset(fields, key, value) */
-int cobj_push_name(lua_State *L, pthread_mutex_t *lock, char *const *name);
-int cobj_set_name(lua_State *L, int idx, pthread_mutex_t *lock, char **name);
 
 /* The attributes Thread and Process share (name, daemon, ids that cannot be
  * assigned), described once per type.  The object's name is a `char *` and
@@ -159,21 +159,36 @@ typedef struct cobj_attrs {
   const char *daemon_refused;         /* the error when it is not */
   const char *kind;                   /* "thread": "attribute 'x' of a thread is read-only" */
   const char *read_only[4];           /* their names, NULL after the last */
+  /* Pushes the read-only attribute `key` (one of read_only) of o; returns 1. */
+  int (*read_id)(lua_State *L, cobj *o, const char *key);
 } cobj_attrs;
-/* __index and __newindex of such a handle: the attribute keyed by argument
- * 2 (value: argument 3), when it is one of those; 0 when it is not. */
-int cobj_attr_index(lua_State *L, const cobj_attrs *a, cobj *o);
-int cobj_attr_newindex(lua_State *L, const cobj_attrs *a, cobj *o);
-/* Python's legacy methods over them, for a method table whose upvalue 1 is
- * the handle's metatable (cobj_self) and upvalue 2 its cobj_attrs. */
-int cobj_attr_get_name(lua_State *L);
-int cobj_attr_set_name(lua_State *L);
-int cobj_attr_is_daemon(lua_State *L);
-int cobj_attr_set_daemon(lua_State *L);
-/* Installs the methods `l` on the class at idx with those two upvalues:
- * the registered metatable of `type` and `a`. */
-void cobj_attr_methods(lua_State *L, int idx, const cobj_type *type, const cobj_attrs *a,
-                       const luaL_Reg *l);
+/* The constructor of such a type (core.X_new(fields)): pushes a handle
+ * whose user value is the fields table at argument 1, then makes the object
+ * (cobj_calloc_named) with `name` and `daemon`; the caller fills the rest and
+ * binds it (cobj_bind).  Raises when out of memory. */
+void *cobj_attr_new(lua_State *L, const cobj_type *type, const cobj_attrs *a, size_t size,
+                    const char *name, int daemon);
+/* A read-only id: the integer v when known, else nil; returns 1. */
+static inline int cobj_push_id(lua_State *L, int known, lua_Integer v) {
+  if (known)
+    lua_pushinteger(L, v);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+/* Makes and registers the metatable of such a type: __index and __newindex
+ * the attribute rules (name, daemon, the read-only ids) then the fields,
+ * `tostring` as __tostring; each with upvalue 1 the metatable (cobj_self)
+ * and upvalue 2 `a`. */
+void cobj_attr_metatable(lua_State *L, const cobj_type *type, const cobj_attrs *a,
+                         lua_CFunction tostring);
+/* core.X_set_class(cls) of such a type: installs the methods `l` and
+ * Python's legacy ones (getName, setName, isDaemon, setDaemon) on the class
+ * (argument 1), each with upvalue 1 the registered metatable of `type`
+ * (cobj_self) and upvalue 2 `a`, and stores the class in context slot `slot`
+ * (the fields' metatable of handles). */
+int cobj_attr_set_class(lua_State *L, const cobj_type *type, const cobj_attrs *a,
+                        const luaL_Reg *l, int slot);
 /* Checks the options table at idx of the constructor called `fname` (as
  * called: "JoinableQueue"): not the concur module, no key outside
  * `allowed` (NULL-terminated).  Errors are the constructor's argument 1's. */

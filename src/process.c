@@ -73,22 +73,14 @@ static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
 
 static void pr_destroy(cobj *o);
 static void pr_on_handle(lua_State *L, cobj *o);
+static const cobj_attrs pr_attrs;
 static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL, NULL,
                                     NULL};
 
 /* ---- objects ---------------------------------------------------------------- */
 
 static proc_obj *pr_alloc(const char *name) {
-  proc_obj *p = calloc(1, sizeof *p);
-  if (p == NULL)
-    return NULL;
-  p->name = strdup(name);
-  if (p->name == NULL) {
-    free(p);
-    return NULL;
-  }
-  cobj_init(&p->hdr, &proc_type);
-  return p;
+  return cobj_calloc_named(sizeof(proc_obj), &proc_type, name, offsetof(proc_obj, name));
 }
 
 static void pr_destroy(cobj *o) {
@@ -454,13 +446,7 @@ static int pr_new(lua_State *L) {
   snprintf(identity, sizeof identity, "%.40s%s%ld", pr.identity, pr.identity[0] ? ":" : "", n);
   pthread_mutex_unlock(&pr.lock);
   snprintf(name, sizeof name, "Process-%s", identity);
-  cobj_newhandle(L, &proc_type, 1);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  proc_obj *p = pr_alloc(name);
-  if (p == NULL)
-    return luaL_error(L, "not enough memory");
-  p->daemon = daemon;
+  proc_obj *p = cobj_attr_new(L, &proc_type, &pr_attrs, sizeof *p, name, daemon);
   p->creator = cobj_main_state(L);
   memcpy(p->identity, identity, sizeof identity);
   cobj_bind(L, -1, &p->hdr);
@@ -606,43 +592,20 @@ static int daemon_settable(const cobj *o) {
   return p->state == PR_NEW && !p->is_main && !p->is_parent;
 }
 
+/* The read-only attributes: pid and ident, exitcode. */
+static int pr_read_id(lua_State *L, cobj *o, const char *k) {
+  proc_obj *p = (proc_obj *)o;
+  if (strcmp(k, "exitcode") != 0)
+    return cobj_push_id(L, p->is_main || p->pid, p->is_main ? getpid() : p->pid);
+  int known = !p->is_main && !p->is_parent && p != pr.current &&
+              (p->state == PR_DONE || p->parent_pid == getpid()) && pr_reap(p);
+  return cobj_push_id(L, known, p->exitcode);
+}
+
 static const cobj_attrs pr_attrs = {
   &pr.lock, offsetof(proc_obj, name), offsetof(proc_obj, daemon), daemon_settable,
-  "process has already started", "process", {"pid", "ident", "exitcode", NULL}};
+  "process has already started", "process", {"pid", "ident", "exitcode", NULL}, pr_read_id};
 
-static int pr_index(lua_State *L) {
-  proc_obj *p = pr_self(L);
-  if (cobj_attr_index(L, &pr_attrs, &p->hdr))
-    return 1;
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "pid") == 0 || strcmp(k, "ident") == 0) {
-      if (p->is_main)
-        lua_pushinteger(L, getpid());
-      else if (p->pid)
-        lua_pushinteger(L, p->pid);
-      else
-        lua_pushnil(L);
-      return 1;
-    }
-    if (strcmp(k, "exitcode") == 0) {
-      if (!p->is_main && !p->is_parent && p != pr.current &&
-          (p->state == PR_DONE || p->parent_pid == getpid()) && pr_reap(p))
-        lua_pushinteger(L, p->exitcode);
-      else
-        lua_pushnil(L);
-      return 1;
-    }
-  }
-  return cobj_get_field(L);
-}
-
-static int pr_newindex(lua_State *L) {
-  proc_obj *p = pr_self(L);
-  if (cobj_attr_newindex(L, &pr_attrs, &p->hdr))
-    return 0;
-  return cobj_set_field(L);
-}
 
 static int pr_tostring(lua_State *L) {
   proc_obj *p = pr_self(L);
@@ -695,24 +658,14 @@ static int pr_parent_process(lua_State *L) {
 
 /* Process's methods, on the Lua class (pr_set_class). */
 static const luaL_Reg pr_methods[] = {
-  {"start", pr_start},
-  {"join", pr_join},
-  {"is_alive", pr_is_alive},
-  {"terminate", pr_terminate},
-  {"kill", pr_kill},
-  {"getName", cobj_attr_get_name},
-  {"setName", cobj_attr_set_name},
-  {"isDaemon", cobj_attr_is_daemon},
-  {"setDaemon", cobj_attr_set_daemon},
-  {NULL, NULL}
+  {"start", pr_start}, {"join", pr_join}, {"is_alive", pr_is_alive},
+  {"terminate", pr_terminate}, {"kill", pr_kill}, {NULL, NULL}
 };
 
 /* core.process_set_class(cls): the Lua layer's Process class gets the
  * methods and becomes the metatable of handles' fields. */
 static int pr_set_class(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  cobj_attr_methods(L, 1, &proc_type, &pr_attrs, pr_methods);
-  return ctx_store(L, CTX_PROCESS_CLASS);
+  return cobj_attr_set_class(L, &proc_type, &pr_attrs, pr_methods, CTX_PROCESS_CLASS);
 }
 
 /* ---- runtime -------------------------------------------------------------------------- */
@@ -761,25 +714,11 @@ void proc_runtime_init(void) {
 }
 
 void proc_open(lua_State *L) {
-  static const luaL_Reg meta[] = {
-    {"__index", pr_index},
-    {"__newindex", pr_newindex},
-    {"__tostring", pr_tostring},
-    {NULL, NULL}
-  };
   static const luaL_Reg funcs[] = {
-    {"process_new", pr_new},
-    {"process_set_class", pr_set_class},
-    {"active_children", pr_active_children},
-    {"current_process", pr_current_process},
-    {"parent_process", pr_parent_process},
-    {NULL, NULL}
+    {"process_new", pr_new}, {"process_set_class", pr_set_class},
+    {"active_children", pr_active_children}, {"current_process", pr_current_process},
+    {"parent_process", pr_parent_process}, {NULL, NULL}
   };
-  cobj_newmetatable(L, &proc_type, NULL);
-  lua_pushvalue(L, -1);   /* upvalue 1 of the metamethods, for cobj_self */
-  lua_pushlightuserdata(L, (void *)&pr_attrs);
-  luaL_setfuncs(L, meta, 2);
-  cobj_register_metatable(L, &proc_type);
-  lua_pop(L, 1);
+  cobj_attr_metatable(L, &proc_type, &pr_attrs, pr_tostring);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -290,7 +290,7 @@ static int put_locked(queue_obj *q, tbuf *b, sblob *blob, int local, uint32_t *s
     r->flags = 0;
     r->len = 0;
     r->nobjs = 0;
-    memcpy(r + 1, &blob, sizeof blob);
+    memcpy((unsigned char *)(r + 1), &blob, sizeof blob);
   } else {
     msg_write(r, REC_INLINE, local, b);
   }
@@ -322,7 +322,7 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
   }
   size_t size = rec_size(r);
   if (r->kind == REC_BLOB) {
-    memcpy(blob, r + 1, sizeof *blob);
+    memcpy(blob, (const unsigned char *)(r + 1), sizeof *blob);
   } else {
     if (size > cap) {
       *need = size;
@@ -346,7 +346,7 @@ static int get_locked(queue_obj *q, unsigned char *buf, size_t cap, size_t *need
 static void rec_release(qrec *r) {
   if (r->kind == REC_BLOB) {
     sblob *blob;
-    memcpy(&blob, r + 1, sizeof blob);
+    memcpy(&blob, (const unsigned char *)(r + 1), sizeof blob);
     sblob_free(blob);
     return;
   }

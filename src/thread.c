@@ -118,6 +118,7 @@ static void th_destroy(cobj *o);
 static void th_on_handle(lua_State *L, cobj *o);
 static void th_fork_collect(cobj *o, cobj_fork_refs *r);
 static void th_exit_release(cobj *o);
+static const cobj_attrs th_attrs;
 static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0, NULL,
                                       th_fork_collect, th_exit_release};
 
@@ -153,15 +154,10 @@ static void live_remove(thread_obj *t) {
 /* ---- objects -------------------------------------------------------------- */
 
 static thread_obj *th_alloc(const char *name) {
-  thread_obj *t = calloc(1, sizeof *t);
+  thread_obj *t = cobj_calloc_named(sizeof(thread_obj), &thread_type, name,
+                                    offsetof(thread_obj, name));
   if (t == NULL)
     return NULL;
-  t->name = strdup(name);
-  if (t->name == NULL) {
-    free(t);
-    return NULL;
-  }
-  cobj_init(&t->hdr, &thread_type);
   cond_init_monotonic(&t->changed);
   return t;
 }
@@ -522,13 +518,8 @@ static int th_new(lua_State *L) {
   int daemon = cur ? cur->daemon : 0;
   pthread_mutex_unlock(&rt.lock);
   snprintf(name, sizeof name, "Thread-%ld", n);
-  cobj_newhandle(L, &thread_type, 1);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  thread_obj *t = th_alloc(name);
-  if (t == NULL)
-    return luaL_error(L, "not enough memory");
-  t->daemon = daemon;
+  thread_obj *t = cobj_attr_new(L, &thread_type, &th_attrs, sizeof *t, name, daemon);
+  cond_init_monotonic(&t->changed);
   t->creator = cobj_main_state(L);
   cobj_bind(L, -1, &t->hdr);
   return 1;
@@ -754,38 +745,22 @@ static int daemon_settable(const cobj *o) {
   return t->state == TH_NEW && !t->is_main && !t->is_dummy;
 }
 
+/* The read-only attributes: ident and native_id, once the thread runs. */
+static int th_read_id(lua_State *L, cobj *o, const char *k) {
+  thread_obj *t = (thread_obj *)o;
+  pthread_mutex_lock(&rt.lock);
+  th_wait_ids(t);
+  int known = t->have_ids;
+  lua_Integer v = k[0] == 'i' ? t->ident : (lua_Integer)t->native_id;
+  pthread_mutex_unlock(&rt.lock);
+  return cobj_push_id(L, known, v);
+}
+
 static const cobj_attrs th_attrs = {
   &rt.lock, offsetof(thread_obj, name), offsetof(thread_obj, daemon), daemon_settable,
-  "cannot set daemon status of active thread", "thread", {"ident", "native_id", NULL}};
+  "cannot set daemon status of active thread", "thread", {"ident", "native_id", NULL},
+  th_read_id};
 
-static int th_index(lua_State *L) {
-  thread_obj *t = th_self(L);
-  if (cobj_attr_index(L, &th_attrs, &t->hdr))
-    return 1;
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *k = lua_tostring(L, 2);
-    if (strcmp(k, "ident") == 0 || strcmp(k, "native_id") == 0) {
-      pthread_mutex_lock(&rt.lock);
-      th_wait_ids(t);
-      int known = t->have_ids;
-      lua_Integer v = k[0] == 'i' ? t->ident : (lua_Integer)t->native_id;
-      pthread_mutex_unlock(&rt.lock);
-      if (known)
-        lua_pushinteger(L, v);
-      else
-        lua_pushnil(L);
-      return 1;
-    }
-  }
-  return cobj_get_field(L);
-}
-
-static int th_newindex(lua_State *L) {
-  thread_obj *t = th_self(L);
-  if (cobj_attr_newindex(L, &th_attrs, &t->hdr))
-    return 0;
-  return cobj_set_field(L);
-}
 
 static int th_tostring(lua_State *L) {
   thread_obj *t = th_self(L);
@@ -1081,50 +1056,24 @@ static int th_stack_size(lua_State *L) {
 
 /* Thread's methods, on the Lua class (th_set_class). */
 static const luaL_Reg th_methods[] = {
-  {"start", th_start},
-  {"join", th_join},
-  {"result", th_result},
-  {"is_alive", th_is_alive},
-  {"isAlive", th_is_alive},
-  {"getName", cobj_attr_get_name},
-  {"setName", cobj_attr_set_name},
-  {"isDaemon", cobj_attr_is_daemon},
-  {"setDaemon", cobj_attr_set_daemon},
-  {NULL, NULL}
+  {"start", th_start}, {"join", th_join}, {"result", th_result}, {"is_alive", th_is_alive},
+  {"isAlive", th_is_alive}, {NULL, NULL}
 };
 
 /* core.thread_set_class(cls): the Lua layer's Thread class gets the methods
  * and becomes the metatable of handles' fields. */
 static int th_set_class(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  cobj_attr_methods(L, 1, &thread_type, &th_attrs, th_methods);
-  return ctx_store(L, CTX_THREAD_CLASS);
+  return cobj_attr_set_class(L, &thread_type, &th_attrs, th_methods, CTX_THREAD_CLASS);
 }
 
 void thread_open(lua_State *L) {
-  static const luaL_Reg meta[] = {
-    {"__index", th_index},
-    {"__newindex", th_newindex},
-    {"__tostring", th_tostring},
-    {NULL, NULL}
-  };
   static const luaL_Reg funcs[] = {
-    {"thread_new", th_new},
-    {"thread_set_class", th_set_class},
-    {"current_thread", th_current_thread},
-    {"main_thread", th_main_thread},
-    {"get_ident", th_get_ident},
-    {"active_count", th_active_count},
-    {"enumerate", th_enumerate},
-    {"stack_size", th_stack_size},
-    {NULL, NULL}
+    {"thread_new", th_new}, {"thread_set_class", th_set_class},
+    {"current_thread", th_current_thread}, {"main_thread", th_main_thread},
+    {"get_ident", th_get_ident}, {"active_count", th_active_count}, {"enumerate", th_enumerate},
+    {"stack_size", th_stack_size}, {NULL, NULL}
   };
-  cobj_newmetatable(L, &thread_type, NULL);
-  lua_pushvalue(L, -1);   /* upvalue 1 of the metamethods, for cobj_self */
-  lua_pushlightuserdata(L, (void *)&th_attrs);
-  luaL_setfuncs(L, meta, 2);
-  cobj_register_metatable(L, &thread_type);
-  lua_pop(L, 1);
+  cobj_attr_metatable(L, &thread_type, &th_attrs, th_tostring);
   if (luaL_newmetatable(L, "concur.refbox")) {
     lua_pushcfunction(L, refbox_gc);
     lua_setfield(L, -2, "__gc");
