@@ -304,6 +304,13 @@ static int lock_tostring(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg lock_m[] = {
+  {"acquire", lock_acquire}, {"release", lock_release}, {"locked", lock_locked},
+  {"__tostring", lock_tostring}, {NULL, NULL}};
+static const luaL_Reg rlock_m[] = {
+  {"acquire", rlock_acquire}, {"release", rlock_release}, {"locked", lock_locked},
+  {"__tostring", lock_tostring}, {NULL, NULL}};
+
 /* ---- with and guard: every object with acquire and release ------------------ */
 
 static int with_finish(lua_State *L, int status, lua_KContext ctx) {
@@ -599,6 +606,12 @@ static int cond_tostring(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg cond_m[] = {
+  {"acquire", cond_acquire}, {"release", cond_release}, {"locked", cond_locked},
+  {"wait", cond_wait}, {"wait_for", cond_wait_for},
+  {"notify", cond_notify}, {"notify_all", cond_notify_all}, {"notifyAll", cond_notify_all},
+  {"__tostring", cond_tostring}, {NULL, NULL}};
+
 /* ---- Semaphore and BoundedSemaphore -------------------------------------------------- */
 
 static int sem_make(lua_State *L, const cobj_type *type) {
@@ -691,6 +704,10 @@ static int sem_tostring(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg sem_m[] = {
+  {"acquire", sem_acquire}, {"release", sem_release}, {"get_value", sem_get_value},
+  {"__tostring", sem_tostring}, {NULL, NULL}};
+
 /* ---- Event ---------------------------------------------------------------------------- */
 
 static int event_new(lua_State *L) {
@@ -776,6 +793,11 @@ static int event_tostring(lua_State *L) {
   lua_pushstring(L, atomic_load(&e->word) & EV_FLAG ? "<concur.Event set>" : "<concur.Event unset>");
   return 1;
 }
+
+static const luaL_Reg event_m[] = {
+  {"set", event_set}, {"clear", event_clear}, {"is_set", event_is_set},
+  {"isSet", event_is_set}, {"wait", event_wait}, {"__tostring", event_tostring},
+  {NULL, NULL}};
 
 /* ---- Barrier ---------------------------------------------------------------------------- */
 
@@ -1001,6 +1023,10 @@ static int barrier_tostring(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg barrier_m[] = {
+  {"wait", barrier_wait}, {"abort", barrier_abort}, {"reset", barrier_reset},
+  {"__tostring", barrier_tostring}, {NULL, NULL}};
+
 /* ---- registration ---------------------------------------------------------------------- */
 
 /* The metatable of `type` with `methods`, each method getting the metatable
@@ -1027,27 +1053,6 @@ static void sync_type(lua_State *L, const cobj_type *type, const luaL_Reg *metho
   lua_pop(L, 1);
 }
 
-static const luaL_Reg lock_m[] = {
-  {"acquire", lock_acquire}, {"release", lock_release}, {"locked", lock_locked},
-  {"__tostring", lock_tostring}, {NULL, NULL}};
-static const luaL_Reg rlock_m[] = {
-  {"acquire", rlock_acquire}, {"release", rlock_release}, {"locked", lock_locked},
-  {"__tostring", lock_tostring}, {NULL, NULL}};
-static const luaL_Reg cond_m[] = {
-  {"acquire", cond_acquire}, {"release", cond_release}, {"locked", cond_locked},
-  {"wait", cond_wait}, {"wait_for", cond_wait_for},
-  {"notify", cond_notify}, {"notify_all", cond_notify_all}, {"notifyAll", cond_notify_all},
-  {"__tostring", cond_tostring}, {NULL, NULL}};
-static const luaL_Reg sem_m[] = {
-  {"acquire", sem_acquire}, {"release", sem_release}, {"get_value", sem_get_value},
-  {"__tostring", sem_tostring}, {NULL, NULL}};
-static const luaL_Reg event_m[] = {
-  {"set", event_set}, {"clear", event_clear}, {"is_set", event_is_set},
-  {"isSet", event_is_set}, {"wait", event_wait}, {"__tostring", event_tostring},
-  {NULL, NULL}};
-static const luaL_Reg barrier_m[] = {
-  {"wait", barrier_wait}, {"abort", barrier_abort}, {"reset", barrier_reset},
-  {"__tostring", barrier_tostring}, {NULL, NULL}};
 
 static void lock_meta(lua_State *L) { sync_type(L, &lock_type, lock_m, 1, NULL); }
 static void rlock_meta(lua_State *L) { sync_type(L, &rlock_type, rlock_m, 1, NULL); }

@@ -16,18 +16,14 @@ local function read(file)
   return src
 end
 
+-- One array per file, its bytes on one line (a generated file: short, and
+-- no two of its parts look alike line by line).
 local function array(out, cname, src)
+  local bytes = {}
+  for i = 1, #src do bytes[i] = tostring(src:byte(i)) end
+  bytes[#bytes + 1] = "0"
   out[#out + 1] = "static const unsigned char " .. cname .. "[] = {"
-  local line = {}
-  for i = 1, #src do
-    line[#line + 1] = tostring(src:byte(i))
-    if #line == 20 then
-      out[#out + 1] = "  " .. table.concat(line, ",") .. ","
-      line = {}
-    end
-  end
-  line[#line + 1] = "0"
-  out[#out + 1] = "  " .. table.concat(line, ",")
+  out[#out + 1] = "  " .. table.concat(bytes, ",")
   out[#out + 1] = "};"
 end
 
