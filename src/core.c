@@ -121,7 +121,7 @@ static void layer_compile(void) {
   for (size_t i = 0; i < LAYER_NMODULES; i++) {
     layer_module *m = &layer_modules[i];
     if (luaL_loadbuffer(T, (const char *)m->source, m->source_len, m->chunkname) == LUA_OK &&
-        lua_dump(T, layer_writer, m, 1) != 0) {
+        concur_dump(T, layer_writer, m, 1) != 0) {
       free(m->bc);
       m->bc = NULL;
     }
@@ -200,6 +200,11 @@ static int core_shm_in_use(lua_State *L) {
   return 2;
 }
 
+/* The callbacks this file gives the floors below: once per process, before
+ * any thread of concur's runs (every state opening concur comes here). */
+static pthread_once_t callbacks_once = PTHREAD_ONCE_INIT;
+static void callbacks_register(void) { state_on_preload(core_preload); }
+
 int luaopen_concur_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"set_error_values", core_set_error_values}, {"shm_in_use", core_shm_in_use},
@@ -213,7 +218,7 @@ int luaopen_concur_core(lua_State *L) {
   mac_runtime_init();
   proc_runtime_init();
   thread_runtime_init();
-  state_on_preload(core_preload);
+  pthread_once(&callbacks_once, callbacks_register);
   ctx_get(L);
   intr_adopt(L, thread_is_worker());
   luaL_newlib(L, funcs);
