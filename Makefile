@@ -17,10 +17,13 @@
 # `make test` and `make demo` install what is missing with apt-get when run as
 # root on Debian/Ubuntu, and otherwise print the line to run.
 
+# The runtime: lua5.4 (the default), lua5.3, lua5.2, lua5.1 or luajit.  Each
+# builds in a folder of its own (build/ for 5.4, build/LUA for the others).
 LUA       ?= lua5.4
+LUA_PC     = $(if $(filter luajit,$(LUA)),luajit,$(LUA))
 CC        ?= cc
-LUA_INC   ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
-LUA_LIB   ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+LUA_INC   ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA_PC))
+LUA_LIB   ?= $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -l$(LUA_PC))
 WARN       = -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc
@@ -28,7 +31,7 @@ LIBS       = -lpthread -ldl
 
 SRCS   = src/arena.c src/intr.c src/wait.c src/object.c src/message.c src/fork.c src/transfer.c src/sync.c src/queue.c src/pipe.c src/pool.c src/exit.c src/state.c src/thread.c src/process.c src/core.c
 HDRS   = src/concur.h $(wildcard src/*.h) src/concur_lua.h
-BUILD ?= build
+BUILD ?= $(if $(filter lua5.4,$(LUA)),build,build/$(LUA))
 SO     = $(BUILD)/concur/core.so
 HOST   = examples/embed/host
 

@@ -11,14 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lua.h"
-#include "lauxlib.h"
-
+#include "compat.h"
 #include "concur.h"
-
-#if LUA_VERSION_NUM < 504
-#error "concur needs Lua 5.4"
-#endif
 
 #define CONCUR_UNUSED(x) ((void)(x))
 

@@ -143,7 +143,7 @@ int intr_slice_ms(int slice_ms) {
 void intr_adopt(lua_State *L, int on_worker) {
   if (intr_main != NULL || on_worker)
     return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  concur_push_mainthread(L);
   intr_main = lua_tothread(L, -1);
   lua_pop(L, 1);
   intr_home = 1;

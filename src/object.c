@@ -327,7 +327,7 @@ void *cobj_attr_new(lua_State *L, const cobj_type *type, const cobj_attrs *a, si
 }
 
 const void *cobj_main_state(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  concur_push_mainthread(L);
   const void *m = lua_tothread(L, -1);
   lua_pop(L, 1);
   return m;
@@ -600,14 +600,14 @@ void cobj_gc_pressure(lua_State *L, size_t bytes) {
    * owes.  Not when stopped (the program asked) or inside a finalizer
    * (where 5.4.0-5.4.3 would run a step anyway): both read as not
    * running. */
-  if (lua_gc(L, LUA_GCISRUNNING, 0))
-    lua_gc(L, LUA_GCSTEP, kb > INT_MAX / 2 ? INT_MAX / 2 : (int)kb);
+  if (concur_lua_gc(L, LUA_GCISRUNNING, 0))
+    concur_lua_gc(L, LUA_GCSTEP, kb > INT_MAX / 2 ? INT_MAX / 2 : (int)kb);
 }
 
 int cobj_gc_collect(lua_State *L) {
-  if (!lua_gc(L, LUA_GCISRUNNING, 0))
+  if (!concur_lua_gc(L, LUA_GCISRUNNING, 0))
     return 0;
-  lua_gc(L, LUA_GCCOLLECT, 0);
+  concur_lua_gc(L, LUA_GCCOLLECT, 0);
   return 1;
 }
 

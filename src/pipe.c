@@ -774,7 +774,7 @@ static int pipe_new(lua_State *L) {
     /* Connections nobody holds keep their descriptors until collected:
      * collect them, then try once more (Lua's collector knows nothing of
      * descriptors, so a loop making Pipes would run out otherwise). */
-    lua_gc(L, LUA_GCCOLLECT);
+    concur_lua_gc(L, LUA_GCCOLLECT, 0);
     made = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0;
   }
   if (!made)

@@ -643,7 +643,7 @@ static int encode_function(enc *e, int idx) {
   if (!put_u32(e, 0))
     return 0;
   lua_pushvalue(L, idx);
-  int st = lua_dump(L, dump_writer, e, 0);
+  int st = concur_dump(L, dump_writer, e, 0);
   lua_pop(L, 1);
   if (st != 0 || e->failed)
     return e->failed ? 0 : enc_fail_msg(e, "cannot dump function");
@@ -1178,12 +1178,15 @@ static void decode_table(dec *d, int shared, size_t off) {
 }
 
 /* The upvalue count of f's prototype, or -1.  A chunk's header byte says
- * how many upvalues the loaded closure gets; a damaged chunk can give its
- * prototype another count, and Lua (lua_getupvalue, a call, a second dump)
- * trusts the prototype's and reads past the closure.  lua_dump writes the
- * prototype's count right after the 31-byte header: a writer that keeps 32
- * bytes and then stops the dump reads it. */
-typedef struct dump_head { unsigned char b[32]; size_t n; } dump_head;
+ * how many upvalues the loaded closure gets (5.3, 5.4); a damaged chunk can
+ * give its prototype another count, and Lua (lua_getupvalue, a call, a
+ * second dump) trusts the prototype's and reads past the closure.  lua_dump
+ * writes the prototype's count right after the header (CONCUR_DUMP_NUPS_AT
+ * bytes): a writer that keeps one byte more and then stops the dump reads
+ * it.  Where the closure is made with its prototype's count (5.1, 5.2,
+ * LuaJIT) the two cannot differ. */
+#ifdef CONCUR_DUMP_NUPS_AT
+typedef struct dump_head { unsigned char b[CONCUR_DUMP_NUPS_AT + 1]; size_t n; } dump_head;
 
 static int head_writer(lua_State *L, const void *p, size_t n, void *ud) {
   (void)L;
@@ -1194,13 +1197,21 @@ static int head_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return h->n == sizeof h->b;   /* nonzero: enough, stop */
 }
 
-static int proto_nups(lua_State *L, int f) {
+static int proto_nups(lua_State *L, int f, int closure_nups) {
+  CONCUR_UNUSED(closure_nups);
   dump_head h = {{0}, 0};
   lua_pushvalue(L, f);
-  lua_dump(L, head_writer, &h, 1);
+  concur_dump(L, head_writer, &h, 1);
   lua_pop(L, 1);
-  return h.n == sizeof h.b ? h.b[31] : -1;
+  return h.n == sizeof h.b ? h.b[CONCUR_DUMP_NUPS_AT] : -1;
 }
+#else
+static int proto_nups(lua_State *L, int f, int closure_nups) {
+  CONCUR_UNUSED(L);
+  CONCUR_UNUSED(f);
+  return closure_nups;
+}
+#endif
 
 static void decode_function(dec *d, int shared, size_t off) {
   lua_State *L = d->L;
@@ -1214,7 +1225,7 @@ static void decode_function(dec *d, int shared, size_t off) {
   /* Only bytecode concur's encoder wrote in this family is ever loaded. */
   if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0] || tag != mac_of(r.p, r.n))
     dec_bad(d);
-  if (lua_load(L, read_chunk, &r, "=(transfer)", "b") != LUA_OK)
+  if (concur_load_binary(L, read_chunk, &r, "=(transfer)") != LUA_OK)
     luaL_error(L, "cannot transfer function: %s", lua_tostring(L, -1));
   int f = lua_gettop(L);
   if (shared)
@@ -1226,7 +1237,7 @@ static void decode_function(dec *d, int shared, size_t off) {
   lua_pushvalue(L, f);
   lua_getinfo(L, ">u", &ar);
   int nups = get_byte(d);
-  if (nups > ar.nups || proto_nups(L, f) != ar.nups)
+  if (nups > ar.nups || proto_nups(L, f, ar.nups) != ar.nups)
     dec_bad(d);
   for (int i = 1; i <= nups; i++) {
     unsigned char tag = d->p < d->end ? *d->p : T_NIL;
@@ -1381,15 +1392,15 @@ static int decode_protected(lua_State *L) {
 #define DECODE_PAUSE_GC_BYTES (64 * 1024)
 
 int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
-  if (len < DECODE_PAUSE_GC_BYTES || !lua_gc(L, LUA_GCISRUNNING))
+  if (len < DECODE_PAUSE_GC_BYTES || !concur_lua_gc(L, LUA_GCISRUNNING, 0))
     return decode_message(L, b, at, len);
   decode_args a = {b, at, len};
   int top = lua_gettop(L);
   lua_pushcfunction(L, decode_protected);
   lua_pushlightuserdata(L, &a);
-  lua_gc(L, LUA_GCSTOP);
+  concur_lua_gc(L, LUA_GCSTOP, 0);
   int st = lua_pcall(L, 1, LUA_MULTRET, 0);
-  lua_gc(L, LUA_GCRESTART);
+  concur_lua_gc(L, LUA_GCRESTART, 0);
   if (st != LUA_OK)
     return lua_error(L);
   return lua_gettop(L) - top;

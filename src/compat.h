@@ -1,0 +1,153 @@
+/*
+ * compat.h - the one place where Lua versions differ (the ground under every
+ * file).  concur is written against Lua 5.4's C API; each name below gives
+ * that API on the runtime it is built for.
+ *
+ *   5.4        nothing to do.
+ *   5.3        one user value per userdata (concur never needs more);
+ *              lua_gc takes exactly three arguments; no luaL_typeerror.
+ *   5.1, 5.2,  lua-compat-5.3 (lua_isinteger, luaL_tolstring,
+ *   LuaJIT     lua_rawgetp ...; Debian's lua-compat53-dev) and the shims
+ *              below: user values in a table environment on 5.1, no
+ *              LUA_RIDX_MAINTHREAD, lua_dump without its strip argument,
+ *              lua_load without its mode argument.  (Runtime support there
+ *              is partial: see README, "Runtimes".)
+ *
+ * CONCUR_LUA_54 ... say which runtime this is for the few places whose
+ * behaviour differs (the transfer's integers and bytecode).
+ */
+#ifndef CONCUR_COMPAT_H
+#define CONCUR_COMPAT_H
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#if LUA_VERSION_NUM < 503
+#include "compat-5.3.h"
+#endif
+
+#if defined(LUAJIT_VERSION) || defined(LUA_JITLIBNAME)
+#define CONCUR_LUAJIT 1
+#else
+#define CONCUR_LUAJIT 0
+#endif
+
+#define CONCUR_LUA_54 (LUA_VERSION_NUM >= 504)
+
+/* Where lua_dump writes the main prototype's upvalue count, right after the
+ * header: the chunk's own count comes just before it (see transfer.c,
+ * proto_nups).  Not defined where a loaded closure takes its prototype's. */
+#if LUA_VERSION_NUM >= 504 && !CONCUR_LUAJIT
+#define CONCUR_DUMP_NUPS_AT 31
+#elif LUA_VERSION_NUM == 503
+#define CONCUR_DUMP_NUPS_AT 33
+#endif
+
+/* ---- user values: concur uses at most one per userdata ------------------ */
+#if LUA_VERSION_NUM < 504
+static inline void *concur_newuserdatauv(lua_State *L, size_t size, int nuvalue) {
+  (void)nuvalue;
+  return lua_newuserdata(L, size);
+}
+#define lua_newuserdatauv concur_newuserdatauv
+
+#if LUA_VERSION_NUM >= 503
+static inline int concur_setiuservalue(lua_State *L, int idx, int n) {
+  (void)n;
+  lua_setuservalue(L, idx);
+  return 1;
+}
+static inline int concur_getiuservalue(lua_State *L, int idx, int n) {
+  (void)n;
+  return lua_getuservalue(L, idx);
+}
+#else
+/* 5.1/5.2: the value is kept as t[1] of a table set as the userdata's
+ * environment (5.1's environment, and 5.2's user value, must be a table). */
+static inline int concur_setiuservalue(lua_State *L, int idx, int n) {
+  (void)n;
+  idx = lua_absindex(L, idx);
+  lua_createtable(L, 1, 0);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, 1);
+#if LUA_VERSION_NUM == 501
+  lua_setfenv(L, idx);
+#else
+  lua_setuservalue(L, idx);
+#endif
+  return 1;
+}
+static inline int concur_getiuservalue(lua_State *L, int idx, int n) {
+  (void)n;
+#if LUA_VERSION_NUM == 501
+  lua_getfenv(L, idx);
+#else
+  lua_getuservalue(L, idx);
+#endif
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_rawgeti(L, -1, 1);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+#endif
+#define lua_setiuservalue concur_setiuservalue
+#define lua_getiuservalue concur_getiuservalue
+#endif
+
+/* ---- the collector -------------------------------------------------------- */
+/* Callers always pass lua_gc three arguments (5.4 ignores the extra one). */
+#if !defined(LUA_GCISRUNNING)
+#define LUA_GCISRUNNING (-1)   /* no such option: lua_gc below says "running" */
+static inline int concur_gc(lua_State *L, int what, int data) {
+  return what == LUA_GCISRUNNING ? 1 : lua_gc(L, what, data);
+}
+#define concur_lua_gc(L, w, d) concur_gc((L), (w), (d))
+#else
+#define concur_lua_gc(L, w, d) lua_gc((L), (w), (d))
+#endif
+
+/* ---- errors -------------------------------------------------------------- */
+#if LUA_VERSION_NUM < 504
+static inline int concur_typeerror(lua_State *L, int arg, const char *tname) {
+  const char *typearg;
+  if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING)
+    typearg = lua_tostring(L, -1);
+  else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA)
+    typearg = "light userdata";
+  else
+    typearg = luaL_typename(L, arg);
+  const char *msg = lua_pushfstring(L, "%s expected, got %s", tname, typearg);
+  return luaL_argerror(L, arg, msg);
+}
+#define luaL_typeerror concur_typeerror
+#endif
+
+/* ---- the main Lua thread of a state --------------------------------------- */
+/* Pushes it (5.2+: the registry's; 5.1 has no such slot: L itself when it is
+ * the one concur opened in, which is what its callers need). */
+static inline void concur_push_mainthread(lua_State *L) {
+#ifdef LUA_RIDX_MAINTHREAD
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+#else
+  lua_pushthread(L);
+#endif
+}
+
+/* ---- binary chunks --------------------------------------------------------- */
+#if LUA_VERSION_NUM >= 503
+#define concur_dump(L, w, d, strip) lua_dump((L), (w), (d), (strip))
+#define concur_load_binary(L, r, d, name) lua_load((L), (r), (d), (name), "b")
+#else
+#define concur_dump(L, w, d, strip) ((void)(strip), lua_dump((L), (w), (d)))
+#if LUA_VERSION_NUM == 502
+#define concur_load_binary(L, r, d, name) lua_load((L), (r), (d), (name), "b")
+#else
+#define concur_load_binary(L, r, d, name) lua_load((L), (r), (d), (name))
+#endif
+#endif
+
+#endif
