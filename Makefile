@@ -22,7 +22,10 @@
 LUA       ?= lua5.4
 LUA_PC     = $(if $(filter luajit,$(LUA)),luajit,$(LUA))
 CC        ?= cc
-LUA_INC   ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA_PC))
+# 5.1, 5.2 and LuaJIT also need lua-compat-5.3's header (Debian: lua-compat53-dev,
+# which puts it beside Lua 5.1's headers, LuaJIT's too).
+LUA_INC   ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA_PC)) \
+             $(if $(filter luajit,$(LUA)),-I/usr/include/lua5.1)
 LUA_LIB   ?= $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -l$(LUA_PC))
 WARN       = -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g

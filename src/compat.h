@@ -137,17 +137,62 @@ static inline void concur_push_mainthread(lua_State *L) {
 #endif
 }
 
-/* ---- binary chunks --------------------------------------------------------- */
-#if LUA_VERSION_NUM >= 503
+/* ---- binary chunks (lua-compat-5.3 gives 5.1/5.2 the strip and mode
+ * arguments) ------------------------------------------------------------------ */
 #define concur_dump(L, w, d, strip) lua_dump((L), (w), (d), (strip))
 #define concur_load_binary(L, r, d, name) lua_load((L), (r), (d), (name), "b")
-#else
-#define concur_dump(L, w, d, strip) ((void)(strip), lua_dump((L), (w), (d)))
-#if LUA_VERSION_NUM == 502
-#define concur_load_binary(L, r, d, name) lua_load((L), (r), (d), (name), "b")
-#else
-#define concur_load_binary(L, r, d, name) lua_load((L), (r), (d), (name))
+
+/* ---- registry tables and the globals ---------------------------------------- */
+#ifndef LUA_LOADED_TABLE
+#define LUA_LOADED_TABLE "_LOADED"
 #endif
+
+/* Pushes package.preload. */
+static inline void concur_push_preload(lua_State *L) {
+#ifdef LUA_PRELOAD_TABLE
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+#else
+  /* 5.1, 5.2: a field of the package table, made by luaopen_package */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  luaL_getsubtable(L, -1, "package");
+  luaL_getsubtable(L, -1, "preload");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+#endif
+}
+
+/* Pushes the global table. */
+static inline void concur_push_globals(lua_State *L) {
+#ifdef LUA_RIDX_GLOBALS
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+#else
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
+#endif
+}
+
+#ifndef LUA_MAXINTEGER
+#include <stdint.h>
+#define LUA_MAXINTEGER PTRDIFF_MAX   /* 5.1, 5.2: lua_Integer is ptrdiff_t */
+#endif
+
+/* ---- shared upvalues ------------------------------------------------------- */
+/* Lua 5.1 cannot tell or join shared upvalues (LuaJIT can): every upvalue
+ * travels as its own value, and the encoder writes no join. */
+#if LUA_VERSION_NUM == 501 && !CONCUR_LUAJIT
+#define lua_upvalueid(L, f, n) ((void)(L), (void)(f), (void)(n), (void *)NULL)
+#define lua_upvaluejoin(L, f1, n1, f2, n2) \
+  ((void)(L), (void)(f1), (void)(n1), (void)(f2), (void)(n2))
+#endif
+
+/* ---- a protected call that may yield (5.3+), else a plain one -------------- */
+#if LUA_VERSION_NUM < 503 && !defined(LUA_KCONTEXT)
+typedef ptrdiff_t concur_KContext;
+#define lua_KContext concur_KContext
+#endif
+#if LUA_VERSION_NUM >= 503
+#define concur_pcallk(L, na, nr, ctx, k) lua_pcallk((L), (na), (nr), 0, (ctx), (k))
+#else
+#define concur_pcallk(L, na, nr, ctx, k) ((void)(ctx), (void)(k), lua_pcall((L), (na), (nr), 0))
 #endif
 
 #endif

@@ -162,7 +162,7 @@ static void layer_preload(lua_State *L) {
 int luaopen_concur(lua_State *L) {
   luaL_requiref(L, "concur.core", luaopen_concur_core, 0);
   lua_pop(L, 1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  concur_push_preload(L);
   layer_preload(L);
   lua_pop(L, 1);
   if (layer_load(L, &layer_modules[0]) != LUA_OK)
@@ -177,7 +177,7 @@ static int preload_concur(lua_State *L) {
 }
 
 static void core_preload(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  concur_push_preload(L);
   lua_pushcfunction(L, luaopen_concur_core);
   lua_setfield(L, -2, "concur.core");
   lua_pushcfunction(L, preload_concur);

@@ -334,7 +334,7 @@ static int sync_with(lua_State *L) {
   lua_call(L, 1, 0);
   int nargs = lua_gettop(L) - 2;
   /* fn and its arguments are at 2 ..; results replace them. */
-  int st = lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, with_finish);
+  int st = concur_pcallk(L, nargs, LUA_MULTRET, 0, with_finish);
   return with_finish(L, st, 0);
 }
 

@@ -901,7 +901,7 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   pmap_init(&e.keystrs);
   e.nkeystrs = 0;
   memset(e.keycache, 0, sizeof e.keycache);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  concur_push_globals(L);
   e.globals = lua_gettop(L);
   e.ctx = ctx_get(L);
   ctx_push_table(L);
@@ -1243,7 +1243,7 @@ static void decode_function(dec *d, int shared, size_t off) {
     unsigned char tag = d->p < d->end ? *d->p : T_NIL;
     if (tag == T_GLOBALS) {
       d->p++;
-      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      concur_push_globals(L);
     } else if (tag == T_UPJOIN) {
       d->p++;
       uint64_t goff = get_varint(d);
