@@ -1,4 +1,4 @@
---- concur: Python's threading, queue and multiprocessing for Lua 5.4.
+--- concur: Python's threading, queue and multiprocessing for Lua 5.1 to 5.4 and LuaJIT.
 --
 -- This file is the policy-and-comfort layer over the C core (concur.core):
 -- classes and `extend`, option tables, Python's aliases, Timer.  Pool and
@@ -18,6 +18,27 @@ local concur = {version = core.version, __concur_names = names}
 
 local function register(value, key)
   names[key] = value
+end
+
+-- Runtimes ----------------------------------------------------------------------
+-- What Lua 5.1, 5.2 and LuaJIT lack of the library functions the layer uses
+-- (for the layer's own use: concur patches no standard library).  Integer
+-- division is compiled from a string where the runtime has `//`, so that
+-- this file parses on every runtime.
+local pack = table.pack or function(...) return {n = select("#", ...), ...} end
+local unpack = table.unpack or unpack
+local tointeger = math.tointeger or function(x)
+  -- numbers without an integer subtype: an integral value that is exact
+  if type(x) == "number" and x == math.floor(x) and x >= -2 ^ 53 and x <= 2 ^ 53 then
+    return x
+  end
+end
+local idiv = load and _VERSION ~= "Lua 5.1" and _VERSION ~= "Lua 5.2"
+  and load("return function(a, b) return a // b end")()
+  or function(a, b) return math.floor(a / b) end
+local tmove = table.move or function(a1, f, e, t, a2)
+  for i = 0, e - f do a2[t + i] = a1[f + i] end
+  return a2
 end
 
 -- Argument checks -------------------------------------------------------------
@@ -82,9 +103,9 @@ end
 -- left) is raised at the user's line, not at the line of this file that
 -- called f.  (Called through pcall, luaL_error adds no position.)
 local function core_call(f, ...)
-  local r = table.pack(pcall(f, ...))
+  local r = pack(pcall(f, ...))
   if not r[1] then reraise(r[2], 2) end
-  return table.unpack(r, 2, r.n)
+  return unpack(r, 2, r.n)
 end
 
 -- The type of v as luaL_typeerror names it: __name for a userdata that has
@@ -196,7 +217,7 @@ local function runnable_run(handle)
     if target == nil then return end
     local args = self.args
     if args == nil then return target() end
-    return target(table.unpack(args, 1, args.n or #args))
+    return target(unpack(args, 1, args.n or #args))
   end
 end
 
@@ -320,7 +341,7 @@ function Timer:run()
     if args == nil then
       self.fn()
     else
-      self.fn(table.unpack(args, 1, args.n or #args))
+      self.fn(unpack(args, 1, args.n or #args))
     end
   end
   finished:set()
@@ -349,7 +370,8 @@ setmetatable(concur, {
     end
   end,
   layer = {raise = raise, core_call = core_call, check_options = check_options,
-    bad_self = bad_self, typename = typename, callable = callable},
+    bad_self = bad_self, typename = typename, callable = callable,
+    pack = pack, unpack = unpack, tointeger = tointeger, idiv = idiv, tmove = tmove},
 })
 
 -- Module functions ------------------------------------------------------------

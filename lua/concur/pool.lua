@@ -17,6 +17,7 @@ local layer = getmetatable(concur).layer
 
 local raise, core_call, check_options = layer.raise, layer.core_call, layer.check_options
 local bad_self, typename, callable = layer.bad_self, layer.typename, layer.callable
+local tointeger, idiv, tmove = layer.tointeger, layer.idiv, layer.tmove
 local Thread, Process = concur.Thread, concur.Process
 
 local names = {}
@@ -55,7 +56,7 @@ end
 
 local POOL_SLICE = 0.1
 local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
-local pack, unpack = table.pack, table.unpack
+local pack, unpack = layer.pack, layer.unpack
 local getpid, now = core.getpid, core.time
 local Empty = concur.Empty
 
@@ -77,7 +78,21 @@ local worker_count = 0
 --- The loop every pool worker runs.  It crosses to worker threads as bytecode,
 --- so it uses nothing but its arguments and the globals.
 local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
-  local unpack, pack = table.unpack, table.pack
+  -- What Lua 5.1 and LuaJIT lack (as in concur.lua, "Runtimes").
+  local unpack = table.unpack or unpack
+  local pack = table.pack or function(...) return {n = select("#", ...), ...} end
+  local xpcall = xpcall
+  if _VERSION == "Lua 5.1" and not jit then   -- 5.1's xpcall passes no arguments
+    local xpcall0 = xpcall
+    xpcall = function(f, h, ...)
+      local args = pack(...)
+      return xpcall0(function() return f(unpack(args, 1, args.n)) end, h)
+    end
+  end
+  local function load_binary(code)
+    if loadstring then return loadstring(code, "=?") end
+    return load(code, "=?", "b")
+  end
   local slice = require("concur.core").slice
   local where = ("[in pool worker %s, pid %d]\n"):format(name, require("concur").getpid())
   -- An error value's string for a report: its __tostring may fail.
@@ -107,11 +122,11 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
   local loaded, nloaded = {}, 0   -- function id -> the function, loaded once
   local function task_fn(task)
     local fn = task[3]
-    if math.type(fn) ~= "integer" then return fn end
+    if type(fn) ~= "number" then return fn end
     local f = loaded[fn]
     if f == nil then
       if nloaded >= 256 then loaded, nloaded = {}, 0 end
-      f = assert(load(task[5], "=?", "b"))
+      f = assert(load_binary(task[5]))
       loaded[fn], nloaded = f, nloaded + 1
     end
     return f
@@ -285,7 +300,7 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
     if n == nil then n = opts.threads end   -- not `or`: false is an error, not the default
   end
   if n == nil then n = core.cpu_count() end
-  local size = type(n) == "number" and math.tointeger(n) or nil
+  local size = type(n) == "number" and tointeger(n) or nil
   if size == nil or size < 1 or size > 4096 then
     raise(("bad argument #1 to '%s' (number of workers must be an integer from 1 to 4096, got %s)")
       :format(fname, type(n) == "number" and tostring(n) or type(n)), 3)
@@ -626,7 +641,7 @@ function AsyncResult:_chunk(start, ok, value)
   if mode == "map" then
     if self._ready then return end
     if not ok then return result_finish(self, false, value) end
-    table.move(value, 1, value.n, start, self._value)
+    tmove(value, 1, value.n, start, self._value)
     self._left = self._left - 1
     if self._left == 0 then result_finish(self, true, self._value) end
     return
@@ -635,7 +650,7 @@ function AsyncResult:_chunk(start, ok, value)
   if self._left == 0 then self._ready = true end
   if mode == "imap" then
     if ok then
-      table.move(value, 1, value.n, start, self._value)
+      tmove(value, 1, value.n, start, self._value)
       self._arrived[start] = true
     else
       self._arrived[start] = {value}
@@ -655,7 +670,7 @@ function AsyncResult:_chunk(start, ok, value)
 end
 
 local function check_chunksize(cs, n, fname)
-  if cs ~= nil and not (type(cs) == "number" and math.tointeger(cs) and cs >= 1) then
+  if cs ~= nil and not (type(cs) == "number" and tointeger(cs) and cs >= 1) then
     raise(("bad argument #%d to '%s' (chunksize must be a positive integer, got %s)")
       :format(n, fname, type(cs) == "number" and tostring(cs) or type(cs)), 4)
   end
@@ -671,11 +686,11 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
     raise(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(list)), 3)
   end
   check_chunksize(chunksize, 3, fname)
-  local n = math.tointeger(list.n) or #list
+  local n = tointeger(list.n) or #list
   if n < 0 then n = 0 end
   if n > 0x7fffffff then   -- a chunk is cut with core.slice, at most this long
     raise(("bad argument #2 to '%s' (%s)"):format(fname,
-      math.tointeger(list.n) and "list.n is too large" or "list is too long"), 3)
+      tointeger(list.n) and "list.n is too large" or "list is too long"), 3)
   end
   if kind == "star" then   -- checked here: a worker would fail on each item
     for i = 1, n do
@@ -688,16 +703,16 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   end
   if chunksize == nil then
     if mode == "map" then   -- Python's rule: about four chunks per worker
-      chunksize = n // (self._size * 4)
+      chunksize = idiv(n, self._size * 4)
       if n % (self._size * 4) ~= 0 or chunksize == 0 then chunksize = chunksize + 1 end
     else
       chunksize = 1
     end
   end
-  chunksize = math.tointeger(chunksize)
+  chunksize = tointeger(chunksize)
   local r = new_result(self, mode, callback, error_callback)
   r._value, r._len, r._chunksize = {}, n, chunksize
-  r._left = n == 0 and 0 or (n - 1) // chunksize + 1   -- n + chunksize - 1 may overflow
+  r._left = n == 0 and 0 or idiv(n - 1, chunksize) + 1   -- n + chunksize - 1 may overflow
   if mode == "imap" then r._arrived = {}
   elseif mode == "imap_unordered" then
     r._fifo, r._index, r._failed = {first = 1, last = 0}, {}, {}
@@ -767,7 +782,7 @@ function Pool:imap(fn, list, chunksize)
   return function()
     if i >= r._len then return nil end
     i = i + 1
-    chunk_start = (i - 1) // cs * cs + 1
+    chunk_start = idiv(i - 1, cs) * cs + 1
     if arrived[chunk_start] == nil then pool:_collect(has_chunk) end
     local a = arrived[chunk_start]
     if a ~= true then
