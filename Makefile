@@ -67,7 +67,7 @@ warnings: deps src/concur_lua.h
 	done
 
 # Lua paths for the in-tree build.
-RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;'
+RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;' CONCUR_BUILD='$(BUILD)'
 
 test: deps all $(BUILD)/failmalloc.so
 	@$(RUNENV) sh tools/run-specs.sh $(LUA)

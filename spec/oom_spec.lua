@@ -5,7 +5,7 @@
 -- `make oom` runs the sweep over every operation; this spec a quick subset.
 local support = require "support"
 
-local so = "./build/failmalloc.so"
+local so = "./" .. (os.getenv("CONCUR_BUILD") or "build") .. "/failmalloc.so"   -- this runtime's
 local f = io.open(so)
 local have_so = f ~= nil
 if f then f:close() end

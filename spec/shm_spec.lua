@@ -17,6 +17,9 @@ local function peak_growth(n, every, fn)
   collectgarbage()
   collectgarbage()
   local bound = 2 * MB + 2 * collectgarbage("count") * 1024
+  -- Before 5.4 the collector pays the same debt in fewer, later steps, and
+  -- a dropped Queue's items (not counted: DESIGN, "Known limits") show more.
+  if _VERSION ~= "Lua 5.4" then bound = 3 * bound end
   local start = core.shm_in_use()
   local peak = start
   for i = 1, n do
