@@ -22,14 +22,12 @@
 LUA       ?= lua5.4
 LUA_PC     = $(if $(filter luajit,$(LUA)),luajit,$(LUA))
 CC        ?= cc
-# 5.1, 5.2 and LuaJIT also need lua-compat-5.3's header (Debian: lua-compat53-dev,
-# which puts it beside Lua 5.1's headers, LuaJIT's too).
-LUA_INC   ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA_PC)) \
-             $(if $(filter luajit,$(LUA)),-I/usr/include/lua5.1)
+LUA_INC   ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null || echo -I/usr/include/$(LUA_PC))
 LUA_LIB   ?= $(shell pkg-config --libs $(LUA_PC) 2>/dev/null || echo -l$(LUA_PC))
 WARN       = -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
-ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc
+# lua-compat-5.3's header (5.1, 5.2, LuaJIT) is vendored: vendor/lua-compat-5.3.
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc -Ivendor/lua-compat-5.3
 LIBS       = -lpthread -ldl
 
 SRCS   = src/arena.c src/intr.c src/wait.c src/object.c src/message.c src/fork.c src/transfer.c src/sync.c src/queue.c src/pipe.c src/pool.c src/exit.c src/state.c src/thread.c src/process.c src/core.c

@@ -43,7 +43,7 @@ $(FUZZ_BIN): fuzz/fuzz_transfer.c $(FUZZ_DIR)/fuzz_transfer_lua.h $(SRCS) $(HDRS
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || \
 	  { echo "fuzz: $(FUZZ_CC) not found; run: sudo apt-get install -y clang"; exit 1; }
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -I$(FUZZ_DIR) -o $@ \
+	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -Ivendor/lua-compat-5.3 -I$(FUZZ_DIR) -o $@ \
 	  fuzz/fuzz_transfer.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl $(FUZZ_WRAP)
 
 # The Pipe's frame reader (fuzz/fuzz_pipe.c): arbitrary records, as any
@@ -53,7 +53,7 @@ FUZZ_PIPE_BIN = $(FUZZ_DIR)/fuzz_pipe
 $(FUZZ_PIPE_BIN): fuzz/fuzz_pipe.c $(SRCS) $(HDRS)
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || sh tools/deps.sh clang
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -o $@ \
+	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -Ivendor/lua-compat-5.3 -o $@ \
 	  fuzz/fuzz_pipe.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl
 
 fuzz: $(FUZZ_BIN) $(FUZZ_PIPE_BIN)

@@ -6,15 +6,16 @@
  *   5.4        nothing to do.
  *   5.3        one user value per userdata (concur never needs more);
  *              lua_gc takes exactly three arguments; no luaL_typeerror.
- *   5.1, 5.2,  lua-compat-5.3 (lua_isinteger, luaL_tolstring,
- *   LuaJIT     lua_rawgetp ...; Debian's lua-compat53-dev) and the shims
- *              below: user values in a table environment on 5.1, no
- *              LUA_RIDX_MAINTHREAD, lua_dump without its strip argument,
- *              lua_load without its mode argument.  (Runtime support there
- *              is partial: see README, "Runtimes".)
+ *   5.1, 5.2,  lua-compat-5.3 (vendor/lua-compat-5.3, header-only: the
+ *   LuaJIT     5.3 C API over 5.1/5.2: lua_isinteger, luaL_tolstring,
+ *              lua_rawgetp, lua_dump's strip and lua_load's mode ...) and
+ *              the shims below: user values kept in a table environment,
+ *              no LUA_RIDX_MAINTHREAD or LUA_RIDX_GLOBALS, package.preload
+ *              outside the registry, no shared upvalues on 5.1, no
+ *              continuations.  What differs for users: README, "Runtimes".
  *
- * CONCUR_LUA_54 ... say which runtime this is for the few places whose
- * behaviour differs (the transfer's integers and bytecode).
+ * CONCUR_LUAJIT and CONCUR_DUMP_NUPS_AT say which runtime this is, for the
+ * few places whose behaviour differs (the transfer's bytecode checks).
  */
 #ifndef CONCUR_COMPAT_H
 #define CONCUR_COMPAT_H
@@ -31,8 +32,6 @@
 #else
 #define CONCUR_LUAJIT 0
 #endif
-
-#define CONCUR_LUA_54 (LUA_VERSION_NUM >= 504)
 
 /* Where lua_dump writes the main prototype's upvalue count, right after the
  * header: the chunk's own count comes just before it (see transfer.c,
