@@ -38,7 +38,7 @@ HOST   = examples/embed/host
 
 DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
 
-.PHONY: all test demo check check-tsan check-asan bench deps clean valgrind warnings oom scale
+.PHONY: rock all test demo check check-tsan check-asan bench deps clean valgrind warnings oom scale
 
 all: $(SO) $(HOST)
 
@@ -136,3 +136,16 @@ include fuzz/fuzz.mk stress/stress.mk stress/faults.mk
 
 clean:
 	rm -rf build $(HOST)
+
+# A source rock of the committed tree: concur-VERSION-1.src.rock holds the
+# versioned rockspec and the source archive, and `luarocks install` builds it
+# offline on a machine without the repository.
+VERSION = $(shell sed -n 's/^\#define CONCUR_VERSION "\(.*\)"/\1/p' src/concur.h)
+ROCK    = build/rock/concur-$(VERSION)-1.src.rock
+rock:
+	@mkdir -p build/rock
+	git archive --format=tar.gz --prefix=concur-$(VERSION)/ -o build/rock/concur-$(VERSION).tar.gz HEAD
+	cp concur-$(VERSION)-1.rockspec build/rock/
+	cd build/rock && rm -f $(notdir $(ROCK)) && \
+	  zip -q $(notdir $(ROCK)) concur-$(VERSION)-1.rockspec concur-$(VERSION).tar.gz
+	@echo "$(ROCK): luarocks install $(ROCK)"
