@@ -36,7 +36,11 @@ BUILD ?= $(if $(filter lua5.4,$(LUA)),build,build/$(LUA))
 SO     = $(BUILD)/concur/core.so
 HOST   = examples/embed/host
 
-DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev lua-busted luarocks python3 pkg-config
+# The runtime's Debian packages: lua5.x and liblua5.x-dev, or luajit and
+# libluajit-5.1-dev (the 5.4 ones are always there: the tools run on 5.4).
+LUA_DEBS = $(if $(filter luajit,$(LUA)),luajit libluajit-5.1-dev,$(LUA) lib$(LUA)-dev)
+LUA_DEBS := $(subst liblua5.1-dev,liblua5.1-0-dev,$(LUA_DEBS))
+DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev $(LUA_DEBS) lua-busted luarocks python3 pkg-config
 
 .PHONY: rock all test demo check check-tsan check-asan bench deps clean valgrind warnings oom scale
 
