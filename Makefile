@@ -32,6 +32,13 @@ LIBS       = -lpthread -ldl
 
 SRCS   = src/arena.c src/intr.c src/wait.c src/object.c src/message.c src/fork.c src/transfer.c src/sync.c src/queue.c src/pipe.c src/pool.c src/exit.c src/state.c src/thread.c src/process.c src/core.c
 HDRS   = src/concur.h $(wildcard src/*.h) src/concur_lua.h
+# PORTABLE=1: the waits without Linux futexes or pidfds (src/wait.c, fx_wait),
+# the path other systems take; it builds in build/portable (5.4).
+PORTABLE ?=
+ifeq ($(PORTABLE),1)
+CFLAGS += -DCONCUR_PORTABLE
+BUILD ?= build/portable$(if $(filter lua5.4,$(LUA)),,-$(LUA))
+endif
 BUILD ?= $(if $(filter lua5.4,$(LUA)),build,build/$(LUA))
 SO     = $(BUILD)/concur/core.so
 HOST   = examples/embed/host

@@ -207,7 +207,7 @@ static int pr_wait(proc_obj *p, double timeout, int intr) {
   if (pr_reap(p))
     return 1;
   deadline d = deadline_in(timeout);
-#ifdef SYS_pidfd_open
+#if defined(SYS_pidfd_open) && !defined(CONCUR_PORTABLE)
   int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 #else
   int fd = -1;

@@ -1,7 +1,8 @@
 /*
  * wait.c - waiting, one way for every object: the deadline type, futex
  * waits on shared words (never the _PRIVATE ones: the words are in shared
- * memory) with absolute CLOCK_MONOTONIC deadlines, spinning, the process
+ * memory) with absolute CLOCK_MONOTONIC deadlines (or, in the portable
+ * build, naps that look at the word: see fx_wait), spinning, the process
  * lock word (pword) with its takeover of a dead holder, the test for a dead
  * process that takeover uses, and the timeout argument of every blocking
  * method.  Ctrl-C in the main thread is intr.c, below this file.
@@ -9,7 +10,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#ifndef CONCUR_PORTABLE
 #include <linux/futex.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -82,6 +85,52 @@ int deadline_poll_ms(const deadline *d, int slice_ms) {
   return ms;
 }
 
+#ifdef CONCUR_PORTABLE
+/* The portable build (make PORTABLE=1; what a system without Linux futexes
+ * takes): a waiter naps, 20 us doubling to 2 ms, and looks at the word after
+ * each nap; fx_wake has nothing to do.  Not a process-shared condition
+ * variable: a waiter killed while asleep on one wedges every later signaller
+ * (glibc's signaller waits for the old group's waiters to leave, and a dead
+ * one never does), and concur's objects must outlive a SIGKILL anywhere.
+ * The price is a wake-up up to one nap late (make bench PORTABLE=1). */
+#define NAP_FIRST_NS 20000L
+#define NAP_MAX_NS 2000000L
+
+static int ts_before(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
+  slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
+  struct timespec buf;
+  const struct timespec *until = deadline_until(d, slice_ms, &buf);
+  long nap = NAP_FIRST_NS;
+  for (;;) {
+    if (atomic_load_explicit(word, memory_order_acquire) != expected)
+      return 0;
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    if (until && !ts_before(&at, until))
+      return ETIMEDOUT;
+    at.tv_nsec += nap;
+    if (at.tv_nsec >= 1000000000L) {
+      at.tv_sec++;
+      at.tv_nsec -= 1000000000L;
+    }
+    if (until && ts_before(until, &at))
+      at = *until;
+    if (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+      return EINTR;
+    if (nap < NAP_MAX_NS)
+      nap *= 2;
+  }
+}
+
+void fx_wake(_Atomic uint32_t *word, int n) {
+  CONCUR_UNUSED(word);
+  CONCUR_UNUSED(n);
+}
+#else
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
   slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
   struct timespec buf;
@@ -98,6 +147,7 @@ int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int sl
 void fx_wake(_Atomic uint32_t *word, int n) {
   syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
+#endif
 
 /* ---- dead processes ---------------------------------------------------------- */
 
