@@ -5,7 +5,7 @@ local concur = require "concur"
 local function worker(i, ready, go)
   ready:release()                   -- "I am about to wait"
   local ok = go:wait(10)
-  print(("thread %d: event seen (%s)"):format(i, ok))
+  print(("thread %d: event seen (%s)"):format(i, tostring(ok)))
   return i
 end
 

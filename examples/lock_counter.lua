@@ -20,7 +20,7 @@ local function increment(times, lock)
   for _ = 1, times do
     if lock then lock:acquire() end
     local f = assert(io.open(path, "r+"))
-    local n = f:read("n")
+    local n = f:read("*n")
     f:seek("set")
     write_counter(n + 1, f)
     if lock then lock:release() end
@@ -36,7 +36,7 @@ local function run(Runner, lock, label)
   end
   for _, w in ipairs(workers) do w:join() end
   local f = assert(io.open(path))
-  local n = f:read("n")
+  local n = f:read("*n")
   f:close()
   print(("%-28s counter = %4d (expected 1000)%s"):format(label, n,
     n == 1000 and "" or ", updates were lost"))
@@ -55,7 +55,7 @@ local balance = 100
 local function withdraw(amount)
   rlock:with(function()
     balance = balance - amount
-    print(("withdrew %3d  %s"):format(amount, rlock))
+    print(("withdrew %3d  %s"):format(amount, tostring(rlock)))
   end)
 end
 
