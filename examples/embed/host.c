@@ -20,9 +20,28 @@ static int host_greet(lua_State *L) {
   return 1;
 }
 
+/* Opens library `open` as `name`: package.loaded[name] and the global (what
+ * luaL_requiref does, which Lua 5.1 and LuaJIT lack). */
+static void open_lib(lua_State *L, const char *name, lua_CFunction open) {
+  lua_pushcfunction(L, open);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 2);
+  lua_setglobal(L, name);
+}
+
 static int open_host(lua_State *L) {
   static const luaL_Reg funcs[] = {{"greet", host_greet}, {NULL, NULL}};
-  luaL_newlib(L, funcs);
+  lua_newtable(L);
+#if LUA_VERSION_NUM >= 502
+  luaL_setfuncs(L, funcs, 0);
+#else
+  luaL_register(L, NULL, funcs);
+#endif
   lua_pushliteral(L, "embed-host");
   lua_setfield(L, -2, "name");
   return 1;
@@ -31,8 +50,7 @@ static int open_host(lua_State *L) {
 /* Runs in every new thread state: the host's library is there too. */
 static int setup_thread(lua_State *L, void *ud) {
   (void)ud;
-  luaL_requiref(L, "host", open_host, 1);
-  lua_pop(L, 1);
+  open_lib(L, "host", open_host);
   return 0;
 }
 
@@ -52,10 +70,8 @@ int main(int argc, char **argv) {
   concur_set_error_report(report, NULL);
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
-  luaL_requiref(L, "host", open_host, 1);
-  lua_pop(L, 1);
-  luaL_requiref(L, "concur", luaopen_concur, 1);
-  lua_pop(L, 1);
+  open_lib(L, "host", open_host);
+  open_lib(L, "concur", luaopen_concur);
   lua_createtable(L, argc, 0);
   for (int i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);
@@ -63,8 +79,8 @@ int main(int argc, char **argv) {
   }
   lua_setglobal(L, "arg");
   int status = luaL_dofile(L, argv[1]);
-  if (status != LUA_OK)
+  if (status != 0)
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
   lua_close(L);
-  return status == LUA_OK ? 0 : 1;
+  return status == 0 ? 0 : 1;
 }
