@@ -11,6 +11,30 @@ local support = {}
 support.spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 support.fixtures = support.spec_dir .. "fixtures/"
 
+-- Lua 5.4 syntax, in specs that must load on every runtime ------------------
+
+-- Whether this Lua has to-be-closed variables (`local x <close> = v`): 5.4.
+support.has_close = (loadstring or load)("local _ <close> = nil") ~= nil
+
+-- Why a test of <close> is pending where there is none; such a test begins
+--   if not support.has_close then return pending(support.NEEDS_CLOSE) end
+support.NEEDS_CLOSE = "needs Lua 5.4: <close>"
+
+-- Globals of the chunks lua54 runs: _G's, with busted's assert, and concur.
+local lua54_env = setmetatable({assert = luassert, concur = concur}, {__index = _G})
+
+-- Runs src, code in Lua 5.4 syntax that the spec file cannot hold itself (it
+-- would not load on older runtimes), with the arguments ... (what it needs of
+-- the spec's locals); returns its results.  Only where has_close.  Written as
+-- `support.lua54([[` with the code from the next line on, its error
+-- positions are the spec file's own lines.
+function support.lua54(src, ...)
+  local caller = debug.getinfo(2, "Sl")
+  local at = ("\n"):rep(math.max(caller.currentline, 0))
+  local chunk = assert(load(at .. src, caller.source, "t", lua54_env))
+  return chunk(...)
+end
+
 -- The interpreter the spec runner uses (an instrumented one under `make check`).
 support.LUA = os.getenv("CONCUR_LUA") or "lua5.4"
 
