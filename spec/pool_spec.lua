@@ -98,7 +98,7 @@ end
 
 -- Python's default chunksize for map: about four chunks per worker.
 local function python_chunksize(len, workers)
-  return (len + workers * 4 - 1) // (workers * 4)
+  return math.floor((len + workers * 4 - 1) / (workers * 4))
 end
 
 local function noop() end
