@@ -733,7 +733,7 @@ describe("concur.Queue", function()
       local t = go(function(qq)
         for i = 1, 4 do
           local s = ("%08d"):format(i)
-          qq:put(s:rep(1024 * 1024 // 8))
+          qq:put(s:rep(128 * 1024))
           local tab = {}
           for j = 1, 10000 do tab[j] = {i, j} end
           qq:put(tab)
@@ -743,7 +743,7 @@ describe("concur.Queue", function()
       for i = 1, 4 do
         local s = q:get(true, 10)
         assert.are.equal(1024 * 1024, #s)
-        assert.is_true(s == ("%08d"):format(i):rep(1024 * 1024 // 8))
+        assert.is_true(s == ("%08d"):format(i):rep(128 * 1024))
         local tab = q:get(true, 10)
         assert.are.equal(10000, #tab)
         assert.are.same({i, 1}, tab[1])
@@ -859,7 +859,7 @@ describe("concur.Queue", function()
       for c, t in ipairs(consumers) do
         local last = {}
         for _, code in ipairs(t:result()) do
-          local p, i = code // 1000000, code % 1000000
+          local p, i = math.floor(code / 1000000), code % 1000000
           if seen[code] then dup = dup + 1 end
           seen[code] = true
           total = total + 1
@@ -925,7 +925,7 @@ describe("concur.Queue", function()
           if seen[code] then dup = dup + 1 end
           seen[code] = true
           total = total + 1
-          local p, i = code // 100000, code % 100000
+          local p, i = math.floor(code / 100000), code % 100000
           if last[p] and i <= last[p] then disorder = disorder + 1 end
           last[p] = i
         end
@@ -1040,7 +1040,7 @@ describe("concur.Queue", function()
       assert.are.equal(300, results:qsize())
       local sum = 0
       for _ = 1, 300 do sum = sum + results:get_nowait()[2] end
-      assert.are.equal(300 * 301 * 601 // 6, sum)
+      assert.are.equal(300 * 301 * 601 / 6, sum)
       for _ = 1, 3 do q:put(nil) end
       q:join()
       for _, t in ipairs(workers) do assert.is_true(t:result()) end

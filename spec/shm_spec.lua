@@ -116,7 +116,7 @@ describe("an item in the arena", function()
     for i = 1, 8 do assert.are.equal(string.rep(tostring(i), MB), q:get()) end
     -- The eight blocks were freed next to each other: one extent now.
     local _, top = core.shm_in_use()
-    local s = string.rep("y", 7 * MB + MB // 2)
+    local s = string.rep("y", 7 * MB + MB / 2)
     q:put(s)
     local _, top2 = core.shm_in_use()
     assert.is_true(top2 - top < MB, ("the arena's top rose %.1f MB"):format((top2 - top) / MB))

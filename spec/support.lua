@@ -7,9 +7,46 @@ local luassert = require "luassert"
 
 local support = {}
 
+-- Spelled to work on every runtime (5.1, LuaJIT: no table.pack, unpack a
+-- global, numbers all floats; os.execute returns a status number).
+local pack = table.pack or function(...) return {n = select("#", ...), ...} end
+local unpack = table.unpack or unpack
+local function is_integer(x)
+  if math.type then return math.type(x) == "integer" end
+  return type(x) == "number" and x % 1 == 0
+end
+local function execute_ok(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
 -- The spec directory and its fixtures, whatever the working directory.
 support.spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 support.fixtures = support.spec_dir .. "fixtures/"
+
+-- Lua 5.4 syntax, in specs that must load on every runtime ------------------
+
+-- Whether this Lua has to-be-closed variables (`local x <close> = v`): 5.4.
+support.has_close = (loadstring or load)("local _ <close> = nil") ~= nil
+
+-- Why a test of <close> is pending where there is none; such a test begins
+--   if not support.has_close then return pending(support.NEEDS_CLOSE) end
+support.NEEDS_CLOSE = "needs Lua 5.4: <close>"
+
+-- Globals of the chunks lua54 runs: _G's, with busted's assert, and concur.
+local lua54_env = setmetatable({assert = luassert, concur = concur}, {__index = _G})
+
+-- Runs src, code in Lua 5.4 syntax that the spec file cannot hold itself (it
+-- would not load on older runtimes), with the arguments ... (what it needs of
+-- the spec's locals); returns its results.  Only where has_close.  Written as
+-- `support.lua54([[` with the code from the next line on, its error
+-- positions are the spec file's own lines.
+function support.lua54(src, ...)
+  local caller = debug.getinfo(2, "Sl")
+  local at = ("\n"):rep(math.max(caller.currentline, 0))
+  local chunk = assert(load(at .. src, caller.source, "t", lua54_env))
+  return chunk(...)
+end
 
 -- The interpreter the spec runner uses (an instrumented one under `make check`).
 support.LUA = os.getenv("CONCUR_LUA") or "lua5.4"
@@ -36,7 +73,7 @@ end
 function support.run_fixture(name, ...)
   local t0 = concur.time()
   local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local _, how, code = p:close()
   return out, code, concur.time() - t0, how
 end
@@ -45,7 +82,7 @@ end
 -- stdout and exit status.
 function support.fixture_stdout(name, ...)
   local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>/dev/null"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local _, _, code = p:close()
   return out, code
 end
@@ -55,13 +92,13 @@ end
 function support.pid_gone(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if f then
-    local stat = f:read("a") or ""
+    local stat = f:read("*a") or ""
     f:close()
     local state = stat:match("^%d+ %b() (%a)")
     return state == nil or state == "Z" or state == "X"
   end
   if io.open("/proc/self/stat") then return true end   -- a /proc without it
-  return not os.execute("kill -0 " .. math.tointeger(pid) .. " 2>/dev/null")
+  return not execute_ok(("kill -0 %d 2>/dev/null"):format(pid))
 end
 
 -- pcall that returns the error message as a string (and fails if none).
@@ -97,8 +134,8 @@ end
 -- Seconds fn(...) takes, then pcall's results (ok first).
 function support.timed(fn, ...)
   local t0 = concur.time()
-  local r = table.pack(pcall(fn, ...))
-  return concur.time() - t0, table.unpack(r, 1, r.n)
+  local r = pack(pcall(fn, ...))
+  return concur.time() - t0, unpack(r, 1, r.n)
 end
 
 -- Asserts that a wait that should take about `want` seconds took `took`:
@@ -121,7 +158,7 @@ end
 
 -- Starts a thread on fn(...) and returns it (nothing ends it for the test).
 local function start_thread(fn, ...)
-  local t = concur.Thread{target = fn, args = table.pack(...)}
+  local t = concur.Thread{target = fn, args = pack(...)}
   t:start()
   return t
 end
@@ -171,7 +208,7 @@ end
 
 -- Whether a process with this pid exists (kill -0; a zombie counts).
 function support.pid_exists(pid)
-  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
+  return execute_ok(("kill -0 %d 2>/dev/null"):format(pid))
 end
 
 -- Asserts that the processes `pids` (a list or a table's values) have ended
@@ -213,14 +250,14 @@ function support.tracker()
   function self.process(fn, ...)
     local p = concur.Process{target = function(...)
       local code = fn(...)
-      if math.type(code) == "integer" then os.exit(code) end
-    end, args = table.pack(...)}
+      if is_integer(code) then os.exit(code) end
+    end, args = pack(...)}
     procs[#procs + 1] = p
     p:start()
     return p
   end
   function self.thread(fn, ...)
-    local t = concur.Thread{target = fn, args = table.pack(...)}
+    local t = concur.Thread{target = fn, args = pack(...)}
     threads[#threads + 1] = t
     t:start()
     return t
@@ -259,7 +296,7 @@ function support.big_string(n, seed)
   local head = ("<%d:%d>"):format(seed, n)
   if n <= #head then return head:sub(1, n) end
   local unit = "0123456789abcdef" .. string.char(seed % 256)
-  return head .. unit:rep((n - #head) // #unit + 1):sub(1, n - #head)
+  return head .. unit:rep(math.floor((n - #head) / #unit) + 1):sub(1, n - #head)
 end
 
 -- A table of n entries, each a small table, tagged `tag`; checked by check_big.

@@ -172,11 +172,15 @@ local function lock_only()
   end)
 
   it("guard() makes the holder's own acquire(false) fail until the end of the block", function()
+    if not support.has_close then return pending(support.NEEDS_CLOSE) end
     local lock = concur.Lock()
-    do
-      local _ <close> = lock:guard()
-      assert.is_false(lock:acquire(false))
-    end
+    support.lua54([[
+      local lock = ...
+      do
+        local _ <close> = lock:guard()
+        assert.is_false(lock:acquire(false))
+      end
+    ]], lock)
     assert.is_true(lock:acquire(false))
     lock:release()
   end)
@@ -301,18 +305,22 @@ local function rlock_only()
   end)
 
   it("guard() nests: held until the end of the outer block, also on error", function()
+    if not support.has_close then return pending(support.NEEDS_CLOSE) end
     local r = concur.RLock()
-    do
-      local _ <close> = r:guard()
-      local _2 <close> = r:guard()
-      assert.are.equal("<concur.RLock locked count=2>", tostring(r))
-    end
-    assert.is_false(r:locked())
-    local ok = pcall(function()
-      local _ <close> = r:guard()
-      error("x")
-    end)
-    assert.is_false(ok)
+    support.lua54([[
+      local r = ...
+      do
+        local _ <close> = r:guard()
+        local _2 <close> = r:guard()
+        assert.are.equal("<concur.RLock locked count=2>", tostring(r))
+      end
+      assert.is_false(r:locked())
+      local ok = pcall(function()
+        local _ <close> = r:guard()
+        error("x")
+      end)
+      assert.is_false(ok)
+    ]], r)
     assert.is_false(r:locked())
   end)
 end
@@ -517,48 +525,65 @@ for _, kind in ipairs(LOCK_TYPES) do
 
     describe("guard", function()
       it("holds the lock until the end of the block", function()
+        if not support.has_close then return pending(support.NEEDS_CLOSE) end
         local lock = new()
-        do
-          local _ <close> = lock:guard()
-          assert.is_true(lock:locked())
-          assert.is_false(go(function(l) return l:acquire(false) end, lock):result())
-        end
+        support.lua54([[
+          local lock, go = ...
+          do
+            local _ <close> = lock:guard()
+            assert.is_true(lock:locked())
+            assert.is_false(go(function(l) return l:acquire(false) end, lock):result())
+          end
+        ]], lock, go)
         assert.is_false(lock:locked())
       end)
 
       it("releases when the block raises", function()
+        if not support.has_close then return pending(support.NEEDS_CLOSE) end
         local lock = new()
-        local ok, e = pcall(function()
-          local _ <close> = lock:guard()
-          error("inside guard")
-        end)
+        local ok, e = pcall(support.lua54([[
+          local lock = ...
+          return function()
+            local _ <close> = lock:guard()
+            error("inside guard")
+          end
+        ]], lock))
         assert.is_false(ok)
         assert_has(e, "inside guard")
         assert.is_false(lock:locked())
       end)
 
       it("releases at a return from the block", function()
+        if not support.has_close then return pending(support.NEEDS_CLOSE) end
         local lock = new()
-        local function f()
-          local _ <close> = lock:guard()
-          return lock:locked()
-        end
+        local f = support.lua54([[
+          local lock = ...
+          return function()
+            local _ <close> = lock:guard()
+            return lock:locked()
+          end
+        ]], lock)
         assert.is_true(f())
         assert.is_false(lock:locked())
       end)
 
       it("keeps threads out of the block", function()
+        if not support.has_close then return pending(support.NEEDS_CLOSE) end
         local lock = new()
-        local t
-        do
-          local _ <close> = lock:guard()
-          t = go(function(l)
-            local first = l:acquire(false)
-            local _ <close> = l:guard()
-            return first, l:locked()
-          end, lock)
-          assert.is_false(t:join(0.05))
-        end
+        local t = support.lua54([[
+          local lock, go = ...
+          local t
+          do
+            local _ <close> = lock:guard()
+            t = go(function(l)
+              local first = l:acquire(false)
+              local _ <close> = l:guard()
+              return first, l:locked()
+            end, lock)
+            assert.is_false(t:join(0.05))
+          end
+          return t
+        ]], lock, go)
         assert.are.same({false, true}, {t:result()})
         assert.is_false(lock:locked())
       end)
@@ -920,17 +945,21 @@ describe("concur.Condition", function()
   end)
 
   it("guard() holds the condition's lock until the end of the block", function()
+    if not support.has_close then return pending(support.NEEDS_CLOSE) end
     local c = concur.Condition(concur.Lock())
-    do
-      local _ <close> = c:guard()
-      assert.is_true(c:locked())
-      c:notify()
-    end
-    assert.is_false(c:locked())
-    pcall(function()
-      local _ <close> = c:guard()
-      error("x")
-    end)
+    support.lua54([[
+      local c = ...
+      do
+        local _ <close> = c:guard()
+        assert.is_true(c:locked())
+        c:notify()
+      end
+      assert.is_false(c:locked())
+      pcall(function()
+        local _ <close> = c:guard()
+        error("x")
+      end)
+    ]], c)
     assert.is_false(c:locked())
   end)
 end)
@@ -1075,11 +1104,15 @@ describe("concur.Semaphore", function()
   end)
 
   it("guard() takes one unit until the end of the block", function()
+    if not support.has_close then return pending(support.NEEDS_CLOSE) end
     local s = concur.Semaphore(1)
-    do
-      local _ <close> = s:guard()
-      assert.are.equal(0, s:get_value())
-    end
+    support.lua54([[
+      local s = ...
+      do
+        local _ <close> = s:guard()
+        assert.are.equal(0, s:get_value())
+      end
+    ]], s)
     assert.are.equal(1, s:get_value())
   end)
 end)
@@ -1123,10 +1156,14 @@ describe("concur.BoundedSemaphore", function()
     assert_about(0.05, took)
     b:release()
     assert.are.equal(0, b:with(function() return b:get_value() end))
-    do
-      local _ <close> = b:guard()
-      assert.are.equal(0, b:get_value())
-    end
+    if not support.has_close then return pending(support.NEEDS_CLOSE) end
+    support.lua54([[
+      local b = ...
+      do
+        local _ <close> = b:guard()
+        assert.are.equal(0, b:get_value())
+      end
+    ]], b)
     assert.are.equal(1, b:get_value())
   end)
 
