@@ -324,7 +324,7 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
     _pid = getpid(),
-  }, cls)
+  }, {__index = cls})
   originals[self] = true
   for wid = 1, self._size do
     local ok, err = pcall(self._start_worker, self, wid)
@@ -333,7 +333,9 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
       raise(("%s: cannot start a worker: %s"):format(fname, tostring(err)), 3)
     end
   end
-  return self
+  -- The class (and its __gc) last: finalizers run in the reverse order of
+  -- marking, so a dropped pool's runs before its workers' handles are gone.
+  return setmetatable(self, cls)
 end
 
 function Pool:_start_worker(wid)
@@ -723,7 +725,8 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   end
   local pending, starts = self._pending, self._start
   local tids = {}
-  for start = 1, n, chunksize do
+  -- Stepping by at most n: a start past n + chunksize could wrap (5.3).
+  for start = 1, n, math.min(chunksize, n) do
     local stop = n - start < chunksize and n or start + chunksize - 1
     local chunk = core.slice(list, start, stop)   -- sent as a table of its own
     local tid, err = self:_submit(fname, kind, fn, chunk)
@@ -899,8 +902,12 @@ function Pool:__gc()
   for wid = 1, self._size do
     local w = self._workers[wid]
     if w then
-      if self._threads then pcall(self._tq.put, self._tq, nil)
-      elseif w:is_alive() then pcall(w.terminate, w) end
+      if self._threads then
+        pcall(self._tq.put, self._tq, nil)
+      else   -- a replacement worker's handle may be finalized already
+        local ok, alive = pcall(w.is_alive, w)
+        if ok and alive then pcall(w.terminate, w) end
+      end
     end
   end
 end
