@@ -19,7 +19,8 @@
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
-local RUNS = math.tointeger(tonumber(os.getenv("BENCH_RUNS") or "")) or 5
+local RUNS = tonumber(os.getenv("BENCH_RUNS") or "") or 5
+RUNS = math.floor(RUNS)
 if RUNS < 1 then RUNS = 1 end
 local SCALE = os.getenv("BENCH_SCALE")
 local ONLY = os.getenv("BENCH_ONLY")
@@ -134,8 +135,8 @@ local function median(xs)
   table.sort(s)
   local k = #s
   if k == 0 then return nil end
-  if k % 2 == 1 then return s[(k + 1) // 2] end
-  return (s[k // 2] + s[k // 2 + 1]) / 2
+  if k % 2 == 1 then return s[math.floor((k + 1) / 2)] end
+  return (s[math.floor(k / 2)] + s[math.floor(k / 2) + 1]) / 2
 end
 
 -- About 3 significant digits, never in exponent form.

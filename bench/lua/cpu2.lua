@@ -22,7 +22,7 @@ local function one()
 end
 
 local function two()
-  local half = M // 2
+  local half = math.floor(M / 2)
   local t0 = concur.time()
   local a = concur.Thread{target = work, args = {1, half}}
   local b = concur.Thread{target = work, args = {half + 1, M}}

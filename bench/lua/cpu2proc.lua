@@ -29,7 +29,7 @@ local function run(ranges)
   return concur.time() - t0
 end
 
-local half = M // 2
+local half = math.floor(M / 2)
 local best1, best2 = math.huge, math.huge
 for _ = 1, REPS do
   best1 = math.min(best1, run{{1, M}})

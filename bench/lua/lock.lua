@@ -13,7 +13,7 @@ local function loop(n)
   end
 end
 
-loop(N // 10)
+loop(math.floor(N / 10))
 local t0 = concur.time()
 loop(N)
 local dt = concur.time() - t0

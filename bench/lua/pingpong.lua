@@ -29,7 +29,7 @@ local function round_trips(Runner, n)
   return dt / n * 1e6
 end
 
-round_trips(concur.Thread, N // 10)
+round_trips(concur.Thread, math.floor(N / 10))
 local threads = round_trips(concur.Thread, N)
 local processes = round_trips(concur.Process, N)
 print(string.format("%.6g %.6g", threads, processes))

@@ -4,7 +4,7 @@
 local concur = require "concur"
 
 local scale = tonumber(os.getenv("BENCH_SCALE")) or 1
-local SIZE = math.max(1 << 20, math.floor((100 << 20) * math.min(scale, 1) + 0.5))
+local SIZE = math.max(1048576, math.floor((100 * 1048576) * math.min(scale, 1) + 0.5))
 
 local function sender(conn, size)
   local s = string.rep("x", size)

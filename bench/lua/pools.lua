@@ -52,7 +52,7 @@ local function work(lo, hi)
 end
 
 local slices = {}
-for k = 0, 7 do slices[#slices + 1] = {k * CPU // 8 + 1, (k + 1) * CPU // 8} end
+for k = 0, 7 do slices[#slices + 1] = {math.floor(k * CPU / 8) + 1, math.floor((k + 1) * CPU / 8)} end
 
 local function cpu_time(pool)
   return best_of(function()

@@ -52,7 +52,7 @@ local function round_trips(Runner, n)
   return dt / n * 1e6
 end
 
-stream(concur.Thread, "int", N // 10)
+stream(concur.Thread, "int", math.floor(N / 10))
 local out = {}
 for _, Runner in ipairs{concur.Thread, concur.Process} do
   for _, kind in ipairs{"int", "str", "tab"} do

@@ -6,9 +6,9 @@ local concur = require "concur"
 local scale = tonumber(os.getenv("BENCH_SCALE")) or 1
 local ROUNDS = math.max(1, math.floor(200 * scale + 0.5))
 local WARM = 20
-local SIZE = 1 << 20
+local SIZE = 1048576
 
-local s = string.rep("abcdefgh", SIZE // 8)
+local s = string.rep("abcdefgh", math.floor(SIZE / 8))
 
 local function echo(x) return x end
 

@@ -24,8 +24,8 @@ end
 local function median(xs)
   table.sort(xs)
   local k = #xs
-  if k % 2 == 1 then return xs[(k + 1) // 2] end
-  return (xs[k // 2] + xs[k // 2 + 1]) / 2
+  if k % 2 == 1 then return xs[math.floor((k + 1) / 2)] end
+  return (xs[math.floor(k / 2)] + xs[math.floor(k / 2) + 1]) / 2
 end
 
 local to, back = {}, {}
