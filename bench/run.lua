@@ -126,7 +126,8 @@ local function capture(cmd)
 end
 
 local function have(cmd)
-  return os.execute("command -v " .. sh_quote(cmd) .. " >/dev/null 2>&1") == true
+  local ok = os.execute("command -v " .. sh_quote(cmd) .. " >/dev/null 2>&1")
+  return ok == true or ok == 0   -- 5.2+: true; 5.1 and LuaJIT: the status
 end
 
 local function median(xs)
@@ -185,7 +186,7 @@ end
 
 local ncpu = tonumber(capture("nproc") or capture("getconf _NPROCESSORS_ONLN") or "")
 local lua_version = capture(sh_quote(LUA) .. " -v")
-lua_version = lua_version and lua_version:match("^(Lua %S+)") or _VERSION
+lua_version = rawget(_G, "jit") and jit.version or lua_version and lua_version:match("^(Lua %S+)") or _VERSION
 local has_python = have(PYTHON)
 local py_version = has_python and capture(sh_quote(PYTHON) .. " --version") or "python3 missing"
 
