@@ -102,11 +102,17 @@ describe("an item in the arena", function()
   end)
 
   it("of 700 KB costs about 700 KB", function()
+    -- Blocks rounded to powers of two would take 1 MiB each (+50%).  The
+    -- arena is the family's, and other specs' threads may still be ending
+    -- in the full suite, so the bound leaves them 25%.
     local q = concur.Queue()
+    q:put(1)
+    q:get()
+    collectgarbage()
     local before = core.shm_in_use()
     for i = 1, 10 do q:put(support.big_string(700 * 1000, i)) end
     local cost = core.shm_in_use() - before
-    assert.is_true(cost <= 10 * 700 * 1000 * 1.1, ("10 items of 700 KB took %.1f MB"):format(cost / MB))
+    assert.is_true(cost <= 10 * 700 * 1000 * 1.25, ("10 items of 700 KB took %.1f MB"):format(cost / MB))
     for i = 1, 10 do assert.are.equal(support.big_string(700 * 1000, i), q:get()) end
   end)
 
