@@ -41,7 +41,9 @@ BUILD ?= build/portable$(if $(filter lua5.4,$(LUA)),,-$(LUA))
 endif
 BUILD ?= $(if $(filter lua5.4,$(LUA)),build,build/$(LUA))
 SO     = $(BUILD)/concur/core.so
-HOST   = examples/embed/host
+# The example host links the runtime's library: examples/embed/host for the
+# default build, BUILD/host for the others.
+HOST   = $(if $(filter build,$(BUILD)),examples/embed/host,$(BUILD)/host)
 
 # The runtime's Debian packages: lua5.x and liblua5.x-dev, or luajit and
 # libluajit-5.1-dev (the 5.4 ones are always there: the tools run on 5.4).
@@ -76,7 +78,7 @@ warnings: deps src/concur_lua.h
 	done
 
 # Lua paths for the in-tree build.
-RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;' CONCUR_BUILD='$(BUILD)'
+RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;' CONCUR_BUILD='$(BUILD)' CONCUR_HOST='$(HOST)'
 
 test: deps all $(BUILD)/failmalloc.so
 	@$(RUNENV) sh tools/run-specs.sh $(LUA)

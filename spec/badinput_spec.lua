@@ -39,8 +39,9 @@
 -- docs/badinput.md.
 local concur = require "concur"
 local support = require "support"
+local unpack = support.unpack   -- cross to threads with the functions that use them
 
-local pack = table.pack
+local pack = support.pack
 local fmt = string.format
 
 -- Findings known today: an id, Lua patterns on "Group:case title", a one-line
@@ -725,7 +726,7 @@ describe("bad input:", function()
   -- of a lock not held.
   for _, kind in ipairs({{"Lock", "l", "release unlocked lock"},
                          {"RLock", "rl", "cannot release un-acquired lock"}}) do
-    local G, var, unheld = table.unpack(kind)
+    local G, var, unheld = unpack(kind)
     describe_object(G, function()
       local function held() local l = concur[G](); l:acquire(); return l end
       generate{group = G, ctor = true, name = G}
@@ -996,7 +997,7 @@ describe("bad input:", function()
       W("cannot set daemon status of active thread"))
     for _, case in ipairs({{"itself", "current_thread", "cannot join current thread"},
                            {"the main thread", "main_thread", "cannot join the main thread"}}) do
-      local whom, getter, message = table.unpack(case)
+      local whom, getter, message = unpack(case)
       misuse(G, "a thread joining " .. whom, "error", function()
         local t = concur.Thread{target = function(get)
           local ok, err = pcall(function() require("concur")[get]():join() end)
@@ -1216,11 +1217,11 @@ describe("bad input:", function()
     end)
     for _, case in ipairs({{"recv", "end of stream", {}}, {"recv_bytes", "end of stream", {}},
                            {"send", "broken pipe", {"x"}}}) do
-      local method, message, args = table.unpack(case)
+      local method, message, args = unpack(case)
       misuse(G, "b:" .. method .. "() after the other end closed", "error", function()
         local x, y = concur.Pipe()
         x:close()
-        local ok, err = pcall(y[method], y, table.unpack(args))
+        local ok, err = pcall(y[method], y, unpack(args))
         y:close()
         if not ok then error(err, 0) end
       end, W(message))
@@ -1386,7 +1387,7 @@ describe("bad input:", function()
     misuse(G, fmt("%s:map(f, {n = 0.5})", var), "either",
       function() shared():map(IDENT, {n = 0.5}) end, W("n"))
     misuse(G, fmt("%s:map_async(f, {n = 2^40}): a list too long to cut", var), "either",
-      function() shared():map_async(IDENT, {n = 1 << 40}) end, W(bad_arg(2, "map_async")))
+      function() shared():map_async(IDENT, {n = 2 ^ 40}) end, W(bad_arg(2, "map_async")))
 
     -- Closed, terminated, running.
     for _, state in ipairs({"closed", "terminated"}) do

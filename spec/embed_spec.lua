@@ -2,9 +2,12 @@
 -- "Embedding") through the example host, examples/embed/host: its setup hook
 -- gives every thread the host's library, and its reporter prints thread
 -- errors to stdout with a "[host] " prefix.
+local support = require "support"
 local spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 local root = spec_dir .. "../"
-local host = root .. "examples/embed/host"
+-- The host of this build (the Makefile's HOST: another runtime's is beside
+-- its module).
+local host = root .. (os.getenv("CONCUR_HOST") or "examples/embed/host")
 local fixtures = spec_dir .. "fixtures/"
 
 local function shell_quote(s)
@@ -24,11 +27,9 @@ local function run_host(script)
   local errfile = os.tmpname()
   local cmd = "LUA_PATH=';;' LUA_CPATH=';;' " .. shell_quote(host) .. " " ..
     shell_quote(script) .. " 2>" .. shell_quote(errfile)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  local _, _, code = p:close()
+  local out, code = support.shell(cmd)
   local f = io.open(errfile, "rb")
-  local err = f and f:read("a") or ""
+  local err = f and f:read("*a") or ""
   if f then f:close() end
   os.remove(errfile)
   return out, err, code

@@ -13,6 +13,7 @@
 -- call: the error must begin with this file's name and that line.
 local concur = require "concur"
 local support = require "support"
+local mtype = support.mtype   -- cross to threads with the functions that use them
 
 local assert_has = support.assert_has
 
@@ -236,9 +237,7 @@ describe("errors raised by the Lua layer", function()
   it("point at the caller's line when the C core refuses (full arena, no descriptors)", function()
     local cmd = "ulimit -n 64; CONCUR_ARENA_MB=1 " ..
       support.fixture_command("errors_resources.lua") .. " 2>&1"
-    local h = assert(io.popen(cmd))
-    local out = h:read("a")
-    h:close()
+    local out = support.shell(cmd)
     local seen = {}
     for name, line, msg in out:gmatch("case\t([^\t]+)\t(%d+)\t([^\n]*)") do
       seen[#seen + 1] = name
@@ -273,10 +272,10 @@ describe("a failed thread's result", function()
     assert.equal("table", type(e))
     assert.equal(7, e.code)
     e = raised_by_result(42)
-    assert.equal("integer", math.type(e))
+    assert.equal("integer", mtype(e))
     assert.equal(42, e)
     e = raised_by_result(2.5)
-    assert.equal("float", math.type(e))
+    assert.equal("float", mtype(e))
     assert.equal(2.5, e)
     assert.equal(false, raised_by_result(false))
     assert.equal("plain", raised_by_result("plain"))

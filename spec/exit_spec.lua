@@ -5,12 +5,13 @@
 local concur = require "concur"
 
 local support = require "support"
+local unpack = support.unpack   -- cross to threads with the functions that use them
 local run_fixture = support.run_fixture
 local TSAN = os.getenv("CONCUR_SANITIZER") == "thread"
 
 describe("process exit", function()
   for _, case in ipairs({{"end", "the main chunk ends"}, {"exit0", "main calls os.exit(0)"}}) do
-    local mode, when = table.unpack(case)
+    local mode, when = unpack(case)
     it("waits for a non-daemon thread when " .. when, function()
       local out, code, elapsed = run_fixture("exit_nondaemon.lua", mode)
       assert.are.equal(0, code, out)

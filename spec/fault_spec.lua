@@ -299,7 +299,7 @@ describe("a process killed", function()
       for _ = 1, 2 do
         local pid = pids:get(true, 10)
         killed[pid] = true
-        assert.is_true(os.execute("kill -9 " .. pid) == true)
+        assert.is_true(support.execute("kill -9 " .. pid))
       end
       for i = 1, 2 do
         local ok, e = pcall(rs[i].get, rs[i], 10)
@@ -332,7 +332,7 @@ describe("a process killed", function()
           function(v) oks[#oks + 1] = v end, function(e) errs[#errs + 1] = tostring(e) end)
       end
       local pid = pids:get(true, 10)
-      assert.is_true(os.execute("kill -9 " .. pid) == true)
+      assert.is_true(support.execute("kill -9 " .. pid))
       assert.is_true(victim:wait(10), "the death was not seen in 10 s")
       assert.is_false(victim:successful())
       pool:close()
@@ -370,7 +370,7 @@ describe("a process killed", function()
           elseif how == "terminate" then
             p:terminate()
           else   -- SIGABRT, as abort() would: sanitizers catch SIGSEGV themselves
-            assert.is_true(os.execute("kill -ABRT " .. p.pid) == true)
+            assert.is_true(support.execute("kill -ABRT " .. p.pid))
           end
           assert.is_true(p:join(10))
           assert.is_true(p.exitcode < 0, "exit code " .. tostring(p.exitcode))
@@ -415,7 +415,7 @@ end)
 -- child with gdb on the line between the store and the wake (or after a
 -- get's journal) and kill it there.  Skipped without gdb or under a sanitizer.
 describe("killed at an exact instruction (gdb)", function()
-  local has_gdb = os.execute("command -v gdb >/dev/null 2>&1")
+  local has_gdb = support.execute("command -v gdb >/dev/null 2>&1")
   local it_gdb = (has_gdb and os.getenv("CONCUR_SANITIZER") == nil) and it or pending
   local root = support.spec_dir .. "../stress/repro-faults/"
   for _, name in ipairs({"killed_between_store_and_wake", "queue_dead_getter_journal"}) do
@@ -424,7 +424,7 @@ describe("killed at an exact instruction (gdb)", function()
       local p = assert(io.popen(table.concat({"LUA_PATH=" .. q(package.path),
         "LUA_CPATH=" .. q(package.cpath), "timeout -k 5 120", q(support.LUA),
         q(root .. name .. ".lua"), "2>&1"}, " ")))
-      local out = p:read("a")
+      local out = p:read("*a")
       p:close()
       assert.truthy(out:find(name .. ": OK", 1, true), out)
     end)

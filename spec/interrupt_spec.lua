@@ -41,10 +41,10 @@ local function interrupt_main(kind, linger, twice)
     "echo \"@@ $rc $(( (t1 - t0) / 1000000 ))\"",
   }, "\n")
   local p = assert(io.popen(script))
-  local res = p:read("a")
+  local res = p:read("*a")
   p:close()
   local f = io.open(out)
-  local text = f and f:read("a") or ""
+  local text = f and f:read("*a") or ""
   if f then f:close() end
   os.remove(out)
   os.remove(ready)

@@ -22,7 +22,7 @@ describe("out of memory", function()
       q(support.fixtures .. "oom_sweep.lua"), q(ops),
     }, " ")
     local p = assert(io.popen(cmd .. " 2>/dev/null"))
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     local fails, failed_ops = {}, {}
     for line in out:gmatch("FAIL [^\n]*") do

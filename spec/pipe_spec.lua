@@ -17,6 +17,7 @@
 -- it ends, and the tests that mix both start their thread after the fork.
 local concur = require "concur"
 local support = require "support"
+local unpack, mtype = support.unpack, support.mtype   -- cross to threads with the functions that use them
 
 -- Processes and threads started by the current test; after_each ends them.
 local started = support.tracker()
@@ -36,11 +37,11 @@ local err_of, assert_has, eventually = support.err_of, support.assert_has, suppo
 local function blocked_in_io(pid, tid)
   local f = io.open(("/proc/%d/task/%d/stat"):format(pid, tid))
   if not f then return false end
-  local stat = f:read("a")
+  local stat = f:read("*a")
   f:close()
   if stat:match("^.*%) (%a)") ~= "S" then return false end
   local w = io.open(("/proc/%d/task/%d/wchan"):format(pid, tid))
-  local wchan = w and w:read("a") or ""
+  local wchan = w and w:read("*a") or ""
   if w then w:close() end
   return not wchan:find("futex", 1, true)
 end
@@ -118,12 +119,12 @@ describe("concur.Pipe", function()
   describe("making one", function()
     it("gives two duplex connections by default", function()
       for _, arg in ipairs({{}, {true}, {nil}}) do
-        local a, b = concur.Pipe(table.unpack(arg, 1, 1))
+        local a, b = concur.Pipe(unpack(arg, 1, 1))
         for _, c in ipairs({a, b}) do
           assert.are.equal(false, c.closed)
           assert.are.equal(true, c.readable)
           assert.are.equal(true, c.writable)
-          assert.are.equal("integer", math.type(c:fileno()))
+          assert.are.equal("integer", mtype(c:fileno()))
           assert.is_true(c:fileno() >= 0)
           assert.are.equal("<concur.Connection duplex fd=" .. c:fileno() .. ">", tostring(c))
         end
@@ -216,7 +217,7 @@ describe("concur.Pipe", function()
       assert.are.equal(false, got[2])
       for i = 3, 11 do
         assert.are.equal(values[i], got[i])
-        assert.are.equal(math.type(values[i]), math.type(got[i]), "value " .. i)
+        assert.are.equal(mtype(values[i]), mtype(got[i]), "value " .. i)
       end
       assert.are.equal("", got[12])
       assert.are.equal("a\0b\255", got[13])
@@ -237,7 +238,7 @@ describe("concur.Pipe", function()
       -- a concur object is the same Lua value again in this state
       assert.is_true(rawequal(lock, got[19]))
       assert.is_nil(n)
-      assert.are.equal("float", math.type(nan))
+      assert.are.equal("float", mtype(nan))
       assert.is_true(nan ~= nan)
     end)
 
@@ -605,7 +606,7 @@ describe("concur.Pipe", function()
         if not a:poll(10) then bad = bad + (n - i + 1); break end
         local v = a:recv()
         local want = i % 3 == 0 and i or i % 3 == 1 and i + 0.5 or "s" .. i
-        if v ~= want or math.type(v) ~= math.type(want) then
+        if v ~= want or mtype(v) ~= mtype(want) then
           bad = bad + 1
           first_bad = first_bad or ("message %d was %s"):format(i, tostring(v))
         end
@@ -849,9 +850,9 @@ describe("concur.Pipe", function()
       assert.is_nil(got[1])
       assert.are.equal(true, got[2])
       assert.are.equal(false, got[3])
-      assert.are.equal("integer", math.type(got[4]))
+      assert.are.equal("integer", mtype(got[4]))
       assert.are.equal(7, got[4])
-      assert.are.equal("float", math.type(got[5]))
+      assert.are.equal(support.INTEGRAL_FLOAT, mtype(got[5]))
       assert.are.equal(1 / 0, got[6])
       assert.are.equal(-1 / 0, got[7])
       assert.is_true(got[8] ~= got[8])
@@ -1238,7 +1239,7 @@ describe("concur.Pipe", function()
       end},
     }
     for _, way in ipairs(ways) do
-      local via, channel = table.unpack(way)
+      local via, channel = unpack(way)
       it("a connection made after the fork, through " .. via .. ", is refused without a crash", function()
         local p = fork(function()
           local send_conn, send, recv, forked = channel()
@@ -1271,18 +1272,19 @@ describe("concur.Pipe", function()
   describe("bytes concur did not write", function()
     local core = require "concur.core"
     local raw = core._pipe_send_raw
-    local u32 = function(v) return string.pack("<I4", v) end
-    local ptr = string.rep("\x41", 8)
+    local le = support.le
+    local u32 = function(v) return le(v, 4) end
+    local ptr = string.rep("A", 8)
 
     -- A frame header: magic, kind, flags, pad, pid, nobjs, len, mac.
     local function header(kind, flags, nobjs, len, mac)
-      return string.pack("<I4BBxxi4I4I8I8", 0x32464e43, kind, flags, concur.getpid(), nobjs, len,
-                         mac or 0)
+      return u32(0x32464e43) .. le(kind, 1) .. le(flags, 1) .. "\0\0" .. u32(concur.getpid())
+             .. u32(nobjs) .. le(len, 8) .. le(mac or 0, 8)
     end
 
     local function open_fds()
       local f = io.popen("ls /proc/" .. concur.getpid() .. "/fd")
-      local n = select(2, f:read("a"):gsub("\n", ""))
+      local n = select(2, f:read("*a"):gsub("\n", ""))
       f:close()
       return n
     end
@@ -1299,9 +1301,9 @@ describe("concur.Pipe", function()
 
     it("old-format and foreign headers, short and empty records", function()
       local a, b = concur.Pipe()
-      refused(a, b, u32(0x434e5601) .. u32(1) .. u32(1) .. u32(0) .. string.pack("<I8", 0) .. ptr)
+      refused(a, b, u32(0x434e5601) .. u32(1) .. u32(1) .. u32(0) .. le(0, 8) .. ptr)
       refused(a, b, "x")
-      refused(a, b, string.rep("\x41", 4096))
+      refused(a, b, string.rep("A", 4096))
       refused(a, b, header(1, 0, 0, 10))                  -- says 10 bytes, has none
       refused(a, b, header(3, 0, 0, 0))                   -- no such kind
       refused(a, b, header(1, 0x80, 0, 0))                -- unknown flag
@@ -1384,7 +1386,7 @@ describe("concur.Pipe", function()
         assert.are.equal(-9, finish(killed))
         -- A second writer sends what used to be read as frame headers.
         local hostile = u32(0x434e5601) .. u32(concur.getpid()) .. u32(1) .. u32(0) ..
-                        string.pack("<I8", 8) .. ptr .. ptr
+                        support.le(8, 8) .. ptr .. ptr
         local other = fork(function()
           b:send_bytes(hostile)
           b:send("done")

@@ -74,10 +74,8 @@ describe("objects made and dropped in a loop", function()
     local cmd = table.concat({"CONCUR_ARENA_MB=16", "LUA_PATH=" .. q(package.path),
                               "LUA_CPATH=" .. q(package.cpath), "timeout -k 5 60",
                               q(support.LUA), q(support.fixtures .. "arena_full.lua")}, " ")
-    local p = assert(io.popen(cmd .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    assert.is_true(ok, out)
+    local out, code = support.shell(cmd .. " 2>&1")
+    assert.are.equal(0, code, out)
     support.assert_has(out, "made 100000")
   end)
 end)

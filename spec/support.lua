@@ -7,6 +7,74 @@ local luassert = require "luassert"
 
 local support = {}
 
+-- The 5.3 library names the specs use, on 5.1, 5.2 and LuaJIT --------------
+-- Installed in this (the main) state's globals only after concur has loaded,
+-- so concur's own fallbacks (lua/concur.lua, "Runtimes") are what runs; a
+-- function a spec sends to a thread finds only the thread runtime's library.
+-- Numbers there have no integer subtype: math.type says "integer" for an
+-- integral value in +-2^53 (the integers a double holds exactly, which is
+-- what concur's Lua layer takes for an integer there), as 5.3 would for the
+-- same literal.
+-- (Decided by the numbers themselves: busted's libraries may have added a
+-- math.type of their own.)
+support.has_integers = tostring(1.0) == "1.0"
+if not support.has_integers then
+  local floor = math.floor
+  math.maxinteger = 2 ^ 53
+  math.mininteger = -2 ^ 53
+  function math.type(x)
+    if type(x) ~= "number" then return nil end
+    return (x == floor(x) and x >= -2 ^ 53 and x <= 2 ^ 53) and "integer" or "float"
+  end
+  function math.tointeger(x)
+    return math.type(x) == "integer" and x or nil
+  end
+  table.pack = table.pack or function(...) return {n = select("#", ...), ...} end
+  table.unpack = table.unpack or unpack
+  table.move = table.move or function(a1, f, e, t, a2)
+    a2 = a2 or a1
+    if e >= f then
+      if t > f then
+        for i = e - f, 0, -1 do a2[t + i] = a1[f + i] end
+      else
+        for i = 0, e - f do a2[t + i] = a1[f + i] end
+      end
+    end
+    return a2
+  end
+end
+
+-- What a spec's functions use where they may run on a thread (a thread's
+-- state has only its runtime's own library): upvalues cross with them.
+support.pack = table.pack
+support.unpack = table.unpack
+support.mtype = math.type
+-- What math.type says of an integral float such as 2.0: "float" where
+-- numbers have subtypes (5.3, 5.4), "integer" where they do not.
+support.INTEGRAL_FLOAT = support.has_integers and "float" or "integer"
+
+-- An object whose collection calls fn (a table's __gc from 5.2 on; 5.1 and
+-- LuaJIT run __gc only for userdata: newproxy).
+function support.on_collect(fn)
+  if newproxy then
+    local u = newproxy(true)
+    getmetatable(u).__gc = function() fn() end
+    return u
+  end
+  return setmetatable({}, {__gc = function() fn() end})
+end
+
+-- Little-endian bytes of the non-negative integer v, n of them (string.pack's
+-- "<In", on every runtime).
+function support.le(v, n)
+  local b = {}
+  for i = 1, n do
+    b[i] = string.char(v % 256)
+    v = math.floor(v / 256)
+  end
+  return table.concat(b)
+end
+
 -- Spelled to work on every runtime (5.1, LuaJIT: no table.pack, unpack a
 -- global, numbers all floats; os.execute returns a status number).
 local pack = table.pack or function(...) return {n = select("#", ...), ...} end
@@ -19,6 +87,26 @@ local function execute_ok(cmd)
   local r = os.execute(cmd)
   return r == true or r == 0
 end
+
+-- Running sh commands the same way on every runtime: 5.1 and LuaJIT give no
+-- exit status from a popen'ed file's close (and os.execute returns a raw
+-- wait status), so the shell prints it after the command's own output.
+local STATUS = "\n<<concur-spec-exit-status:"
+
+-- Runs the sh command cmd (its redirections are its own) and returns its
+-- output, its exit status (128+N when a signal N ended it, as sh says) and
+-- "exit": what 5.4's `p:close()` gives for a command run through sh.
+function support.shell(cmd)
+  local p = assert(io.popen("{ " .. cmd .. "\n}; printf '" .. STATUS .. "%d\\n' $?"))
+  local out = p:read("*a")
+  p:close()
+  local body, code = out:match("^(.*)" .. STATUS:gsub("%p", "%%%0") .. "(%d+)\n$")
+  luassert.is_not_nil(code, "no exit status after the output of " .. cmd)
+  return body, tonumber(code), "exit"
+end
+
+-- Whether the sh command cmd exits with status 0 (os.execute on every runtime).
+support.execute = execute_ok
 
 -- The spec directory and its fixtures, whatever the working directory.
 support.spec_dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
@@ -74,18 +162,14 @@ end
 -- "signal").
 function support.run_fixture(name, ...)
   local t0 = concur.time()
-  local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>&1"))
-  local out = p:read("*a")
-  local _, how, code = p:close()
+  local out, code, how = support.shell(support.fixture_command(name, ...) .. " 2>&1")
   return out, code, concur.time() - t0, how
 end
 
 -- Runs fixtures/NAME (fixture_command), its stderr thrown away; returns its
 -- stdout and exit status.
 function support.fixture_stdout(name, ...)
-  local p = assert(io.popen(support.fixture_command(name, ...) .. " 2>/dev/null"))
-  local out = p:read("*a")
-  local _, _, code = p:close()
+  local out, code = support.shell(support.fixture_command(name, ...) .. " 2>/dev/null")
   return out, code
 end
 

@@ -179,7 +179,7 @@ describe("synchronization between processes", function()
         for _ = 1, 200 do
           if not lock:acquire(true, 10) then return 2 end
           local r = io.open(path, "r")
-          local n = tonumber(r:read("a"))
+          local n = tonumber(r:read("*a"))
           r:close()
           local w = io.open(path, "w")
           w:write(tostring(n + 1))
@@ -192,7 +192,7 @@ describe("synchronization between processes", function()
       for i = 1, 4 do ps[i] = go(work) end
       for i = 1, 4 do assert.are.equal(0, finish(ps[i])) end
       local r = assert(io.open(path, "r"))
-      local total = r:read("a")
+      local total = r:read("*a")
       r:close()
       os.remove(path)
       assert.are.equal("800", total)
@@ -1057,9 +1057,9 @@ describe("synchronization between processes", function()
       local started
       do
         local doomed = concur.Condition()     -- finalized right after the fork below
-        local trigger = setmetatable({}, {__gc = function()
+        local trigger = support.on_collect(function()
           started = go(function() hold:wait(10) return 0 end)
-        end})
+        end)
         doomed, trigger = nil, nil
       end
       collectgarbage()

@@ -5,6 +5,9 @@
 -- same state) covers the format and its errors without threads.
 local concur = require "concur"
 local core = require "concur.core"
+local support = require "support"   -- the 5.3 library names on older runtimes
+local pack, mtype = support.pack, support.mtype   -- cross to threads with the functions that use them
+local maxint, minint = math.maxinteger, math.mininteger
 
 -- busted runs this file with its own environment table, a sandbox whose
 -- __index reaches busted's internals (coroutines and all).  A function
@@ -12,8 +15,9 @@ local core = require "concur.core"
 -- below uses the real globals instead, so that they cross like functions of
 -- an ordinary program; the sandbox itself is the subject of one test.
 local describe, it, pending, assert = describe, it, pending, assert
-local spec_env = _ENV
+local spec_env = _ENV or getfenv(1)
 local _ENV = _G
+if setfenv then setfenv(1, _G) end   -- 5.1, LuaJIT: the functions made below
 
 -- busted's `finally` exists only while a test runs.
 local function finally(fn)
@@ -22,7 +26,7 @@ end
 
 -- Runs f(...) on a new thread; returns what f returned or raises its error.
 local function on_thread(f, ...)
-  local t = concur.Thread{target = f, args = table.pack(...)}
+  local t = concur.Thread{target = f, args = pack(...)}
   t:start()
   return t:result()
 end
@@ -35,7 +39,7 @@ end
 
 -- A number's subtype and exact value (sign of zero, NaN and inf included).
 local function fingerprint(x)
-  return math.type(x) .. " " .. string.format("%q", x)
+  return mtype(x) .. " " .. string.format("%q", x)
 end
 
 local function chain(depth)
@@ -64,7 +68,7 @@ local MIB = string.rep("ab\0\255", 262144)   -- 1 MiB with NUL and high bytes
 
 describe("transfer of nil, booleans and strings", function()
   it("gives the thread equal values", function()
-    local r = table.pack(on_thread(function(...)
+    local r = pack(on_thread(function(...)
       local a, b, c, s0, s1, s2, s3 = ...
       local bytes = {}
       for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
@@ -75,7 +79,7 @@ describe("transfer of nil, booleans and strings", function()
   end)
 
   it("gives the main state equal values from a thread", function()
-    local r = table.pack(on_thread(function()
+    local r = pack(on_thread(function()
       local bytes = {}
       for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
       return nil, true, false, "", "a\0b", table.concat(bytes), string.rep("ab\0\255", 262144), nil
@@ -93,9 +97,9 @@ describe("transfer of nil, booleans and strings", function()
   end)
 
   it("round-trips through core.transfer", function()
-    local r = table.pack(core.transfer(nil, true, false, "a\0b", MIB))
+    local r = pack(core.transfer(nil, true, false, "a\0b", MIB))
     assert.are.equal(6, r.n)
-    assert.are.equal(math.type(r[1]), "integer")
+    assert.are.equal(mtype(r[1]), "integer")
     assert.is_true(r[1] > #MIB)
     assert.is_nil(r[2])
     assert.are.equal(true, r[3])
@@ -107,7 +111,7 @@ end)
 
 describe("transfer of numbers", function()
   local function numbers()
-    return 1, 1.0, 0, -0.0, 0.0, math.maxinteger, math.mininteger, 0.1, 2^53, -2^63,
+    return 1, 1.0, 0, -0.0, 0.0, maxint, minint, 0.1, 2^53, -2^63,
       1/0, -1/0, 0/0, 5e-324, -1
   end
   local expected = {}
@@ -124,18 +128,18 @@ describe("transfer of numbers", function()
 
   it("gives the main state the same number and subtype from a thread", function()
     local r = {on_thread(function()
-      return 1, 1.0, 0, -0.0, 0.0, math.maxinteger, math.mininteger, 0.1, 2^53, -2^63,
+      return 1, 1.0, 0, -0.0, 0.0, maxint, minint, 0.1, 2^53, -2^63,
         1/0, -1/0, 0/0, 5e-324, -1
     end)}
     local got = {}
     for i, x in ipairs(r) do got[i] = fingerprint(x) end
     assert.are.same(expected, got)
-    assert.are.equal("integer", math.type(r[1]))
-    assert.are.equal("float", math.type(r[2]))
+    assert.are.equal("integer", mtype(r[1]))
+    assert.are.equal(support.INTEGRAL_FLOAT, mtype(r[2]))
     assert.are.equal(-math.huge, 1 / r[4])     -- -0.0 keeps its sign
     assert.are.equal(math.huge, 1 / r[5])
-    assert.are.equal(math.maxinteger, r[6])
-    assert.are.equal(math.mininteger, r[7])
+    assert.are.equal(maxint, r[6])
+    assert.are.equal(minint, r[7])
     assert.are.equal(math.huge, r[11])
     assert.are.equal(-math.huge, r[12])
     assert.is_true(r[13] ~= r[13])             -- NaN
@@ -243,17 +247,17 @@ describe("transfer of tables", function()
     local k, fk = {name = "key"}, function() return "fk" end
     return {
       [true] = "t", [false] = "f", [1.5] = "float", [-0.5] = "negfloat", [math.huge] = "inf",
-      [2^53] = "big", [math.mininteger] = "min", [0] = "zero", ["a\0b"] = "nul",
+      [2^53] = "big", [minint] = "min", [0] = "zero", ["a\0b"] = "nul",
       [k] = "table key", keyref = k, [fk] = "function key", fnref = fk, "one", "two",
     }
   end
   local function check_mixed(t)
     local float_keys = 0
     for key in pairs(t) do
-      if math.type(key) == "float" then float_keys = float_keys + 1 end
+      if mtype(key) == "float" then float_keys = float_keys + 1 end
     end
     return t[true] == "t" and t[false] == "f" and t[1.5] == "float" and t[-0.5] == "negfloat"
-      and t[math.huge] == "inf" and t[2^53] == "big" and t[math.mininteger] == "min"
+      and t[math.huge] == "inf" and t[2^53] == "big" and t[minint] == "min"
       and t[0] == "zero" and t["a\0b"] == "nul" and t[t.keyref] == "table key"
       and t.keyref.name == "key" and t[t.fnref] == "function key" and t.fnref() == "fk"
       and t[1] == "one" and t[2] == "two" and count(t) == 15 and float_keys == 3
@@ -485,8 +489,8 @@ describe("transfer of C functions and module tables", function()
     assert.are.same(all_true, ok)
   end)
 
-  local module_names = {"string", "math", "table", "io", "os", "coroutine", "utf8", "_G",
-    "concur", "concur.core", "fixtures.transfer_mod"}
+  local module_names = {"string", "math", "table", "io", "os", "coroutine", "_G",
+    "concur", "concur.core", "fixtures.transfer_mod", utf8 and "utf8"}   -- utf8: 5.3+
 
   it("gives the thread its own module tables, loading them if needed", function()
     local mods = {}
@@ -784,17 +788,17 @@ end)
 describe("transfer of argument lists with nils", function()
   it("keeps inner and trailing nils of args with an n field", function()
     local t = concur.Thread{target = function(...) return select("#", ...), ... end,
-      args = table.pack(nil, 2, nil, nil)}
+      args = pack(nil, 2, nil, nil)}
     t:start()
-    local r = table.pack(t:result())
+    local r = pack(t:result())
     assert.are.same({4, nil, 2, nil, nil, n = 5}, r)
-    local t0 = concur.Thread{target = function(...) return select("#", ...) end, args = table.pack()}
+    local t0 = concur.Thread{target = function(...) return select("#", ...) end, args = pack()}
     t0:start()
     assert.are.equal(0, t0:result())
   end)
 
   it("keeps inner and trailing nils of a thread's results", function()
-    local r = table.pack(on_thread(function() return nil, 2, nil, nil end))
+    local r = pack(on_thread(function() return nil, 2, nil, nil end))
     assert.are.equal(4, r.n)
     assert.are.equal(2, r[2])
   end)

@@ -174,6 +174,59 @@ static inline void concur_push_globals(lua_State *L) {
 #define LUA_MAXINTEGER PTRDIFF_MAX   /* 5.1, 5.2: lua_Integer is ptrdiff_t */
 #endif
 
+/* ---- integer arguments as 5.3 takes them ------------------------------------ */
+/* 5.1, 5.2 and LuaJIT truncate any number to an integer (0.5 -> 0, 2^70 ->
+ * garbage): here a number (or numeric string) is an integer only when its
+ * value is one and fits, as on 5.3, so `sem(0.5)` is a bad argument on every
+ * runtime. */
+#if LUA_VERSION_NUM < 503
+#include <math.h>
+static inline lua_Integer concur_tointegerx(lua_State *L, int idx, int *isint) {
+  int isnum = 0;
+  lua_Number n = lua_tonumberx(L, idx, &isnum);
+  /* -2^63 <= n < 2^63 (lua_Integer is 64 bits on every Linux target) */
+  int ok = isnum && n >= -9223372036854775808.0 && n < 9223372036854775808.0 &&
+           (lua_Number)(lua_Integer)n == n;
+  if (isint)
+    *isint = ok;
+  return ok ? (lua_Integer)n : 0;
+}
+#undef lua_tointegerx
+#define lua_tointegerx concur_tointegerx
+
+/* A number the transfer may send as an integer: as above, and not -0.0
+ * (compat-5.3's lua_isinteger says 1 for it, and its sign would be lost). */
+static inline int concur_isinteger(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    return 0;
+  lua_Number n = lua_tonumber(L, idx);
+  return n >= -9223372036854775808.0 && n < 9223372036854775808.0 &&
+         (lua_Number)(lua_Integer)n == n && !(n == 0 && signbit(n));
+}
+#undef lua_isinteger
+#define lua_isinteger concur_isinteger
+
+static inline lua_Integer concur_checkinteger(lua_State *L, int arg) {
+  int isint = 0;
+  lua_Integer i = concur_tointegerx(L, arg, &isint);
+  if (!isint) {
+    if (lua_isnumber(L, arg))
+      luaL_argerror(L, arg, "number has no integer representation");
+    else
+      luaL_typeerror(L, arg, lua_typename(L, LUA_TNUMBER));
+  }
+  return i;
+}
+#undef luaL_checkinteger
+#define luaL_checkinteger concur_checkinteger
+
+static inline lua_Integer concur_optinteger(lua_State *L, int arg, lua_Integer def) {
+  return lua_isnoneornil(L, arg) ? def : concur_checkinteger(L, arg);
+}
+#undef luaL_optinteger
+#define luaL_optinteger concur_optinteger
+#endif
+
 /* ---- shared upvalues ------------------------------------------------------- */
 /* Lua 5.1 cannot tell or join shared upvalues (LuaJIT can): every upvalue
  * travels as its own value, and the encoder writes no join. */

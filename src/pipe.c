@@ -40,6 +40,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -586,6 +587,14 @@ static int recv_frame(int sock, frame_hdr *h, body_box *bb, const unsigned char 
 }
 
 /* Receives one frame and pushes its value; `bytes`: recv_bytes. */
+/* An integer as text, for messages (lua_pushfstring's %I is 5.3+). */
+typedef struct int_text_buf { char s[24]; } int_text_buf;
+static int_text_buf int_text(lua_Integer i) {
+  int_text_buf b;
+  snprintf(b.s, sizeof b.s, "%lld", (long long)i);
+  return b;
+}
+
 static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
   conn_obj *c = conn_self(L);
   body_box *bb = body_new(L);
@@ -596,8 +605,9 @@ static int conn_recv_common(lua_State *L, int bytes, size_t maxlen) {
   int rc = recv_frame(sock, &h, bb, &body, maxlen);
   conn_leave(c);
   if (rc == EMSGSIZE)
-    return luaL_error(L, "recv_bytes: message of %I bytes is longer than maxlength %I",
-                      (lua_Integer)(h.len + h.nobjs * sizeof(cobj *)), (lua_Integer)maxlen);
+    return luaL_error(L, "recv_bytes: message of %s bytes is longer than maxlength %s",
+                      int_text((lua_Integer)(h.len + h.nobjs * sizeof(cobj *))).s,
+                      int_text((lua_Integer)maxlen).s);
   if (rc == PIPE_EINTR)
     return intr_raise(L);
   if (rc)

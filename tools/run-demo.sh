@@ -7,6 +7,7 @@ for f in examples/*.lua; do
   "$lua" "$f" || { echo "!! $f failed"; status=1; }
   echo
 done
-echo "== examples/embed/host examples/embed/demo.lua"
-examples/embed/host examples/embed/demo.lua || { echo "!! embed demo failed"; status=1; }
+host=${CONCUR_HOST:-examples/embed/host}
+echo "== $host examples/embed/demo.lua"
+"$host" examples/embed/demo.lua || { echo "!! embed demo failed"; status=1; }
 exit $status

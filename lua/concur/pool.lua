@@ -102,7 +102,8 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
   end
   -- The error and the worker's traceback, cut at the worker's own frames.
   local function on_error(e)
-    local tb = debug.traceback(nil, 2) or ""
+    -- (5.1 and LuaJIT give no traceback for a nil message.)
+    local tb = (debug.traceback("", 2) or ""):gsub("^\n", "")
     local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
     if cut then tb = tb:sub(1, cut - 1) end
     return {e, where .. tb}
