@@ -236,6 +236,18 @@ static inline lua_Integer concur_optinteger(lua_State *L, int arg, lua_Integer d
   ((void)(L), (void)(f1), (void)(n1), (void)(f2), (void)(n2))
 #endif
 
+/* ---- a C function called protected, on a state nothing protects yet ---------- */
+/* f(L) with the light userdata ud at 1.  On 5.1 and LuaJIT pushing a C
+ * function allocates a closure (and LuaJIT's GC64 may allocate for a light
+ * userdata), which may raise out of memory outside any protection (the
+ * panic): lua_cpcall pushes both inside.  From 5.2 on neither allocates. */
+#if LUA_VERSION_NUM < 502
+#define concur_cpcall(L, f, ud) lua_cpcall((L), (f), (ud))
+#else
+#define concur_cpcall(L, f, ud) \
+  (lua_pushcfunction((L), (f)), lua_pushlightuserdata((L), (ud)), lua_pcall((L), 1, 0, 0))
+#endif
+
 /* ---- a protected call that may yield (5.3+), else a plain one -------------- */
 #if LUA_VERSION_NUM < 503 && !defined(LUA_KCONTEXT)
 typedef ptrdiff_t concur_KContext;

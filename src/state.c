@@ -204,8 +204,7 @@ lua_State *state_build(state_arena *a, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot create a Lua state: not enough memory");
     return NULL;
   }
-  lua_pushcfunction(L, state_setup);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+  if (concur_cpcall(L, state_setup, NULL) != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     snprintf(err, errlen, "cannot set up the thread's Lua state: %s", m ? m : "?");
     lua_close(L);

@@ -356,19 +356,17 @@ static int run_fail(lua_State *L) {
   return 0;
 }
 
-/* Runs t on w's state; leaves t's result or error in t->result. */
-static int run_task(worker *w, thread_obj *t) {
-  /* The state is built ahead, while the worker is parked; if memory ran
-   * short then, try again now rather than fail a thread for the past. */
-  if (w->L == NULL)
-    worker_build(w);
-  lua_State *L = w->L;
+typedef struct run_args {
+  thread_obj *t;
+  int ok;
+} run_args;
+
+/* Protected (run_task): runs the thread's code and keeps its result or
+ * error in t->result; a->ok says which. */
+static int run_protected(lua_State *L) {
+  run_args *a = lua_touserdata(L, 1);
+  thread_obj *t = a->t;
   char err[TRANSFER_ERRLEN];
-  if (L == NULL) {
-    report_failure(t, w->setup_error);
-    t->errmsg = strdup(w->setup_error);
-    return 0;
-  }
   int base = lua_gettop(L);
   lua_pushcfunction(L, run_msgh);
   lua_pushcfunction(L, run_entry);
@@ -379,7 +377,8 @@ static int run_task(worker *w, thread_obj *t) {
     /* A thread may return its own handle: that must not keep it alive. */
     tbuf_set_owner(&t->result, &t->hdr);
     lua_settop(L, base);
-    return 1;
+    a->ok = 1;
+    return 0;
   }
   /* Failed: the error is on top (st != LUA_OK), or err says why the results
    * could not cross.  Nothing below allocates outside run_fail's pcall. */
@@ -405,6 +404,33 @@ static int run_task(worker *w, thread_obj *t) {
   tbuf_set_owner(&t->result, &t->hdr);
   lua_settop(L, base);
   return 0;
+}
+
+/* Runs t on w's state; leaves t's result or error in t->result.  The whole
+ * run is one protected call: on 5.1 and LuaJIT even pushing a C function
+ * may run out of memory. */
+static int run_task(worker *w, thread_obj *t) {
+  /* The state is built ahead, while the worker is parked; if memory ran
+   * short then, try again now rather than fail a thread for the past. */
+  if (w->L == NULL)
+    worker_build(w);
+  lua_State *L = w->L;
+  if (L == NULL) {
+    report_failure(t, w->setup_error);
+    t->errmsg = strdup(w->setup_error);
+    return 0;
+  }
+  int base = lua_gettop(L);
+  run_args a = {t, 0};
+  if (concur_cpcall(L, run_protected, &a) != LUA_OK) {
+    report_failure(t, "(the thread could not run: not enough memory)");
+    tbuf_free(&t->result);
+    t->errmsg = strdup("thread failed: not enough memory");
+    lua_settop(L, base);
+    return 0;
+  }
+  lua_settop(L, base);
+  return a.ok;
 }
 
 static void task_finish(thread_obj *t, int ok) {
