@@ -40,6 +40,14 @@ local tmove = table.move or function(a1, f, e, t, a2)
   for i = 0, e - f do a2[t + i] = a1[f + i] end
   return a2
 end
+-- xpcall(f, msgh, ...): 5.1's passes f no arguments (LuaJIT's does).
+local xpcall_args = xpcall
+if _VERSION == "Lua 5.1" and not jit then
+  xpcall_args = function(f, msgh, ...)
+    local args = pack(...)
+    return xpcall(function() return f(unpack(args, 1, args.n)) end, msgh)
+  end
+end
 
 -- Argument checks -------------------------------------------------------------
 -- Errors name the argument as Lua's own do (`bad argument #1 to 'map'
@@ -371,7 +379,8 @@ setmetatable(concur, {
   end,
   layer = {raise = raise, core_call = core_call, check_options = check_options,
     bad_self = bad_self, typename = typename, callable = callable,
-    pack = pack, unpack = unpack, tointeger = tointeger, idiv = idiv, tmove = tmove},
+    pack = pack, unpack = unpack, tointeger = tointeger, idiv = idiv, tmove = tmove,
+    xpcall = xpcall_args},
 })
 
 -- Module functions ------------------------------------------------------------

@@ -309,7 +309,7 @@ local function chunk(src, stmt)
   if not f then
     local body = stmt and (src .. "; return table.pack()")
       or ("local r = table.pack(" .. src .. "); return r")
-    f = assert(load("local o, a = ...; " .. body, "=badinput"))
+    f = assert(support.load("local o, a = ...; " .. body, "=badinput"))
     compiled[key] = f
   end
   return f
@@ -514,7 +514,7 @@ local function W(...) return {{...}} end
 -- Calls that may wait: in a daemon thread, joined with a 5 s limit.  src is
 -- compiled in the thread with o and a (the timeout) as locals.
 local function blocking_call(src, o, a)
-  local f = load("local o, a = ...; " .. src, "=badinput")
+  local f = support.load("local o, a = ...; " .. src, "=badinput")
   local ok, e = pcall(f, o, a)
   if ok then return true end
   local concur = require "concur"
@@ -1473,7 +1473,7 @@ describe("bad input:", function()
         assert(r:successful() == false)
       end)
       misuse(R, "r:get() of a result that cannot cross back", "error", function()
-        shared():apply(function() return coroutine.create(print) end)
+        shared():apply(function() return coroutine.create(function() end) end)
       end, W("coroutine"))
     end
   end

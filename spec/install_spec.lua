@@ -25,11 +25,19 @@ describe("luarocks make", function()
     local ok, out = sh(("cp -r src lua vendor concur-scm-1.rockspec %s/ && cd %s && "
       .. "luarocks --lua-version %s make --tree %s/T"):format(tmp, tmp, version, tmp))
     assert.is_true(ok, out)
-    local script = [[local c = require "concur"
+    local script = [[
+      local searchpath = package.searchpath or function(name, path)   -- 5.2+
+        for pattern in path:gmatch("[^;]+") do
+          local file = pattern:gsub("%?", (name:gsub("%.", "/")))
+          local f = io.open(file)
+          if f then f:close(); return file end
+        end
+      end
+      local c = require "concur"
       local t = c.Thread{target = function(x) return x * 2, c.version end, args = {21}}
       t:start()
       print(t:result())
-      print(package.searchpath("concur.core", package.cpath))]]
+      print(searchpath("concur.core", package.cpath))]]
     local f = assert(io.open(tmp .. "/check.lua", "w"))
     f:write(script)
     f:close()

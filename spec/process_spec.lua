@@ -102,7 +102,7 @@ describe("concur.Process", function()
     it("reseeds math.random in each child, as Python reseeds random", function()
       local q = concur.Queue()
       -- A wide range (5.1's math.random takes an int).
-      local range = math.tointeger and math.tointeger(2 ^ 50) or 2 ^ 31 - 1
+      local range = support.has_integers and math.tointeger(2 ^ 50) or 2 ^ 31 - 1
       local function draw() q:put(math.random(range)) end
       local a, b = concur.Process{target = draw}, concur.Process{target = draw}
       a:start(); b:start()

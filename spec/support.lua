@@ -49,6 +49,11 @@ end
 support.pack = table.pack
 support.unpack = table.unpack
 support.mtype = math.type
+-- Why a test of shared upvalues is pending on Lua 5.1 (not LuaJIT): it
+-- cannot tell or join them (README, "Runtimes").
+support.NO_UPVALUE_JOIN = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
+  and "Lua 5.1 cannot join shared upvalues" or nil
+
 -- What math.type says of an integral float such as 2.0: "float" where
 -- numbers have subtypes (5.3, 5.4), "integer" where they do not.
 support.INTEGRAL_FLOAT = support.has_integers and "float" or "integer"
@@ -62,6 +67,28 @@ function support.on_collect(fn)
     return u
   end
   return setmetatable({}, {__gc = function() fn() end})
+end
+
+-- load(chunk, name, mode, env) of 5.2+ on every runtime (5.1's load takes
+-- only a function: loadstring, then setfenv).
+function support.load(chunk, name, mode, env)
+  if _VERSION ~= "Lua 5.1" then return load(chunk, name, mode, env) end
+  local f, err = loadstring(chunk, name)
+  if f and env then setfenv(f, env) end
+  return f, err
+end
+
+-- A value as text that tells apart what Lua does: strings quoted, numbers
+-- exactly (with -0's sign), booleans and nil by name.  (5.1's %q takes
+-- strings only.)
+function support.repr(v)
+  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) == "number" then
+    if v ~= v then return "nan" end
+    if v == 0 then return 1 / v < 0 and "-0" or "0" end
+    return (support.has_integers and math.type(v) == "integer") and tostring(v) or ("%.17g"):format(v)
+  end
+  return tostring(v)
 end
 
 -- Little-endian bytes of the non-negative integer v, n of them (string.pack's

@@ -639,7 +639,7 @@ describe("threads and their states", function()
     -- A chunk with its own environment (as busted, sandboxes and modules
     -- with _ENV give): the target's _ENV is not the creator's globals table.
     local env = setmetatable({marker = "creator's env"}, {__index = _G})
-    local target = load("return function() return marker, type(concur), select('#', 1, 2) end",
+    local target = support.load("return function() return marker, type(concur), select('#', 1, 2) end",
                         "=env_chunk", "t", env)()
     local t = concur.Thread{target = target}
     t:start()

@@ -111,7 +111,7 @@ end)
 
 describe("transfer of numbers", function()
   local function numbers()
-    return 1, 1.0, 0, -0.0, 0.0, maxint, minint, 0.1, 2^53, -2^63,
+    return 1, 1.0, 0, -(1 / math.huge), 0.0, maxint, minint, 0.1, 2^53, -2^63,
       1/0, -1/0, 0/0, 5e-324, -1
   end
   local expected = {}
@@ -128,7 +128,7 @@ describe("transfer of numbers", function()
 
   it("gives the main state the same number and subtype from a thread", function()
     local r = {on_thread(function()
-      return 1, 1.0, 0, -0.0, 0.0, maxint, minint, 0.1, 2^53, -2^63,
+      return 1, 1.0, 0, -(1 / math.huge), 0.0, maxint, minint, 0.1, 2^53, -2^63,
         1/0, -1/0, 0/0, 5e-324, -1
     end)}
     local got = {}
@@ -356,6 +356,7 @@ describe("transfer of Lua functions", function()
   end)
 
   it("keeps one upvalue shared by two closures on the way to a thread", function()
+    if support.NO_UPVALUE_JOIN then return pending(support.NO_UPVALUE_JOIN) end
     local function pair()
       local n = 0
       return function() n = n + 1 end, function() return n end
@@ -374,6 +375,7 @@ describe("transfer of Lua functions", function()
   end)
 
   it("keeps one upvalue shared by two closures on the way back", function()
+    if support.NO_UPVALUE_JOIN then return pending(support.NO_UPVALUE_JOIN) end
     local inc, get = on_thread(function()
       local n = 0
       return function() n = n + 1 end, function() return n end
@@ -444,7 +446,7 @@ describe("transfer of Lua functions", function()
   it("binds the _ENV of a function written in a busted spec (a sandbox) to the thread's globals",
     function()
       -- Every function in a spec file has busted's sandbox as its _ENV.
-      local f = load("return function(n) return string.rep('x', n), CONCUR_TRANSFER_MARK end",
+      local f = support.load("return function(n) return string.rep('x', n), CONCUR_TRANSFER_MARK end",
         "=spec", "t", spec_env)()
       local r = {on_thread(function(g) CONCUR_TRANSFER_MARK = "thread"; return g(3) end, f)}
       assert.are.same({"xxx", "thread"}, r)
@@ -636,7 +638,7 @@ end)
 describe("transfer of untransferable values", function()
   it("raises in the sender with the path, and starts nothing", function()
     local t = concur.Thread{target = function(a, b) return a, b.x end,
-      args = {1, {cb = coroutine.create(print)}}}
+      args = {1, {cb = coroutine.create(function() end)}}}
     local ok, err = pcall(t.start, t)
     assert.is_false(ok)
     assert.matches("bad value at args%[2%]%.cb %(coroutine%)", err)
@@ -651,12 +653,12 @@ describe("transfer of untransferable values", function()
   end)
 
   it("names a bad key", function()
-    local t = concur.Thread{target = print, args = {{[coroutine.create(print)] = 1}}}
+    local t = concur.Thread{target = print, args = {{[coroutine.create(function() end)] = 1}}}
     local ok, err = pcall(t.start, t)
     assert.is_false(ok)
     assert.matches("bad key at args%[1%] %(coroutine%)", err)
     assert.is_false(t:is_alive())
-    local ok2, err2 = pcall(core.transfer, "fine", {[coroutine.create(print)] = 1})
+    local ok2, err2 = pcall(core.transfer, "fine", {[coroutine.create(function() end)] = 1})
     assert.is_false(ok2)
     assert.matches("bad key at args%[2%] %(coroutine%)", err2)
   end)
@@ -665,7 +667,7 @@ describe("transfer of untransferable values", function()
     local x = 0
     local function f() return x end
     local cases = {
-      {coroutine.create(print), "bad value at args%[1%] %(coroutine%)"},
+      {coroutine.create(function() end), "bad value at args%[1%] %(coroutine%)"},
       {io.stdout, "bad value at args%[1%] %(userdata"},
       {debug.upvalueid(f, 1), "bad value at args%[1%] %(light userdata%)"},
       {string.gmatch("a", "a"), "bad value at args%[1%] %(C function not found in any loaded module%)"},
@@ -685,7 +687,7 @@ describe("transfer of untransferable values", function()
   end)
 
   it("names upvalues, metatables and odd keys in the path", function()
-    local co = coroutine.create(print)
+    local co = coroutine.create(function() end)
     local function f() return co end
     local cases = {
       {{f}, "bad value at args%[1%]%[1%]<upvalue co> %(coroutine%)"},
@@ -708,7 +710,7 @@ describe("transfer of untransferable values", function()
   end)
 
   it("raises from t:result() when a thread returns an untransferable value", function()
-    local t = concur.Thread{target = function() return 1, {co = coroutine.create(print)} end}
+    local t = concur.Thread{target = function() return 1, {co = coroutine.create(function() end)} end}
     t:start()
     local ok, err = pcall(t.result, t)
     assert.is_false(ok)

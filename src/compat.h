@@ -248,6 +248,32 @@ static inline lua_Integer concur_optinteger(lua_State *L, int arg, lua_Integer d
   (lua_pushcfunction((L), (f)), lua_pushlightuserdata((L), (ud)), lua_pcall((L), 1, 0, 0))
 #endif
 
+/* ---- C functions pushed without allocating --------------------------------- */
+/* On 5.1 and LuaJIT every lua_pushcfunction makes a closure, so it may raise
+ * out of memory where concur holds something it must give back (an item
+ * taken from a queue, before the protected call that decodes it).  Each
+ * state keeps the closure it made first in its registry, keyed by the
+ * function, and takes it from there afterwards: a lookup allocates nothing.
+ * (Every operation has run once before memory runs short, in practice; the
+ * first push of a function may still raise, as any push did.) */
+#if LUA_VERSION_NUM < 502
+#include <stdint.h>
+static inline void concur_pushcfunction(lua_State *L, lua_CFunction f) {
+  void *key = (void *)(uintptr_t)f;
+  lua_pushlightuserdata(L, key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_iscfunction(L, -1))
+    return;
+  lua_pop(L, 1);
+  lua_pushcclosure(L, f, 0);
+  lua_pushlightuserdata(L, key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+#undef lua_pushcfunction
+#define lua_pushcfunction(L, f) concur_pushcfunction((L), (f))
+#endif
+
 /* ---- a protected call that may yield (5.3+), else a plain one -------------- */
 #if LUA_VERSION_NUM < 503 && !defined(LUA_KCONTEXT)
 typedef ptrdiff_t concur_KContext;

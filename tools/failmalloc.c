@@ -259,6 +259,10 @@ API int luaopen_failmalloc(lua_State *L) {
     void *frame;
     backtrace(&frame, 1);
   }
-  luaL_newlib(L, funcs);
+  lua_newtable(L);   /* luaL_newlib is 5.2+ */
+  for (const luaL_Reg *f = funcs; f->name; f++) {
+    lua_pushcfunction(L, f->func);
+    lua_setfield(L, -2, f->name);
+  }
   return 1;
 }

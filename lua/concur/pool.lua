@@ -56,7 +56,7 @@ end
 
 local POOL_SLICE = 0.1
 local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
-local pack, unpack = layer.pack, layer.unpack
+local pack, unpack, xpcall_args = layer.pack, layer.unpack, layer.xpcall
 local getpid, now = core.getpid, core.time
 local Empty = concur.Empty
 
@@ -261,7 +261,7 @@ end
 -- Runs a callback in the owner; an error there is reported, as one in a
 -- thread is, and changes nothing else.
 local function run_callback(cb, ...)
-  local ok, err = xpcall(cb, debug.traceback, ...)
+  local ok, err = xpcall_args(cb, debug.traceback, ...)
   if not ok then
     io.stderr:write("Exception in pool callback:\n", describe(err), "\n")
   end

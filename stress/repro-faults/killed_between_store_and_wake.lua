@@ -54,13 +54,13 @@ local function killed_at(line, act)
   f:close()
   local gdb = io.popen(("gdb -q -batch -p %d -x %s 2>&1"):format(child.pid, script))
   for _ = 1, 200 do
-    local st = io.open("/proc/" .. child.pid .. "/status"):read("a")
+    local st = io.open("/proc/" .. child.pid .. "/status"):read("*a")
     if tonumber(st:match("TracerPid:%s*(%d+)")) ~= 0 then break end
     concur.sleep(0.05)
   end
   concur.sleep(1)                 -- gdb sets its breakpoint and continues
   go_on:set()
-  local out = gdb:read("a")
+  local out = gdb:read("*a")
   gdb:close()
   os.remove(script)
   assert(child:join(10))

@@ -31,7 +31,15 @@ do
   end
   assert(LINE, "apply(q); not found in src/queue.c")
 end
-local so = package.searchpath("concur.core", package.cpath)
+-- package.searchpath is 5.2+: the same search, by hand, on 5.1.
+local searchpath = package.searchpath or function(name, path)
+  for pattern in path:gmatch("[^;]+") do
+    local file = pattern:gsub("%?", (name:gsub("%.", "/")))
+    local f = io.open(file)
+    if f then f:close(); return file end
+  end
+end
+local so = searchpath("concur.core", package.cpath)
 
 local q, go_on = concur.Queue(1), concur.Event()
 q:put("only item")
@@ -51,7 +59,7 @@ local gdb = io.popen(("gdb -q -batch -p %d -x %s 2>&1"):format(child.pid, gdb_sc
 -- Give gdb the time to attach: the child waits on go_on until we set it.
 local attached = false
 for _ = 1, 200 do
-  local st = io.open("/proc/" .. child.pid .. "/status"):read("a")
+  local st = io.open("/proc/" .. child.pid .. "/status"):read("*a")
   local tracer = tonumber(st:match("TracerPid:%s*(%d+)"))
   if tracer and tracer ~= 0 then attached = true; break end
   concur.sleep(0.05)
@@ -59,7 +67,7 @@ end
 assert(attached, "gdb did not attach")
 concur.sleep(1)              -- let gdb set its breakpoint and continue
 go_on:set()
-local out = gdb:read("a")
+local out = gdb:read("*a")
 gdb:close()
 os.remove(gdb_script)
 assert(child:join(10), "child not ended")
