@@ -76,6 +76,12 @@ warnings: deps src/concur_lua.h
 	  echo "== $$cc -Wall -Wextra -Werror"; \
 	  $(MAKE) --no-print-directory CC=$$cc BUILD=build/$$cc build/$$cc/concur/core.so || exit 1; \
 	done
+	@# compat.h's other halves (5.1, 5.2 and LuaJIT share lua-compat-5.3's), under clang
+	@for lua in lua5.1 lua5.2 luajit; do \
+	  sh tools/deps.sh $$( [ $$lua = luajit ] && echo libluajit-5.1-dev || echo lib$$lua-dev | sed s/liblua5.1-dev/liblua5.1-0-dev/ ) || exit 1; \
+	  echo "== clang -Wall -Wextra -Werror, $$lua"; \
+	  $(MAKE) --no-print-directory CC=clang LUA=$$lua BUILD=build/clang-$$lua build/clang-$$lua/concur/core.so || exit 1; \
+	done
 
 # Lua paths for the in-tree build.
 RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;' CONCUR_BUILD='$(BUILD)' CONCUR_HOST='$(HOST)'

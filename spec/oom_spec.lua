@@ -59,7 +59,7 @@ describe("out of memory", function()
     assert.is_not_nil(verdict, out:sub(-2000))
     -- The sweep reached allocations to fail (it did test something).
     local points = tonumber(verdict:match("(%d+) allocation points"))
-    assert.is_true(points > 100, verdict)
+    assert.is_true(points > 50, verdict)
     -- A thread's worker rebuilds its state after join returns, so a count
     -- taken while the machine is loaded can catch it halfway: an operation
     -- that failed is swept once more on its own.  A real leak fails again.

@@ -72,7 +72,11 @@ end
 -- load(chunk, name, mode, env) of 5.2+ on every runtime (5.1's load takes
 -- only a function: loadstring, then setfenv).
 function support.load(chunk, name, mode, env)
-  if _VERSION ~= "Lua 5.1" then return load(chunk, name, mode, env) end
+  if _VERSION ~= "Lua 5.1" then
+    -- (An env given as nil would be the chunk's _ENV: only when given.)
+    if env == nil then return load(chunk, name, mode) end
+    return load(chunk, name, mode, env)
+  end
   local f, err = loadstring(chunk, name)
   if f and env then setfenv(f, env) end
   return f, err
