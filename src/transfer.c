@@ -512,9 +512,9 @@ static int encode_under(enc *e, int kind, int stack_idx, lua_Integer index, cons
 /* Items first..first+count-1 of the table at idx, as an array part.  The
  * scalars, most items of a big list, take a short path: they cannot fail
  * but for memory, so they need no path segment. */
-static int encode_items(enc *e, int idx, lua_Integer first, lua_Unsigned count) {
+static int encode_items(enc *e, int idx, lua_Integer first, uint64_t count) {
   lua_State *L = e->L;
-  for (lua_Unsigned k = 0; k < count; k++) {
+  for (uint64_t k = 0; k < count; k++) {
     lua_Integer i = first + (lua_Integer)k;
     int ok;
     switch (lua_rawgeti(L, idx, i)) {
@@ -539,7 +539,7 @@ static int encode_items(enc *e, int idx, lua_Integer first, lua_Unsigned count) 
 
 static int encode_table(enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Unsigned narr = lua_rawlen(L, idx);
+  uint64_t narr = lua_rawlen(L, idx);
   if (!put_tag_varint(e, T_TABLE, narr) || !enc_reserve(e, 4))
     return ENC_FAIL_OOM(e);
   size_t nrec_at = e->b->len;
@@ -552,7 +552,7 @@ static int encode_table(enc *e, int idx) {
   while (lua_next(L, idx)) {
     if (narr > 0 && lua_isinteger(L, key)) {
       lua_Integer k = lua_tointeger(L, key);
-      if (k >= 1 && (lua_Unsigned)k <= narr) {
+      if (k >= 1 && (uint64_t)k <= narr) {
         lua_pop(L, 1);
         continue;
       }
@@ -591,7 +591,7 @@ static int encode_slice(enc *e, int idx, const slice *sl) {
   lua_getiuservalue(L, idx, 1);
   int list = lua_gettop(L);
   int ok = put_tag_varint(e, T_TABLE, (uint64_t)sl->count) && put_u32(e, 1) &&
-           encode_items(e, list, sl->first, (lua_Unsigned)sl->count);
+           encode_items(e, list, sl->first, (uint64_t)sl->count);
   if (ok) {
     lua_pushliteral(L, "n");
     ok = encode_key(e, lua_gettop(L));

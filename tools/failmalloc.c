@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <execinfo.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -158,7 +159,10 @@ API void *realloc(void *p, size_t n) {
     free(p);
     return NULL;
   }
-  if (should_fail()) {
+  /* A realloc that shrinks never fails in glibc, and Lua 5.2 relies on it
+   * (shrinking the stack after an error, outside any protected call): only
+   * growth may fail here. */
+  if (n > malloc_usable_size(p) && should_fail()) {
     errno = ENOMEM;
     return NULL;
   }
