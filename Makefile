@@ -95,7 +95,7 @@ demo: deps all
 # Sanitizer builds: the module and a small stand-in for `lua` (tools/lua_runner.c)
 # are instrumented, so the runtime starts with the process; specs that start
 # subprocesses run $$CONCUR_LUA, which the spec runner sets to that stand-in.
-SAN_LUA_LIB ?= /usr/lib/$(shell $(CC) -print-multiarch)/liblua5.4.a
+SAN_LUA_LIB ?= /usr/lib/$(shell $(CC) -print-multiarch)/lib$(if $(filter luajit,$(LUA)),luajit-5.1,$(LUA)).a
 
 build/%/lua: tools/lua_runner.c
 	@mkdir -p $(dir $@)

@@ -24,7 +24,8 @@ FUZZ_ARGS    ?=
 # (fuzz_transfer.c).  The chunks it does load go through decode_function's
 # own checks (the upvalue-count finds are fixed there).
 FUZZ_SKIP    ?= chunk-load
-FUZZ_DIR      = build/fuzz
+# Each runtime's decoder has its own binaries: `make fuzz LUA=luajit`.
+FUZZ_DIR      = build/fuzz$(if $(filter lua5.4,$(LUA)),,-$(LUA))
 FUZZ_BIN      = $(FUZZ_DIR)/fuzz_transfer
 FUZZ_LUA_LIB ?= $(SAN_LUA_LIB)
 # Lua's upvalue functions, checked more strictly (see fuzz_transfer.c).
@@ -56,10 +57,17 @@ $(FUZZ_PIPE_BIN): fuzz/fuzz_pipe.c $(SRCS) $(HDRS)
 	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -Ivendor/lua-compat-5.3 -o $@ \
 	  fuzz/fuzz_pipe.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl
 
-fuzz: $(FUZZ_BIN) $(FUZZ_PIPE_BIN)
-	@FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' FUZZ_TRANSFER_SKIP='$(FUZZ_SKIP)' \
-	  sh fuzz/run.sh $(FUZZ_BIN)
-	@FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' sh fuzz/run.sh $(FUZZ_PIPE_BIN)
+# On 5.4 both targets run.  On the other runtimes the Pipe target feeds
+# arbitrary records to that runtime's frame reader and decoder; the transfer
+# target's Lua half (fuzz_transfer.lua: round trips, string.unpack, integer
+# subtypes) is written for 5.4 and is not built there yet.
+FUZZ_TARGETS = $(if $(filter lua5.4,$(LUA)),$(FUZZ_BIN)) $(FUZZ_PIPE_BIN)
+
+fuzz: $(FUZZ_TARGETS)
+	@for bin in $(FUZZ_TARGETS); do \
+	  FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' FUZZ_TRANSFER_SKIP='$(FUZZ_SKIP)' \
+	    sh fuzz/run.sh $$bin || exit 1; \
+	done
 
 fuzz-corpus: $(FUZZ_BIN)
 	find fuzz/corpus -name '[ab]-*' ! -name '*-regress-*' -exec rm -f {} +

@@ -159,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_pop(L, 1);
   }
   lua_settop(L, 0);
-  lua_gc(L, LUA_GCCOLLECT);
+  concur_lua_gc(L, LUA_GCCOLLECT, 0);
   if (memfds_open() != 0)
     die("a descriptor was left open");
   return 0;

@@ -292,7 +292,12 @@ static int decode_in_coroutine(const tbuf *view, size_t at, size_t len, int inje
     oom_arm(oomk);
   size_t before = heap_used, top_before = heap_top;
   heap_top = heap_used;
+#if LUA_VERSION_NUM >= 504
   int st = lua_resume(co, L, 1, &nres);
+#else   /* 5.2 and 5.3; lua-compat-5.3 gives 5.1 and LuaJIT the same form */
+  int st = lua_resume(co, L, 1);
+  nres = lua_gettop(co);
+#endif
   oom_disarm();
   /* What a message makes is about as big as the message: a value takes at
    * most some tens of bytes per byte of its encoding.  One binary chunk may
@@ -410,11 +415,11 @@ static void decode_damaged(const tbuf *b, size_t at, size_t len, const rt_opts *
   tbuf view = {exact, at + nlen, at + nlen, b->objs, b->nobjs, b->objcap, NULL, b->pid};
   int base = lua_gettop(L), nv;
   untrusted = 1;
-  lua_gc(L, LUA_GCSTOP);
+  concur_lua_gc(L, LUA_GCSTOP, 0);
   int st = decode_in_coroutine(&view, at, nlen, 0, 0, &nv);
   untrusted = 0;
   strip_top(nv);
-  lua_gc(L, LUA_GCRESTART);
+  concur_lua_gc(L, LUA_GCRESTART, 0);
   trace("damaged (kind %u, %zu of %zu bytes): %s", o->dkind % 5, nlen, len,
         st == LUA_OK ? "decoded" : lua_tostring(L, -1));
   if (st == LUA_OK && nv <= 64) {
@@ -567,12 +572,12 @@ static void mode_raw(const uint8_t *data, size_t size) {
   memcpy(msg, data + 1, size - 1);
   tbuf view = {msg, size - 1, size - 1, NULL, 0, 0, NULL, concur_self};
   int base = lua_gettop(L), nv;
-  lua_gc(L, LUA_GCSTOP);
+  concur_lua_gc(L, LUA_GCSTOP, 0);
   untrusted = 1;
   int st = decode_in_coroutine(&view, 0, size - 1, data[0] & 2, (long)(data[0] >> 2) * 4, &nv);
   untrusted = 0;
   strip_top(nv);
-  lua_gc(L, LUA_GCRESTART);
+  concur_lua_gc(L, LUA_GCRESTART, 0);
   trace("mode A, %zu bytes: %s", size - 1, st == LUA_OK ? "decoded" : lua_tostring(L, -1));
   free(msg);
   if (st == LUA_OK && nv <= 64) {
@@ -598,9 +603,9 @@ static void mode_program(const uint8_t *data, size_t size) {
   int base = lua_gettop(L);
   push_helper("build");
   lua_pushlstring(L, (const char *)data + 1, size - 1);
-  lua_gc(L, LUA_GCSTOP);         /* the same values every time */
+  concur_lua_gc(L, LUA_GCSTOP, 0);         /* the same values every time */
   int st = lua_pcall(L, 1, LUA_MULTRET, 0);
-  lua_gc(L, LUA_GCRESTART);
+  concur_lua_gc(L, LUA_GCRESTART, 0);
   if (st != LUA_OK)
     die("build raised: %s", lua_tostring(L, -1));
   int info = base + 1;
@@ -705,7 +710,7 @@ static void setup(void) {
     die("warm-up: %s", err);
   tbuf_free(&b);
   lua_settop(L, 0);
-  lua_gc(L, LUA_GCCOLLECT);
+  concur_lua_gc(L, LUA_GCCOLLECT, 0);
   for (int i = 0; i < nobjects; i++)
     objects_refs[i] = atomic_load(&objects[i]->refs);
 
@@ -780,7 +785,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   else
     mode_raw(data, size);
   lua_settop(L, 0);
-  lua_gc(L, LUA_GCCOLLECT);
+  concur_lua_gc(L, LUA_GCCOLLECT, 0);
   if (stats) {
     static unsigned long runs;
     static size_t heap_peak;

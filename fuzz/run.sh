@@ -7,7 +7,7 @@
 # its own: its corpus grows in build/fuzz/pipe-corpus.
 bin=$1
 secs=${FUZZ_SECONDS:-60}
-dir=build/fuzz
+dir=$(dirname "$bin")   # build/fuzz, or build/fuzz-RUNTIME
 name=$(basename "$bin")
 case $name in
   fuzz_pipe) log=$dir/pipe.log; corpus="$dir/pipe-corpus"; extra= ;;

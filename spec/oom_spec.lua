@@ -36,12 +36,7 @@ describe("out of memory", function()
   -- Known and open (issue 16): on Lua 5.3 and 5.2 only, the Queue operation
   -- under a persistent failure from its 10th-12th allocation on leaves arena
   -- blocks behind (5.3: one queue's 33 KB per run; 5.2: 4 KB); the C heap is
-  -- clean, and 5.4, 5.1 and LuaJIT pass.  Pending there.
-  -- Lua 5.1's own io library, when memory runs out while it opens (in
-  -- createstdfile, between making io.stdout and giving it its no-close
-  -- environment), leaves a handle whose collection closes the process's
-  -- stdout: a thread state whose setup failed closes fd 1 as it is freed.
-  -- Not concur's to mend (5.2 fixed it in liblua; LuaJIT never had it).
+  -- clean, and 5.4 and LuaJIT pass.  Pending there.
   local ops = {"transfer", "Queue", "Pipe", "Thread-queue", "Process"}
   local known_53 = _VERSION == "Lua 5.3" or _VERSION == "Lua 5.2"
   local known_51 = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
@@ -49,9 +44,15 @@ describe("out of memory", function()
     table.remove(ops, 2)
     pending(_VERSION .. ": Queue under persistent allocation failure leaks arena blocks (open)")
   end
+  -- Stock Lua 5.1's own library does not come through the sweep's injected
+  -- failures: out of memory in luaopen_io (createstdfile) leaves a stdout
+  -- handle that closes fd 1 when its state is freed, and a table
+  -- constructor cut short by out of memory has crashed a later lua_objlen
+  -- on that table.  Not concur's to mend (neither shows on 5.2+ or LuaJIT):
+  -- `make oom LUA=lua5.1 OOM_OPS=Queue` runs one operation by hand.
   if known_51 then
-    table.remove(ops, #ops - 1)
-    pending("Lua 5.1: a thread state out of memory in luaopen_io closes stdout (liblua 5.1)")
+    pending("stock Lua 5.1: liblua itself does not survive injected allocation failures")
+    return
   end
 
   it_plain("every allocation of queue, pipe, transfer, thread and process operations may fail: a Lua error, no leak", function()
