@@ -960,7 +960,8 @@ describe("bad input:", function()
     local function fresh() return concur.Thread{} end
     runnable(G, "t", concur.Thread, fresh, finished_thread)
     generate{group = G, var = "t", name = "isAlive", recv = finished_thread}
-    generate{group = G, var = "t", name = "result", recv = finished_thread}
+    generate{group = G, var = "t", name = "result", recv = finished_thread,
+      params = {{"timeout", "timeout"}}}
     generate{group = G, var = "t", name = "start", recv = fresh,
       after = function(o) pcall(o.join, o) end}
     misuse(G, "t:start() twice", "error", function()

@@ -659,6 +659,26 @@ describe("threads and their states", function()
     assert.are.equal(t.name, name)
   end)
 
+  it("result(timeout) raises concur.TimeoutError while the thread runs, then returns its results", function()
+    local go = concur.Event()
+    local t = concur.Thread{target = function(e) e:wait(); return 42, "x" end, args = {go}}
+    t:start()
+    local took, ok, err = support.timed(t.result, t, 0.1)
+    assert.is_false(ok)
+    assert.is_true(rawequal(err, concur.TimeoutError) or err == concur.TimeoutError, tostring(err))
+    support.assert_about(0.1, took)
+    assert.is_true(t:is_alive())
+    go:set()
+    assert.are.same({42, "x"}, {t:result(10)})
+    assert.are.same({42, "x"}, {t:result(0)})   -- done: at once, however short
+  end)
+
+  it("result(timeout) of a thread that failed raises its error, not TimeoutError", function()
+    local t = concur.Thread{target = function() error("boom", 0) end}
+    t:start()
+    assert.are.equal("boom", support.raised(t.result, t, 10))
+  end)
+
   it("has the standard libraries", function()
     local t = go(function()
       return string.format("%03d", 7), math.floor(2.5), table.concat({"a", "b"}),

@@ -722,19 +722,27 @@ static int th_join(lua_State *L) {
   return 1;
 }
 
+/* t:result([timeout]): waits for t's end (at most timeout seconds, else
+ * concur.TimeoutError) and returns its results or raises its error. */
 static int th_result(lua_State *L) {
   thread_obj *t = th_self(L);
+  double timeout = concur_opt_timeout(L, 2);
   check_joinable(L, t, "wait for the result of");
   pthread_mutex_lock(&rt.lock);
   if (t->state == TH_NEW) {
     pthread_mutex_unlock(&rt.lock);
     return luaL_error(L, "cannot get the result of a thread before it is started");
   }
-  int done = th_wait_done(t, -1);
+  int done = th_wait_done(t, timeout);
   int failed = t->failed;
+  int running = t->state == TH_STARTED;
   pthread_mutex_unlock(&rt.lock);
   if (done < 0)
     return intr_raise(L);
+  if (!done && running) {
+    cobj_push_error(L, "TimeoutError");
+    return lua_error(L);
+  }
   if (!done)
     return luaL_error(L, "cannot get the result of a thread whose start failed");
   /* DONE: the result buffer no longer changes and is read-only from here. */
