@@ -388,6 +388,7 @@ setmetatable(concur, {
 concur.current_thread = core.current_thread
 concur.main_thread = core.main_thread
 concur.get_ident = core.get_ident
+concur.get_native_id = core.get_native_id
 concur.active_count = core.active_count
 concur.enumerate = core.enumerate
 concur.stack_size = core.stack_size

@@ -662,7 +662,7 @@ describe("bad input:", function()
 
   describe("module functions", function()
     local G = "module functions"
-    for _, name in ipairs({"current_thread", "main_thread", "get_ident", "active_count",
+    for _, name in ipairs({"current_thread", "main_thread", "get_ident", "get_native_id", "active_count",
         "enumerate", "time", "cpu_count", "getpid", "active_children", "current_process",
         "parent_process", "currentThread", "activeCount"}) do
       generate{group = G, ctor = true, name = name}

@@ -99,6 +99,17 @@ end
 
 describe("concur.Process", function()
   describe("start and join", function()
+    it("get_native_id() in a child is the child's own (its pid, for its one thread)", function()
+      local q = concur.Queue()
+      local p = concur.Process{target = function() q:put({concur.getpid(), concur.get_native_id()}) end}
+      p:start()
+      assert.is_true(p:join(10))
+      local got = q:get(true, 5)
+      assert.are.equal(p.pid, got[1])
+      assert.are.equal(p.pid, got[2])
+      assert.are_not.equal(concur.get_native_id(), got[2])
+    end)
+
     it("reseeds math.random in each child, as Python reseeds random", function()
       local q = concur.Queue()
       -- A wide range (5.1's math.random takes an int).

@@ -828,6 +828,13 @@ static int th_get_ident(lua_State *L) {
   return 1;
 }
 
+/* concur.get_native_id(): the kernel's id of the calling OS thread (its own
+ * in a forked child). */
+static int th_get_native_id(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)sys_gettid());
+  return 1;
+}
+
 static int th_active_count(lua_State *L) {
   pthread_mutex_lock(&rt.lock);
   int n = rt.nlive;
@@ -1104,7 +1111,8 @@ void thread_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"thread_new", th_new}, {"thread_set_class", th_set_class},
     {"current_thread", th_current_thread}, {"main_thread", th_main_thread},
-    {"get_ident", th_get_ident}, {"active_count", th_active_count}, {"enumerate", th_enumerate},
+    {"get_ident", th_get_ident}, {"get_native_id", th_get_native_id},
+    {"active_count", th_active_count}, {"enumerate", th_enumerate},
     {"stack_size", th_stack_size}, {NULL, NULL}
   };
   cobj_attr_metatable(L, &thread_type, &th_attrs, th_tostring);
