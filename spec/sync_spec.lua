@@ -593,6 +593,27 @@ for _, kind in ipairs(LOCK_TYPES) do
 end
 
 -- ---------------------------------------------------------------------------
+describe("constructors", function()
+  -- As Python's TypeError for Lock(1): an argument too many is a bad
+  -- argument, not silently ignored.
+  local cases = {
+    {"Lock", 0}, {"RLock", 0}, {"Event", 0}, {"Semaphore", 1}, {"BoundedSemaphore", 1},
+    {"Condition", 1},
+  }
+  for _, c in ipairs(cases) do
+    local name, most = c[1], c[2]
+    it(("%s takes at most %d argument%s; one more is a bad argument"):format(name, most, most == 1 and "" or "s"),
+      function()
+        local args = {}
+        for i = 1, most do args[i] = nil end
+        args[most + 1] = 1
+        local err = support.err_of(concur[name], support.unpack(args, 1, most + 1))
+        support.assert_has(err, ("bad argument #%d to '%s' (no value expected)"):format(most + 1, name))
+        assert.is_not_nil(concur[name]())   -- and none at all is fine
+      end)
+  end
+end)
+
 describe("concur.Condition", function()
   it("uses a new RLock by default", function()
     local c = concur.Condition()

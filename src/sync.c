@@ -244,7 +244,18 @@ static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
   return 1;
 }
 
+/* A constructor takes at most `most` arguments: more are a bad argument, as
+ * Python's TypeError (Lock(1), Event("x")), not silently ignored. */
+static void no_more_args(lua_State *L, int most, const cobj_type *type) {
+  if (lua_gettop(L) > most) {
+    const char *dot = strrchr(type->name, '.');   /* "concur.Lock": 'Lock' */
+    luaL_error(L, "bad argument #%d to '%s' (no value expected)", most + 1,
+               dot ? dot + 1 : type->name);
+  }
+}
+
 static int lock_make(lua_State *L, const cobj_type *type) {
+  no_more_args(L, 0, type);
   lock_obj *l = cobj_new_shared(L, type, sizeof *l);
   cobj_bind(L, -1, &l->hdr);
   return 1;
@@ -372,6 +383,7 @@ static int sync_guard(lua_State *L) {
 /* ---- Condition ------------------------------------------------------------------ */
 
 static int cond_new(lua_State *L) {
+  no_more_args(L, 1, &cond_type);
   lock_obj *l = NULL;
   if (!lua_isnoneornil(L, 1)) {
     cobj *o = cobj_test(L, 1, NULL);
@@ -615,6 +627,7 @@ static const luaL_Reg cond_m[] = {
 /* ---- Semaphore and BoundedSemaphore -------------------------------------------------- */
 
 static int sem_make(lua_State *L, const cobj_type *type) {
+  no_more_args(L, 1, type);
   lua_Integer v = luaL_optinteger(L, 1, 1);
   luaL_argcheck(L, v >= 0, 1, "semaphore initial value must be >= 0");
   luaL_argcheck(L, v <= INT32_MAX, 1, "semaphore initial value is too large");
@@ -711,6 +724,7 @@ static const luaL_Reg sem_m[] = {
 /* ---- Event ---------------------------------------------------------------------------- */
 
 static int event_new(lua_State *L) {
+  no_more_args(L, 0, &event_type);
   event_obj *e = cobj_new_shared(L, &event_type, sizeof *e);
   cobj_bind(L, -1, &e->hdr);
   return 1;
