@@ -30,7 +30,11 @@ if not support.has_integers then
     return math.type(x) == "integer" and x or nil
   end
   table.pack = table.pack or function(...) return {n = select("#", ...), ...} end
-  table.unpack = table.unpack or unpack
+  -- A function of its own, not the global `unpack` itself: a C function
+  -- crosses to a thread by the name it has here, and a thread's state has
+  -- no table.unpack (the name lookup could find either name).
+  local unpack51 = unpack
+  table.unpack = table.unpack or function(...) return unpack51(...) end
   table.move = table.move or function(a1, f, e, t, a2)
     a2 = a2 or a1
     if e >= f then
