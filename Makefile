@@ -84,7 +84,7 @@ warnings: deps src/concur_lua.h
 	done
 
 # Lua paths for the in-tree build.
-RUNENV = LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;' CONCUR_BUILD='$(BUILD)' CONCUR_HOST='$(HOST)'
+RUNENV = SPECS='$(SPECS)' LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./$(BUILD)/?.so;;' CONCUR_BUILD='$(BUILD)' CONCUR_HOST='$(HOST)'
 
 test: deps all $(BUILD)/failmalloc.so
 	@$(RUNENV) sh tools/run-specs.sh $(LUA)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every spec with busted on Lua 5.4 and ends with "N passed, M failed".
 # A crash or sanitizer report after busted's own summary still fails the run.
-# usage: run-specs.sh LUA [busted args...]
+# usage: run-specs.sh LUA [busted args...]   (SPECS="spec/a_spec.lua ...": only those)
 lua=${1:-lua5.4}; shift
 # Specs that start a Lua subprocess run $CONCUR_LUA: the same interpreter.
 CONCUR_LUA=${CONCUR_LUA:-$lua}; export CONCUR_LUA
@@ -10,7 +10,7 @@ out=$(mktemp); rcf=$(mktemp)
 # --lua; running its script with Lua 5.4 directly skips that hop, which also
 # keeps sanitizer runtimes (LD_PRELOAD) out of the 5.1 interpreter.
 busted_bin=$(command -v busted) || { echo "busted not found"; echo "0 passed, 1 failed"; exit 1; }
-{ "$lua" "$busted_bin" -o utfTerminal "$@" spec 2>&1; echo $? > "$rcf"; } | tee "$out"
+{ "$lua" "$busted_bin" -o utfTerminal "$@" ${SPECS:-spec} 2>&1; echo $? > "$rcf"; } | tee "$out"
 rc=$(cat "$rcf")
 summary=$(grep -a -E '^[0-9]+ success' "$out" | tail -n 1)
 rm -f "$out" "$rcf"
