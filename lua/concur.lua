@@ -276,7 +276,7 @@ local error_mt = {
 }
 register(error_mt, "error_mt")
 
-for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
+for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown"}) do
   local e = setmetatable({}, error_mt)
   error_names[e] = name
   concur[name] = e
@@ -307,6 +307,11 @@ concur.Barrier = core.Barrier
 --- Queue([maxsize]) or Queue{maxsize = n}: 0, nil or less is unbounded.
 concur.Queue = core.Queue
 concur.JoinableQueue = core.Queue
+--- LifoQueue([maxsize]), PriorityQueue([maxsize]), SimpleQueue(): Python's
+--- other kinds, with q:shutdown([immediate]) on all (Python 3.13).
+concur.LifoQueue = core.LifoQueue
+concur.PriorityQueue = core.PriorityQueue
+concur.SimpleQueue = core.SimpleQueue
 
 --- Pipe([duplex]) or Pipe{duplex = b} -> two connections.
 concur.Pipe = core.Pipe
