@@ -15,7 +15,7 @@
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
---                pingpong, queues, pipe, pools)
+--                pingpong, queues, qkinds, pipe, pools)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -92,6 +92,16 @@ local WORKLOADS = {
      goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
     {name = "queue-pingpong-proc", unit = "µs/round trip", better = "lower",
      goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+  }},
+  {script = "qkinds", rows = {
+    {name = "lifoqueue-thr-int", unit = "M items/s", better = "higher",
+     goal = 5, goal_ratio = true, goal_text = ">= 5x Python"},
+    {name = "priorityqueue-thr-int", unit = "M items/s", better = "higher",
+     goal = 5, goal_ratio = true, goal_text = ">= 5x Python"},
+    {name = "lifoqueue-proc-int", unit = "M items/s", better = "higher",
+     goal = 5, goal_ratio = true, goal_text = ">= 5x Python (a manager's)"},
+    {name = "priorityqueue-proc-int", unit = "M items/s", better = "higher",
+     goal = 5, goal_ratio = true, goal_text = ">= 5x Python (a manager's)"},
   }},
   {script = "pipe", rows = {
     {name = "pipe-100mib", unit = "GB/s", better = "higher",
