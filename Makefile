@@ -117,7 +117,7 @@ check-tsan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)' \
 	  SAN_CFLAGS='$(TSAN_FLAGS)' build/tsan/concur/core.so build/tsan/lua
 	@echo "== specs under ThreadSanitizer"
-	@TSAN_OPTIONS="$(TSAN_OPTS)" \
+	@SPECS='$(SPECS)' TSAN_OPTIONS="$(TSAN_OPTS)" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/tsan/?.so;;' \
 	  CONCUR_SANITIZER=thread sh tools/run-specs.sh $(CURDIR)/build/tsan/lua
 
@@ -125,7 +125,7 @@ check-asan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS='$(ASAN_FLAGS)' LDFLAGS='$(ASAN_FLAGS)' \
 	  SAN_CFLAGS='$(ASAN_FLAGS)' build/asan/concur/core.so build/asan/lua
 	@echo "== specs under AddressSanitizer + UndefinedBehaviorSanitizer"
-	@ASAN_OPTIONS="detect_leaks=1 exitcode=66" \
+	@SPECS='$(SPECS)' ASAN_OPTIONS="detect_leaks=1 exitcode=66" \
 	  LSAN_OPTIONS="suppressions=$(CURDIR)/tools/lsan.supp print_suppressions=0" \
 	  UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/asan/?.so;;' \
