@@ -26,7 +26,8 @@
 --   "A process that dies holding a lock"): a unit may be missing only if a
 --   worker of that semaphore was killed between acquire and release; the
 --   parent counts it and gives it back.
--- * Queues (unbounded, Queue(4), Queue(64), the same for the whole run).
+-- * Queues (unbounded, Queue(4), Queue(64), PriorityQueue(64), LifoQueue(),
+--   the same for the whole run).
 --   Producers put {gid, seq, payload} (payloads: small, tables, 2-3 KB, 18-20
 --   KB, 64-200 KiB) and record `committed` = seq only after put returned
 --   (`attempt` = seq before).  Consumers log what they got in a Slots array
@@ -83,10 +84,15 @@ local PAIRS = core.Slots(3 * #SYNC)   -- per object: a, b, owner
 local A_BASE = {}                      -- a at the start of the round (parent only)
 for k = 1, #SYNC do A_BASE[k] = 0 end
 
+-- unbounded: producers pause past 2000 items; lifo: no order per producer.
+-- A PriorityQueue's items {gid, seq, ...} have priority gid, and equal
+-- priorities keep their order: one producer's items come out in order.
 local QUEUES = {
-  {name = "Queue()", q = concur.Queue()},
+  {name = "Queue()", q = concur.Queue(), unbounded = true},
   {name = "Queue(4)", q = concur.Queue(4)},
   {name = "Queue(64)", q = concur.Queue(64)},
+  {name = "PriorityQueue(64)", q = concur.PriorityQueue(64)},
+  {name = "LifoQueue()", q = concur.LifoQueue(), unbounded = true, lifo = true},
 }
 
 -- ---- per-round shared state --------------------------------------------------
@@ -208,7 +214,7 @@ local function producer(li, gid, qi)
   local phase, attempt, committed, stop = R.phase, R.attempt, R.committed, R.stop
   local seq = 0
   while not stop:is_set() do
-    if seq >= MAXMSG or (qi == 1 and q:qsize() > 2000) then
+    if seq >= MAXMSG or (QUEUES[qi].unbounded and q:qsize() > 2000) then
       stop:wait(0.002)          -- enough for this round / let the consumers catch up
     else
       seq = seq + 1
@@ -250,7 +256,7 @@ local function consumer(li, qi, log)
         io.stderr:write(fmt("faults: consumer %d got a bad item: %s\n", li, bad))
         code = 4
       else
-        if last[gid] and seq <= last[gid] then
+        if last[gid] and seq <= last[gid] and not QUEUES[qi].lifo then
           io.stderr:write(fmt("faults: consumer %d got %d/%d after %d/%d\n", li, gid, seq, gid, last[gid]))
           code = 5
         end
