@@ -135,7 +135,7 @@ local K = {
 -- Outcomes -------------------------------------------------------------------
 
 local ERROR_VALUES = {}
-for _, n in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
+for _, n in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown"}) do
   ERROR_VALUES[concur[n]] = true
 end
 
@@ -518,7 +518,7 @@ local function blocking_call(src, o, a)
   local ok, e = pcall(f, o, a)
   if ok then return true end
   local concur = require "concur"
-  for _, n in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
+  for _, n in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown"}) do
     if e == concur[n] then return false, n end
   end
   return false, tostring(e), type(e)
@@ -677,7 +677,7 @@ describe("bad input:", function()
   describe("error values", function()
     local G = "error values"
     batch("each error value: tostring, assignment, setmetatable", function()
-      for _, n in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
+      for _, n in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown"}) do
         local e = concur[n]
         misuse(G, fmt("tostring(concur.%s)", n), "ok", function() assert(tostring(e) == "concur." .. n) end)
         misuse(G, fmt("concur.%s.name = 'x'", n), "error", function()
@@ -1133,6 +1133,28 @@ describe("bad input:", function()
       q:put(nil)
       assert(q:get() == nil and q:qsize() == 0)
     end)
+    for _, name in ipairs({"LifoQueue", "PriorityQueue"}) do
+      generate{group = G, ctor = true, name = name, params = {{"maxsize", "maxsize"}},
+        colon = "error"}
+    end
+    generate{group = G, ctor = true, name = "SimpleQueue", colon = "error"}
+    for _, make in ipairs({concur.Queue, concur.LifoQueue, concur.PriorityQueue, concur.SimpleQueue}) do
+      generate{group = G, var = "q", name = "shutdown", recv = make, params = {{"immediate", "bool"}}}
+    end
+    misuse(G, "q.maxsize = 'x'", "error", function() concur.Queue().maxsize = "x" end, W("maxsize"))
+    misuse(G, "q.maxsize = 2^40", "error", function() concur.Queue().maxsize = 2 ^ 40 end,
+      W("maxsize too large"))
+    misuse(G, "SimpleQueue: q.maxsize = 3", "error", function() concur.SimpleQueue().maxsize = 3 end,
+      W("read-only"))
+    misuse(G, "PriorityQueue: q:put(true)", "error", function() concur.PriorityQueue():put(true) end,
+      W(bad_arg(1, "put"), "number, string or table expected"))
+    misuse(G, "PriorityQueue: q:put({}) (no priority)", "error",
+      function() concur.PriorityQueue():put({}) end, W(bad_arg(1, "put"), "priority"))
+    misuse(G, "q:put(x) after shutdown", "error", function()
+      local q = concur.Queue()
+      q:shutdown()
+      q:put(1)
+    end, nil, concur.ShutDown)
     misuse(G, "q:put(0/0): NaN crosses", "ok", function()
       local q = concur.Queue()
       q:put(0/0)
