@@ -212,12 +212,12 @@ void cobj_release_state(lua_State *L) {
    * and a write to a handle (or a free) would copy a page shared with the
    * parent for nothing. */
   state_ctx *c = ctx_get(L);
-  for (handle *h = c->live.next; h != &c->live; h = h->next)
-    if (h->obj && cobj_handle_owned(h)) {
-      if (h->obj->type->shared)
-        cobj_decref(h->obj);
-      else if (h->obj->type->exit_release)
-        h->obj->type->exit_release(h->obj);
+  for (cobj_live *n = c->live.next; n && n != &c->live; n = n->next)
+    if (n->obj && cobj_live_owned(n)) {
+      if (n->obj->type->shared)
+        cobj_decref(n->obj);
+      else if (n->obj->type->exit_release)
+        n->obj->type->exit_release(n->obj);
     }
 }
 

@@ -37,12 +37,17 @@ static int ptr_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-int cobj_handle_owned(const cobj_handle *h) {
-  if (h->pid == concur_self)
+/* A handle at address h (compared, never read) with that pid. */
+static int owned(const void *h, int pid) {
+  if (pid == concur_self)
     return 1;
   return nadopted && adopted_pid == concur_self &&
          bsearch(&h, adopted, nadopted, sizeof *adopted, ptr_cmp) != NULL;
 }
+
+int cobj_handle_owned(const cobj_handle *h) { return owned(h, h->pid); }
+
+int cobj_live_owned(const cobj_live *n) { return owned(n->handle, n->pid); }
 
 void cobj_adopt_handles(cobj_handle **handles, size_t n) {
   free(adopted);   /* the parent's own adoptions */
@@ -83,10 +88,38 @@ void cobj_decref(cobj *o) {
 
 /* ---- per-state context ------------------------------------------------- */
 
+static void live_unlink(cobj_live *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->prev = n->next = NULL;
+}
+
+/* Gives back what a handle's reference holds (as its __gc does). */
+static void release_ref(cobj *o, int is_owned) {
+  /* An unowned handle's object may be gone already (its owner freed it):
+   * tell shared from local by address, never by reading it. */
+  if (is_owned || !shm_contains(o))
+    cobj_decref(o);
+}
+
+/* The state closes: a node still listed is a handle whose finalizer Lua
+ * dropped (out of memory) or one finalized after this (older than the
+ * context): its reference is given back now, the node left detached for
+ * that finalizer, if it comes, to free. */
 static int ctx_gc(lua_State *L) {
   state_ctx *c = lua_touserdata(L, 1);
   free(c->named);
   c->named = NULL;
+  if (c->live.next) {
+    while (c->live.next != &c->live) {
+      cobj_live *n = c->live.next;
+      live_unlink(n);
+      cobj *o = n->obj;
+      n->obj = NULL;
+      if (o)
+        release_ref(o, cobj_live_owned(n));
+    }
+  }
   return 0;
 }
 
@@ -173,7 +206,7 @@ cobj *cobj_check(lua_State *L, int idx, const cobj_type *type) {
 void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue) {
   handle *h = lua_newuserdatauv(L, sizeof *h, nuvalue);
   h->obj = NULL;                           /* empty: its __gc does nothing */
-  h->prev = h->next = NULL;
+  h->live = NULL;
   if (luaL_getmetatable(L, type->name) == LUA_TNIL) {
     lua_pop(L, 1);
     if (type->open_meta == NULL)
@@ -190,10 +223,17 @@ void cobj_bind(lua_State *L, int idx, cobj *o) {
   h->obj = o;                              /* from here its __gc releases o */
   h->pid = concur_self;
   state_ctx *c = ctx_get(L);
-  h->next = c->live.next;
-  h->prev = &c->live;
-  c->live.next->prev = h;
-  c->live.next = h;
+  cobj_live *n = malloc(sizeof *n);
+  if (n == NULL)   /* the handle's __gc releases o */
+    luaL_error(L, "not enough memory");
+  n->obj = o;
+  n->handle = h;
+  n->pid = h->pid;
+  n->next = c->live.next;
+  n->prev = &c->live;
+  c->live.next->prev = n;
+  c->live.next = n;
+  h->live = n;
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_IDENTITY);
   lua_pushvalue(L, idx);
@@ -210,6 +250,8 @@ void cobj_push(lua_State *L, cobj *o) {
       if (o->type->shared)
         cobj_incref(o);
       h->pid = concur_self;
+      if (h->live)
+        h->live->pid = h->pid;
     }
     lua_replace(L, -3);
     lua_pop(L, 1);
@@ -225,20 +267,23 @@ void cobj_push(lua_State *L, cobj *o) {
 
 static int handle_gc(lua_State *L) {
   handle *h = lua_touserdata(L, 1);
-  if (h && h->obj) {
-    cobj *o = h->obj;
-    h->obj = NULL;
+  if (h == NULL)
+    return 0;
+  cobj *o = h->obj;
+  cobj_live *n = h->live;
+  if (o)   /* the self cache may name this handle: it is going */
     atomic_fetch_add_explicit(&cobj_handle_gen, 1, memory_order_relaxed);
-    /* An unowned handle's object may be gone already (its owner freed it):
-     * tell shared from local by address, never by reading it. */
-    if (cobj_handle_owned(h) || !shm_contains(o))
-      cobj_decref(o);
+  h->obj = NULL;
+  h->live = NULL;
+  if (n) {
+    if (n->obj == NULL)   /* released when the state's context closed */
+      o = NULL;
+    if (n->prev)
+      live_unlink(n);
+    free(n);
   }
-  if (h && h->next) {
-    h->prev->next = h->next;
-    h->next->prev = h->prev;
-    h->prev = h->next = NULL;
-  }
+  if (o)
+    release_ref(o, cobj_handle_owned(h));
   return 0;
 }
 

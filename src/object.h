@@ -57,12 +57,24 @@ void cobj_decref_unmarked(cobj *o);
  * its parent's (the count of a shared object is in shared memory, not
  * copied), so it takes its own (cobj_fork_*, below) and never releases a
  * reference it does not own. */
+/* The state's live handles, finalizer pending included (the identity map
+ * drops those first): what a forked child gives back when it ends.  A node
+ * of its own per handle, malloc'd, never inside the userdata: when Lua
+ * cannot call a finalizer for lack of memory it drops it and frees the
+ * userdata anyway, and a list through the userdata would then hold a
+ * dangling pointer.  Such a node stays, with its reference, until the
+ * state closes (ctx's __gc releases it). */
+typedef struct cobj_live {
+  struct cobj_live *prev, *next;
+  cobj *obj;                   /* NULL once released by the state's close */
+  const void *handle;          /* the handle's address: compared, never read */
+  int pid;                     /* the handle's pid */
+} cobj_live;
+
 typedef struct cobj_handle {
   cobj *obj;
   int pid;
-  /* The state's live handles, finalizer pending included (the identity
-   * map drops those first): what a forked child gives back when it ends. */
-  struct cobj_handle *prev, *next;
+  cobj_live *live;             /* NULL: not listed (never bound, or no memory) */
 } cobj_handle;
 
 /* The last handle a hot method checked on this OS thread, valid while no
@@ -79,6 +91,7 @@ extern atomic_ulong cobj_handle_gen;
  * concur_self, or adopted (a forked child: handles whose references the
  * parent took for it, cobj_adopt_handles, which takes the array). */
 int cobj_handle_owned(const cobj_handle *h);
+int cobj_live_owned(const cobj_live *n);   /* the same for a listed node */
 void cobj_adopt_handles(cobj_handle **handles, size_t n);
 
 /* Pushes the one handle of `o` in L, making it (and taking a reference) if
@@ -212,7 +225,7 @@ typedef struct state_ctx {
    * size a power of two; NULL: empty. */
   const void **named;
   size_t named_size;
-  cobj_handle live;      /* sentinel of the state's live handles */
+  cobj_live live;        /* sentinel of the state's live handles */
 } state_ctx;
 
 state_ctx *ctx_get(lua_State *L);   /* the context; makes it on first use */
