@@ -374,13 +374,24 @@ concur.Timer = Timer
 
 local lazy = {Pool = "concur.pool", ThreadPool = "concur.pool"}
 
+-- concur.excepthook is read and assigned through the metatable (below): the
+-- hook lives in the C core, per Lua state (see set_excepthook).
+local set_excepthook
+
 setmetatable(concur, {
   __index = function(_, key)
+    if key == "excepthook" then
+      return core.get_excepthook() or core.excepthook_default
+    end
     local module = lazy[key]
     if module ~= nil then
       require(module)
       return rawget(concur, key)
     end
+  end,
+  __newindex = function(t, key, value)
+    if key == "excepthook" then return set_excepthook(value) end
+    rawset(t, key, value)
   end,
   layer = {raise = raise, core_call = core_call, check_options = check_options,
     bad_self = bad_self, typename = typename, callable = callable,
@@ -405,6 +416,26 @@ concur.getpid = core.getpid
 concur.active_children = core.active_children
 concur.current_process = core.current_process
 concur.parent_process = core.parent_process
+
+--- set_excepthook(fn): fn({exc_value = e, traceback = s, thread = t}) is
+--- called in a thread whose target raised, instead of the report on stderr;
+--- nil (or concur.__excepthook__) restores that report.  The hook is this
+--- state's, and crosses to the threads it starts from then on (with the
+--- thread, by the transfer rules); a thread's own set_excepthook changes
+--- its own and its future threads' hook only.  concur.excepthook reads it
+--- (concur.__excepthook__ when none is set); assigning it sets it.
+concur.__excepthook__ = core.excepthook_default
+register(core.excepthook_default, "__excepthook__")
+
+set_excepthook = function(fn)
+  if fn ~= nil and not callable(fn) then
+    raise(("bad argument #1 to 'set_excepthook' (function expected, got %s)")
+      :format(typename(fn)), 2)
+  end
+  if rawequal(fn, core.excepthook_default) then fn = nil end
+  core_call(core.set_excepthook, fn)
+end
+concur.set_excepthook = set_excepthook
 
 concur.currentThread = core.current_thread
 concur.activeCount = core.active_count

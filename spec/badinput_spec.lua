@@ -996,14 +996,15 @@ describe("bad input:", function()
       W("threads can only be started once"))
     misuse(G, "main_thread().daemon = true", "error", function() concur.main_thread().daemon = true end,
       W("cannot set daemon status of active thread"))
-    for _, case in ipairs({{"itself", "current_thread", "cannot join current thread"},
-                           {"the main thread", "main_thread", "cannot join the main thread"}}) do
-      local whom, getter, message = unpack(case)
-      misuse(G, "a thread joining " .. whom, "error", function()
-        local t = concur.Thread{target = function(get)
-          local ok, err = pcall(function() require("concur")[get]():join() end)
+    for _, case in ipairs({{"itself", "current_thread", "join", "cannot join current thread"},
+                           {"the main thread's result", "main_thread", "result",
+                            "cannot wait for the result of the main thread"}}) do
+      local whom, getter, method, message = unpack(case)
+      misuse(G, "a thread waiting for " .. whom, "error", function()
+        local t = concur.Thread{target = function(get, m)
+          local ok, err = pcall(function() local h = require("concur")[get](); h[m](h, 0) end)
           return ok, err
-        end, args = {getter}}
+        end, args = {getter, method}}
         t:start()
         local ok, err = t:result()
         assert(not ok)

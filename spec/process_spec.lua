@@ -537,6 +537,78 @@ describe("concur.Process", function()
     end)
   end)
 
+  describe("main_thread and current_thread in a child", function()
+    -- The child reports through child_report's file: one line per value.
+    it("forked from the main thread: the parent's main thread, alive", function()
+      local main = concur.main_thread()
+      local _, lines = child_report(function()
+        local m = concur.main_thread()
+        return rawequal(m, main), rawequal(concur.current_thread(), m), m:is_alive(), m.name
+      end)
+      assert.are.same({"true", "true", "true", "MainThread"}, lines)
+    end)
+
+    it("forked from a thread: that thread; the parent's other threads have ended", function()
+      local path = os.tmpname()
+      local release = concur.Event()
+      local other = concur.Thread{name = "other", target = function() release:wait(30) end}
+      other:start()
+      local forker = concur.Thread{name = "forker", target = function(file, main, other)
+        local c = require "concur"
+        local me = c.current_thread()
+        local p = c.Process{target = function()
+          local m = c.main_thread()
+          local lines = {
+            rawequal(m, me), rawequal(c.current_thread(), m), m.name, m:is_alive(),
+            -- the parent's main and other threads do not exist here
+            main:is_alive(), main:join(), main:join(0),
+            other:is_alive(), other:join(0),
+            select(2, pcall(m.join, m, 0)),
+            c.active_count(),
+          }
+          local out = io.open(file, "w")
+          for _, v in ipairs(lines) do out:write(tostring(v), "\n") end
+          out:close()
+        end}
+        p:start()
+        return p:join(30), p.exitcode
+      end, args = {path, concur.main_thread(), other}}
+      forker:start()
+      local joined, code = forker:result()
+      release:set()
+      other:join()
+      local lines = {}
+      for line in io.lines(path) do lines[#lines + 1] = line end
+      os.remove(path)
+      assert.is_true(joined)
+      assert.are.equal(0, code)
+      assert.are.same({"true", "true", "forker", "true", "false", "true", "true", "false", "true"},
+        {unpack(lines, 1, 9)})
+      assert.matches("cannot join current thread", lines[10])
+      assert.are.equal("1", lines[11])
+      -- and in the parent nothing changed
+      assert.are.equal("MainThread", concur.main_thread().name)
+      assert.is_true(concur.main_thread():is_alive())
+    end)
+
+    -- A thread started in such a child (TSan: in a fixture, see above).
+    it("a thread joining the main thread in a child forked from the main thread waits for its end",
+      function()
+        local out, code = run_fixture("thread_join_main.lua", "fork_main")
+        assert.are.equal(0, code, out)
+        support.assert_in_order(out, "end of main\n", "end of thread\ttrue\tfalse\n")
+        support.assert_in_order(out, "end of thread\ttrue\tfalse\n", "child joined\ttrue\t0\n")
+      end)
+
+    it("a thread joining the parent's main thread in a child forked from a thread returns at once",
+      function()
+        local out, code = run_fixture("thread_join_main.lua", "fork_thread")
+        assert.are.equal(0, code, out)
+        support.assert_in_order(out, "end of main\n", "end of thread\ttrue\tfalse\n")
+        support.assert_in_order(out, "end of thread\ttrue\tfalse\n", "child joined\ttrue\t0\n")
+      end)
+  end)
+
   describe("with threads", function()
     it("a process can start a thread and return its result", function()
       local out, code = run_fixture("process_threads.lua")

@@ -478,11 +478,45 @@ describe("module functions", function()
       assert.are.same({false, t.name, "MainThread", true}, {t:result()})
     end)
 
-    it("the main thread cannot be started or joined", function()
+    it("the main thread cannot be started, nor joined by itself", function()
       local main = concur.main_thread()
-      assert.has_error(function() main:start() end)
-      assert.has_error(function() main:join() end)
+      assert.matches("threads can only be started once", err_of(function() main:start() end))
+      assert.matches("cannot join current thread", err_of(function() main:join() end))
+      assert.matches("cannot join current thread", err_of(function() main:join(0) end))
     end)
+  end)
+
+  describe("joining the main thread", function()
+    it("from a thread: join(timeout) returns false while the main thread runs", function()
+      -- main is blocked in result() below, so it is surely still running
+      local t = go(function(m)
+        local t0 = concur.time()
+        local joined = m:join(0.2)
+        return joined, concur.time() - t0, m:is_alive()
+      end, concur.main_thread())
+      local joined, waited, alive = t:result()
+      assert.is_false(joined)
+      assert.is_true(waited >= 0.15, "waited " .. waited .. " s")
+      assert.is_true(alive)
+    end)
+
+    it("from a thread: the main thread has no result", function()
+      local t = go(function(m) return pcall(m.result, m, 0) end, concur.main_thread())
+      local ok, err = t:result()
+      assert.is_false(ok)
+      assert.matches("cannot wait for the result of the main thread", err)
+    end)
+
+    -- CPython's ThreadJoinOnShutdown: the main thread ends when the exit
+    -- rules begin, before they wait for the non-daemon threads.
+    for _, mode in ipairs({"end", "exit3"}) do
+      it("returns once the main chunk has ended, and the exit waits for the joiner (" .. mode .. ")",
+        function()
+          local out, code = run_fixture("thread_join_main.lua", mode)
+          assert.are.equal(mode == "end" and 0 or 3, code, out)
+          support.assert_in_order(out, "end of main\n", "end of thread\ttrue\tfalse\n")
+        end)
+    end
   end)
 
   describe("get_ident", function()

@@ -241,6 +241,7 @@ enum {
   CTX_PROCESS_CLASS,   /* the Lua layer's Process class, for handles */
   CTX_TRACEBACK,       /* last traceback captured by the thread runner */
   CTX_ERRORS,          /* the Lua layer's error values by name (Empty, ...) */
+  CTX_EXCEPTHOOK,      /* concur.set_excepthook's function; nil: the default */
   CTX_SLOTS
 };
 

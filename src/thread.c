@@ -56,8 +56,10 @@ typedef struct thread_obj {
   lua_Integer ident;         /* (rt) */
   long native_id;            /* (rt) */
   pthread_cond_t changed;    /* (rt) ids known, or the thread ended */
-  tbuf start;                /* fields + package paths; the worker's once started */
+  tbuf start;                /* package paths + fields [+ excepthook]; the
+                                worker's once started */
   size_t start_split;        /* length of the first message (the paths) */
+  size_t hook_at;            /* where the excepthook starts (start.len: none) */
   const void *creator;       /* main lua_State of the state that made it;
                                 compared only, never used */
   tbuf result;               /* results, or the error value; fixed once DONE */
@@ -299,8 +301,14 @@ static int run_entry(lua_State *L) {
     }
   }
   lua_settop(L, 0);
+  if (t->hook_at < t->start.len) {   /* the starter's excepthook is this state's */
+    ctx_push_table(L);
+    transfer_decode_tbuf(L, &t->start, t->hook_at, t->start.len - t->hook_at);
+    lua_rawseti(L, -2, CTX_EXCEPTHOOK);
+    lua_settop(L, 0);
+  }
   transfer_decode_tbuf(L, &t->start, t->start_split,
-                       t->start.len - t->start_split);             /* 1: fields */
+                       t->hook_at - t->start_split);               /* 1: fields */
   cobj_push(L, &t->hdr);                                           /* 2: self */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 2, 1);
@@ -310,11 +318,8 @@ static int run_entry(lua_State *L) {
   return lua_gettop(L) - 2;
 }
 
-static void report_failure(thread_obj *t, const char *body) {
-  char head[300];
-  pthread_mutex_lock(&rt.lock);
-  snprintf(head, sizeof head, "Exception in thread %s:\n", t->name);
-  pthread_mutex_unlock(&rt.lock);
+/* Writes `head` and `body` as one report (state_report_error). */
+static void report_text(const char *head, const char *body) {
   size_t hl = strlen(head), bl = strlen(body);
   char *all = malloc(hl + bl + 2);
   if (all == NULL) {
@@ -330,11 +335,73 @@ static void report_failure(thread_obj *t, const char *body) {
   free(all);
 }
 
-/* Protected: reports a thread's failure and keeps its error in t->result.
- * 1: t (light); 2: the error value; 3: its traceback or nil; 4: a C string
- * (light) that replaces 2 and 3 when the results could not be encoded. */
+/* The default report of a thread's error: "Exception in thread NAME:". */
+static void report_failure(thread_obj *t, const char *body) {
+  char head[300];
+  pthread_mutex_lock(&rt.lock);
+  snprintf(head, sizeof head, "Exception in thread %s:\n", t->name);
+  pthread_mutex_unlock(&rt.lock);
+  report_text(head, body);
+}
+
+static int hook_msgh(lua_State *L) {
+  luaL_traceback(L, L, state_error_string(L, 1), 1);
+  return 1;
+}
+
+/* Reports t's error (2: its value, 3: its traceback or nil) through the
+ * state's excepthook, or the default way when there is none.  An error of
+ * the hook itself is reported the default way, after the thread's own. */
+static void report_or_hook(lua_State *L, thread_obj *t) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_EXCEPTHOOK);
+  lua_remove(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
+                                                   : state_error_string(L, 2));
+    return;
+  }
+  int hook = lua_gettop(L);
+  lua_pushcfunction(L, hook_msgh);
+  lua_insert(L, hook);                      /* msgh, hook */
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "exc_value");
+  if (lua_type(L, 3) == LUA_TSTRING)
+    lua_pushvalue(L, 3);
+  else
+    state_error_string(L, 2);
+  lua_setfield(L, -2, "traceback");
+  cobj_push(L, &t->hdr);
+  lua_setfield(L, -2, "thread");
+  if (lua_pcall(L, 1, 0, hook) == LUA_OK) {
+    lua_settop(L, hook - 1);
+    return;
+  }
+  report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
+                                                 : state_error_string(L, 2));
+  char head[300];
+  pthread_mutex_lock(&rt.lock);
+  snprintf(head, sizeof head, "Exception in the excepthook of thread %s:\n", t->name);
+  pthread_mutex_unlock(&rt.lock);
+  report_text(head, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(no message)");
+  lua_settop(L, hook - 1);
+}
+
+typedef struct run_args {
+  thread_obj *t;
+  int ok;
+  int kept;        /* the error is in t->result */
+} run_args;
+
+/* Protected: keeps a thread's error in t->result, then reports it.
+ * 1: the run_args (light); 2: the error value; 3: its traceback or nil;
+ * 4: a C string (light) that replaces 2 and 3 when the results could not
+ * be encoded. */
 static int run_fail(lua_State *L) {
-  thread_obj *t = lua_touserdata(L, 1);
+  run_args *a = lua_touserdata(L, 1);
+  thread_obj *t = a->t;
   const char *cmsg = lua_touserdata(L, 4);
   char err[TRANSFER_ERRLEN];
   if (cmsg) {
@@ -343,23 +410,20 @@ static int run_fail(lua_State *L) {
     luaL_traceback(L, L, cmsg, 0);
     lua_replace(L, 3);
   }
-  report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
-                                                 : state_error_string(L, 2));
   /* The error value travels by the transfer rules; if it cannot, its
-   * string form does. */
+   * string form does.  Kept before the report: an excepthook that changes
+   * the value changes not what result() raises. */
   tbuf_free(&t->result);
   if (!transfer_encode(L, 2, 1, "error", 1, &t->result, err)) {
     state_error_string(L, 2);
     if (!transfer_encode(L, -1, 1, "error", 1, &t->result, err))
       tbuf_free(&t->result);
+    lua_pop(L, 1);
   }
+  a->kept = 1;
+  report_or_hook(L, t);
   return 0;
 }
-
-typedef struct run_args {
-  thread_obj *t;
-  int ok;
-} run_args;
 
 /* Protected (run_task): runs the thread's code and keeps its result or
  * error in t->result; a->ok says which. */
@@ -384,7 +448,7 @@ static int run_protected(lua_State *L) {
    * could not cross.  Nothing below allocates outside run_fail's pcall. */
   int errv = lua_gettop(L);
   lua_pushcfunction(L, run_fail);
-  lua_pushlightuserdata(L, t);
+  lua_pushlightuserdata(L, a);
   if (st != LUA_OK) {
     lua_pushvalue(L, errv);
     ctx_push_table(L);
@@ -398,8 +462,10 @@ static int run_protected(lua_State *L) {
   }
   if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
     report_failure(t, "(the error could not be reported: not enough memory)");
-    tbuf_free(&t->result);
-    t->errmsg = strdup("thread failed; its error could not be kept (not enough memory)");
+    if (!a->kept) {
+      tbuf_free(&t->result);
+      t->errmsg = strdup("thread failed; its error could not be kept (not enough memory)");
+    }
   }
   tbuf_set_owner(&t->result, &t->hdr);
   lua_settop(L, base);
@@ -421,7 +487,7 @@ static int run_task(worker *w, thread_obj *t) {
     return 0;
   }
   int base = lua_gettop(L);
-  run_args a = {t, 0};
+  run_args a = {t, 0, 0};
   if (concur_cpcall(L, run_protected, &a) != LUA_OK) {
     report_failure(t, "(the thread could not run: not enough memory)");
     tbuf_free(&t->result);
@@ -573,10 +639,16 @@ static int th_start(lua_State *L) {
   push_package_field(L, "path");
   push_package_field(L, "cpath");
   lua_getiuservalue(L, 1, 1);
-  int ok = transfer_encode(L, -3, 2, "package", 0, &msg, err);
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_EXCEPTHOOK);   /* the one in force now is the thread's */
+  lua_remove(L, -2);
+  int ok = transfer_encode(L, -4, 2, "package", 0, &msg, err);
   size_t split = msg.len;
-  ok = ok && transfer_encode(L, -1, 1, "", 1, &msg, err);
-  lua_pop(L, 3);
+  ok = ok && transfer_encode(L, -2, 1, "", 1, &msg, err);
+  size_t hook_at = msg.len;
+  if (!lua_isnil(L, -1))
+    ok = ok && transfer_encode(L, -1, 1, "excepthook", 1, &msg, err);
+  lua_pop(L, 4);
   if (!ok) {
     tbuf_free(&msg);
     return luaL_error(L, "%s", err);
@@ -595,6 +667,7 @@ static int th_start(lua_State *L) {
   }
   t->start = msg;
   t->start_split = split;
+  t->hook_at = hook_at;
   t->state = TH_STARTED;
   live_add(t);
   if (!t->daemon)
@@ -694,17 +767,22 @@ static int th_wait_done(thread_obj *t, double timeout) {
   return t->state == TH_DONE;
 }
 
-static void check_joinable(lua_State *L, thread_obj *t, const char *what) {
+/* Python's rules: a thread never waits for itself; the main thread may be
+ * joined (it ends when the exit rules begin: thread_exit_wait), but it has no
+ * results; a dummy thread (one concur did not start) never ends here. */
+static void check_joinable(lua_State *L, thread_obj *t, const char *what, int for_result) {
   if (t == th_current())
     luaL_error(L, "cannot %s current thread", what);
-  if (t->is_main || t->is_dummy)
+  if (t->is_dummy)
+    luaL_error(L, "cannot %s a dummy thread", what);
+  if (t->is_main && for_result)
     luaL_error(L, "cannot %s the main thread", what);
 }
 
 static int th_join(lua_State *L) {
   thread_obj *t = th_self(L);
   double timeout = concur_opt_timeout(L, 2);
-  check_joinable(L, t, "join");
+  check_joinable(L, t, "join", 0);
   pthread_mutex_lock(&rt.lock);
   if (t->state == TH_NEW) {
     pthread_mutex_unlock(&rt.lock);
@@ -727,7 +805,7 @@ static int th_join(lua_State *L) {
 static int th_result(lua_State *L) {
   thread_obj *t = th_self(L);
   double timeout = concur_opt_timeout(L, 2);
-  check_joinable(L, t, "wait for the result of");
+  check_joinable(L, t, "wait for the result of", 1);
   pthread_mutex_lock(&rt.lock);
   if (t->state == TH_NEW) {
     pthread_mutex_unlock(&rt.lock);
@@ -843,6 +921,51 @@ static int th_active_count(lua_State *L) {
   return 1;
 }
 
+/* core.set_excepthook(fn or nil): this state's hook, which the threads it
+ * starts from now on take with them (th_start).  The Lua layer checks that
+ * fn is callable; here, that it can cross to a thread. */
+static int th_set_excepthook(lua_State *L) {
+  lua_settop(L, 1);
+  if (!lua_isnil(L, 1)) {
+    tbuf trial = TBUF_INIT;
+    char err[TRANSFER_ERRLEN];
+    int ok = transfer_encode(L, 1, 1, "excepthook", 1, &trial, err);
+    tbuf_free(&trial);
+    if (!ok)
+      return luaL_error(L, "bad argument #1 to 'set_excepthook' (%s)", err);
+  }
+  ctx_push_table(L);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, CTX_EXCEPTHOOK);
+  return 0;
+}
+
+/* core.get_excepthook() -> this state's hook, or nil for the default. */
+static int th_get_excepthook(lua_State *L) {
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_EXCEPTHOOK);
+  return 1;
+}
+
+/* concur.__excepthook__(args): the default report of a thread's error,
+ * "Exception in thread NAME:" and args.traceback (else args.exc_value as a
+ * string), in one piece through the host's reporter (stderr by default). */
+static int th_excepthook_default(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  if (lua_getfield(L, 1, "traceback") != LUA_TSTRING) {
+    lua_getfield(L, 1, "exc_value");
+    state_error_string(L, -1);
+  }
+  int body = lua_gettop(L);
+  const char *name = "?";
+  if (lua_getfield(L, 1, "thread") != LUA_TNIL && lua_getfield(L, -1, "name") != LUA_TNIL)
+    name = state_error_string(L, -1);
+  lua_pushfstring(L, "Exception in thread %s:\n", name);
+  report_text(lua_tostring(L, -1), lua_tostring(L, body));
+  return 0;
+}
+
 /* A box of references, released by __gc even if pushing handles raises. */
 typedef struct refbox {
   size_t n;
@@ -917,11 +1040,25 @@ static void self_abandon_locked(void) {
   pthread_cond_broadcast(&rt.exit_cond);
 }
 
-/* The first exit rule (exit.c, EXIT_THREADS): the caller counts as ended,
- * then the non-daemon threads are waited for. */
+/* The main thread ends when the exit rules begin (rt.lock held), before the
+ * non-daemon threads are waited for, as in CPython's threading._shutdown:
+ * a thread that joins the main thread then returns, and the exit cannot
+ * wait on it for ever. */
+static void main_end_locked(void) {
+  thread_obj *m = rt.main;
+  if (m == NULL || m->state != TH_STARTED)
+    return;
+  live_remove(m);
+  m->state = TH_DONE;
+  pthread_cond_broadcast(&m->changed);
+}
+
+/* The first exit rule (exit.c, EXIT_THREADS): the caller and the main
+ * thread count as ended, then the non-daemon threads are waited for. */
 static void thread_exit_wait(void) {
   pthread_mutex_lock(&rt.lock);
   self_abandon_locked();
+  main_end_locked();
   while (rt.nondaemon > 0)
     pthread_cond_wait(&rt.exit_cond, &rt.lock);
   pthread_mutex_unlock(&rt.lock);
@@ -998,10 +1135,30 @@ static void rt_atfork_child(void) {
   pthread_mutex_unlock(&rt.lock);   /* the forking thread took it in prepare (or froze) */
   cond_init_monotonic(&rt.exit_cond);
   thread_obj *self = th_current();
+  /* The forking thread is this process's main thread (Python's
+   * threading._after_fork): main_thread() and current_thread() are its
+   * handle, and the parent's main thread, which does not exist here, has
+   * ended like the others.  A dummy becomes "MainThread". */
+  thread_obj *old_main = rt.main;
+  if (self != old_main) {
+    cobj_incref(&self->hdr);
+    rt.main = self;
+    self->is_main = 1;
+    if (self->is_dummy) {
+      self->is_dummy = 0;
+      self->daemon = 0;
+      char *name = strdup("MainThread");
+      if (name) {
+        free(self->name);
+        self->name = name;
+      }
+      live_add(self);   /* a dummy is on no list */
+    }
+  }
   for (thread_obj *t = rt.live.next; t != &rt.live;) {
     thread_obj *next = t->next;
     cond_init_monotonic(&t->changed);   /* its waiters stayed in the parent */
-    if (t != self && t != rt.main) {
+    if (t != self) {
       live_remove(t);
       t->state = TH_DONE;   /* its thread does not exist here */
       t->failed = 1;
@@ -1013,6 +1170,8 @@ static void rt_atfork_child(void) {
     }
     t = next;
   }
+  if (old_main != rt.main)
+    cobj_decref(&old_main->hdr);   /* the runtime's; handles keep their own */
   int self_running = current && current->state == TH_STARTED;
   rt.nondaemon = self_running && !current->daemon;
   rt.ndaemon_busy = self_running && current->daemon;
@@ -1113,7 +1272,9 @@ void thread_open(lua_State *L) {
     {"current_thread", th_current_thread}, {"main_thread", th_main_thread},
     {"get_ident", th_get_ident}, {"get_native_id", th_get_native_id},
     {"active_count", th_active_count}, {"enumerate", th_enumerate},
-    {"stack_size", th_stack_size}, {NULL, NULL}
+    {"stack_size", th_stack_size}, {"set_excepthook", th_set_excepthook},
+    {"get_excepthook", th_get_excepthook}, {"excepthook_default", th_excepthook_default},
+    {NULL, NULL}
   };
   cobj_attr_metatable(L, &thread_type, &th_attrs, th_tostring);
   if (luaL_newmetatable(L, "concur.refbox")) {
