@@ -364,10 +364,12 @@ local function sentinel(name)
 end
 
 --- Sentinel(name) -> the unique value of that name (a non-empty string).
-function concur.Sentinel(name)
+function concur.Sentinel(...)
+  local name = ...
   if type(name) ~= "string" or name == "" then
     raise(("bad argument #1 to 'Sentinel' (non-empty string expected, got %s)")
-      :format(type(name) == "string" and "empty string" or typename(name)), 2)
+      :format(select("#", ...) == 0 and "no value" or name == "" and "empty string"
+        or typename(name)), 2)
   end
   return sentinel(name)
 end
