@@ -264,15 +264,47 @@ concur.Process = Process
 -- Unique values raised by queues, barriers and results: compare with ==,
 -- tostring gives the name.  Registered, so each state has its own and a
 -- transfer gives the receiver's.
+--
+-- A raise makes an object of its own, {name = "Empty", where = "file:line: "}
+-- with the sentinels' metatable (cobj_push_error in src/object.c, raise_value
+-- below): an uncaught one shows where it was raised, and __eq makes it ==
+-- its sentinel (on 5.1, 5.2 and LuaJIT too: both are tables with this __eq)
+-- and == any other raise of it; not rawequal, not the same table key.  It
+-- crosses states as a table with this (registered) metatable: the receiver
+-- gets a raised object == its own sentinel.
 
--- The values are empty tables, their names kept here: a field of their own
--- could be assigned (__newindex only sees keys a table lacks).
+-- The sentinels are empty tables, their names kept here: a field of their
+-- own could be assigned (__newindex only sees keys a table lacks).
 local error_names = {}
+local error_guard = "concur error value"
+
 local error_mt = {
-  __index = function(e, k) if k == "name" then return error_names[e] end end,
-  __tostring = function(e) return "concur." .. error_names[e] end,
+  __index = function(e, k)
+    if k == "name" then return error_names[e] or error_names[rawget(e, 1)] end
+  end,
+  __tostring = function(e)
+    local name = error_names[e]
+    if name ~= nil then return "concur." .. name end
+    local where = rawget(e, 2)
+    return (type(where) == "string" and where or "") .. "concur." .. tostring(error_names[rawget(e, 1)])
+  end,
+  -- Both are tables (Lua calls __eq for nothing else); on 5.3 and 5.4 the
+  -- other one may be any table.
+  __eq = function(a, b)
+    local sa = error_names[a] and a
+    if not sa then
+      if getmetatable(a) ~= error_guard then return false end
+      sa = a[1]
+    end
+    local sb = error_names[b] and b
+    if not sb then
+      if getmetatable(b) ~= error_guard then return false end
+      sb = b[1]
+    end
+    return rawequal(sa, sb) and error_names[sa] ~= nil
+  end,
   __newindex = function() raise("concur error values are read-only", 2) end,
-  __metatable = "concur error value",
+  __metatable = error_guard,
 }
 register(error_mt, "error_mt")
 
@@ -284,6 +316,70 @@ for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "S
 end
 
 core.set_error_values(concur)
+
+-- Raises the error value e (a sentinel) as the C core does: a raised object
+-- with the position of the line that called into this module (see raise;
+-- "" where that is a C function, as luaL_where gives, or without the debug
+-- library).
+local function raise_value(e)
+  local where = ""
+  if getinfo then
+    local l, ar = 2, nil
+    repeat
+      ar = getinfo(l, "Sl")
+      l = l + 1
+    until ar == nil or not in_layer(ar.source)
+    if ar and ar.currentline > 0 then where = ar.short_src .. ":" .. ar.currentline .. ": " end
+  end
+  error(setmetatable({e, where}, error_mt), 0)
+end
+
+-- Sentinels -------------------------------------------------------------------
+-- concur.Sentinel(name): a unique value, the same for one name in every
+-- state (each state makes its own on first use) and process.  Registered as
+-- "Sentinel:<name>", so a transfer gives the receiver's; the receiver makes
+-- it on first sight (the names' __index; the decoder does not read them raw).
+
+local sentinels = {}        -- name -> the sentinel
+local sentinel_names = {}   -- sentinel -> name
+local sentinel_key = "Sentinel:"
+
+local sentinel_mt = {
+  __index = function(s, k) if k == "name" then return sentinel_names[s] end end,
+  __tostring = function(s) return "concur.Sentinel(" .. sentinel_names[s] .. ")" end,
+  __newindex = function() raise("concur sentinels are read-only", 2) end,
+  __metatable = "concur sentinel",
+}
+
+local function sentinel(name)
+  local s = sentinels[name]
+  if s == nil then
+    s = setmetatable({}, sentinel_mt)
+    sentinels[name] = s
+    sentinel_names[s] = name
+    register(s, sentinel_key .. name)
+    core.names_changed()
+  end
+  return s
+end
+
+--- Sentinel(name) -> the unique value of that name (a non-empty string).
+function concur.Sentinel(...)
+  local name = ...
+  if type(name) ~= "string" or name == "" then
+    raise(("bad argument #1 to 'Sentinel' (non-empty string expected, got %s)")
+      :format(select("#", ...) == 0 and "no value" or name == "" and "empty string"
+        or typename(name)), 2)
+  end
+  return sentinel(name)
+end
+
+setmetatable(names, {__index = function(_, key)
+  if type(key) == "string" and key:sub(1, #sentinel_key) == sentinel_key
+    and #key > #sentinel_key then
+    return sentinel(key:sub(#sentinel_key + 1))
+  end
+end})
 
 -- Synchronization ---------------------------------------------------------------
 -- The objects are C (src/sync.c); they live in shared memory and serve threads
@@ -396,7 +492,7 @@ setmetatable(concur, {
   layer = {raise = raise, core_call = core_call, check_options = check_options,
     bad_self = bad_self, typename = typename, callable = callable,
     pack = pack, unpack = unpack, tointeger = tointeger, idiv = idiv, tmove = tmove,
-    xpcall = xpcall_args},
+    xpcall = xpcall_args, raise_value = raise_value},
 })
 
 -- Module functions ------------------------------------------------------------

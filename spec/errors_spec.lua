@@ -183,27 +183,27 @@ describe("errors raised by the Lua layer", function()
     at_line(function() local _ = pool:apply_async(noop) end, "apply_async: pool is terminated")
   end)
 
-  it("point at the caller's line when a pool or its result is used in another thread", function()
+  -- A pool or its result cannot reach another thread: the transfer refuses
+  -- it (the forked child below has a copy of everything instead).
+  it("refuse a pool or its result at the transfer to another thread", function()
     local pool = concur.ThreadPool(1)
     local ev = concur.Event()
     local r = pending_result(pool, ev)
-    -- Each case in the thread gives its message and its line.
-    local t = concur.Thread{target = function(p, res)
-      local out = {}
-      local function case(f)
-        local ok, e = pcall(f)
-        out[#out + 1] = {ok and "(no error)" or tostring(e), debug.getinfo(f, "S").linedefined}
-      end
-      case(function() local _ = res:get(0) end)
-      case(function() local _ = res:wait(0) end)
-      case(function() local _ = p:apply(print) end)
-      case(function() local _ = p:map(print, {1}) end)
-      case(function() p:close() end)
-      case(function() p:terminate() end)
-      return out
-    end, args = {pool, r}}
-    t:start()
-    assert_refused_at_callers(t:result(), 6, pool, ev)
+    local ran = concur.Event()
+    for _, args in ipairs({{pool}, {r}, {1, {p = pool}}}) do
+      local t = concur.Thread{target = function() ran:set() end, args = args}
+      local ok, e = pcall(t.start, t)
+      assert.is_false(ok)
+      assert_has(e, args[1] == r and "bad value at args[1] (concur.AsyncResult)"
+        or args[1] == pool and "bad value at args[1] (concur.ThreadPool)"
+        or "bad value at args[2].p (concur.ThreadPool)")
+      assert.is_false(t:is_alive())
+    end
+    assert.is_false(ran:is_set())
+    ev:set()
+    assert.is_nil(r:get(10))
+    pool:close()
+    pool:join()
   end)
 
   it("point at the caller's line when a pool or its result is used in a forked child", function()
@@ -246,6 +246,148 @@ describe("errors raised by the Lua layer", function()
     end
     assert.same({"Queue", "JoinableQueue", "Timer", "ThreadPool", "Pipe"},
       seen, out)
+  end)
+end)
+
+describe("a raised error value", function()
+  -- One-line functions: the value must carry this file and that line.
+  local function raised_at(fn)
+    local ok, e = pcall(fn)
+    assert.is_false(ok, "expected an error value")
+    assert.equal("table", type(e), tostring(e))
+    return e, "errors_spec.lua:" .. line_of(fn) .. ": "
+  end
+
+  it("is == its value, names it, and tostring gives the caller's line", function()
+    local q, full = concur.Queue(), concur.Queue(1)
+    full:put(1)
+    local b = concur.Barrier(2)
+    b:abort()
+    local t = concur.Thread{target = function(ev) ev:wait(10) end, args = {concur.Event()}}
+    local cases = {
+      {"Empty", function() local _ = q:get_nowait() end},
+      {"Empty", function() local _ = q:get(true, 0.01) end},
+      {"Full", function() full:put_nowait(2) end},
+      {"BrokenBarrierError", function() local _ = b:wait() end},
+      {"TimeoutError", function() local _ = t:result(0.01) end},
+    }
+    t:start()
+    for _, c in ipairs(cases) do
+      local name, fn = c[1], c[2]
+      local e, where = raised_at(fn)
+      assert.is_true(e == concur[name], name)
+      assert.equal(concur[name], e)
+      assert.is_false(rawequal(e, concur[name]), "a raise makes an object of its own")
+      assert.equal(name, e.name)
+      assert_has(tostring(e), where .. "concur." .. name)
+      assert.is_truthy(tostring(e):find("concur%." .. name .. "$"), tostring(e))
+      for _, other in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError"}) do
+        if other ~= name then assert.is_false(e == concur[other], name .. " == " .. other) end
+      end
+      assert.is_false(e == {}, "== a plain table")
+      assert.is_false(e == setmetatable({}, getmetatable(e) and {}), "== another table")
+      assert.is_false(e == concur.Sentinel(name))
+      assert.is_true(e == select(2, pcall(fn)), "two raises of one value")
+      local ok, err = pcall(function() e.name = "x" end)
+      assert.is_false(ok)
+      assert_has(err, "read-only")
+      assert.equal(name, e.name)
+    end
+    t.args[1]:set()
+    t:join()
+  end)
+
+  it("has no position when pcall calls the method itself, as luaL_error", function()
+    local q = concur.Queue()
+    local ok, e = pcall(q.get_nowait, q)
+    assert.is_false(ok)
+    assert.is_true(e == concur.Empty)
+    assert.equal("concur.Empty", tostring(e))
+  end)
+
+  it("is raised at the user's line by AsyncResult:get", function()
+    local pool = concur.ThreadPool(1)
+    local ev = concur.Event()
+    local r = pending_result(pool, ev)
+    local e, where = raised_at(function() local _ = r:get(0.01) end)
+    assert.is_true(e == concur.TimeoutError)
+    assert.equal(where .. "concur.TimeoutError", tostring(e):match("[^/]*$"))
+    ev:set()
+    r:get(10)
+    pool:close()
+    pool:join()
+  end)
+
+  it("comes back from a thread == the value, with the thread's line", function()
+    local target = function()
+      local q = require("concur").Queue()
+      local v = q:get(true, 0.01)   -- two lines below the function's
+      return v
+    end
+    local t = concur.Thread{target = target}
+    t:start()
+    local ok, e = pcall(t.result, t)
+    assert.is_false(ok)
+    assert.is_true(e == concur.Empty, tostring(e))
+    assert.equal("Empty", e.name)
+    assert_has(tostring(e), "errors_spec.lua:" .. line_of(target) + 2 .. ": concur.Empty")
+    -- And in a thread, the value the owner sent is the thread's own.
+    local t2 = concur.Thread{target = function(sent)
+      local c = require "concur"
+      local q = c.Queue()
+      local ok2, e2 = pcall(function() local v = q:get_nowait(); return v end)
+      return rawequal(sent, c.Empty), not ok2 and e2 == c.Empty, sent == e2, e2
+    end, args = {concur.Empty}}
+    t2:start()
+    local same, eq, eq2, back = t2:result()
+    assert.is_true(same)
+    assert.is_true(eq)
+    assert.is_true(eq2)
+    assert.is_true(back == concur.Empty)
+  end)
+
+  it("crosses to and from a process == the value", function()
+    local q, back_q = concur.Queue(), concur.Queue()
+    local p = concur.Process{target = function()
+      local ok, e = pcall(function() local v = back_q:get(true, 0.01); return v end)
+      q:put({ok, e, e == concur.Empty, tostring(e)})
+      local got = back_q:get(true, 10)
+      q:put({got == concur.Full, got.name, tostring(got)})
+    end}
+    p:start()
+    local r = q:get(true, 20)
+    assert.is_false(r[1])
+    assert.is_true(r[3])
+    assert.is_true(r[2] == concur.Empty)
+    assert.equal(r[4], tostring(r[2]))
+    assert_has(r[4], "errors_spec.lua:")
+    local full = concur.Queue(1)
+    full:put(1)
+    local _, e = pcall(function() full:put(2, false) end)
+    back_q:put(e)
+    local back = q:get(true, 20)
+    assert.equal(0, support.finish(p))
+    assert.is_true(back[1])
+    assert.equal("Full", back[2])
+    assert.equal(tostring(e), back[3])
+  end)
+
+  -- lua.c of 5.2 to 5.4 prints tostring of the error object (5.4 and 5.3
+  -- without a traceback), luajit adds one; 5.1's lua.c prints "(error
+  -- object is not a string)" for any table (README, "Runtimes").
+  it("shows where it was raised when nobody catches it", function()
+    local lines = {queue = 8, barrier = 12, result = 16}
+    local names = {queue = "Empty", barrier = "BrokenBarrierError", result = "Empty"}
+    for what, line in pairs(lines) do
+      local out, code = support.run_fixture("errors_uncaught.lua", what)
+      assert.are_not.equal(0, code, out)
+      if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then
+        assert_has(out, "(error object is not a string)")
+      else
+        assert_has(out, "errors_uncaught.lua:" .. line .. ": concur." .. names[what])
+      end
+      if rawget(_G, "jit") then assert_has(out, "stack traceback:") end
+    end
   end)
 end)
 

@@ -459,7 +459,7 @@ describe(kind, function()
       local r = pool:apply_async(function() ev:wait(10); return "late" end)
       local took, ok, e = timed(r.get, r, 0.2)
       assert.is_false(ok)
-      assert.is_true(rawequal(concur.TimeoutError, e), "raised " .. tostring(e))
+      assert.is_true(e == concur.TimeoutError, "raised " .. tostring(e))
       assert.is_true(took >= 0.15 and took < 3, ("get(0.2) took %.3f s"):format(took))
       local took0, ok0, e0 = timed(r.get, r, 0)
       assert.is_false(ok0)
@@ -566,8 +566,11 @@ describe(kind, function()
     it("raise concur's error values as themselves", function()
       local pool = new(1)
       local q = concur.Queue()
-      assert.is_true(rawequal(concur.Empty,
-        raised(pool.apply, pool, function() return q:get(true, 0.01) end)))
+      -- Raised by get: an error object == concur.Empty, with the worker's line.
+      local e = raised(pool.apply, pool, function() local v = q:get(true, 0.01); return v end)
+      assert.is_true(e == concur.Empty, tostring(e))
+      assert.is_truthy(tostring(e):find("pool_spec%.lua:%d+: concur%.Empty$"), tostring(e))
+      -- The value itself, raised by the task: the owner's own.
       assert.is_true(rawequal(concur.Full,
         raised(pool.apply, pool, function() error(concur.Full) end)))
       assert.is_true(concur.TimeoutError ==
@@ -1388,90 +1391,47 @@ describe(kind, function()
 
   ---------------------------------------------------------------------------
   describe("owner", function()
-    -- Runs fn(copy of pool) in another thread, which keeps its copy (and so
-    -- its state) until after_each; fn's pcall results, packed.
-    local function from_thread(pool, fn)
-      local out, keep = concur.Queue(), hold()
-      local t = concur.Thread{target = function(p, out, keep, fn)
-        out:put(pack(pcall(fn, p)))
-        keep:wait(30)
-      end, args = {pool, out, keep, fn}}
-      threads[#threads + 1] = t
-      t:start()
-      return out:get(true, 20)
-    end
-
-    -- Was a bug (fixed; the test stays): apply_async looks at the owner only when a result is waiting
-    -- (none is here: the only worker is held), so from another thread it
-    -- puts the task, with the owner's next tid, and returns a pending result;
-    -- that result then answers the owner's next apply ("foreign").
-    it("apply_async from another thread raises and puts no task", function()
+    -- A pool, or its result, never reaches another thread: the transfer
+    -- refuses it before anything is sent, as it refuses a coroutine, naming
+    -- where it sits (a copy in another state once stopped the owner's
+    -- workers from its __gc, and took the owner's results).  A forked child
+    -- has a copy of everything: the owner checks below refuse its calls.
+    it("cannot be sent to another thread: args, upvalue, table, queue, pipe, result", function()
       local pool = new(1)
-      local ev = hold()
-      local blocker = pool:apply_async(function() ev:wait(10); return "blocker" end)
-      local got = from_thread(pool, function(p)
-        return tostring(p:apply_async(function() return "foreign" end))
-      end)
-      ev:set()
-      assert.equal("blocker", blocker:get(10))
-      local owner = pool:apply(function() return "owner" end)
-      assert.is_false(got[1], "apply_async returned " .. tostring(got[2]))
-      assert_has(got[2], "this pool belongs to another thread or process")
-      assert.equal("owner", owner)
-    end)
-
-    -- Was a bug (fixed; the test stays): the other thread's apply raises the right error, but only after
-    -- it put its task; that task's result then answers the owner's next
-    -- task, which has the same tid: the owner's apply returns "foreign".
-    it("apply from another thread leaves the owner's results alone", function()
-      local pool = new(1)
-      local got = from_thread(pool, function(p)
-        return p:apply(function() return "foreign" end)
-      end)
-      assert.is_false(got[1])
-      assert_has(got[2], "this pool belongs to another thread or process")
-      assert.equal("owner", pool:apply(function() return "owner" end))
-    end)
-
-    -- Was a bug (fixed; the test stays): close and terminate of a copy
-    -- returned without a word (close put stop messages on the owner's task
-    -- queue, terminate drained it and failed the copy's results), and join's
-    -- error pointed inside concur.lua.
-    it("close, terminate and join from another thread raise and leave the pool alone", function()
-      local pool = new(1)
-      for _, m in ipairs({"close", "terminate", "join"}) do
-        local got = from_thread(pool, function(p) return p[m](p) end)
-        assert.is_false(got[1], m .. " returned")
-        assert_has(got[2], "this pool belongs to another thread or process")
-        assert_lacks(got[2], "concur.lua")
+      local label = "(concur." .. kind .. ")"
+      local r = pool:apply_async(function() return "r" end)
+      local ran = concur.Event()
+      local function refused(opts, want)
+        opts.target = opts.target or function() ran:set() end
+        local t = concur.Thread(opts)
+        local ok, e = pcall(t.start, t)
+        assert.is_false(ok, "the thread started")
+        assert_has(e, want)
+        assert.is_false(t:is_alive())
       end
+      refused({args = {pool}}, "bad value at args[1] " .. label)
+      refused({args = {1, {list = {pool}}}}, "bad value at args[2].list[1] " .. label)
+      refused({args = {r}}, "bad value at args[1] (concur.AsyncResult)")
+      refused({target = function() ran:set(); return pool end}, "bad value at target<upvalue pool> " .. label)
+      local q = concur.Queue()
+      local e = err_of(q.put, q, {p = pool})
+      assert_has(e, "bad value at item.p " .. label)
+      assert.equal(0, q:qsize(), "something was put")
+      local a, b = concur.Pipe()
+      assert_has(err_of(a.send, a, pool), label)
+      assert.is_false(b:poll(0), "something was sent")
+      local t = concur.Thread{target = function() return require("concur").ThreadPool(1) end}
+      t:start()
+      assert_has(err_of(t.result, t), "(concur.ThreadPool)")
+      assert.is_false(ran:is_set())
+      -- The class crosses (by name), the pool is still the owner's.
+      local c = concur.Thread{target = function(cls) return cls == require("concur")[kind] end,
+        args = {concur[kind]}}
+      c:start()
+      assert.is_true(c:result())
+      assert.equal("r", r:get(10))
       assert.equal("owner", pool:apply(function() return "owner" end))
       assert_has(tostring(pool), "state=RUN")
-    end)
-
-    -- Was a bug (fixed; the test stays): a copy of the pool collected in another thread's state (at the
-    -- latest when that state closes, after its join) runs Pool.__gc, which
-    -- stops the owner's workers since getpid() is the owner's: a Pool's get
-    -- SIGTERM (a task running then fails with "killed by signal 15"), a
-    -- ThreadPool's get stop messages.  The pool starts new workers, which run
-    -- the initializer again: two more ids on q.
-    it("a copy collected in another thread does not stop the owner's workers", function()
-      local pool, q = pool_with_ids(2)
-      local box = concur.Queue()
-      box:put(pool)
-      local t = concur.Thread{target = function(box)
-        local p = box:get(true, 10)
-        local s = tostring(p)
-        p = nil
-        collectgarbage()
-        collectgarbage()
-        return s
-      end, args = {box}}
-      threads[#threads + 1] = t
-      t:start()
-      assert.equal(("<concur.%s state=RUN pool_size=2>"):format(kind), t:result())
-      assert.same({0, 1}, all_at_once(pool, 2))
-      assert.equal(0, q:qsize(), "workers were replaced")
     end)
 
     if procs then

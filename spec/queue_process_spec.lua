@@ -221,7 +221,7 @@ describe("concur.Queue between processes", function()
       q:put("first")
       local p = go(function()
         local ok, e = pcall(q.put, q, "x", false)
-        if ok or not rawequal(e, concur.Full) then return 2 end
+        if ok or not (e == concur.Full) then return 2 end
         tried:set()
         q:put("second", true, 10)
         return 0
@@ -239,11 +239,11 @@ describe("concur.Queue between processes", function()
         local t0 = concur.time()
         local ok, e = pcall(q.get, q, true, 0.05)
         local took = concur.time() - t0
-        if ok or not rawequal(e, concur.Empty) or tostring(e) ~= "concur.Empty" then return 2 end
+        if ok or not (e == concur.Empty) or tostring(e) ~= "concur.Empty" then return 2 end
         if took < 0.04 or took > 2 then return 3 end
         b:put(1)
         local ok2, e2 = pcall(b.put, b, 2, true, 0.05)
-        if ok2 or not rawequal(e2, concur.Full) then return 4 end
+        if ok2 or not (e2 == concur.Full) then return 4 end
         tried:set()
         local v = q:get(true, 10)
         return v == "go" and 0 or 5

@@ -635,6 +635,95 @@ describe("transfer of concur objects", function()
   end)
 end)
 
+describe("concur.Sentinel", function()
+  it("is one value per name: ==, rawequal, a table key; tostring and name", function()
+    local STOP = concur.Sentinel("STOP")
+    assert.is_true(rawequal(STOP, concur.Sentinel("STOP")))
+    assert.is_false(STOP == concur.Sentinel("GO"))
+    assert.is_false(STOP == concur.Empty)
+    assert.is_false(concur.Empty == STOP)
+    assert.is_false(STOP == {})
+    assert.equal("concur.Sentinel(STOP)", tostring(STOP))
+    assert.equal("STOP", STOP.name)
+    local t = {[STOP] = 1}
+    assert.equal(1, t[concur.Sentinel("STOP")])
+    local odd = concur.Sentinel("a\0b c")
+    assert.equal("a\0b c", odd.name)
+    assert.is_false(odd == concur.Sentinel("a"))
+  end)
+
+  it("is read-only", function()
+    local STOP = concur.Sentinel("STOP")
+    local ok, e = pcall(function() STOP.x = 1 end)
+    assert.is_false(ok)
+    assert.matches("transfer_spec%.lua:%d+: concur sentinels are read%-only", e)
+    ok, e = pcall(function() STOP.name = "GO" end)
+    assert.is_false(ok)
+    assert.equal("STOP", STOP.name)
+    assert.is_nil(next(STOP))
+    assert.equal("string", type(getmetatable(STOP)))
+  end)
+
+  it("wants a non-empty string", function()
+    for _, case in ipairs({{nil, "got nil"}, {"", "got empty string"}, {5, "got number"},
+        {{}, "got table"}}) do
+      local ok, e = pcall(function() local s = concur.Sentinel(case[1]); return s end)
+      assert.is_false(ok)
+      assert.matches("transfer_spec%.lua:%d+: bad argument #1 to 'Sentinel' %(non%-empty string expected, ", e)
+      support.assert_has(e, case[2] .. ")")
+    end
+    local ok, e = pcall(function() local s = concur.Sentinel(); return s end)
+    assert.is_false(ok)
+    support.assert_has(e, "(non-empty string expected, got no value)")
+  end)
+
+  it("arrives in a thread as that thread's own, made there on first sight", function()
+    local STOP, odd = concur.Sentinel("STOP"), concur.Sentinel("a\0b")
+    local r = pack(on_thread(function(s, t, o)
+      local c = require "concur"
+      local here = c.Sentinel("STOP")
+      return rawequal(s, here), s == here, t[here], rawequal(o, c.Sentinel("a\0b")),
+        tostring(s), c.Sentinel("FROM_THREAD"), {[here] = "back"}
+    end, STOP, {[STOP] = "key"}, odd))
+    assert.same({true, true, "key", true, "concur.Sentinel(STOP)"}, {r[1], r[2], r[3], r[4], r[5]})
+    assert.is_true(rawequal(r[6], concur.Sentinel("FROM_THREAD")))
+    assert.equal("back", r[7][STOP])
+  end)
+
+  it("ends a pipeline consumer through a queue", function()
+    local STOP = concur.Sentinel("STOP")
+    local q = concur.Queue()
+    local t = concur.Thread{target = function(qq)
+      local stop = require("concur").Sentinel("STOP")
+      local sum = 0
+      while true do
+        local item = qq:get()
+        if item == stop then return sum end
+        sum = sum + item
+      end
+    end, args = {q}}
+    t:start()
+    for i = 1, 10 do q:put(i) end
+    q:put(STOP)
+    assert.equal(55, t:result())
+  end)
+
+  it("crosses to and from a process as the receiver's own", function()
+    local q, back = concur.Queue(), concur.Queue()
+    local p = concur.Process{target = function()
+      local c = require "concur"
+      local item = q:get(true, 10)
+      back:put({rawequal(item, c.Sentinel("PSTOP")), c.Sentinel("FROM_CHILD")})
+    end}
+    p:start()
+    q:put(concur.Sentinel("PSTOP"))
+    local r = back:get(true, 20)
+    assert.equal(0, support.finish(p))
+    assert.is_true(r[1])
+    assert.is_true(rawequal(r[2], concur.Sentinel("FROM_CHILD")))
+  end)
+end)
+
 describe("transfer of untransferable values", function()
   it("raises in the sender with the path, and starts nothing", function()
     local t = concur.Thread{target = function(a, b) return a, b.x end,

@@ -681,14 +681,25 @@ void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size) {
 }
 
 int cobj_push_error(lua_State *L, const char *name) {
+  int top = lua_gettop(L);
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_ERRORS);
-  if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, name) != LUA_TNIL) {
-    lua_replace(L, -3);
-    lua_pop(L, 1);
+  if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, name) == LUA_TTABLE &&
+      lua_getmetatable(L, -1)) {               /* ctx, errors, sentinel, mt */
+    /* A raised one: {sentinel, "file:line: "} with the sentinel's
+     * metatable, == the sentinel (lua/concur.lua). */
+    lua_createtable(L, 2, 0);                  /* ..., mt, err */
+    lua_pushvalue(L, -3);
+    lua_rawseti(L, -2, 1);
+    luaL_where(L, 1);
+    lua_rawseti(L, -2, 2);
+    lua_insert(L, -2);                         /* ..., err, mt */
+    lua_setmetatable(L, -2);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
     return 1;
   }
-  lua_pop(L, 3);
+  lua_settop(L, top);
   lua_pushfstring(L, "concur.%s", name);
   return 1;
 }

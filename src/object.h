@@ -150,7 +150,9 @@ void *cobj_shm_alloc(lua_State *L, size_t n);
 /* The full collection cobj_shm_alloc makes (same conditions as
  * cobj_gc_pressure): 1 if it ran. */
 int cobj_gc_collect(lua_State *L);
-/* Pushes concur's error value `name` ("Empty", ...) of this state. */
+/* Pushes a raised concur error value `name` ("Empty", ...): == this state's
+ * concur[name], its tostring with the position of the calling Lua line
+ * (luaL_where(L, 1)). */
 int cobj_push_error(lua_State *L, const char *name);
 
 /* Handles with fields (Thread, Process): the handle's user value is a table

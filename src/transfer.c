@@ -346,8 +346,9 @@ static const char *type_label(lua_State *L, int idx) {
   }
 }
 
-/* Records the failure of the value at idx, naming where it sits. */
-static int enc_fail(enc *e, int idx) {
+/* Records the failure of the value at idx, naming where it sits and, in
+ * parentheses, what it is (label; NULL: its type). */
+static int enc_fail_as(enc *e, int idx, const char *label) {
   char *d = e->err;
   if (e->failed)
     return 0;
@@ -388,10 +389,15 @@ static int enc_fail(enc *e, int idx) {
   if (strlen(d) == prefix)
     err_cat(d, "(value)", 7);
   err_cat(d, " (", 2);
-  const char *label = type_label(e->L, idx);
+  if (label == NULL)
+    label = type_label(e->L, idx);
   err_cat(d, label, strlen(label));
   err_cat(d, ")", 1);
   return 0;
+}
+
+static int enc_fail(enc *e, int idx) {
+  return enc_fail_as(e, idx, NULL);
 }
 
 static int enc_fail_msg(enc *e, const char *msg) {
@@ -537,8 +543,38 @@ static int encode_items(enc *e, int idx, lua_Integer first, uint64_t count) {
   return 1;
 }
 
+/* A table that must not leave its state (a Pool: its workers and results
+ * are its owner's) is an instance of a registered class whose table holds a
+ * string under REFUSE_FIELD: it is refused as a coroutine is, that string
+ * (or the instance's own under the same key, more precise) in the place of
+ * its type.  Only a named metatable is looked into: any other table costs
+ * one pointer lookup.  Returns 1 (and fails) if the table at idx is one. */
+#define REFUSE_FIELD "__concur_untransferable"
+
+static int encode_refused(enc *e, int idx) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L);
+  if (!lua_getmetatable(L, idx))
+    return 0;
+  int refuse = 0;
+  if (named_has(e->ctx, lua_topointer(L, -1))) {
+    lua_pushliteral(L, REFUSE_FIELD);
+    refuse = lua_rawget(L, -2) == LUA_TSTRING;
+    if (refuse) {
+      lua_pushliteral(L, REFUSE_FIELD);
+      if (lua_rawget(L, idx) != LUA_TSTRING)
+        lua_pop(L, 1);
+      enc_fail_as(e, idx, lua_tostring(L, -1));
+    }
+  }
+  lua_settop(L, top);
+  return refuse;
+}
+
 static int encode_table(enc *e, int idx) {
   lua_State *L = e->L;
+  if (encode_refused(e, idx))
+    return 0;
   uint64_t narr = lua_rawlen(L, idx);
   if (!put_tag_varint(e, T_TABLE, narr) || !enc_reserve(e, 4))
     return ENC_FAIL_OOM(e);
@@ -753,17 +789,21 @@ static int encode_value(enc *e, int idx) {
  * functions): {key = value}; the receiver finds them after requiring it. */
 #define NAMES_FIELD "__concur_names"
 
-static void pack_name(luaL_Buffer *bb, int kind, const char *mod, const char *key) {
+/* The key is the string at stack index key (0: none), whole: a key may
+ * hold a zero byte (a concur.Sentinel's name), the module name may not. */
+static void pack_name(lua_State *L, luaL_Buffer *bb, int kind, const char *mod, int key) {
   luaL_addchar(bb, (char)kind);
   luaL_addstring(bb, mod);
   if (key) {
+    size_t klen;
+    const char *k = lua_tolstring(L, key, &klen);
     luaL_addchar(bb, 0);
-    luaL_addstring(bb, key);
+    luaL_addlstring(bb, k, klen);
   }
 }
 
 /* nameof[v] = packed name, unless v already has one. */
-static void name_set(lua_State *L, int nameof, int v, int kind, const char *mod, const char *key) {
+static void name_set(lua_State *L, int nameof, int v, int kind, const char *mod, int key) {
   lua_pushvalue(L, v);
   if (lua_rawget(L, nameof) != LUA_TNIL) {
     lua_pop(L, 1);
@@ -773,7 +813,7 @@ static void name_set(lua_State *L, int nameof, int v, int kind, const char *mod,
   lua_pushvalue(L, v);
   luaL_Buffer bb;
   luaL_buffinit(L, &bb);
-  pack_name(&bb, kind, mod, key);
+  pack_name(L, &bb, kind, mod, key);
   luaL_pushresult(&bb);
   lua_rawset(L, nameof);
 }
@@ -800,7 +840,7 @@ static int names_rebuild(lua_State *L) {
       lua_pushnil(L);
       while (lua_next(L, 7)) {                         /* 8: key, 9: value */
         if (lua_type(L, 8) == LUA_TSTRING)
-          name_set(L, 2, 9, T_REG, mod, lua_tostring(L, 8));
+          name_set(L, 2, 9, T_REG, mod, 8);
         lua_pop(L, 1);
       }
     }
@@ -811,17 +851,17 @@ static int names_rebuild(lua_State *L) {
     if (lua_type(L, 5) == LUA_TSTRING) {
       const char *mod = lua_tostring(L, 5);
       if (lua_type(L, 6) == LUA_TTABLE) {
-        name_set(L, 2, 6, T_MODULE, mod, NULL);
+        name_set(L, 2, 6, T_MODULE, mod, 0);
         if (with_cfuncs) {
           lua_pushnil(L);
           while (lua_next(L, 6)) {                     /* 7: key, 8: value */
             if (lua_type(L, 7) == LUA_TSTRING && lua_iscfunction(L, 8))
-              name_set(L, 2, 8, T_FIELD, mod, lua_tostring(L, 7));
+              name_set(L, 2, 8, T_FIELD, mod, 7);
             lua_pop(L, 1);
           }
         }
       } else if (lua_iscfunction(L, 6)) {
-        name_set(L, 2, 6, T_MODULE, mod, NULL);
+        name_set(L, 2, 6, T_MODULE, mod, 0);
       }
     }
     lua_pop(L, 1);
@@ -1079,8 +1119,10 @@ static void dec_named(dec *d, int kind) {
     if (lua_type(L, -2) == LUA_TTABLE)
       lua_rawget(L, -2);                        /* mod, names */
     if (lua_type(L, -1) == LUA_TTABLE) {
+      /* Not raw: a module may make a value on first use (a concur.Sentinel
+       * the receiver has not made yet comes from the names' __index). */
       lua_pushlstring(L, key, klen);
-      lua_rawget(L, -2);                        /* mod, names, value */
+      lua_gettable(L, -2);                      /* mod, names, value */
     } else {
       lua_pushnil(L);
     }
@@ -1485,6 +1527,13 @@ static int tr_slice(lua_State *L) {
   return 1;
 }
 
+/* core.names_changed(): a module registered a value in its __concur_names
+ * after it was loaded (concur.Sentinel): the name cache is rebuilt. */
+static int tr_names_changed(lua_State *L) {
+  transfer_names_changed(L);
+  return 0;
+}
+
 static int tbuf_box_gc(lua_State *L) {
   tbuf_free(lua_touserdata(L, 1));
   return 0;
@@ -1494,9 +1543,14 @@ int transfer_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"transfer", tr_roundtrip},
     {"slice", tr_slice},
+    {"names_changed", tr_names_changed},
     {NULL, NULL}
   };
   luaL_setfuncs(L, funcs, 0);
+  /* The encoder pushes REFUSE_FIELD: kept alive here, that push finds it
+   * interned and allocates nothing. */
+  lua_pushliteral(L, REFUSE_FIELD);
+  lua_setfield(L, LUA_REGISTRYINDEX, REFUSE_FIELD);
   luaL_newmetatable(L, SLICE_MT);
   lua_pop(L, 1);
   if (luaL_newmetatable(L, "concur.tbuf")) {

@@ -16,6 +16,7 @@ local concur = require "concur"
 local layer = getmetatable(concur).layer
 
 local raise, core_call, check_options = layer.raise, layer.core_call, layer.check_options
+local raise_value = layer.raise_value
 local bad_self, typename, callable = layer.bad_self, layer.typename, layer.callable
 local tointeger, idiv, tmove = layer.tointeger, layer.idiv, layer.tmove
 local Thread, Process = concur.Thread, concur.Process
@@ -213,6 +214,9 @@ end
 local AsyncResult = {}
 AsyncResult.__index = AsyncResult
 register(AsyncResult, "AsyncResult")
+-- A result is its pool's: the transfer refuses it, as it refuses the pool
+-- (src/transfer.c, encode_refused).
+AsyncResult.__concur_untransferable = "concur.AsyncResult"
 
 local function is_ready(r) return r._ready end
 
@@ -245,7 +249,7 @@ function AsyncResult:get(timeout)
   if timeout ~= nil then check_timeout(timeout, 1, "get") end
   if not self._ready then
     self._pool:_collect(is_ready, self, timeout)
-    if not self._ready then error(concur.TimeoutError, 0) end
+    if not self._ready then raise_value(concur.TimeoutError) end
   end
   local v = self._value
   if not self._ok then error(v, 0) end
@@ -286,6 +290,11 @@ end
 local Pool = {}
 Pool.__index = Pool
 register(Pool, "Pool")
+-- A pool cannot leave the state that made it: its workers, queues and
+-- results are the owner's.  The transfer refuses it (a Thread's args or
+-- upvalues, a queue, a pipe) with the error it gives for a coroutine, this
+-- in the place of the type; a pool's own field says which kind it is.
+Pool.__concur_untransferable = "concur.Pool"
 
 -- The pools this state made.  A copy of one (sent to another thread, or back)
 -- is not in here, and a forked child has another pid: neither may use it.
@@ -325,6 +334,7 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
     _pid = getpid(),
+    __concur_untransferable = threads and "concur.ThreadPool" or "concur.Pool",
   }, {__index = cls})
   originals[self] = true
   for wid = 1, self._size do
@@ -924,6 +934,11 @@ pool_module.ThreadPool = setmetatable({}, {__index = Pool, __call = function(_, 
   local p = pool_new(Pool, true, "ThreadPool", ...)
   return p
 end})
+
+-- The constructors cross by name too (else a copy would take the class,
+-- pool_new and its upvalues: every pool this state made).
+register(pool_module.Pool, "concur.Pool")
+register(pool_module.ThreadPool, "concur.ThreadPool")
 
 pool_module.AsyncResult = AsyncResult
 concur.Pool, concur.ThreadPool = pool_module.Pool, pool_module.ThreadPool
