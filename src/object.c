@@ -215,6 +215,16 @@ void cobj_newhandle(lua_State *L, const cobj_type *type, int nuvalue) {
     luaL_getmetatable(L, type->name);
   }
   lua_setmetatable(L, -2);
+  /* Its node now (its __gc frees it), before the caller takes anything
+   * that a failure here would leave unowned; cobj_bind lists it. */
+  cobj_live *n = malloc(sizeof *n);
+  if (n == NULL)
+    luaL_error(L, "not enough memory");
+  n->prev = n->next = NULL;
+  n->obj = NULL;
+  n->handle = h;
+  n->pid = 0;
+  h->live = n;
 }
 
 void cobj_bind(lua_State *L, int idx, cobj *o) {
@@ -223,17 +233,15 @@ void cobj_bind(lua_State *L, int idx, cobj *o) {
   h->obj = o;                              /* from here its __gc releases o */
   h->pid = concur_self;
   state_ctx *c = ctx_get(L);
-  cobj_live *n = malloc(sizeof *n);
-  if (n == NULL)   /* the handle's __gc releases o */
-    luaL_error(L, "not enough memory");
-  n->obj = o;
-  n->handle = h;
-  n->pid = h->pid;
-  n->next = c->live.next;
-  n->prev = &c->live;
-  c->live.next->prev = n;
-  c->live.next = n;
-  h->live = n;
+  cobj_live *n = h->live;   /* made with the handle (cobj_newhandle) */
+  if (n) {
+    n->obj = o;
+    n->pid = h->pid;
+    n->next = c->live.next;
+    n->prev = &c->live;
+    c->live.next->prev = n;
+    c->live.next = n;
+  }
   ctx_push_table(L);
   lua_rawgeti(L, -1, CTX_IDENTITY);
   lua_pushvalue(L, idx);
