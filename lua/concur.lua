@@ -412,6 +412,81 @@ concur.SimpleQueue = core.SimpleQueue
 --- Pipe([duplex]) or Pipe{duplex = b} -> two connections.
 concur.Pipe = core.Pipe
 
+-- select ------------------------------------------------------------------------
+-- concur.select(objects, [timeout]) -> the ready objects, in the order given,
+-- each once: a queue with an item to get (or shut down), a connection with
+-- something to receive (or closed), a set Event, an ended Thread or Process,
+-- a done Future or ready AsyncResult.  One wait in C (src/select.c) over the
+-- C objects and, for Futures and AsyncResults, their pool's result queue
+-- (their _watch()): when that queue has something, the results are collected
+-- (_pump()) and the futures looked at again.
+
+local function future_done(o)
+  if o.done then return o:done() end
+  return o:ready()
+end
+
+function concur.select(objects, timeout)
+  if type(objects) ~= "table" then
+    raise(("bad argument #1 to 'select' (table expected, got %s)"):format(typename(objects)), 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    raise(("bad argument #2 to 'select' (non-negative number or nil expected, got %s)")
+      :format(type(timeout) == "number" and tostring(timeout) or typename(timeout)), 2)
+  end
+  local n = #objects
+  local cobjs, owner = {}, {}   -- C objects to wait on; cobjs[k] stands for objects[owner[k]]
+  local seen, futures = {}, {}
+  for i = 1, n do
+    local o = objects[i]
+    if o == nil then
+      raise(("bad argument #1 to 'select' (objects[%d]: nil)"):format(i), 2)
+    end
+    if not seen[o] then
+      seen[o] = true
+      if core.selectable(o) then
+        cobjs[#cobjs + 1] = o
+        owner[#cobjs] = i
+      elseif type(o) == "table" and type(o._watch) == "function" then
+        futures[#futures + 1] = i
+        cobjs[#cobjs + 1] = o:_watch()
+        owner[#cobjs] = -i   -- a future's queue: look at the future
+      else
+        raise(("bad argument #1 to 'select' (objects[%d]: Queue, Pipe connection, Event, "
+          .. "Thread, Process, Future or AsyncResult expected, got %s)"):format(i, typename(o)), 2)
+      end
+    end
+  end
+  local deadline = timeout and core.time() + timeout
+  while true do
+    local done = {}
+    for _, i in ipairs(futures) do
+      local f = objects[i]
+      f:_pump()
+      if future_done(f) then done[i] = true end
+    end
+    local left = next(done) and 0 or deadline and math.max(0, deadline - core.time())
+    local ready = core_call(core.select, cobjs, left)
+    for _, k in ipairs(ready) do
+      local i = owner[k]
+      if i > 0 then
+        done[i] = true
+      else
+        local f = objects[-i]
+        f:_pump()
+        if future_done(f) then done[-i] = true end
+      end
+    end
+    if next(done) or (deadline and core.time() >= deadline) then
+      local out = {}
+      for i = 1, n do
+        if done[i] then out[#out + 1] = objects[i]; done[i] = nil end
+      end
+      return out
+    end
+  end
+end
+
 --- Timer(interval, fn, [args]): a Thread that calls fn(args...) after
 --- interval seconds unless cancelled first.
 local Timer = extend(Thread)

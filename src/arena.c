@@ -117,6 +117,7 @@ typedef struct shm_head {
   size_t top;                      /* bump offset */
   size_t in_use;                   /* bytes in blocks handed out */
   _Atomic int last_self;           /* the last concur_self handed out */
+  _Atomic uint32_t bell;           /* concur.select's sleepers wait on it (wait.c) */
   shm_free_node *free[SHM_NCLASS];
   shm_extent *extents;             /* free large extents, in address order */
 } shm_head;
@@ -178,6 +179,11 @@ static void shm_init(void) {
   }
   arena->top = (sizeof(shm_head) + 63) & ~(size_t)63;
   self_refresh();
+}
+
+_Atomic uint32_t *shm_bell(void) {
+  static _Atomic uint32_t local;   /* no arena: selects within this process */
+  return arena ? &arena->bell : &local;
 }
 
 int shm_runtime_init(void) {

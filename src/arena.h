@@ -41,6 +41,7 @@ void shm_free(void *p);
 int shm_contains(const void *p);
 size_t shm_in_use(size_t *high_water);  /* bytes in live blocks, family-wide; the bump top */
 size_t shm_cost(size_t n);               /* the bytes shm_alloc(n) takes from the arena */
+_Atomic uint32_t *shm_bell(void);        /* the family's select bell (wait.h: sel_ring) */
 
 /* Robust process-shared mutexes: a dead holder's mutex is taken over (the
  * lock returns 1 then) and made consistent. */

@@ -31,6 +31,7 @@
 #include "pool.h"
 #include "process.h"
 #include "queue.h"
+#include "select.h"
 #include "state.h"
 #include "sync.h"
 #include "thread.h"
@@ -227,6 +228,7 @@ int luaopen_concur_core(lua_State *L) {
   proc_open(L);
   sync_open(L);
   queue_open(L);
+  select_open(L);
   pipe_open(L);
   pool_open(L);
   lua_pushliteral(L, CONCUR_VERSION);

@@ -16,6 +16,19 @@ struct tbuf;
 
 struct cobj_fork_refs;
 
+/* What concur.select asks of an object (select.c).  ready: a wait on it
+ * would not block now (an item to get, set, ended, closed).  Futex objects
+ * give `watchers`, the word their wakers pass to sel_notify (wait.h);
+ * objects the kernel wakes give `fd` instead: a descriptor that polls
+ * readable (or hung up) once the object is ready, given back with fd_done
+ * after the poll; -1 when it has none (then only `ready` tells). */
+typedef struct cobj_sel {
+  int (*ready)(struct cobj *o);
+  _Atomic uint32_t *(*watchers)(struct cobj *o);
+  int (*fd)(struct cobj *o);
+  void (*fd_done)(struct cobj *o, int fd);
+} cobj_sel;
+
 typedef struct cobj_type {
   const char *name;               /* "concur.Thread": metatable name, tostring */
   void (*destroy)(cobj *o);       /* frees the object when its last ref goes */
@@ -35,6 +48,8 @@ typedef struct cobj_type {
   /* A forked child about to _exit: gives back the shared references its
    * messages hold (cobj_release_state).  NULL: none. */
   void (*exit_release)(cobj *o);
+  /* concur.select's view of the type; NULL: not selectable. */
+  const cobj_sel *sel;
 } cobj_type;
 
 struct cobj {

@@ -86,8 +86,12 @@ typedef struct conn_obj {
 static void conn_destroy(cobj *o);
 static void conn_meta(lua_State *L);
 
+static int conn_ready(cobj *o);
+static int conn_sel_fd(cobj *o);
+static void conn_sel_done(cobj *o, int fd);
+static const cobj_sel conn_sel = {conn_ready, NULL, conn_sel_fd, conn_sel_done};
 static const cobj_type conn_type = {"concur.Connection", conn_destroy, NULL, 0, conn_meta, NULL,
-                                    NULL};
+                                    NULL, &conn_sel};
 
 /* ---- the process's connections, for fork --------------------------------- */
 
@@ -177,6 +181,27 @@ static void conn_leave(conn_obj *c) {
 }
 
 static conn_obj *conn_self(lua_State *L) { return cobj_self(L); }
+
+/* concur.select: a connection closed here is ready (recv raises at once);
+ * an open one that can receive polls its socket; a write-only one is never
+ * ready. */
+static int conn_ready(cobj *o) {
+  conn_obj *c = (conn_obj *)o;
+  pthread_mutex_lock(&c->mu);
+  int closed = c->closed;
+  pthread_mutex_unlock(&c->mu);
+  return closed;
+}
+
+static int conn_sel_fd(cobj *o) {
+  conn_obj *c = (conn_obj *)o;
+  return c->readable ? conn_enter(c) : -1;
+}
+
+static void conn_sel_done(cobj *o, int fd) {
+  CONCUR_UNUSED(fd);
+  conn_leave((conn_obj *)o);
+}
 
 /* The fd of c for a call that reads (want_read) or writes; raises if c is
  * closed or the wrong end. */

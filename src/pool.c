@@ -17,7 +17,7 @@ typedef struct slots_obj {
 
 static void slots_destroy(cobj *o) { shm_free(o); }
 static void slots_meta(lua_State *L);
-static const cobj_type slots_type = {"concur.Slots", slots_destroy, NULL, 1, slots_meta, NULL, NULL};
+static const cobj_type slots_type = {"concur.Slots", slots_destroy, NULL, 1, slots_meta, NULL, NULL, NULL};
 
 #define SLOTS_MAX 65536
 

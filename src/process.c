@@ -69,13 +69,47 @@ static struct {
   char identity[64];         /* this process's identity: "" in the main one */
 } pr = {.lock = PTHREAD_MUTEX_INITIALIZER, .started = PTHREAD_COND_INITIALIZER};
 
+/* concur.select: a process is ready once it has ended (reaped), or once a
+ * pidfd of it polls readable (ended, not yet reaped); the stand-ins of the
+ * parent process poll the same way, this process's own never does. */
+static int pr_ready(cobj *o) {
+  proc_obj *p = (proc_obj *)o;
+  pthread_mutex_lock(&pr.lock);
+  int done = p->state == PR_DONE;
+  pthread_mutex_unlock(&pr.lock);
+  return done;
+}
+
+static int pr_fd(cobj *o) {
+  proc_obj *p = (proc_obj *)o;
+  pthread_mutex_lock(&pr.lock);
+  pid_t pid = p->state == PR_STARTED || p->is_parent ? p->pid : 0;
+  pthread_mutex_unlock(&pr.lock);
+  if (pid <= 0 || pid == concur_pid)
+    return -1;
+#ifdef SYS_pidfd_open
+  return (int)syscall(SYS_pidfd_open, pid, 0);   /* -1 without pidfds: polled by ready */
+#else
+  return -1;
+#endif
+}
+
+static void pr_fd_done(cobj *o, int fd) {
+  CONCUR_UNUSED(o);
+  close(fd);
+}
+
 static pthread_once_t pr_once = PTHREAD_ONCE_INIT;
 
 static void pr_destroy(cobj *o);
 static void pr_on_handle(lua_State *L, cobj *o);
 static const cobj_attrs pr_attrs;
+static int pr_ready(cobj *o);
+static int pr_fd(cobj *o);
+static void pr_fd_done(cobj *o, int fd);
+static const cobj_sel pr_sel = {pr_ready, NULL, pr_fd, pr_fd_done};
 static const cobj_type proc_type = {"concur.Process", pr_destroy, pr_on_handle, 0, NULL, NULL,
-                                    NULL};
+                                    NULL, &pr_sel};
 
 /* ---- objects ---------------------------------------------------------------- */
 

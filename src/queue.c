@@ -179,6 +179,7 @@ typedef struct queue_obj {
       uint32_t kind;            /* Q_FIFO, Q_LIFO, Q_PRIO */
       _Atomic uint32_t shut;    /* shutdown() was called */
       oheap *oh;                /* the ordered kinds' array */
+      _Atomic uint32_t watchers;   /* concur.select callers watching */
     };
     char line6[LINE];
   };
@@ -190,13 +191,18 @@ static void lifo_meta(lua_State *L);
 static void prio_meta(lua_State *L);
 static void simple_meta(lua_State *L);
 
-static const cobj_type queue_type = {"concur.Queue", queue_destroy, NULL, 1, queue_meta, NULL, NULL};
+static int queue_ready(cobj *o);
+static _Atomic uint32_t *queue_watchers(cobj *o);
+static const cobj_sel queue_sel = {queue_ready, queue_watchers, NULL, NULL};
+
+static const cobj_type queue_type = {"concur.Queue", queue_destroy, NULL, 1, queue_meta, NULL, NULL,
+                                     &queue_sel};
 static const cobj_type lifo_type = {"concur.LifoQueue", queue_destroy, NULL, 1, lifo_meta, NULL,
-                                    NULL};
+                                    NULL, &queue_sel};
 static const cobj_type prio_type = {"concur.PriorityQueue", queue_destroy, NULL, 1, prio_meta, NULL,
-                                    NULL};
+                                    NULL, &queue_sel};
 static const cobj_type simple_type = {"concur.SimpleQueue", queue_destroy, NULL, 1, simple_meta,
-                                      NULL, NULL};
+                                      NULL, NULL, &queue_sel};
 
 /* ---- segments ---------------------------------------------------------------- */
 
@@ -898,6 +904,7 @@ static int queue_put(lua_State *L) {
         tbuf_scratch_trim(b);
       }
       wake(&q->gbell, &q->getters, 1);
+      sel_notify(&q->watchers);
       intr_settle(L);   /* put: an interrupt now comes after the call */
       return 0;
     }
@@ -1146,8 +1153,17 @@ static int queue_shutdown(lua_State *L) {
     fx_wake(&q->pbell, INT_MAX);
   }
   wake_joiners(q);
+  sel_notify(&q->watchers);
   return 0;
 }
+
+/* concur.select: an item to get, or shut down (a get raises at once). */
+static int queue_ready(cobj *o) {
+  queue_obj *q = (queue_obj *)o;
+  return queue_size(q) > 0 || atomic_load(&q->shut);
+}
+
+static _Atomic uint32_t *queue_watchers(cobj *o) { return &((queue_obj *)o)->watchers; }
 
 /* The attribute q.maxsize, then the methods (upvalue 2). */
 static int queue_index(lua_State *L) {

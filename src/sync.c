@@ -72,6 +72,7 @@ typedef struct event_obj {
   cobj hdr;
   _Atomic uint32_t word;       /* EV_FLAG | sets counted in EV_GEN units */
   _Atomic uint32_t nwaiters;
+  _Atomic uint32_t watchers;   /* concur.select callers watching */
 } event_obj;
 
 enum { B_FILLING = 0, B_DRAINING = 1, B_ACTION = 2, B_RESETTING = -1, B_BROKEN = -2 };
@@ -115,15 +116,19 @@ static void barrier_meta(lua_State *L);
 
 /* Metatables are made in a state when it first meets the type (open_meta):
  * a thread's state that never uses one costs nothing at start-up. */
-static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, lock_meta, NULL, NULL};
-static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, rlock_meta, NULL, NULL};
-static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, cond_meta, NULL, NULL};
-static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, sem_meta, NULL, NULL};
+static const cobj_type lock_type = {"concur.Lock", lock_destroy, NULL, 1, lock_meta, NULL, NULL, NULL};
+static const cobj_type rlock_type = {"concur.RLock", lock_destroy, NULL, 1, rlock_meta, NULL, NULL, NULL};
+static const cobj_type cond_type = {"concur.Condition", cond_destroy, NULL, 1, cond_meta, NULL, NULL, NULL};
+static const cobj_type sem_type = {"concur.Semaphore", lock_destroy, NULL, 1, sem_meta, NULL, NULL, NULL};
 static const cobj_type bsem_type = {"concur.BoundedSemaphore", lock_destroy, NULL, 1, bsem_meta,
-                                    NULL, NULL};
-static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, event_meta, NULL, NULL};
+                                    NULL, NULL, NULL};
+static int event_ready(cobj *o);
+static _Atomic uint32_t *event_watchers(cobj *o);
+static const cobj_sel event_sel = {event_ready, event_watchers, NULL, NULL};
+static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, event_meta, NULL, NULL,
+                                     &event_sel};
 static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, barrier_meta,
-                                       NULL, NULL};
+                                       NULL, NULL, NULL};
 
 /* cobj_self for the hot methods of one type: a handle checked a moment ago on
  * this thread is known good (see cobj_self_cache) and costs one compare. */
@@ -736,6 +741,12 @@ static int event_new(lua_State *L) {
 #define EV_FLAG 1u
 #define EV_GEN 2u
 
+static int event_ready(cobj *o) {
+  return (atomic_load(&((event_obj *)o)->word) & EV_FLAG) != 0;
+}
+
+static _Atomic uint32_t *event_watchers(cobj *o) { return &((event_obj *)o)->watchers; }
+
 static int event_set(lua_State *L) {
   event_obj *e = cobj_self(L);
   uint32_t w = atomic_load(&e->word);
@@ -744,6 +755,7 @@ static int event_set(lua_State *L) {
       /* seq_cst: either we see the waiter counted, or it sees the word. */
       if (atomic_load(&e->nwaiters) > 0)
         fx_wake(&e->word, INT_MAX);
+      sel_notify(&e->watchers);
       break;
     }
   return 0;

@@ -66,6 +66,7 @@ typedef struct thread_obj {
   int failed;                /* (rt) the thread ended with an error */
   char *errmsg;              /* why it failed when no error value could be kept */
   struct thread_obj *prev, *next;   /* (rt) live list */
+  _Atomic uint32_t watchers; /* concur.select callers watching (sel_notify at TH_DONE) */
 } thread_obj;
 
 struct worker {
@@ -121,8 +122,11 @@ static void th_on_handle(lua_State *L, cobj *o);
 static void th_fork_collect(cobj *o, cobj_fork_refs *r);
 static void th_exit_release(cobj *o);
 static const cobj_attrs th_attrs;
+static int th_ready(cobj *o);
+static _Atomic uint32_t *th_watchers(cobj *o);
+static const cobj_sel th_sel = {th_ready, th_watchers, NULL, NULL};
 static const cobj_type thread_type = {"concur.Thread", th_destroy, th_on_handle, 0, NULL,
-                                      th_fork_collect, th_exit_release};
+                                      th_fork_collect, th_exit_release, &th_sel};
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -512,7 +516,18 @@ static void task_finish(thread_obj *t, int ok) {
   t->state = TH_DONE;
   pthread_cond_broadcast(&t->changed);
   pthread_mutex_unlock(&rt.lock);
+  sel_notify(&t->watchers);
 }
+
+/* concur.select: the thread has ended. */
+static int th_ready(cobj *o) {
+  pthread_mutex_lock(&rt.lock);
+  int done = ((thread_obj *)o)->state == TH_DONE;
+  pthread_mutex_unlock(&rt.lock);
+  return done;
+}
+
+static _Atomic uint32_t *th_watchers(cobj *o) { return &((thread_obj *)o)->watchers; }
 
 static void *worker_main(void *arg) {
   worker *w = arg;
@@ -1034,6 +1049,7 @@ static void self_abandon_locked(void) {
     t->errmsg = strdup("the thread ended the process with os.exit");
     t->state = TH_DONE;
     pthread_cond_broadcast(&t->changed);
+    sel_notify(&t->watchers);
   } else {
     rt.ndaemon_busy++;   /* between tasks: os.exit in a finalizer, a fork's end */
   }
@@ -1051,6 +1067,7 @@ static void main_end_locked(void) {
   live_remove(m);
   m->state = TH_DONE;
   pthread_cond_broadcast(&m->changed);
+  sel_notify(&m->watchers);
 }
 
 /* The first exit rule (exit.c, EXIT_THREADS): the caller and the main

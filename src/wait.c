@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #ifndef CONCUR_PORTABLE
 #include <linux/futex.h>
@@ -301,4 +302,10 @@ double concur_opt_timeout(lua_State *L, int idx) {
   lua_Number v = luaL_checknumber(L, idx);
   luaL_argcheck(L, v >= 0, idx, "timeout must be a non-negative number");
   return (double)v;
+}
+
+void sel_ring(void) {
+  _Atomic uint32_t *bell = shm_bell();
+  atomic_fetch_add(bell, 1);
+  fx_wake(bell, INT_MAX);
 }

@@ -62,6 +62,17 @@ static inline uint32_t pword_release(_Atomic uint32_t *w) {
   return old;
 }
 
+/* concur.select: a selector counts itself in the `watchers` word of each
+ * object it watches, then sleeps on the family's bell (shm_bell).  Whoever
+ * changes such an object's readiness (a put, a set, a thread's end) calls
+ * sel_notify after its seq_cst store: nothing more than a load when nobody
+ * watches, else the bell rings and every selector looks again. */
+void sel_ring(void);
+static inline void sel_notify(_Atomic uint32_t *watchers) {
+  if (atomic_load(watchers))
+    sel_ring();
+}
+
 /* The process `pid` has ended (reaped or a zombie).  Never true for us. */
 int proc_gone(int pid);
 
