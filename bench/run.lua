@@ -15,7 +15,7 @@
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
---                pingpong, queues, qkinds, pipe, pools)
+--                pingpong, queues, qkinds, waitany, pipe, pools)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -102,6 +102,14 @@ local WORKLOADS = {
      goal = 5, goal_ratio = true, goal_text = ">= 5x Python (a manager's)"},
     {name = "priorityqueue-proc-int", unit = "M items/s", better = "higher",
      goal = 5, goal_ratio = true, goal_text = ">= 5x Python (a manager's)"},
+  }},
+  {script = "waitany", rows = {
+    {name = "select-8queues-thr", unit = "µs/round trip", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python (wait over 8 pipes)"},
+    {name = "queue-putget", unit = "M pairs/s", better = "higher",
+     goal = 4, goal_ratio = true, goal_text = ">= 4x Python"},
+    {name = "queue-putget-selector-elsewhere", unit = "M pairs/s", better = "higher",
+     goal = 4, goal_ratio = true, goal_text = "as queue-putget"},
   }},
   {script = "pipe", rows = {
     {name = "pipe-100mib", unit = "GB/s", better = "higher",
