@@ -1463,3 +1463,32 @@ describe(kind, function()
   end)
 end)
 end
+
+describe("a pool dropped without terminate", function()
+  -- On 5.2+ the pool's own __gc stops it; on 5.1 and LuaJIT (no __gc for a
+  -- table) a proxy userdata carries that __gc.
+  it("is stopped by the collector: its worker threads end", function()
+    local base = concur.active_count()
+    do
+      local tp = concur.ThreadPool(2)
+      assert.are.equal(4, tp:apply(function(x) return x * 2 end, {2}))
+      assert.are.equal(base + 2, concur.active_count())
+    end
+    assert.is_true(support.eventually(function()
+      collectgarbage(); collectgarbage()
+      return concur.active_count() == base
+    end, 10), "the dropped ThreadPool's workers still run")
+  end)
+
+  it("is stopped by the collector: its worker processes end", function()
+    local base = #concur.active_children()
+    do
+      local p = concur.Pool(2)
+      assert.are.equal(4, p:apply(function(x) return x * 2 end, {2}))
+    end
+    assert.is_true(support.eventually(function()
+      collectgarbage(); collectgarbage()
+      return #concur.active_children() == base
+    end, 10), "the dropped Pool's workers still run")
+  end)
+end)

@@ -56,6 +56,7 @@ end
 -- result at two checks in a row is failed the same way (Pool:_census).
 
 local POOL_SLICE = 0.1
+local gc_proxy = _VERSION == "Lua 5.1" and rawget(_G, "newproxy") or nil
 local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 local pack, unpack, xpcall_args = layer.pack, layer.unpack, layer.xpcall
 local getpid, now = core.getpid, core.time
@@ -343,6 +344,14 @@ local function pool_new(cls, threads, fname, n, initializer, initargs)
       self:terminate()
       raise(("%s: cannot start a worker: %s"):format(fname, tostring(err)), 3)
     end
+  end
+  -- Lua 5.1 and LuaJIT call no __gc of a table: a proxy userdata of the
+  -- pool's own carries it (a cycle through its finalizer, collected with
+  -- the pool).  The transfer refuses a pool before it looks at its fields.
+  if gc_proxy then
+    local proxy = gc_proxy(true)
+    getmetatable(proxy).__gc = function() Pool.__gc(self) end
+    self._gc_proxy = proxy
   end
   -- The class (and its __gc) last: finalizers run in the reverse order of
   -- marking, so a dropped pool's runs before its workers' handles are gone.
