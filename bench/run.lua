@@ -136,7 +136,7 @@ end
 local function capture(cmd)
   local f = io.popen(cmd .. " 2>/dev/null")
   if not f then return nil end
-  local out = f:read("a")
+  local out = f:read("*a")
   f:close()
   out = out and out:gsub("%s+$", "")
   if out == "" then return nil end
@@ -173,7 +173,7 @@ end
 local function run_script(cmd)
   local f = io.popen(cmd)
   if not f then return nil, "cannot start" end
-  local out = f:read("a") or ""
+  local out = f:read("*a") or ""
   local ok, how, code = f:close()
   if not ok then return nil, ("%s %s"):format(how == "signal" and "killed by signal" or "exit status", code) end
   local nums = {}
@@ -191,7 +191,7 @@ end
 local function cpu_model()
   local f = io.open("/proc/cpuinfo")
   if f then
-    local text = f:read("a")
+    local text = f:read("*a")
     f:close()
     for _, key in ipairs{"model name", "Hardware", "cpu model", "Processor", "cpu"} do
       local v = text:match("\n" .. key .. "%s*:%s*([^\n]+)")

@@ -11,7 +11,7 @@ local SUBMODULES = {concur = {"pool"}}
 
 local function read(file)
   local f = assert(io.open(file, "rb"))
-  local src = f:read("a")
+  local src = f:read("*a")
   f:close()
   return src
 end
