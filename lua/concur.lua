@@ -159,6 +159,15 @@ local function check_options(opts, allowed, fname, level)
   end
 end
 
+-- The constructor `fname` takes at most `most` arguments and got n: one
+-- more is a bad argument, as Python's TypeError (Thread({}, 1)), never
+-- silently ignored.
+local function no_more_args(fname, most, n, level)
+  if n > most then
+    raise(("bad argument #%d to '%s' (no value expected)"):format(most + 1, fname), level + 1)
+  end
+end
+
 -- Classes -------------------------------------------------------------------
 -- A class is a table with `__index = itself`; its metatable gives `__index`
 -- to the parent and `__call` to the constructor.  Instances of Thread are
@@ -194,7 +203,8 @@ local runnable_options = {target = true, args = true, name = true, daemon = true
 
 -- The `init` of a runnable class named `what`, checking its options table.
 local function runnable_init(what)
-  return function(self, opts)
+  return function(self, opts, ...)
+    if select("#", ...) > 0 then no_more_args(what, 1, 1 + select("#", ...), 4) end
     if opts == nil then return end
     check_options(opts, runnable_options, what, 4)
     local function bad(field, expected, value)
@@ -316,7 +326,8 @@ concur.Pipe = core.Pipe
 local Timer = extend(Thread)
 register(Timer, "Timer")
 
-function Timer:init(interval, fn, args)
+function Timer:init(interval, fn, args, ...)
+  no_more_args("Timer", 3, 3 + select("#", ...), 4)
   if type(interval) ~= "number" or interval ~= interval or interval < 0 then
     raise(("bad argument #1 to 'Timer' (non-negative number expected, got %s)")
       :format(type(interval) == "number" and tostring(interval) or type(interval)), 4)
@@ -378,6 +389,7 @@ setmetatable(concur, {
     end
   end,
   layer = {raise = raise, core_call = core_call, check_options = check_options,
+    no_more_args = no_more_args,
     bad_self = bad_self, typename = typename, callable = callable,
     pack = pack, unpack = unpack, tointeger = tointeger, idiv = idiv, tmove = tmove,
     xpcall = xpcall_args},

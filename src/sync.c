@@ -244,14 +244,11 @@ static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
   return 1;
 }
 
-/* A constructor takes at most `most` arguments: more are a bad argument, as
- * Python's TypeError (Lock(1), Event("x")), not silently ignored. */
+/* A constructor takes at most `most` arguments (cobj_no_more_args), named
+ * by its type: "concur.Lock" is 'Lock'. */
 static void no_more_args(lua_State *L, int most, const cobj_type *type) {
-  if (lua_gettop(L) > most) {
-    const char *dot = strrchr(type->name, '.');   /* "concur.Lock": 'Lock' */
-    luaL_error(L, "bad argument #%d to '%s' (no value expected)", most + 1,
-               dot ? dot + 1 : type->name);
-  }
+  const char *dot = strrchr(type->name, '.');
+  cobj_no_more_args(L, most, dot ? dot + 1 : type->name);
 }
 
 static int lock_make(lua_State *L, const cobj_type *type) {
@@ -816,6 +813,7 @@ static const luaL_Reg event_m[] = {
 /* ---- Barrier ---------------------------------------------------------------------------- */
 
 static int barrier_new(lua_State *L) {
+  no_more_args(L, 3, &barrier_type);
   lua_settop(L, 3);
   lua_Integer parties = luaL_checkinteger(L, 1);
   luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be from 1 to 2147483647");

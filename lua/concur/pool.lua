@@ -16,6 +16,7 @@ local concur = require "concur"
 local layer = getmetatable(concur).layer
 
 local raise, core_call, check_options = layer.raise, layer.core_call, layer.check_options
+local no_more_args = layer.no_more_args
 local bad_self, typename, callable = layer.bad_self, layer.typename, layer.callable
 local tointeger, idiv, tmove = layer.tointeger, layer.idiv, layer.tmove
 local Thread, Process = concur.Thread, concur.Process
@@ -293,7 +294,9 @@ local originals = setmetatable({}, {__mode = "k"})
 
 local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
 
-local function pool_new(cls, threads, fname, n, initializer, initargs)
+-- nargs: how many arguments the constructor was given.
+local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
+  no_more_args(fname, type(n) == "table" and 1 or 3, nargs, 3)
   if type(n) == "table" then
     check_options(n, pool_options, fname, 3)
     local opts = n
@@ -915,13 +918,13 @@ end
 
 --- Pool([processes], [initializer], [initargs]): worker processes.
 pool_module.Pool = setmetatable({}, {__index = Pool, __call = function(_, ...)
-  local p = pool_new(Pool, false, "Pool", ...)
+  local p = pool_new(Pool, false, "Pool", select("#", ...), ...)
   return p
 end})
 
 --- ThreadPool([threads], [initializer], [initargs]): worker threads.
 pool_module.ThreadPool = setmetatable({}, {__index = Pool, __call = function(_, ...)
-  local p = pool_new(Pool, true, "ThreadPool", ...)
+  local p = pool_new(Pool, true, "ThreadPool", select("#", ...), ...)
   return p
 end})
 
