@@ -16,6 +16,12 @@ local core = require "concur.core"
 local names = {}
 local concur = {version = core.version, __concur_names = names}
 
+--- The largest timeout a wait takes (Python's threading.TIMEOUT_MAX; C's
+--- WAIT_TIMEOUT_MAX): a larger finite one is a bad argument, math.huge
+--- waits forever as nil does.
+concur.TIMEOUT_MAX = core.TIMEOUT_MAX
+local TIMEOUT_MAX, HUGE = core.TIMEOUT_MAX, math.huge
+
 local function register(value, key)
   names[key] = value
 end
@@ -331,6 +337,10 @@ function Timer:init(interval, fn, args, ...)
   if type(interval) ~= "number" or interval ~= interval or interval < 0 then
     raise(("bad argument #1 to 'Timer' (non-negative number expected, got %s)")
       :format(type(interval) == "number" and tostring(interval) or type(interval)), 4)
+  end
+  if interval > TIMEOUT_MAX and interval ~= HUGE then   -- math.huge: only cancel ends it
+    raise(("bad argument #1 to 'Timer' (interval must be at most concur.TIMEOUT_MAX (or math.huge: until cancelled), got %s)")
+      :format(tostring(interval)), 4)
   end
   if not callable(fn) then
     raise(("bad argument #2 to 'Timer' (callable expected, got %s)"):format(type(fn)), 4)

@@ -485,6 +485,21 @@ describe(kind, function()
       assert.is_true(r:wait(10))
     end)
 
+    it("takes at most concur.TIMEOUT_MAX; math.huge waits as nil does", function()
+      local pool = new(1)
+      local ev = hold()
+      local r = pool:apply_async(function(e) e:wait(10); return "v" end, {ev})
+      for _, big in ipairs({concur.TIMEOUT_MAX * 2, 1e300}) do
+        assert_has(err_of(r.get, r, big), "bad argument #1 to 'get' (timeout must be at most concur.TIMEOUT_MAX")
+        assert_has(err_of(r.wait, r, big), "bad argument #1 to 'wait' (timeout must be at most concur.TIMEOUT_MAX")
+      end
+      assert.is_false(r:ready())
+      ev:set()
+      assert.is_true(r:wait(math.huge))
+      assert.equal("v", r:get(math.huge))
+      assert.equal("v", r:get(concur.TIMEOUT_MAX))
+    end)
+
     it("fails when its task raises: get raises every time, successful is false", function()
       local pool = new(1)
       local r = pool:apply_async(function() error("boom") end)

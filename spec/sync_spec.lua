@@ -1640,7 +1640,77 @@ end)
 
 -- ---------------------------------------------------------------------------
 describe("timeouts", function()
-  for _, to in ipairs({1e9, 1e300, math.huge}) do
+  it("concur.TIMEOUT_MAX is Python's threading.TIMEOUT_MAX on Linux (INT64_MAX ns, whole seconds)", function()
+    assert.are.equal("number", type(concur.TIMEOUT_MAX))
+    assert.are.equal(9223372036, concur.TIMEOUT_MAX)
+    assert.are.equal(concur.TIMEOUT_MAX, core.TIMEOUT_MAX)   -- one value, from C
+  end)
+
+  -- Every wait's timeout argument (its number as a method call's error
+  -- counts it), with the other arguments it needs; each returns at once
+  -- (nothing to wait for) when the timeout is accepted.
+  local function waits()
+    local l, r, s, e, c = concur.Lock(), concur.RLock(), concur.Semaphore(1), concur.Event(), concur.Condition()
+    local q, a, b = concur.Queue(), concur.Pipe()
+    e:set()
+    q:put(1)
+    b:send(1)
+    local t = go(function() end)
+    t:join()
+    return {
+      {"Lock:acquire", 2, function(to) return l:acquire(true, to) and l:release() end},
+      {"RLock:acquire", 2, function(to) return r:acquire(true, to) and r:release() end},
+      {"Semaphore:acquire", 2, function(to) return s:acquire(true, to) and s:release() end},
+      {"Event:wait", 1, function(to) return e:wait(to) end},
+      {"Condition:wait_for", 2, function(to) return c:with(function() return c:wait_for(function() return true end, to) end) end},
+      {"Barrier", 3, function(to) return concur.Barrier(1, nil, to):wait() end},
+      {"Barrier:wait", 1, function(to) return concur.Barrier(1):wait(to) end},
+      {"Thread:join", 1, function(to) return t:join(to) end},
+      {"Thread:result", 1, function(to) return t:result(to) end},
+      {"Queue:get", 2, function(to) q:put(1); return q:get(true, to) end},
+      {"Connection:poll", 1, function(to) return a:poll(to) end},
+    }
+  end
+
+  it("a finite timeout above concur.TIMEOUT_MAX is a bad argument of every wait (Python's OverflowError)", function()
+    for _, w in ipairs(waits()) do
+      for _, to in ipairs({concur.TIMEOUT_MAX * 2, 1e300, 2^63}) do
+        local err = err_of(w[3], to)
+        assert.is_string(err, w[1] .. " accepted " .. tostring(to))
+        -- #n as a method call counts it (LuaJIT may count self: n + 1)
+        assert.is_truthy(err:find(("bad argument #%d"):format(w[2]), 1, true)
+          or jit and err:find(("bad argument #%d"):format(w[2] + 1), 1, true), err)
+        support.assert_has(err, "timeout must be at most concur.TIMEOUT_MAX")
+      end
+      local ok, e = pcall(w[3], concur.TIMEOUT_MAX)   -- the largest is fine
+      assert.is_true(ok, w[1] .. ": " .. tostring(e))
+      ok, e = pcall(w[3], math.huge)                  -- and math.huge: forever
+      assert.is_true(ok, w[1] .. ": " .. tostring(e))
+      -- Negative ones as before: a bad argument.
+      support.assert_has(err_of(w[3], -1), "timeout must be a non-negative number")
+    end
+  end)
+
+  it("math.huge is no timeout for a non-blocking acquire either (as nil is not)", function()
+    local l, s = concur.Lock(), concur.Semaphore(1)
+    support.assert_has(err_of(l.acquire, l, false, math.huge), "can't specify a timeout for a non-blocking call")
+    support.assert_has(err_of(s.acquire, s, false, math.huge), "can't specify a timeout for a non-blocking call")
+    assert.is_true(l:acquire(false, nil))
+  end)
+
+  it("concur.sleep and Timer refuse a length above concur.TIMEOUT_MAX", function()
+    support.assert_has(err_of(concur.sleep, concur.TIMEOUT_MAX * 2), "bad argument #1")
+    support.assert_has(err_of(concur.sleep, math.huge), "at most concur.TIMEOUT_MAX")   -- as Python's
+    support.assert_has(err_of(concur.Timer, 1e300, function() end), "bad argument #1 to 'Timer'")
+    -- math.huge: a Timer that only cancel ends.
+    local tm = concur.Timer(math.huge, function() error("ran") end)
+    tm:start()
+    assert.is_false(tm:join(0.05))
+    tm:cancel()
+    assert.is_true(tm:join(10))
+  end)
+
+  for _, to in ipairs({1e9, concur.TIMEOUT_MAX, math.huge}) do
     it("a timeout of " .. tostring(to) .. " s waits like none, until woken", function()
       local l, s, e, c = concur.Lock(), concur.Semaphore(0), concur.Event(), concur.Condition()
       local stage = concur.Semaphore(0)

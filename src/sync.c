@@ -155,7 +155,7 @@ static int blocking_args(lua_State *L, int idx, double *timeout) {
     blocking = lua_toboolean(L, idx);
   }
   *timeout = concur_opt_timeout(L, idx + 1);
-  if (!blocking && *timeout >= 0)
+  if (!blocking && !lua_isnoneornil(L, idx + 1))   /* math.huge too, as Python's inf */
     luaL_argerror(L, idx + 1, "can't specify a timeout for a non-blocking call");
   return blocking;
 }

@@ -201,11 +201,21 @@ local function check_callable(v, n, fname, what, optional, level)
   end
 end
 
+-- A timeout argument, as the C core's (concur_opt_timeout): nil or math.huge
+-- is forever (returned as nil), a negative, NaN or finite one above
+-- concur.TIMEOUT_MAX a bad argument.
+local TIMEOUT_MAX = concur.TIMEOUT_MAX
 local function check_timeout(t, n, fname)
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+  if t == nil or t == math.huge then return nil end
+  if type(t) ~= "number" or t ~= t or t < 0 then
     raise(("bad argument #%d to '%s' (timeout must be a non-negative number, got %s)")
       :format(n, fname, type(t) == "number" and tostring(t) or type(t)), 3)
   end
+  if t > TIMEOUT_MAX then
+    raise(("bad argument #%d to '%s' (timeout must be at most concur.TIMEOUT_MAX (or math.huge: forever), got %s)")
+      :format(n, fname, tostring(t)), 3)
+  end
+  return t
 end
 
 -- Results ---------------------------------------------------------------------
@@ -235,7 +245,7 @@ end
 --- Waits until the result is ready or timeout seconds pass; true if ready.
 function AsyncResult:wait(timeout)
   if getmetatable(self) ~= AsyncResult then bad_result(self, "wait") end
-  check_timeout(timeout, 1, "wait")
+  timeout = check_timeout(timeout, 1, "wait")
   if not self._ready then self._pool:_collect(is_ready, self, timeout) end
   return self._ready
 end
@@ -243,7 +253,7 @@ end
 --- The task's results, or raises its error, or concur.TimeoutError.
 function AsyncResult:get(timeout)
   if getmetatable(self) ~= AsyncResult then bad_result(self, "get") end
-  if timeout ~= nil then check_timeout(timeout, 1, "get") end
+  timeout = check_timeout(timeout, 1, "get")
   if not self._ready then
     self._pool:_collect(is_ready, self, timeout)
     if not self._ready then error(concur.TimeoutError, 0) end
