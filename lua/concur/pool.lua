@@ -788,8 +788,18 @@ Pool.starmap_async = map_async_method("starmap_async", "star")
 --- starmap(fn, list of argument lists, [chunksize]) -> list of fn(args...)
 Pool.starmap = map_method("starmap", "star")
 
+-- A nil result would end the caller's generic for silently (Lua ends the
+-- loop at a nil first value), leaving the later results unseen: it is an
+-- error instead, at the caller's line, raised when its turn comes as a
+-- task's error is (the iterator goes on with the next item if called again).
+local function nil_result(fname, i)
+  raise(("%s: the result for item %d is nil, which would end the for loop early "
+    .. "(return false or a table instead; map keeps nils)"):format(fname, i), 3)
+end
+
 --- imap(fn, list, [chunksize]): an iterator over fn(item), in order, giving
---- each value and its index; a task's error is raised when its turn comes.
+--- each value and its index; a task's error is raised when its turn comes,
+--- and so is a nil result (see nil_result).
 function Pool:imap(fn, list, chunksize)
   if getmetatable(self) ~= Pool then bad_pool(self, "imap") end
   local r = self:_map("imap", "imap", "map", fn, list, chunksize)
@@ -806,7 +816,9 @@ function Pool:imap(fn, list, chunksize)
       i = math.min(chunk_start + cs - 1, r._len)   -- the chunk's other items go with it
       error(a[1], 0)
     end
-    return values[i], i
+    local v = values[i]
+    if v == nil then nil_result("imap", i) end
+    return v, i
   end
 end
 
@@ -829,6 +841,7 @@ function Pool:imap_unordered(fn, list, chunksize)
       error(v[1], 0)
     end
     given = given + 1
+    if v == nil then nil_result("imap_unordered", i) end
     return v, i
   end
 end
