@@ -339,8 +339,8 @@ function Timer:init(interval, fn, args, ...)
       :format(type(interval) == "number" and tostring(interval) or type(interval)), 4)
   end
   if interval > TIMEOUT_MAX and interval ~= HUGE then   -- math.huge: only cancel ends it
-    raise(("bad argument #1 to 'Timer' (interval must be at most concur.TIMEOUT_MAX (or math.huge: until cancelled), got %s)")
-      :format(tostring(interval)), 4)
+    raise(("bad argument #1 to 'Timer' (interval must be at most concur.TIMEOUT_MAX "
+      .. "(or math.huge: until cancelled), got %s)"):format(tostring(interval)), 4)
   end
   if not callable(fn) then
     raise(("bad argument #2 to 'Timer' (callable expected, got %s)"):format(type(fn)), 4)

@@ -212,8 +212,8 @@ local function check_timeout(t, n, fname)
       :format(n, fname, type(t) == "number" and tostring(t) or type(t)), 3)
   end
   if t > TIMEOUT_MAX then
-    raise(("bad argument #%d to '%s' (timeout must be at most concur.TIMEOUT_MAX (or math.huge: forever), got %s)")
-      :format(n, fname, tostring(t)), 3)
+    raise(("bad argument #%d to '%s' (timeout must be at most concur.TIMEOUT_MAX "
+      .. "(or math.huge: forever), got %s)"):format(n, fname, tostring(t)), 3)
   end
   return t
 end
