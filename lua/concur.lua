@@ -16,6 +16,12 @@ local core = require "concur.core"
 local names = {}
 local concur = {version = core.version, __concur_names = names}
 
+--- The largest timeout a wait takes (Python's threading.TIMEOUT_MAX; C's
+--- WAIT_TIMEOUT_MAX): a larger finite one is a bad argument, math.huge
+--- waits forever as nil does.
+concur.TIMEOUT_MAX = core.TIMEOUT_MAX
+local TIMEOUT_MAX, HUGE = core.TIMEOUT_MAX, math.huge
+
 local function register(value, key)
   names[key] = value
 end
@@ -159,6 +165,15 @@ local function check_options(opts, allowed, fname, level)
   end
 end
 
+-- The constructor `fname` takes at most `most` arguments and got n: one
+-- more is a bad argument, as Python's TypeError (Thread({}, 1)), never
+-- silently ignored.
+local function no_more_args(fname, most, n, level)
+  if n > most then
+    raise(("bad argument #%d to '%s' (no value expected)"):format(most + 1, fname), level + 1)
+  end
+end
+
 -- Classes -------------------------------------------------------------------
 -- A class is a table with `__index = itself`; its metatable gives `__index`
 -- to the parent and `__call` to the constructor.  Instances of Thread are
@@ -194,7 +209,8 @@ local runnable_options = {target = true, args = true, name = true, daemon = true
 
 -- The `init` of a runnable class named `what`, checking its options table.
 local function runnable_init(what)
-  return function(self, opts)
+  return function(self, opts, ...)
+    if select("#", ...) > 0 then no_more_args(what, 1, 1 + select("#", ...), 4) end
     if opts == nil then return end
     check_options(opts, runnable_options, what, 4)
     local function bad(field, expected, value)
@@ -492,10 +508,15 @@ end
 local Timer = extend(Thread)
 register(Timer, "Timer")
 
-function Timer:init(interval, fn, args)
+function Timer:init(interval, fn, args, ...)
+  no_more_args("Timer", 3, 3 + select("#", ...), 4)
   if type(interval) ~= "number" or interval ~= interval or interval < 0 then
     raise(("bad argument #1 to 'Timer' (non-negative number expected, got %s)")
       :format(type(interval) == "number" and tostring(interval) or type(interval)), 4)
+  end
+  if interval > TIMEOUT_MAX and interval ~= HUGE then   -- math.huge: only cancel ends it
+    raise(("bad argument #1 to 'Timer' (interval must be at most concur.TIMEOUT_MAX "
+      .. "(or math.huge: until cancelled), got %s)"):format(tostring(interval)), 4)
   end
   if not callable(fn) then
     raise(("bad argument #2 to 'Timer' (callable expected, got %s)"):format(type(fn)), 4)
@@ -565,6 +586,7 @@ setmetatable(concur, {
     rawset(t, key, value)
   end,
   layer = {raise = raise, core_call = core_call, check_options = check_options,
+    no_more_args = no_more_args,
     bad_self = bad_self, typename = typename, callable = callable,
     pack = pack, unpack = unpack, tointeger = tointeger, idiv = idiv, tmove = tmove,
     xpcall = xpcall_args, raise_value = raise_value},

@@ -485,6 +485,21 @@ describe(kind, function()
       assert.is_true(r:wait(10))
     end)
 
+    it("takes at most concur.TIMEOUT_MAX; math.huge waits as nil does", function()
+      local pool = new(1)
+      local ev = hold()
+      local r = pool:apply_async(function(e) e:wait(10); return "v" end, {ev})
+      for _, big in ipairs({concur.TIMEOUT_MAX * 2, 1e300}) do
+        assert_has(err_of(r.get, r, big), "bad argument #1 to 'get' (timeout must be at most concur.TIMEOUT_MAX")
+        assert_has(err_of(r.wait, r, big), "bad argument #1 to 'wait' (timeout must be at most concur.TIMEOUT_MAX")
+      end
+      assert.is_false(r:ready())
+      ev:set()
+      assert.is_true(r:wait(math.huge))
+      assert.equal("v", r:get(math.huge))
+      assert.equal("v", r:get(concur.TIMEOUT_MAX))
+    end)
+
     it("fails when its task raises: get raises every time, successful is false", function()
       local pool = new(1)
       local r = pool:apply_async(function() error("boom") end)
@@ -1058,6 +1073,48 @@ describe(kind, function()
       assert.is_nil(it_())
     end)
 
+    it("raises at a nil result, at the for loop's line, never ending the loop silently", function()
+      -- Lua's generic for ends at a nil first value: "2 of 10 results" with
+      -- no word.  The nil is an error when its turn comes, as a task's error.
+      local pool = new(2)
+      local got = {}
+      local loop_line
+      local ok, e = pcall(function()
+        loop_line = debug.getinfo(1, "l").currentline + 1
+        for v in pool:imap(function(x) if x == 3 then return nil end return x end, range(10), 1) do
+          got[#got + 1] = v
+        end
+      end)
+      assert.is_false(ok)
+      assert_has(e, "pool_spec.lua:" .. loop_line .. ": imap: the result for item 3 is nil, "
+        .. "which would end the for loop early")
+      assert.same({1, 2}, got)
+      -- By hand: the nil item raises, the others come, and nil ends it.
+      local it_ = pool:imap(function(x) if x % 2 == 0 then return nil end return x end, range(5), 2)
+      for k = 1, 5 do
+        local ok_, v, i = pcall(it_)
+        if k % 2 == 0 then
+          assert.is_false(ok_)
+          assert_has(v, ("imap: the result for item %d is nil"):format(k))
+        else
+          assert.is_true(ok_, tostring(v))
+          assert.same({k, k}, {v, i})
+        end
+      end
+      assert.is_nil(it_())
+      -- false is a value like any other.
+      local n = 0
+      for v in pool:imap(function() return false end, range(4)) do n = n + 1; assert.is_false(v) end
+      assert.equal(4, n)
+    end)
+
+    it("keeps a task's first return value only (map too; apply keeps all)", function()
+      local pool = new(1)
+      for v in pool:imap(function(x) return x, "second" end, {7}) do assert.equal(7, v) end
+      assert.same({{7, 8}}, pool:map(function(x) return {x, x + 1} end, {7}))   -- a table for all
+      assert.same({7, "second"}, {pool:apply(function(x) return x, "second" end, {7})})
+    end)
+
     it("yields nothing for an empty list", function()
       local pool = new(1)
       for _ in pool:imap(noop, {}) do error("yielded") end
@@ -1119,6 +1176,21 @@ describe(kind, function()
       assert.same({1, 2, 3, 4, 6, 7, 8, 9, 10}, sorted(got))
       assert.equal(1, #errors)
       assert_has(errors[1], "unordered item 5")
+    end)
+
+    it("raises at a nil result and delivers every other", function()
+      local pool = new(2)
+      local it_ = pool:imap_unordered(function(x) if x == 4 then return nil end return x end, range(6), 1)
+      local got, errors = {}, {}
+      for _ = 1, 10 do
+        local ok, v = pcall(it_)
+        if not ok then errors[#errors + 1] = v
+        elseif v == nil then break
+        else got[#got + 1] = v end
+      end
+      assert.same({1, 2, 3, 5, 6}, sorted(got))
+      assert.equal(1, #errors)
+      assert_has(errors[1], "imap_unordered: the result for item 4 is nil")
     end)
 
     it("delivers 10 000 items exactly", function()

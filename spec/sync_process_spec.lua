@@ -312,7 +312,7 @@ describe("synchronization between processes", function()
         for _ = 1, 3 do
           if not rl:acquire(true, 5) then return 2 end
         end
-        out:write(tostring(rl), "\n")
+        out:write(tostring(rl), "\n", ("%d"):format(concur.get_ident()), "\n")
         held:set()
         if not go_on:wait(10) then return 3 end
         for i = 1, 3 do
@@ -330,7 +330,10 @@ describe("synchronization between processes", function()
       assert.is_truthy(tostring(rl):find("count=3", 1, true), tostring(rl))
       go_on:set()
       assert.are.equal(0, finish(p))
-      assert.are.same({"<concur.RLock locked count=3>", "true", "true", "false"}, read_lines(path))
+      local lines = read_lines(path)
+      -- tostring shows the child's thread as owner (its concur.get_ident())
+      assert.are.same({("<concur.RLock locked owner=%s count=3>"):format(lines[2]), "true", "true", "false"},
+        {lines[1], lines[3], lines[4], lines[5]})
       os.remove(path)
       assert.is_true(rl:acquire(false))
       rl:release()
@@ -439,7 +442,7 @@ describe("synchronization between processes", function()
         end
         local ok = c:wait(10)
         local out = io.open(path, "w")
-        out:write(tostring(rl), "\n")
+        out:write(tostring(rl), "\n", ("%d"):format(concur.get_ident()), "\n")
         out:close()
         if not ok then return 3 end
         if not tostring(rl):find("count=3", 1, true) then return 4 end
@@ -457,7 +460,8 @@ describe("synchronization between processes", function()
       c:notify()
       rl:release()
       assert.are.equal(0, finish(p))
-      assert.are.same({"<concur.RLock locked count=3>"}, read_lines(path))
+      local lines = read_lines(path)
+      assert.are.same({("<concur.RLock locked owner=%s count=3>"):format(lines[2]), lines[2]}, lines)
       os.remove(path)
       assert.is_false(rl:locked())
     end)

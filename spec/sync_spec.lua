@@ -210,23 +210,31 @@ local function lock_only()
   end)
 end
 
+-- tostring of an RLock, as Python's repr: its owner (the holder's
+-- concur.get_ident(); default this thread's) and depth, or unlocked.
+local function rlock_str(count, owner)
+  if count == 0 then return "<concur.RLock unlocked owner=0 count=0>" end
+  return ("<concur.RLock locked owner=%d count=%d>"):format(owner or concur.get_ident(), count)
+end
+
 -- An RLock is reentrant and belongs to the thread that holds it.
 local function rlock_only()
-  it("is acquired recursively by its owner; tostring counts", function()
+  it("is acquired recursively by its owner; tostring shows owner and count, as Python's repr", function()
     local r = concur.RLock()
-    assert.are.equal("<concur.RLock unlocked>", tostring(r))
+    assert.are.equal("<concur.RLock unlocked owner=0 count=0>", tostring(r))
     assert.is_true(r:acquire())
     assert.is_true(r:acquire())
     assert.is_true(r:acquire(false))
-    assert.are.equal("<concur.RLock locked count=3>", tostring(r))
+    assert.are.equal(rlock_str(3), tostring(r))
+    assert.is_truthy(tostring(r):find("owner=" .. ("%d"):format(concur.get_ident()), 1, true))
     assert.is_true(r:locked())
     r:release()
-    assert.are.equal("<concur.RLock locked count=2>", tostring(r))
+    assert.are.equal(rlock_str(2), tostring(r))
     r:release()
     assert.is_true(r:locked())
     r:release()
     assert.is_false(r:locked())
-    assert.are.equal("<concur.RLock unlocked>", tostring(r))
+    assert.are.equal(rlock_str(0), tostring(r))
   end)
 
   describe("between threads", function()
@@ -238,7 +246,7 @@ local function rlock_only()
         return l:acquire(false), l:acquire(true, 0.02), l:locked()
       end, r)
       assert.are.same({false, false, true}, {t:result()})
-      assert.are.equal("<concur.RLock locked count=2>", tostring(r))
+      assert.are.equal(rlock_str(2), tostring(r))
       r:release()
       r:release()
     end)
@@ -254,7 +262,7 @@ local function rlock_only()
       local ok, e = t:result()
       assert.is_false(ok)
       assert_has(e, "cannot release un-acquired lock")
-      assert.are.equal("<concur.RLock locked count=2>", tostring(r))
+      assert.are.equal(rlock_str(2), tostring(r))
       r:release()
       r:release()
       assert.is_false(r:locked())
@@ -272,13 +280,17 @@ local function rlock_only()
         local s = tostring(l)
         l:release()
         l:release()
-        return got, s
+        return got, s, concur.get_ident()
       end, r, tried)
       assert.is_true(tried:wait(10))
       r:release()
       assert.is_false(t:join(0.05))   -- one level still held
       r:release()
-      assert.are.same({true, "<concur.RLock locked count=2>"}, {t:result()})
+      local got, s, ident = t:result()
+      assert.is_true(got)
+      assert.are_not.equal(concur.get_ident(), ident)
+      assert.are.equal(rlock_str(2, ident), s)   -- the thread's own ident
+      assert.are.equal(rlock_str(0), tostring(r))
       assert.is_false(r:locked())
     end)
 
@@ -296,7 +308,7 @@ local function rlock_only()
     local a, b = r:with(function()
       return r:with(function() return tostring(r), "inner" end)
     end)
-    assert.are.equal("<concur.RLock locked count=2>", a)
+    assert.are.equal(rlock_str(2), a)
     assert.are.equal("inner", b)
     assert.is_false(r:locked())
     assert_has(err_of(r.with, r, function() error("rlock boom") end), "rlock boom")
@@ -307,11 +319,11 @@ local function rlock_only()
     if not support.has_close then return pending(support.NEEDS_CLOSE) end
     local r = concur.RLock()
     support.lua54([[
-      local r = ...
+      local r, want = ...
       do
         local _ <close> = r:guard()
         local _2 <close> = r:guard()
-        assert.are.equal("<concur.RLock locked count=2>", tostring(r))
+        assert.are.equal(want, tostring(r))
       end
       assert.is_false(r:locked())
       local ok = pcall(function()
@@ -319,16 +331,16 @@ local function rlock_only()
         error("x")
       end)
       assert.is_false(ok)
-    ]], r)
+    ]], r, rlock_str(2))
     assert.is_false(r:locked())
   end)
 end
 
 local LOCK_TYPES = {
   {name = "Lock", new = concur.Lock, other = concur.RLock, own = lock_only,
-   unheld = "release unlocked lock", locked = "<concur.Lock locked>"},
+   unheld = "release unlocked lock", locked = "<concur.Lock locked>", unlocked = "<concur.Lock unlocked>"},
   {name = "RLock", new = concur.RLock, other = concur.Lock, own = rlock_only,
-   unheld = "cannot release un-acquired lock", locked = "<concur.RLock locked count=1>"},
+   unheld = "cannot release un-acquired lock", locked = rlock_str(1), unlocked = rlock_str(0)},
 }
 
 for _, kind in ipairs(LOCK_TYPES) do
@@ -385,7 +397,7 @@ for _, kind in ipairs(LOCK_TYPES) do
 
     it("tostring shows locked or unlocked", function()
       local lock = new()
-      local unlocked = "<concur." .. name .. " unlocked>"
+      local unlocked = kind.unlocked
       assert.are.equal(unlocked, tostring(lock))
       lock:acquire()
       assert.are.equal(kind.locked, tostring(lock))
@@ -617,12 +629,12 @@ end)
 describe("concur.Condition", function()
   it("uses a new RLock by default", function()
     local c = concur.Condition()
-    assert.are.equal("<concur.Condition <concur.RLock unlocked> waiters=0>", tostring(c))
+    assert.are.equal("<concur.Condition " .. rlock_str(0) .. " waiters=0>", tostring(c))
     assert.is_false(c:locked())
     assert.is_true(c:acquire())
     assert.is_true(c:acquire())   -- recursive
     assert.is_true(c:locked())
-    assert.are.equal("<concur.Condition <concur.RLock locked count=2> waiters=0>", tostring(c))
+    assert.are.equal("<concur.Condition " .. rlock_str(2) .. " waiters=0>", tostring(c))
     c:release()
     c:release()
     assert.is_false(c:locked())
@@ -650,7 +662,7 @@ describe("concur.Condition", function()
     local c = concur.Condition(r)
     r:acquire()
     c:acquire()
-    assert.are.equal("<concur.RLock locked count=2>", tostring(r))
+    assert.are.equal(rlock_str(2), tostring(r))
     r:release()
     c:release()
     assert.is_false(r:locked())
@@ -705,7 +717,7 @@ describe("concur.Condition", function()
     c:notify(5)
     c:notify_all()
     c:release()
-    assert.are.equal("<concur.Condition <concur.RLock unlocked> waiters=0>", tostring(c))
+    assert.are.equal("<concur.Condition " .. rlock_str(0) .. " waiters=0>", tostring(c))
   end)
 
   it("wait(timeout) returns false after about the timeout, the lock held again", function()
@@ -804,17 +816,18 @@ describe("concur.Condition", function()
       r:acquire()
       c:acquire()
       r:acquire()
-      assert.are.equal("<concur.RLock locked count=3>", tostring(r))
+      assert.are.equal(rlock_str(3), tostring(r))
       local t = go(function(cond, l)
         cond:acquire()                  -- possible only once the wait released all 3
         local seen = tostring(l)
         cond:notify()
         cond:release()
-        return seen
+        return seen, concur.get_ident()
       end, c, r)
       assert.is_true(c:wait(10))
-      assert.are.equal("<concur.RLock locked count=1>", t:result())
-      assert.are.equal("<concur.RLock locked count=3>", tostring(r))
+      local seen, ident = t:result()
+      assert.are.equal(rlock_str(1, ident), seen)
+      assert.are.equal(rlock_str(3), tostring(r))   -- the owner back, with its count
       assert.is_true(r:locked())
       r:release()
       r:release()
@@ -1640,7 +1653,77 @@ end)
 
 -- ---------------------------------------------------------------------------
 describe("timeouts", function()
-  for _, to in ipairs({1e9, 1e300, math.huge}) do
+  it("concur.TIMEOUT_MAX is Python's threading.TIMEOUT_MAX on Linux (INT64_MAX ns, whole seconds)", function()
+    assert.are.equal("number", type(concur.TIMEOUT_MAX))
+    assert.are.equal(9223372036, concur.TIMEOUT_MAX)
+    assert.are.equal(concur.TIMEOUT_MAX, core.TIMEOUT_MAX)   -- one value, from C
+  end)
+
+  -- Every wait's timeout argument (its number as a method call's error
+  -- counts it), with the other arguments it needs; each returns at once
+  -- (nothing to wait for) when the timeout is accepted.
+  local function waits()
+    local l, r, s, e, c = concur.Lock(), concur.RLock(), concur.Semaphore(1), concur.Event(), concur.Condition()
+    local q, a, b = concur.Queue(), concur.Pipe()
+    e:set()
+    q:put(1)
+    b:send(1)
+    local t = go(function() end)
+    t:join()
+    return {
+      {"Lock:acquire", 2, function(to) return l:acquire(true, to) and l:release() end},
+      {"RLock:acquire", 2, function(to) return r:acquire(true, to) and r:release() end},
+      {"Semaphore:acquire", 2, function(to) return s:acquire(true, to) and s:release() end},
+      {"Event:wait", 1, function(to) return e:wait(to) end},
+      {"Condition:wait_for", 2, function(to) return c:with(function() return c:wait_for(function() return true end, to) end) end},
+      {"Barrier", 3, function(to) return concur.Barrier(1, nil, to):wait() end},
+      {"Barrier:wait", 1, function(to) return concur.Barrier(1):wait(to) end},
+      {"Thread:join", 1, function(to) return t:join(to) end},
+      {"Thread:result", 1, function(to) return t:result(to) end},
+      {"Queue:get", 2, function(to) q:put(1); return q:get(true, to) end},
+      {"Connection:poll", 1, function(to) return a:poll(to) end},
+    }
+  end
+
+  it("a finite timeout above concur.TIMEOUT_MAX is a bad argument of every wait (Python's OverflowError)", function()
+    for _, w in ipairs(waits()) do
+      for _, to in ipairs({concur.TIMEOUT_MAX * 2, 1e300, 2^63}) do
+        local err = err_of(w[3], to)
+        assert.is_string(err, w[1] .. " accepted " .. tostring(to))
+        -- #n as a method call counts it (LuaJIT may count self: n + 1)
+        assert.is_truthy(err:find(("bad argument #%d"):format(w[2]), 1, true)
+          or jit and err:find(("bad argument #%d"):format(w[2] + 1), 1, true), err)
+        support.assert_has(err, "timeout must be at most concur.TIMEOUT_MAX")
+      end
+      local ok, e = pcall(w[3], concur.TIMEOUT_MAX)   -- the largest is fine
+      assert.is_true(ok, w[1] .. ": " .. tostring(e))
+      ok, e = pcall(w[3], math.huge)                  -- and math.huge: forever
+      assert.is_true(ok, w[1] .. ": " .. tostring(e))
+      -- Negative ones as before: a bad argument.
+      support.assert_has(err_of(w[3], -1), "timeout must be a non-negative number")
+    end
+  end)
+
+  it("math.huge is no timeout for a non-blocking acquire either (as nil is not)", function()
+    local l, s = concur.Lock(), concur.Semaphore(1)
+    support.assert_has(err_of(l.acquire, l, false, math.huge), "can't specify a timeout for a non-blocking call")
+    support.assert_has(err_of(s.acquire, s, false, math.huge), "can't specify a timeout for a non-blocking call")
+    assert.is_true(l:acquire(false, nil))
+  end)
+
+  it("concur.sleep and Timer refuse a length above concur.TIMEOUT_MAX", function()
+    support.assert_has(err_of(concur.sleep, concur.TIMEOUT_MAX * 2), "bad argument #1")
+    support.assert_has(err_of(concur.sleep, math.huge), "at most concur.TIMEOUT_MAX")   -- as Python's
+    support.assert_has(err_of(concur.Timer, 1e300, function() end), "bad argument #1 to 'Timer'")
+    -- math.huge: a Timer that only cancel ends.
+    local tm = concur.Timer(math.huge, function() error("ran") end)
+    tm:start()
+    assert.is_false(tm:join(0.05))
+    tm:cancel()
+    assert.is_true(tm:join(10))
+  end)
+
+  for _, to in ipairs({1e9, concur.TIMEOUT_MAX, math.huge}) do
     it("a timeout of " .. tostring(to) .. " s waits like none, until woken", function()
       local l, s, e, c = concur.Lock(), concur.Semaphore(0), concur.Event(), concur.Condition()
       local stage = concur.Semaphore(0)

@@ -50,7 +50,9 @@ static int core_time(lua_State *L) {
 static int core_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   luaL_argcheck(L, s >= 0, 1, "sleep length must be non-negative");
-  deadline dl = deadline_in(s);   /* capped at ~31 years */
+  /* As Python's OverflowError; math.huge too (a sleep has no "forever"). */
+  luaL_argcheck(L, s <= WAIT_TIMEOUT_MAX, 1, "sleep length must be at most concur.TIMEOUT_MAX");
+  deadline dl = deadline_in(s);
   for (;;) {
     /* In slices on the host's main thread: a SIGINT handler installed with
      * SA_RESTART does not end clock_nanosleep. */
@@ -233,6 +235,8 @@ int luaopen_concur_core(lua_State *L) {
   pool_open(L);
   lua_pushliteral(L, CONCUR_VERSION);
   lua_setfield(L, -2, "version");
+  lua_pushnumber(L, (lua_Number)WAIT_TIMEOUT_MAX);   /* the layer's checks read it too */
+  lua_setfield(L, -2, "TIMEOUT_MAX");
   state_adopt_print(L);
   return 1;
 }

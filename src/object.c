@@ -618,6 +618,11 @@ void cobj_check_options(lua_State *L, int idx, const char *fname, const char *co
   }
 }
 
+void cobj_no_more_args(lua_State *L, int most, const char *fname) {
+  if (lua_gettop(L) > most)
+    luaL_error(L, "bad argument #%d to '%s' (no value expected)", most + 1, fname);
+}
+
 /* ---- methods' helpers --------------------------------------------------- */
 
 int cobj_self_error(lua_State *L) {

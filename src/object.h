@@ -223,6 +223,10 @@ int cobj_attr_set_class(lua_State *L, const cobj_type *type, const cobj_attrs *a
  * called: "JoinableQueue"): not the concur module, no key outside
  * `allowed` (NULL-terminated).  Errors are the constructor's argument 1's. */
 void cobj_check_options(lua_State *L, int idx, const char *fname, const char *const *allowed);
+/* The constructor called `fname` takes at most `most` arguments: one more is
+ * "bad argument #most+1 to 'fname' (no value expected)", as Python's
+ * TypeError (Lock(1), Pipe(true, 1)), never silently ignored. */
+void cobj_no_more_args(lua_State *L, int most, const char *fname);
 /* The name the running C function was called by, or `dflt`. */
 const char *cobj_called_as(lua_State *L, const char *dflt);
 /* The type of the value at idx as an argument error names it ("concur.Event");

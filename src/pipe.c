@@ -786,6 +786,7 @@ static void sock_grow(int fd) {
 static int pipe_new(lua_State *L) {
   static const char *const options[] = {"duplex", NULL};
   const char *fname = cobj_called_as(L, "Pipe");
+  cobj_no_more_args(L, 1, fname);
   int duplex = 1;
   if (lua_istable(L, 1)) {   /* Pipe{duplex = false}, as Python's keyword */
     cobj_check_options(L, 1, fname, options);

@@ -25,6 +25,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -44,6 +46,7 @@ typedef struct lock_obj {
   cobj hdr;
   _Atomic uint32_t word;       /* 0, or holder pid | PWORD_WAITERS */
   _Atomic uint64_t thread;     /* RLock: the holder's OWNER_ID */
+  _Atomic uint64_t ident;      /* RLock: the holder's concur.get_ident(), for tostring */
   _Atomic uint32_t count;      /* RLock: depth; written by the holder only */
 } lock_obj;
 
@@ -160,7 +163,7 @@ static int blocking_args(lua_State *L, int idx, double *timeout) {
     blocking = lua_toboolean(L, idx);
   }
   *timeout = concur_opt_timeout(L, idx + 1);
-  if (!blocking && *timeout >= 0)
+  if (!blocking && !lua_isnoneornil(L, idx + 1))   /* math.huge too, as Python's inf */
     luaL_argerror(L, idx + 1, "can't specify a timeout for a non-blocking call");
   return blocking;
 }
@@ -188,6 +191,7 @@ static int is_rlock(lock_obj *l) { return l->hdr.type == &rlock_type; }
 /* An RLock's word was just taken by this thread: it owns it `count` deep. */
 static void rlock_own(lock_obj *l, uint32_t count) {
   atomic_store_explicit(&l->thread, OWNER_ID, memory_order_relaxed);
+  atomic_store_explicit(&l->ident, (uint64_t)(uintptr_t)pthread_self(), memory_order_relaxed);
   atomic_store_explicit(&l->count, count, memory_order_relaxed);
 }
 
@@ -196,6 +200,7 @@ static uint32_t rlock_disown(lock_obj *l) {
   uint32_t count = atomic_load_explicit(&l->count, memory_order_relaxed);
   atomic_store_explicit(&l->count, 0, memory_order_relaxed);
   atomic_store_explicit(&l->thread, 0, memory_order_relaxed);
+  atomic_store_explicit(&l->ident, 0, memory_order_relaxed);
   lock_release_word(l);
   return count;
 }
@@ -249,14 +254,11 @@ static int lockish_acquire_lua(lua_State *L, lock_obj *l) {
   return 1;
 }
 
-/* A constructor takes at most `most` arguments: more are a bad argument, as
- * Python's TypeError (Lock(1), Event("x")), not silently ignored. */
+/* A constructor takes at most `most` arguments (cobj_no_more_args), named
+ * by its type: "concur.Lock" is 'Lock'. */
 static void no_more_args(lua_State *L, int most, const cobj_type *type) {
-  if (lua_gettop(L) > most) {
-    const char *dot = strrchr(type->name, '.');   /* "concur.Lock": 'Lock' */
-    luaL_error(L, "bad argument #%d to '%s' (no value expected)", most + 1,
-               dot ? dot + 1 : type->name);
-  }
+  const char *dot = strrchr(type->name, '.');
+  cobj_no_more_args(L, most, dot ? dot + 1 : type->name);
 }
 
 static int lock_make(lua_State *L, const cobj_type *type) {
@@ -300,12 +302,16 @@ static int rlock_release(lua_State *L) {
   return err ? luaL_error(L, "%s", err) : 0;
 }
 
+/* As Python's repr: an RLock shows its owner (the holder's
+ * concur.get_ident(), in whichever process; 0 when unlocked) and depth.  A
+ * holder that has just taken the word may show owner=0 count=0 a moment. */
 static void lockish_describe(luaL_Buffer *b, lock_obj *l) {
   int held = atomic_load_explicit(&l->word, memory_order_relaxed) != 0;
-  char s[80];
-  if (is_rlock(l) && held)
-    snprintf(s, sizeof s, "<concur.RLock locked count=%u>",
-             (unsigned)atomic_load_explicit(&l->count, memory_order_relaxed));
+  char s[96];
+  if (is_rlock(l))
+    snprintf(s, sizeof s, "<concur.RLock %s owner=%lld count=%u>", held ? "locked" : "unlocked",
+             held ? (long long)(lua_Integer)atomic_load_explicit(&l->ident, memory_order_relaxed) : 0LL,
+             held ? (unsigned)atomic_load_explicit(&l->count, memory_order_relaxed) : 0u);
   else
     snprintf(s, sizeof s, "<%s %s>", l->hdr.type->name, held ? "locked" : "unlocked");
   luaL_addstring(b, s);
@@ -828,6 +834,7 @@ static const luaL_Reg event_m[] = {
 /* ---- Barrier ---------------------------------------------------------------------------- */
 
 static int barrier_new(lua_State *L) {
+  no_more_args(L, 3, &barrier_type);
   lua_settop(L, 3);
   lua_Integer parties = luaL_checkinteger(L, 1);
   luaL_argcheck(L, parties >= 1 && parties <= INT32_MAX, 1, "parties must be from 1 to 2147483647");

@@ -27,12 +27,14 @@
 
 /* ---- deadlines and futexes ------------------------------------------------- */
 
-/* Now on CLOCK_MONOTONIC plus `secs` (>= 0, at most ~31 years). */
+/* Now on CLOCK_MONOTONIC plus `secs` (>= 0), at most WAIT_TIMEOUT_MAX: the
+ * arguments are checked against it (concur_opt_timeout), and the clamp keeps
+ * any other caller's sum from overflowing time_t. */
 static struct timespec monotonic_after(double secs) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
-  if (secs > 1e9)   /* ~31 years: forever, but still a number */
-    secs = 1e9;
+  if (!(secs <= WAIT_TIMEOUT_MAX))
+    secs = WAIT_TIMEOUT_MAX;
   double whole = floor(secs);
   t.tv_sec += (time_t)whole;
   t.tv_nsec += (long)((secs - whole) * 1e9);
@@ -295,12 +297,18 @@ double wait_monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Timeout argument: nil -> -1 (forever); negative or NaN -> argument error. */
+/* Timeout argument: nil or math.huge -> -1 (forever); negative or NaN ->
+ * argument error; finite above WAIT_TIMEOUT_MAX -> argument error too, as
+ * Python's OverflowError (not silently shortened). */
 double concur_opt_timeout(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx))
     return -1;
   lua_Number v = luaL_checknumber(L, idx);
   luaL_argcheck(L, v >= 0, idx, "timeout must be a non-negative number");
+  if (isinf((double)v))
+    return -1;
+  luaL_argcheck(L, (double)v <= WAIT_TIMEOUT_MAX, idx,
+                "timeout must be at most concur.TIMEOUT_MAX (or math.huge: forever)");
   return (double)v;
 }
 

@@ -28,7 +28,15 @@ int deadline_poll_ms(const deadline *d, int slice_ms);
 
 /* Seconds on CLOCK_MONOTONIC (concur.time). */
 double wait_monotonic(void);
-/* Timeout argument at idx: nil -> -1 (forever); negative or NaN raises. */
+/* The largest timeout a wait takes: concur.TIMEOUT_MAX, Python's
+ * threading.TIMEOUT_MAX.  INT64_MAX nanoseconds in whole seconds (~292
+ * years), CPython's value on Linux; now + that is far from overflowing a
+ * 64-bit time_t, so no deadline arithmetic can overflow.  A 32-bit time_t
+ * (old 32-bit systems) takes 2^30 - 1 s (~34 years), which its deadlines
+ * hold until 2038 less that. */
+#define WAIT_TIMEOUT_MAX (sizeof(time_t) >= 8 ? 9223372036.0 : 1073741823.0)
+/* Timeout argument at idx: nil or math.huge -> -1 (forever); negative, NaN
+ * or finite above WAIT_TIMEOUT_MAX raises. */
 double concur_opt_timeout(lua_State *L, int idx);
 
 /* Sleeps while *word == expected, until woken, d, or slice_ms (if > 0)

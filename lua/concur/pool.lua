@@ -17,6 +17,7 @@ local layer = getmetatable(concur).layer
 
 local raise, core_call, check_options = layer.raise, layer.core_call, layer.check_options
 local raise_value = layer.raise_value
+local no_more_args = layer.no_more_args
 local bad_self, typename, callable = layer.bad_self, layer.typename, layer.callable
 local tointeger, idiv, tmove = layer.tointeger, layer.idiv, layer.tmove
 local Thread, Process = concur.Thread, concur.Process
@@ -202,11 +203,21 @@ local function check_callable(v, n, fname, what, optional, level)
   end
 end
 
+-- A timeout argument, as the C core's (concur_opt_timeout): nil or math.huge
+-- is forever (returned as nil), a negative, NaN or finite one above
+-- concur.TIMEOUT_MAX a bad argument.
+local TIMEOUT_MAX = concur.TIMEOUT_MAX
 local function check_timeout(t, n, fname)
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+  if t == nil or t == math.huge then return nil end
+  if type(t) ~= "number" or t ~= t or t < 0 then
     raise(("bad argument #%d to '%s' (timeout must be a non-negative number, got %s)")
       :format(n, fname, type(t) == "number" and tostring(t) or type(t)), 3)
   end
+  if t > TIMEOUT_MAX then
+    raise(("bad argument #%d to '%s' (timeout must be at most concur.TIMEOUT_MAX "
+      .. "(or math.huge: forever), got %s)"):format(n, fname, tostring(t)), 3)
+  end
+  return t
 end
 
 -- Results ---------------------------------------------------------------------
@@ -239,7 +250,7 @@ end
 --- Waits until the result is ready or timeout seconds pass; true if ready.
 function AsyncResult:wait(timeout)
   if getmetatable(self) ~= AsyncResult then bad_result(self, "wait") end
-  check_timeout(timeout, 1, "wait")
+  timeout = check_timeout(timeout, 1, "wait")
   if not self._ready then self._pool:_collect(is_ready, self, timeout) end
   return self._ready
 end
@@ -247,7 +258,7 @@ end
 --- The task's results, or raises its error, or concur.TimeoutError.
 function AsyncResult:get(timeout)
   if getmetatable(self) ~= AsyncResult then bad_result(self, "get") end
-  if timeout ~= nil then check_timeout(timeout, 1, "get") end
+  timeout = check_timeout(timeout, 1, "get")
   if not self._ready then
     self._pool:_collect(is_ready, self, timeout)
     if not self._ready then raise_value(concur.TimeoutError) end
@@ -303,7 +314,9 @@ local originals = setmetatable({}, {__mode = "k"})
 
 local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
 
-local function pool_new(cls, threads, fname, n, initializer, initargs)
+-- nargs: how many arguments the constructor was given.
+local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
+  no_more_args(fname, type(n) == "table" and 1 or 3, nargs, 3)
   if type(n) == "table" then
     check_options(n, pool_options, fname, 3)
     local opts = n
@@ -794,8 +807,18 @@ Pool.starmap_async = map_async_method("starmap_async", "star")
 --- starmap(fn, list of argument lists, [chunksize]) -> list of fn(args...)
 Pool.starmap = map_method("starmap", "star")
 
+-- A nil result would end the caller's generic for silently (Lua ends the
+-- loop at a nil first value), leaving the later results unseen: it is an
+-- error instead, at the caller's line, raised when its turn comes as a
+-- task's error is (the iterator goes on with the next item if called again).
+local function nil_result(fname, i)
+  raise(("%s: the result for item %d is nil, which would end the for loop early "
+    .. "(return false or a table instead; map keeps nils)"):format(fname, i), 3)
+end
+
 --- imap(fn, list, [chunksize]): an iterator over fn(item), in order, giving
---- each value and its index; a task's error is raised when its turn comes.
+--- each value and its index; a task's error is raised when its turn comes,
+--- and so is a nil result (see nil_result).
 function Pool:imap(fn, list, chunksize)
   if getmetatable(self) ~= Pool then bad_pool(self, "imap") end
   local r = self:_map("imap", "imap", "map", fn, list, chunksize)
@@ -812,7 +835,9 @@ function Pool:imap(fn, list, chunksize)
       i = math.min(chunk_start + cs - 1, r._len)   -- the chunk's other items go with it
       error(a[1], 0)
     end
-    return values[i], i
+    local v = values[i]
+    if v == nil then nil_result("imap", i) end
+    return v, i
   end
 end
 
@@ -835,6 +860,7 @@ function Pool:imap_unordered(fn, list, chunksize)
       error(v[1], 0)
     end
     given = given + 1
+    if v == nil then nil_result("imap_unordered", i) end
     return v, i
   end
 end
@@ -934,13 +960,13 @@ end
 
 --- Pool([processes], [initializer], [initargs]): worker processes.
 pool_module.Pool = setmetatable({}, {__index = Pool, __call = function(_, ...)
-  local p = pool_new(Pool, false, "Pool", ...)
+  local p = pool_new(Pool, false, "Pool", select("#", ...), ...)
   return p
 end})
 
 --- ThreadPool([threads], [initializer], [initargs]): worker threads.
 pool_module.ThreadPool = setmetatable({}, {__index = Pool, __call = function(_, ...)
-  local p = pool_new(Pool, true, "ThreadPool", ...)
+  local p = pool_new(Pool, true, "ThreadPool", select("#", ...), ...)
   return p
 end})
 
