@@ -910,7 +910,7 @@ static int th_cancel(lua_State *L) {
   /* The signal may have come just before the thread went to sleep in a
    * system call, where it would wait out its slice: sent again a few times
    * while the cancel stays pending (a thread in a long C call that is not
-   * concur's keeps the caller here ~20 ms at most). */
+   * concur's keeps the caller here ~8 ms at most). */
   for (long us = 100; running && us <= 16000; us *= 4) {
     struct timespec ts = {0, us * 1000};
     nanosleep(&ts, NULL);
