@@ -324,7 +324,8 @@ local error_mt = {
 }
 register(error_mt, "error_mt")
 
-for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown"}) do
+for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown",
+                       "CancelledError"}) do
   local e = setmetatable({}, error_mt)
   error_names[e] = name
   concur[name] = e
@@ -601,6 +602,7 @@ concur.get_native_id = core.get_native_id
 concur.active_count = core.active_count
 concur.enumerate = core.enumerate
 concur.stack_size = core.stack_size
+concur.cancelled = core.cancelled
 concur.sleep = core.sleep
 concur.time = core.time
 concur.cpu_count = core.cpu_count

@@ -54,8 +54,9 @@ static int core_sleep(lua_State *L) {
   luaL_argcheck(L, s <= WAIT_TIMEOUT_MAX, 1, "sleep length must be at most concur.TIMEOUT_MAX");
   deadline dl = deadline_in(s);
   for (;;) {
-    /* In slices on the host's main thread: a SIGINT handler installed with
-     * SA_RESTART does not end clock_nanosleep. */
+    /* In slices on the host's main thread (a SIGINT handler installed with
+     * SA_RESTART does not end clock_nanosleep) and in a worker running a
+     * Thread (a cancel's signal ends it; the slice is the backstop). */
     struct timespec buf;
     const struct timespec *until = deadline_until(&dl, intr_slice_ms(0), &buf);
     int rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, until, NULL);

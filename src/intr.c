@@ -1,12 +1,14 @@
 /*
  * intr.c - Ctrl-C in the host's main thread: which thread is the host's,
  * the wrapped SIGINT handler, and the pending interrupt every blocking wait
- * asks about (the rule is in intr.h).
+ * asks about (the rule is in intr.h); and the same for a cancel asked of a
+ * worker (t:cancel()), with the signal that wakes it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 
 #include "intr.h"
 
@@ -38,8 +40,58 @@ static lua_State *intr_extra;   /* a forked child: the Lua thread its run method
 static _Thread_local char intr_home __attribute__((tls_model("initial-exec")));
 static struct sigaction intr_prev;   /* the handler we wrap */
 
+/* Cancels.  A worker running a Thread binds that Thread's intr_cancel
+ * (intr_self).  t:cancel() sets `pending`, then sends INTR_CANCEL_SIGNAL to
+ * the worker's OS thread.  Its handler (on that thread, async-signal-safe:
+ * one TLS load and lua_sethook, as lua.c's own handler) arms intr_hook with
+ * a COUNT of 1 on the worker's main Lua thread, and its delivery (the
+ * handler is installed without SA_RESTART) ends a futex wait, poll,
+ * recvmsg or clock_nanosleep with EINTR, where the wait asks intr_pending.
+ * A signal that comes between a wait's last look and its system call is
+ * not seen: the canceller sends it again a few times while the cancel
+ * stays pending (thread.c), and the worker's waits are sliced at
+ * CANCEL_SLICE_MS as a last resort.  Threads never cancelled pay nothing:
+ * no hook, no signal.  intr_hold's `held` keeps the hook from raising in
+ * Lua code a completed call runs while it decodes its results: it fires
+ * again at each instruction until the call is over. */
+static _Thread_local intr_cancel *intr_self __attribute__((tls_model("initial-exec")));
+static _Thread_local char intr_held __attribute__((tls_model("initial-exec")));
+static int (*intr_push_cancel)(lua_State *L);
+static void intr_hook(lua_State *L, lua_Debug *ar);
+
+/* Takes the calling thread's pending cancel, if any: 1 when there was one. */
+static int cancel_take(void) {
+  intr_cancel *c = intr_self;
+  return c && atomic_load_explicit(&c->pending, memory_order_relaxed) &&
+         atomic_exchange(&c->pending, 0);
+}
+
+/* Raises concur.CancelledError in L (its pending request taken). */
+static int cancel_raise(lua_State *L) {
+  intr_held = 0;
+  intr_cancel *c = intr_self;
+  if (lua_gethook(L) == intr_hook)
+    lua_sethook(L, NULL, 0, 0);
+  if (c->L && c->L != L && lua_gethook(c->L) == intr_hook)
+    lua_sethook(c->L, NULL, 0, 0);
+  if (intr_push_cancel)
+    intr_push_cancel(L);
+  else
+    lua_pushliteral(L, "concur.CancelledError");
+  return lua_error(L);
+}
+
 static void intr_hook(lua_State *L, lua_Debug *ar) {
   CONCUR_UNUSED(ar);
+  if (intr_self) {
+    if (intr_held)
+      return;   /* armed still: fires again once the call is over */
+    if (cancel_take())
+      cancel_raise(L);
+    /* A hook armed for a cancel that a wait raised already. */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
   intr_disarm(L);
   lua_pushliteral(L, "interrupted!");
   lua_error(L);
@@ -56,6 +108,9 @@ static int intr_armed(lua_State *M) {
 }
 
 int intr_pending(void) {
+  intr_cancel *c = intr_self;
+  if (c)
+    return atomic_load_explicit(&c->pending, memory_order_acquire);
   if (!intr_home)
     return 0;
   return (intr_main && intr_armed(intr_main)) ||
@@ -72,16 +127,20 @@ void intr_disarm(lua_State *L) {
 }
 
 int intr_raise(lua_State *L) {
+  if (cancel_take())
+    return cancel_raise(L);
   intr_disarm(L);
   lua_pushliteral(L, "interrupted!");
   return lua_error(L);
 }
 
 void intr_rearm(lua_State *L) {
+  intr_held = 0;
   lua_sethook(L, intr_hook, LUA_MASKCOUNT, 1);
 }
 
 void intr_settle(lua_State *L) {
+  intr_held = 0;
   if (!intr_pending())
     return;
   intr_disarm(L);
@@ -89,6 +148,11 @@ void intr_settle(lua_State *L) {
 }
 
 int intr_hold(lua_State *L) {
+  if (intr_self) {
+    /* A cancel may come while the results are decoded: its hook waits. */
+    intr_held = 1;
+    return intr_pending();
+  }
   if (!intr_pending())
     return 0;
   intr_disarm(L);
@@ -134,6 +198,8 @@ static void intr_watch(void) {
 }
 
 int intr_slice_ms(int slice_ms) {
+  if (intr_self)
+    return slice_ms <= 0 || slice_ms > CANCEL_SLICE_MS ? CANCEL_SLICE_MS : slice_ms;
   if (!intr_home || intr_main == NULL)
     return slice_ms;
   intr_watch();
@@ -151,10 +217,82 @@ void intr_adopt(lua_State *L, int on_worker) {
 }
 
 void intr_child(lua_State *run) {
+  intr_self = NULL;   /* the Thread it ran is its parent's */
+  intr_held = 0;
   intr_home = 1;
   intr_extra = run;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_UNBLOCK, &set, NULL);   /* a worker's fork blocked it */
+}
+
+/* ---- cancels ------------------------------------------------------------------ */
+
+#define INTR_CANCEL_SIGNAL (SIGRTMIN + 5)
+
+static pthread_once_t cancel_once = PTHREAD_ONCE_INIT;
+static int cancel_signal_ok;   /* our handler is installed */
+
+/* Async-signal-safe: a TLS load, an atomic load, lua_sethook. */
+static void cancel_on_signal(int sig) {
+  CONCUR_UNUSED(sig);
+  int saved = errno;
+  intr_cancel *c = intr_self;
+  if (c && c->L && atomic_load_explicit(&c->pending, memory_order_relaxed))
+    lua_sethook(c->L, intr_hook, LUA_MASKCOUNT, 1);
+  errno = saved;
+}
+
+/* Installs the handler unless the host handles the signal itself (then the
+ * canceller arms the hook and the waits' slices stand in for the wake). */
+static void cancel_install(void) {
+  struct sigaction cur;
+  if (sigaction(INTR_CANCEL_SIGNAL, NULL, &cur) != 0)
+    return;
+  if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == cancel_on_signal) {
+    cancel_signal_ok = 1;
+    return;
+  }
+  if ((cur.sa_flags & SA_SIGINFO) || cur.sa_handler != SIG_DFL)
+    return;
+  struct sigaction mine;
+  memset(&mine, 0, sizeof mine);
+  mine.sa_handler = cancel_on_signal;
+  sigemptyset(&mine.sa_mask);
+  mine.sa_flags = 0;   /* no SA_RESTART: the wait it lands in ends with EINTR */
+  cancel_signal_ok = sigaction(INTR_CANCEL_SIGNAL, &mine, NULL) == 0;
+}
+
+void intr_on_cancel(int (*push)(lua_State *L)) { intr_push_cancel = push; }
+
+void intr_bind(intr_cancel *c, lua_State *L) {
+  if (c == NULL) {
+    intr_self = NULL;
+    intr_held = 0;
+    return;
+  }
+  c->L = L;
+  intr_self = c;
+  if (atomic_load(&c->pending))
+    lua_sethook(L, intr_hook, LUA_MASKCOUNT, 1);
+}
+
+void intr_cancel_ask(intr_cancel *c, int signal_it, pthread_t os) {
+  atomic_store(&c->asked, 1);
+  atomic_store(&c->pending, 1);
+  if (!signal_it)
+    return;
+  pthread_once(&cancel_once, cancel_install);
+  if (cancel_signal_ok)
+    pthread_kill(os, INTR_CANCEL_SIGNAL);
+  else if (c->L)
+    lua_sethook(c->L, intr_hook, LUA_MASKCOUNT, 1000);   /* from here, as Lanes does */
+}
+
+int intr_cancel_pending(intr_cancel *c) { return atomic_load(&c->pending); }
+
+int intr_cancelled(void) {
+  intr_cancel *c = intr_self;
+  return c && atomic_load(&c->asked);
 }

@@ -245,10 +245,10 @@ static uint64_t frame_mac(const frame_hdr *h, const void *objs) {
   return mac_end(&m);
 }
 
-#define PIPE_EINTR (-3)   /* a Ctrl-C came in the main thread: nothing sent or taken */
+#define PIPE_EINTR (-3)   /* a Ctrl-C or a cancel came: nothing sent or taken */
 
-/* Waits up to slice ms (main thread: intr_slice_ms) for events on sock;
- * PIPE_EINTR when an interrupt is pending. */
+/* Waits up to slice ms (intr_slice_ms) for events on sock; PIPE_EINTR
+ * when an interrupt or a cancel is pending. */
 static int wait_sock(int sock, short events, int slice) {
   struct pollfd p = {sock, events, 0};
   if (poll(&p, 1, slice) < 0 && errno != EINTR)
@@ -258,11 +258,11 @@ static int wait_sock(int sock, short events, int slice) {
 
 /* One sendmsg (send) or recvmsg of m on sock, retried until it is done or
  * fails: the bytes moved, or -1 and *err (an errno or PIPE_EINTR).  In the
- * host's main thread the call does not block: the wait is a sliced poll, and
- * a Ctrl-C leaves with PIPE_EINTR, nothing sent or taken (a record moves
- * whole or not at all). */
+ * host's main thread and in a worker running a Thread the call does not
+ * block: the wait is a sliced poll, and a Ctrl-C or a cancel leaves with
+ * PIPE_EINTR, nothing sent or taken (a record moves whole or not at all). */
 static ssize_t sock_msg(int sock, struct msghdr *m, int send, int *err) {
-  int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
+  int slice = intr_slice_ms(0);   /* > 0: interruptible (intr.h) */
   size_t ctl = m->msg_controllen;
   for (int tries = 0;; tries++) {
     m->msg_controllen = ctl;       /* recvmsg shortens it */
@@ -684,7 +684,7 @@ static int conn_poll(lua_State *L) {
   int fd = conn_begin(L, c, 1);
   deadline d = deadline_in(timeout);
   int ready = 0, rc = 0;
-  int slice = intr_slice_ms(0);   /* > 0: the main thread, interruptible */
+  int slice = intr_slice_ms(0);   /* > 0: interruptible (intr.h) */
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
     int r = poll(&p, 1, deadline_poll_ms(&d, slice));

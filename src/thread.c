@@ -65,6 +65,11 @@ typedef struct thread_obj {
   tbuf result;               /* results, or the error value; fixed once DONE */
   int failed;                /* (rt) the thread ended with an error */
   char *errmsg;              /* why it failed when no error value could be kept */
+  intr_cancel cancel;        /* t:cancel()'s request (intr.c) */
+  int running;               /* (rt) its worker has bound `cancel`: `os` is valid */
+  pthread_t os;              /* (rt) its worker's OS thread, while running */
+  struct thread_obj *joining;   /* (rt) the thread it waits for in join or
+                                   result: a cancel wakes that wait */
   struct thread_obj *prev, *next;   /* (rt) live list */
   _Atomic uint32_t watchers; /* concur.select callers watching (sel_notify at TH_DONE) */
 } thread_obj;
@@ -348,6 +353,26 @@ static void report_failure(thread_obj *t, const char *body) {
   report_text(head, body);
 }
 
+/* Whether the value at idx is concur.CancelledError as raised (a table
+ * whose first field is the sentinel) or the sentinel itself; no metamethod
+ * runs. */
+static int is_cancelled_error(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return 0;
+  int top = lua_gettop(L);
+  ctx_push_table(L);
+  lua_rawgeti(L, -1, CTX_ERRORS);
+  int yes = 0;
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_getfield(L, -1, "CancelledError");
+    lua_rawgeti(L, idx, 1);
+    yes = lua_type(L, -2) == LUA_TTABLE &&
+          (lua_rawequal(L, -2, idx) || lua_rawequal(L, -2, -1));
+  }
+  lua_settop(L, top);
+  return yes;
+}
+
 static int hook_msgh(lua_State *L) {
   luaL_traceback(L, L, state_error_string(L, 1), 1);
   return 1;
@@ -362,6 +387,8 @@ static void report_or_hook(lua_State *L, thread_obj *t) {
   lua_remove(L, -2);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
+    if (is_cancelled_error(L, 2))
+      return;   /* asked for: no report (Python's hook is silent on SystemExit) */
     report_failure(t, lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
                                                    : state_error_string(L, 2));
     return;
@@ -439,7 +466,18 @@ static int run_protected(lua_State *L) {
   lua_pushcfunction(L, run_msgh);
   lua_pushcfunction(L, run_entry);
   lua_pushlightuserdata(L, t);
+  /* A cancel fires while the thread's own code runs, not while its results
+   * or its error are kept and reported. */
+  pthread_mutex_lock(&rt.lock);
+  t->os = pthread_self();
+  t->running = 1;
+  intr_bind(&t->cancel, L);
+  pthread_mutex_unlock(&rt.lock);
   int st = lua_pcall(L, 1, LUA_MULTRET, base + 1);
+  pthread_mutex_lock(&rt.lock);
+  t->running = 0;
+  intr_bind(NULL, NULL);
+  pthread_mutex_unlock(&rt.lock);
   if (st == LUA_OK &&
       transfer_encode(L, base + 2, lua_gettop(L) - base - 1, "result", 0, &t->result, err)) {
     /* A thread may return its own handle: that must not keep it alive. */
@@ -763,23 +801,32 @@ static int th_start(lua_State *L) {
 
 
 /* Waits (rt.lock held) for t to end; returns whether it has, or -1 when
- * interrupted first (intr_pending).  On the host's main thread in slices:
- * a condition variable's wait goes on through any signal. */
+ * interrupted or cancelled first (intr_pending).  On the host's main thread
+ * in slices: a condition variable's wait goes on through any signal.  A
+ * cancel broadcasts t->changed itself (me->joining, th_cancel). */
 static int th_wait_done(thread_obj *t, double timeout) {
   deadline d = deadline_in(timeout);
   int slice_ms = intr_slice_ms(0);
+  thread_obj *me = current;
+  int done = 0;
+  if (me)
+    me->joining = t;
   /* A start that failed sets the state back to NEW: stop waiting then too. */
   while (t->state == TH_STARTED) {
+    if (intr_pending()) {
+      done = -1;
+      break;
+    }
     struct timespec buf;
     const struct timespec *until = deadline_until(&d, slice_ms, &buf);
     int rc = until ? pthread_cond_timedwait(&t->changed, &rt.lock, until)
                    : pthread_cond_wait(&t->changed, &rt.lock);
-    if (slice_ms > 0 && t->state == TH_STARTED && intr_pending())
-      return -1;
-    if (rc == ETIMEDOUT && deadline_passed(&d))
+    if (rc == ETIMEDOUT && t->state == TH_STARTED && deadline_passed(&d))
       break;
   }
-  return t->state == TH_DONE;
+  if (me)
+    me->joining = NULL;
+  return done < 0 ? done : t->state == TH_DONE;
 }
 
 /* Python's rules: a thread never waits for itself; the main thread may be
@@ -851,6 +898,54 @@ static int th_result(lua_State *L) {
     return lua_error(L);
   return n;
 }
+
+/* t:cancel(): asks a running thread to stop (intr.c says how it is woken);
+ * true when it was running, false for an unstarted or ended thread and for
+ * the main and dummy threads, which are not concur's to stop. */
+static int th_cancel(lua_State *L) {
+  thread_obj *t = th_self(L);
+  pthread_mutex_lock(&rt.lock);
+  if (t->state != TH_STARTED || t->is_main || t->is_dummy) {
+    pthread_mutex_unlock(&rt.lock);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (t == current) {   /* raised at the caller's next instruction */
+    pthread_mutex_unlock(&rt.lock);
+    intr_cancel_ask(&t->cancel, 0, pthread_self());
+    intr_settle(L);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  int running = t->running;
+  intr_cancel_ask(&t->cancel, running, t->os);
+  if (t->joining)
+    pthread_cond_broadcast(&t->joining->changed);
+  pthread_mutex_unlock(&rt.lock);
+  /* The signal may have come just before the thread went to sleep in a
+   * system call, where it would wait out its slice: sent again a few times
+   * while the cancel stays pending (a thread in a long C call that is not
+   * concur's keeps the caller here ~8 ms at most). */
+  for (long us = 100; running && us <= 16000; us *= 4) {
+    struct timespec ts = {0, us * 1000};
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&rt.lock);
+    running = t->state == TH_STARTED && t->running && intr_cancel_pending(&t->cancel);
+    if (running)
+      intr_cancel_ask(&t->cancel, 1, t->os);
+    pthread_mutex_unlock(&rt.lock);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* concur.cancelled(): whether a cancel was asked of the calling thread. */
+static int th_cancelled(lua_State *L) {
+  lua_pushboolean(L, intr_cancelled());
+  return 1;
+}
+
+static int push_cancelled_error(lua_State *L) { return cobj_push_error(L, "CancelledError"); }
 
 static int th_is_alive(lua_State *L) {
   thread_obj *t = th_self(L);
@@ -1274,7 +1369,7 @@ static int th_stack_size(lua_State *L) {
 /* Thread's methods, on the Lua class (th_set_class). */
 static const luaL_Reg th_methods[] = {
   {"start", th_start}, {"join", th_join}, {"result", th_result}, {"is_alive", th_is_alive},
-  {"isAlive", th_is_alive}, {NULL, NULL}
+  {"isAlive", th_is_alive}, {"cancel", th_cancel}, {NULL, NULL}
 };
 
 /* core.thread_set_class(cls): the Lua layer's Thread class gets the methods
@@ -1291,8 +1386,9 @@ void thread_open(lua_State *L) {
     {"active_count", th_active_count}, {"enumerate", th_enumerate},
     {"stack_size", th_stack_size}, {"set_excepthook", th_set_excepthook},
     {"get_excepthook", th_get_excepthook}, {"excepthook_default", th_excepthook_default},
-    {NULL, NULL}
+    {"cancelled", th_cancelled}, {NULL, NULL}
   };
+  intr_on_cancel(push_cancelled_error);
   cobj_attr_metatable(L, &thread_type, &th_attrs, th_tostring);
   if (luaL_newmetatable(L, "concur.refbox")) {
     lua_pushcfunction(L, refbox_gc);

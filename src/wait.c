@@ -5,7 +5,8 @@
  * build, naps that look at the word: see fx_wait), spinning, the process
  * lock word (pword) with its takeover of a dead holder, the test for a dead
  * process that takeover uses, and the timeout argument of every blocking
- * method.  Ctrl-C in the main thread is intr.c, below this file.
+ * method.  Ctrl-C in the main thread and cancels are intr.c, below this
+ * file.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -104,7 +105,7 @@ static int ts_before(const struct timespec *a, const struct timespec *b) {
 }
 
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
-  slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
+  slice_ms = intr_slice_ms(slice_ms);   /* main thread, cancellable worker: intr.h */
   struct timespec buf;
   const struct timespec *until = deadline_until(d, slice_ms, &buf);
   long nap = NAP_FIRST_NS;
@@ -135,7 +136,7 @@ void fx_wake(_Atomic uint32_t *word, int n) {
 }
 #else
 int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int slice_ms) {
-  slice_ms = intr_slice_ms(slice_ms);   /* the host's main thread: see intr_pending */
+  slice_ms = intr_slice_ms(slice_ms);   /* main thread, cancellable worker: intr.h */
   struct timespec buf;
   const struct timespec *at = deadline_until(d, slice_ms, &buf);
   /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time: an EINTR or a

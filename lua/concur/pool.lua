@@ -153,6 +153,8 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
     local got, task = pcall(tq.get, tq)
     if not got and interrupted(task) then
       error(task, 0)   -- Ctrl-C in a worker process: it ends, as in Python
+    elseif not got and task == require("concur").CancelledError then
+      break            -- a ThreadPool's terminate cancelled this worker
     elseif not got then
       -- The message could not be decoded here: say so; the owner finds the task.
       pcall(rq.put, rq, {0, false, {"a task could not be received by pool worker "
@@ -910,13 +912,19 @@ function Pool:terminate()
   if self._state == TERMINATE then return end
   self._state = TERMINATE
   local tq, workers = self._tq, self._workers
-  -- Take the queued work away and tell every worker to stop.  Threads
-  -- cannot be stopped otherwise; idle processes leave at once on their own,
-  -- which gives back their share of the pool's queues (a killed process
-  -- cannot: its references stay counted in the shared arena).
+  -- Take the queued work away and tell every worker to stop.  Threads are
+  -- cancelled (CancelledError in a running task; an idle one leaves);
+  -- idle processes leave at once on their own, which gives back their
+  -- share of the pool's queues (a killed process cannot: its references
+  -- stay counted in the shared arena).
   while tq:qsize() > 0 do pcall(tq.get_nowait, tq) end
   for _ = 1, self._size do pcall(tq.put, tq, nil) end
-  if not self._threads then   -- busy processes are stopped after a short grace
+  if self._threads then   -- a task that never ends is stopped by a cancel
+    for wid = 1, self._size do
+      local w = workers[wid]
+      if w then pcall(w.cancel, w) end
+    end
+  else   -- busy processes are stopped after a short grace
     local grace_end = core.time() + 0.05
     for wid = 1, self._size do
       local w = workers[wid]
