@@ -308,7 +308,8 @@ local error_mt = {
 }
 register(error_mt, "error_mt")
 
-for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown"}) do
+for _, name in ipairs({"Empty", "Full", "TimeoutError", "BrokenBarrierError", "ShutDown",
+  "CancelledError"}) do
   local e = setmetatable({}, error_mt)
   error_names[e] = name
   concur[name] = e
@@ -469,6 +470,17 @@ concur.Timer = Timer
 -- takes the helpers it shares with this file from this table's metatable.
 
 local lazy = {Pool = "concur.pool", ThreadPool = "concur.pool"}
+
+-- Futures (concurrent.futures) are there too: Future, the executors, wait
+-- and as_completed over futures, results, threads and processes.
+for _, key in ipairs({"Future", "ThreadPoolExecutor", "ProcessPoolExecutor", "wait",
+  "as_completed"}) do
+  lazy[key] = "concur.pool"
+end
+--- concur.wait's return_when: Python's names and values.
+concur.FIRST_COMPLETED = "FIRST_COMPLETED"
+concur.FIRST_EXCEPTION = "FIRST_EXCEPTION"
+concur.ALL_COMPLETED = "ALL_COMPLETED"
 
 -- concur.excepthook is read and assigned through the metatable (below): the
 -- hook lives in the C core, per Lua state (see set_excepthook).
