@@ -163,7 +163,7 @@ describe(kind, function()
       assert_has(err_of(pool.submit, pool), "bad argument #1 to 'submit' (callable expected, got nil)")
       assert_has(err_of(pool.submit, pool, 5), "bad argument #1 to 'submit' (callable expected, got number)")
       assert_has(err_of(pool.submit, {}, print), "bad argument #1 to 'submit' (concur.Pool expected")
-      assert_has(err_of(pool.submit, pool, print, coroutine.create(print)),
+      assert_has(err_of(pool.submit, pool, print, coroutine.create(function() end)),
         "submit: the task cannot be sent")
       local f = pool:submit(function() return 1 end)
       assert_has(err_of(f.result, f, -1), "bad argument #1 to 'result' (timeout must be a non-negative number")
