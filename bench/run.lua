@@ -15,7 +15,7 @@
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
---                pingpong, queues, qkinds, waitany, pipe, pools)
+--                pingpong, queues, qkinds, waitany, pipe, pools, futures)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -124,6 +124,12 @@ local WORKLOADS = {
      goal = 7, goal_ratio = true, goal_text = ">= 7x Python"},
     {name = "pool-map-cpu", unit = "speedup Pool(2)/Pool(1)", better = "higher",
      goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
+  }},
+  {script = "futures", rows = {
+    {name = "threadpool-submit", unit = "µs/round trip", better = "lower",
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+    {name = "pool-submit", unit = "µs/round trip", better = "lower",
+     goal = 0.1, goal_ratio = true, goal_text = "<= 0.1x Python"},
   }},
 }
 

@@ -567,6 +567,17 @@ concur.Timer = Timer
 
 local lazy = {Pool = "concur.pool", ThreadPool = "concur.pool"}
 
+-- Futures (concurrent.futures) are there too: Future, the executors, wait
+-- and as_completed over futures, results, threads and processes.
+for _, key in ipairs({"Future", "ThreadPoolExecutor", "ProcessPoolExecutor", "wait",
+  "as_completed"}) do
+  lazy[key] = "concur.pool"
+end
+--- concur.wait's return_when: Python's names and values.
+concur.FIRST_COMPLETED = "FIRST_COMPLETED"
+concur.FIRST_EXCEPTION = "FIRST_EXCEPTION"
+concur.ALL_COMPLETED = "ALL_COMPLETED"
+
 -- concur.excepthook is read and assigned through the metatable (below): the
 -- hook lives in the C core, per Lua state (see set_excepthook).
 local set_excepthook

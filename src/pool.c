@@ -3,6 +3,9 @@
  * Slots, a shared array of integers.  A Pool worker writes the task it is
  * running into its own slot, and the owner reads the slot of a worker that
  * died.  Shared, so it serves worker threads and worker processes alike.
+ * A Future's claim is a slot too: the owner writes the task's id there, a
+ * worker swaps it for -id before running the task and the owner for 0 to
+ * cancel it; the swap that finds the id wins (slots:cas).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -48,6 +51,15 @@ static int slots_set(lua_State *L) {
   return 0;
 }
 
+/* slots:cas(i, expected, new) -> true if slot i held expected (now new). */
+static int slots_cas(lua_State *L) {
+  _Atomic int64_t *slot = slots_at(L);
+  int64_t expected = luaL_checkinteger(L, 3);
+  int64_t desired = luaL_checkinteger(L, 4);
+  lua_pushboolean(L, atomic_compare_exchange_strong(slot, &expected, desired));
+  return 1;
+}
+
 static int slots_tostring(lua_State *L) {
   lua_pushfstring(L, "<concur.Slots n=%d>", (int)((slots_obj *)cobj_self(L))->n);
   return 1;
@@ -55,7 +67,7 @@ static int slots_tostring(lua_State *L) {
 
 static void slots_meta(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"get", slots_get}, {"set", slots_set}, {"__tostring", slots_tostring}, {NULL, NULL}};
+    {"get", slots_get}, {"set", slots_set}, {"cas", slots_cas}, {"__tostring", slots_tostring}, {NULL, NULL}};
   cobj_newmetatable(L, &slots_type, NULL);
   lua_pushvalue(L, -1);   /* upvalue 1 of each method, for cobj_self */
   luaL_setfuncs(L, methods, 1);

@@ -58,6 +58,7 @@ end
 
 local POOL_SLICE = 0.1
 local gc_proxy = _VERSION == "Lua 5.1" and rawget(_G, "newproxy") or nil
+local CLAIM_PAGE = 1024   -- claims per Slots page (Futures, below)
 local RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 local pack, unpack, xpcall_args = layer.pack, layer.unpack, layer.xpcall
 local getpid, now = core.getpid, core.time
@@ -80,7 +81,7 @@ local worker_count = 0
 
 --- The loop every pool worker runs.  It crosses to worker threads as bytecode,
 --- so it uses nothing but its arguments and the globals.
-local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
+local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, claims)
   -- What Lua 5.1 and LuaJIT lack (as in concur.lua, "Runtimes").
   local unpack = table.unpack or unpack
   local pack = table.pack or function(...) return {n = select("#", ...), ...} end
@@ -164,6 +165,9 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
     else
       local tid, kind = task[1], task[2]
       if slots then slots:set(wid, tid) end
+      if kind == "future" then   -- claimed before it runs: f:cancel() may have won
+        kind = (task[7] or claims):cas(task[6], tid, -tid) and "call" or "cancelled"
+      end
       local ok, value, msg
       if init_error then
         ok, value = false, init_error
@@ -172,6 +176,8 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs)
         msg = pack(tid, xpcall(task_fn(task), on_error, unpack(args, 1, args.n or #args)))
         ok, value = msg[2], msg[3]
         if ok then value = nil else msg = nil end
+      elseif kind == "cancelled" then
+        ok = true   -- the owner dropped the task: its message is ignored there
       else
         ok, value = xpcall(run_chunk, on_error, task_fn(task), task[4], kind == "star")
       end
@@ -285,6 +291,14 @@ local function run_callback(cb, ...)
   end
 end
 
+-- Tells the waits of concur.wait and as_completed (Waiting, below) that r,
+-- a Future or an AsyncResult, is done: each waiter is a list of arrivals.
+local function notify_waiters(r)
+  local waiters = r._waiters
+  r._waiters = nil
+  for w in pairs(waiters) do w[#w + 1] = r end
+end
+
 -- Marks r done with a value (ok) or an error, then runs its callback.
 local function result_finish(r, ok, value)
   r._ok, r._value, r._ready = ok, value, true
@@ -376,8 +390,12 @@ end
 function Pool:_start_worker(wid)
   worker_count = worker_count + 1
   local name = (self._threads and "ThreadPoolWorker-%d" or "ForkPoolWorker-%d"):format(worker_count)
+  if self._claims == nil then   -- the first page of the futures' claims (Futures, below)
+    self._claims, self._claim_free, self._claim_top = {core_call(core.Slots, CLAIM_PAGE)}, {}, 0
+  end
   local opts = {target = pool_worker, daemon = true, name = name,
-    args = {self._tq, self._rq, self._slots, wid, name, self._initializer, self._initargs}}
+    args = {self._tq, self._rq, self._slots, wid, name, self._initializer, self._initargs,
+      self._claims[1]}}
   local w = self._threads and Thread(opts) or Process(opts)
   core_call(w.start, w)
   self._workers[wid] = w
@@ -434,12 +452,14 @@ local function fn_id(fn)
 end
 
 -- Puts a task: its tid, or nil and the message (nothing is put) naming
--- fname's argument, for the caller to raise at its caller's line.
-function Pool:_submit(fname, kind, fn, payload)
+-- fname's argument, for the caller to raise at its caller's line.  A
+-- future's task carries its claim: the slot, and the page past the first.
+function Pool:_submit(fname, kind, fn, payload, claim, page)
   local tid = self._nput + 1
   local id = fn_ids[fn]
   if id == nil then id = fn_id(fn) end
-  local task = id and {tid, kind, id, payload, fn_codes[fn]} or {tid, kind, fn, payload}
+  local task = id and {tid, kind, id, payload, fn_codes[fn], claim, page}
+    or {tid, kind, fn, payload, nil, claim, page}
   local tq = self._tq
   local ok, err = pcall(tq.put, tq, task)
   if not ok and interrupted(err) then
@@ -461,13 +481,17 @@ function Pool:_settle(tid, ok, m)
   if r == nil then return end
   self._pending[tid] = nil
   self._npending = self._npending - 1
-  if r._kind == "call" then
+  local kind = r._kind
+  if kind == "future" then
+    return r:_finish(ok, m)
+  elseif kind == "call" then
     if not r._ready then result_finish(r, ok, m) end
   else
     local start = self._start[tid]
     self._start[tid] = nil
     r:_chunk(start, ok, ok and m[3] or m)
   end
+  if r._waiters ~= nil and r._ready then notify_waiters(r) end
 end
 
 -- A task or a result that went missing (reason): the census finds the task.
@@ -867,6 +891,231 @@ function Pool:imap_unordered(fn, list, chunksize)
   end
 end
 
+-- Futures ----------------------------------------------------------------------
+-- pool:submit(fn, ...) returns a Future (concurrent.futures.Future).  Its task
+-- is a "call" whose kind is "future": the worker claims it before running it,
+-- so that f:cancel() either wins (the task never runs) or fails (it runs).
+-- The claim is a slot of the pool's claim pages (Slots of CLAIM_PAGE words):
+-- the owner writes the task's tid there before the put; the worker swaps tid
+-- for -tid (running), cancel swaps it for 0; the swap that finds tid wins.
+-- A claim is given back when its future is done, and may be taken by the
+-- next future at once: a swap compares with the tid, and tids are never
+-- reused, so a stale task cannot take a new future's claim.  The first page
+-- goes to each worker when it starts; a task whose claim is on a later page
+-- (more than CLAIM_PAGE futures outstanding) carries that page with it.
+--
+-- A future is settled by Pool:_settle like an apply_async result (a dead
+-- worker, terminate: the same errors); its done callbacks then run in the
+-- owner, in the pool call that collected the result.
+--
+-- For concur.select: f:_watch() is the pool's result Queue, whose being
+-- non-empty means "pump me", and f:_pump() collects what is in it (and looks
+-- after the workers when POOL_SLICE has passed), never blocking; f._ready
+-- then tells.  A worker's death puts nothing in that queue: a waiter pumps at
+-- least every POOL_SLICE seconds while a future is pending.  AsyncResult has
+-- the same two methods.
+
+local PENDING, RUNNING, FINISHED, CANCELLED = "pending", "running", "finished", "cancelled"
+
+local Future = {}
+Future.__index = Future
+register(Future, "Future")
+Future.__concur_untransferable = "concur.Future"
+
+local function bad_future(self, fname) bad_self(self, "concur.Future", fname, 3) end
+
+-- A claim: its number g (1, 2, ...), which names page and slot.
+local function claim_take(pool)
+  local free = pool._claim_free
+  local n = #free
+  if n > 0 then
+    local g = free[n]
+    free[n] = nil
+    return g
+  end
+  local g = pool._claim_top + 1
+  pool._claim_top = g
+  local page = idiv(g - 1, CLAIM_PAGE) + 1
+  if pool._claims[page] == nil then pool._claims[page] = core_call(core.Slots, CLAIM_PAGE) end
+  return g
+end
+
+-- Runs a done future's callbacks and tells its waiters.
+local function future_done(f)
+  if f._waiters ~= nil then notify_waiters(f) end
+  local cbs = f._callbacks
+  if cbs ~= nil then
+    f._callbacks = nil
+    for i = 1, #cbs do run_callback(cbs[i], f) end
+  end
+end
+
+-- Settled by the pool: ok with the result message m ({tid, true, values...,
+-- n = k}), or failed with the error m.
+function Future:_finish(ok, m)
+  if self._ready then return end
+  self._ok, self._value, self._ready, self._state = ok, m, true, FINISHED
+  local free = self._pool._claim_free
+  free[#free + 1] = self._claim
+  future_done(self)
+end
+
+--- submit(fn, ...) -> a Future of fn(...)
+function Pool:submit(fn, ...)
+  if not originals[self] or self._state ~= RUN or getpid() ~= self._pid then
+    if getmetatable(self) ~= Pool then bad_pool(self, "submit") end
+    self:_check_owner()
+    if self._state ~= RUN then
+      raise(("submit: cannot schedule new futures after shutdown (pool is %s)")
+        :format(self._state == CLOSE and "closed" or "terminated"), 2)
+    end
+  end
+  if type(fn) ~= "function" then check_callable(fn, 1, "submit", "callable", false, 2) end
+  local g = claim_take(self)
+  local page, slot = idiv(g - 1, CLAIM_PAGE) + 1, (g - 1) % CLAIM_PAGE + 1
+  local claims = self._claims[page]
+  local tid = self._nput + 1
+  claims:set(slot, tid)   -- before the put: a worker may take the task at once
+  local _, err = self:_submit("submit", "future", fn, pack(...), slot, page > 1 and claims or nil)
+  if err ~= nil then
+    claims:set(slot, 0)
+    local free = self._claim_free
+    free[#free + 1] = g
+    raise(err, 2)
+  end
+  local f = setmetatable({_pool = self, _kind = "future", _ready = false, _ok = false,
+    _state = PENDING, _tid = tid, _claim = g, _cpage = claims, _cslot = slot}, Future)
+  self._pending[tid] = f
+  self._npending = self._npending + 1
+  if self._rq:qsize() > 0 then self:_poll() end
+  return f
+end
+
+--- Cancels the future if it has not started: true if it is (or was) cancelled.
+function Future:cancel()
+  if getmetatable(self) ~= Future then bad_future(self, "cancel") end
+  if self._state == CANCELLED then return true end
+  if self._ready then return false end
+  local pool, tid = self._pool, self._tid
+  pool:_check_owner()
+  if not self._cpage:cas(self._cslot, tid, 0) then return false end   -- a worker has it
+  if pool._pending[tid] == self then
+    pool._pending[tid] = nil
+    pool._npending = pool._npending - 1
+  end
+  self._ready, self._state = true, CANCELLED
+  local free = pool._claim_free
+  free[#free + 1] = self._claim
+  future_done(self)
+  return true
+end
+
+--- Whether the future is done (finished or cancelled); never waits.
+function Future:done()
+  if getmetatable(self) ~= Future then bad_future(self, "done") end
+  if not self._ready then self._pool:_poll() end
+  return self._ready
+end
+
+--- Whether a worker runs the task now.
+function Future:running()
+  if getmetatable(self) ~= Future then bad_future(self, "running") end
+  if not self._ready then self._pool:_poll() end
+  return not self._ready and self._cpage:get(self._cslot) == -self._tid
+end
+
+function Future:cancelled()
+  if getmetatable(self) ~= Future then bad_future(self, "cancelled") end
+  return self._state == CANCELLED
+end
+
+-- Waits (result, exception) until f is done or timeout passes.
+local function future_wait(f, timeout, fname)
+  if timeout ~= nil then check_timeout(timeout, 1, fname) end
+  if not f._ready then
+    f._pool:_collect(is_ready, f, timeout)
+    if not f._ready then raise_value(concur.TimeoutError) end
+  end
+  if f._state == CANCELLED then raise_value(concur.CancelledError) end
+end
+
+--- fn's results; raises fn's error, concur.CancelledError or concur.TimeoutError.
+function Future:result(timeout)
+  if getmetatable(self) ~= Future then bad_future(self, "result") end
+  future_wait(self, timeout, "result")
+  local v = self._value
+  if not self._ok then error(v, 0) end
+  return unpack(v, 3, v.n)
+end
+
+--- fn's error, or nil if it returned; raises as result does but for fn's error.
+function Future:exception(timeout)
+  if getmetatable(self) ~= Future then bad_future(self, "exception") end
+  future_wait(self, timeout, "exception")
+  if self._ok then return nil end
+  return self._value
+end
+
+--- fn(f) runs in the owner once f is done (now if it is).
+function Future:add_done_callback(fn)
+  if getmetatable(self) ~= Future then bad_future(self, "add_done_callback") end
+  check_callable(fn, 1, "add_done_callback", "callable", false, 2)
+  if not self._ready then self._pool:_poll() end
+  if self._ready then
+    run_callback(fn, self)
+  else
+    local cbs = self._callbacks
+    if cbs == nil then cbs = {}; self._callbacks = cbs end
+    cbs[#cbs + 1] = fn
+  end
+end
+
+function Future:__tostring()
+  local state = self._state
+  if state == PENDING then
+    if self._ready then
+      state = FINISHED
+    elseif self._cpage:get(self._cslot) == -self._tid then
+      state = RUNNING
+    end
+  end
+  if state ~= FINISHED then return ("<concur.Future %s>"):format(state) end
+  if not self._ok then return ("<concur.Future finished raised %s>"):format(typename(self._value)) end
+  local v = self._value
+  return ("<concur.Future finished returned %s>"):format(v.n <= 2 and "nothing"
+    or v.n == 3 and typename(v[3]) or ("%d values"):format(v.n - 2))
+end
+
+-- For concur.select (see the top of this section).
+local function pool_pump(pool)
+  pool:_poll()
+  if pool._npending > 0 and now() >= pool._next_check then
+    pool._next_check = now() + POOL_SLICE
+    pool:_maintain()
+  end
+end
+function Future:_watch() return self._pool._rq end
+function Future:_pump() if not self._ready then pool_pump(self._pool) end end
+function AsyncResult:_watch() return self._pool._rq end
+function AsyncResult:_pump() if not self._ready then pool_pump(self._pool) end end
+
+--- shutdown([wait], [cancel_futures]): close; cancel the futures not started
+--- if asked; then join if wait (default true).  Executor.shutdown.
+function Pool:shutdown(wait, cancel_futures)
+  if getmetatable(self) ~= Pool then bad_pool(self, "shutdown") end
+  self:_check_owner()
+  if cancel_futures then
+    local fs = {}
+    for _, r in pairs(self._pending) do
+      if getmetatable(r) == Future then fs[#fs + 1] = r end
+    end
+    table.sort(fs, function(a, b) return a._tid < b._tid end)
+    for _, f in ipairs(fs) do f:cancel() end
+  end
+  if self._state == RUN then self:close() end
+  if wait == nil or wait then self:join() end
+end
+
 -- Ending -----------------------------------------------------------------------
 
 --- No more tasks; the workers end when the queued ones are done.
@@ -982,6 +1231,355 @@ end})
 -- pool_new and its upvalues: every pool this state made).
 register(pool_module.Pool, "concur.Pool")
 register(pool_module.ThreadPool, "concur.ThreadPool")
+
+-- Executors --------------------------------------------------------------------
+-- concurrent.futures' ThreadPoolExecutor and ProcessPoolExecutor: a ThreadPool
+-- or a Pool under Python's names, with submit, an iterator map and shutdown.
+
+local Executor = {}
+Executor.__index = Executor
+register(Executor, "Executor")
+Executor.__concur_untransferable = "concur.Executor"
+
+local executor_options = {max_workers = true, initializer = true, initargs = true}
+
+local function executor_new(threads, fname, opts)
+  local n, initializer, initargs = opts, nil, nil
+  if type(opts) == "table" then
+    check_options(opts, executor_options, fname, 3)
+    n, initializer, initargs = opts.max_workers, opts.initializer, opts.initargs
+  end
+  if n == nil and threads then n = math.min(32, core.cpu_count() + 4) end   -- Python's default
+  local pool = pool_new(Pool, threads, fname, n, initializer, initargs)
+  return setmetatable({_pool = pool, _threads = threads,
+    __concur_untransferable = "concur." .. fname}, Executor)
+end
+
+local function bad_executor(self, fname) bad_self(self, "concur.Executor", fname, 3) end
+
+--- submit(fn, ...) -> a Future
+function Executor:submit(fn, ...)
+  if getmetatable(self) ~= Executor then bad_executor(self, "submit") end
+  local f = self._pool:submit(fn, ...)
+  return f
+end
+
+--- map(fn, list, [timeout]): an iterator over fn(item), in order, giving each
+--- value and its index.  The timeout counts from this call: an item not done
+--- in time raises concur.TimeoutError; an item's error is raised in its turn.
+--- Then (and at the end of a loop) the futures not started are cancelled.
+function Executor:map(fn, list, timeout)
+  if getmetatable(self) ~= Executor then bad_executor(self, "map") end
+  check_callable(fn, 1, "map", "callable", false, 2)
+  if type(list) ~= "table" then
+    raise(("bad argument #2 to 'map' (table expected, got %s)"):format(type(list)), 2)
+  end
+  check_timeout(timeout, 3, "map")
+  local deadline = timeout and now() + timeout
+  local n = tointeger(list.n) or #list
+  local pool, fs = self._pool, {}
+  for i = 1, n do fs[i] = pool:submit(fn, list[i]) end
+  local i = 0
+  local function cancel_rest()
+    for k = i + 1, n do fs[k]:cancel() end
+  end
+  return function()
+    if i >= n then return nil end
+    i = i + 1
+    local f = fs[i]
+    fs[i] = false
+    local ok, v = pcall(f.result, f, deadline and math.max(0, deadline - now()))
+    if not ok then
+      cancel_rest()
+      error(v, 0)
+    end
+    return v, i
+  end
+end
+
+--- shutdown([wait], [cancel_futures]): see Pool:shutdown.
+function Executor:shutdown(wait, cancel_futures)
+  if getmetatable(self) ~= Executor then bad_executor(self, "shutdown") end
+  self._pool:shutdown(wait, cancel_futures)
+end
+
+-- `local ex <close> = ...`: shutdown(true) at the end of the block.
+function Executor:__close()
+  self._pool:shutdown(true)
+end
+
+function Executor:__tostring()
+  local p = self._pool
+  return ("<concur.%s max_workers=%d state=%s>"):format(
+    self._threads and "ThreadPoolExecutor" or "ProcessPoolExecutor", p._size, p._state)
+end
+
+--- ThreadPoolExecutor{max_workers = n, initializer = f, initargs = {...}}
+pool_module.ThreadPoolExecutor = function(opts)
+  local ex = executor_new(true, "ThreadPoolExecutor", opts)
+  return ex
+end
+--- ProcessPoolExecutor{max_workers = n, initializer = f, initargs = {...}}
+pool_module.ProcessPoolExecutor = function(opts)
+  local ex = executor_new(false, "ProcessPoolExecutor", opts)
+  return ex
+end
+register(pool_module.ThreadPoolExecutor, "concur.ThreadPoolExecutor")
+register(pool_module.ProcessPoolExecutor, "concur.ProcessPoolExecutor")
+
+-- Waiting on many things --------------------------------------------------------
+-- concur.wait and concur.as_completed over Futures, AsyncResults, Threads and
+-- Processes, mixed.  A waiter is a list of arrivals: the pool members
+-- (Futures, AsyncResults) put themselves in it when they are settled
+-- (notify_waiters, called from Pool:_settle and Future:cancel), so a wait
+-- over many futures costs one step per arrival, not a scan.  Threads and
+-- processes are asked (is_alive) at each step.
+--
+-- A step blocks on one thing: when every member not done is a pool member of
+-- one pool, on that pool's result collection (Pool:_collect) for the whole
+-- time left, so it returns as soon as a result comes in.  Otherwise it
+-- blocks in turn on each pool (its collection) and each thread or process
+-- (its join) for WAIT_SLICE seconds at most, and looks at all of them
+-- between: a member is then seen done within about WAIT_SLICE seconds.
+
+local WAIT_SLICE = 0.005
+local FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED =
+  "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"
+
+-- "f" (Future), "r" (AsyncResult), "t" (Thread) or "p" (Process); nil else.
+local function member_kind(v)
+  local mt = getmetatable(v)
+  if mt == Future then return "f" elseif mt == AsyncResult then return "r" end
+  if type(v) == "userdata" then
+    local name = typename(v)
+    if name == "concur.Thread" then return "t" elseif name == "concur.Process" then return "p" end
+  end
+end
+
+-- The members of fs, each once, in order, and their kinds.
+local function members_of(fs, fname)
+  if type(fs) ~= "table" or getmetatable(fs) ~= nil then
+    raise(("bad argument #1 to '%s' (list of futures expected, got %s)"):format(fname, typename(fs)), 3)
+  end
+  local list, kinds = {}, {}
+  for i = 1, tointeger(fs.n) or #fs do
+    local v = fs[i]
+    local kind = member_kind(v)
+    if kind == nil then
+      raise(("bad argument #1 to '%s' (fs[%d]: Future, AsyncResult, Thread or Process expected, got %s)")
+        :format(fname, i, typename(v)), 3)
+    end
+    if kinds[v] == nil then
+      kinds[v] = kind
+      list[#list + 1] = v
+    end
+  end
+  return list, kinds
+end
+
+-- Whether a thread or process has started and ended.
+local function runnable_done(v, kind)
+  if kind == "t" then return v.ident ~= nil and not v:is_alive() end
+  return v.pid ~= nil and not v:is_alive()
+end
+
+-- Whether the member v, done, failed: a future or result whose task raised,
+-- a thread whose target raised, a process whose exit code is not 0.
+local function member_failed(v, kind)
+  if kind == "f" then return v._state == FINISHED and not v._ok
+  elseif kind == "r" then return not v._ok
+  elseif kind == "t" then return not pcall(v.result, v)
+  end
+  return v.exitcode ~= 0
+end
+
+local Waiter = {}
+Waiter.__index = Waiter
+
+-- A waiter over list: members done now arrive first, in list's order.
+local function waiter_new(list, kinds)
+  local w = setmetatable({taken = 0, kinds = kinds, runnables = {}, pools = {}, npools = 0, counted = {},
+    left = #list}, Waiter)
+  local waiting = {}
+  for _, v in ipairs(list) do
+    local kind = kinds[v]
+    if kind == "f" or kind == "r" then
+      if not v._ready then v._pool:_poll() end
+      if v._ready then
+        w[#w + 1] = v
+      else
+        waiting[#waiting + 1] = v
+      end
+    elseif runnable_done(v, kind) then
+      w[#w + 1] = v
+    else
+      w.runnables[#w.runnables + 1] = v
+    end
+  end
+  -- Registered after the look: a member settled by a poll above arrives once.
+  for _, v in ipairs(waiting) do
+    if v._ready then
+      w[#w + 1] = v
+    else
+      local ws = v._waiters
+      if ws == nil then ws = {}; v._waiters = ws end
+      ws[w], w.counted[v] = true, true
+      local pool = v._pool
+      if w.pools[pool] == nil then w.npools = w.npools + 1 end
+      w.pools[pool] = (w.pools[pool] or 0) + 1
+    end
+  end
+  w.turn = 0
+  return w
+end
+
+local function has_arrival(w) return w[w.taken + 1] ~= nil end
+
+-- Moves the ended threads and processes to the arrivals.
+function Waiter:_look()
+  local rs = self.runnables
+  for i = #rs, 1, -1 do
+    local v = rs[i]
+    if runnable_done(v, self.kinds[v]) then
+      table.remove(rs, i)
+      self[#self + 1] = v
+    end
+  end
+end
+
+-- The next arrival, waiting up to `left` seconds (nil: without limit) for
+-- one; nil when none came in time.
+function Waiter:next(left)
+  local deadline = left and now() + left
+  while true do
+    for pool in pairs(self.pools) do pool:_poll() end
+    self:_look()
+    local k = self.taken + 1
+    local v = self[k]
+    if v ~= nil then
+      self.taken, self[k] = k, false
+      self.left = self.left - 1
+      if self.counted[v] then
+        self.counted[v] = nil
+        local pool = v._pool
+        local c = self.pools[pool] - 1
+        if c == 0 then self.pools[pool], self.npools = nil, self.npools - 1
+        else self.pools[pool] = c end
+      end
+      return v
+    end
+    if self.left == 0 then return nil end
+    local t = deadline and deadline - now()
+    if t and t <= 0 then return nil end
+    local rs = self.runnables
+    if #rs == 0 and self.npools == 1 then
+      next(self.pools):_collect(has_arrival, self, t)
+    else
+      local n = self.npools + #rs
+      self.turn = self.turn % n + 1
+      local slice = t and t < WAIT_SLICE and t or WAIT_SLICE
+      if self.turn <= #rs then
+        local r = rs[self.turn]
+        if r.ident == nil and r.pid == nil then core.sleep(slice)   -- not started
+        else r:join(slice) end
+      else
+        local i = #rs
+        for pool in pairs(self.pools) do
+          i = i + 1
+          if i == self.turn then pool:_collect(has_arrival, self, slice) break end
+        end
+      end
+    end
+  end
+end
+
+local function check_wait_timeout(t, fname)
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+    raise(("bad argument #2 to '%s' (timeout must be a non-negative number, got %s)")
+      :format(fname, type(t) == "number" and tostring(t) or type(t)), 3)
+  end
+end
+
+-- Unregisters w from the members not done.
+local function withdraw(w, list)
+  for _, v in ipairs(list) do
+    local ws = v._waiters
+    if ws ~= nil then
+      ws[w] = nil
+      if next(ws) == nil then v._waiters = nil end
+    end
+  end
+end
+
+--- wait(fs, [timeout], [return_when]) -> done, not_done (lists, in fs's order)
+local function wait(fs, timeout, return_when)
+  local list, kinds = members_of(fs, "wait")
+  check_wait_timeout(timeout, "wait")
+  if return_when == nil then return_when = ALL_COMPLETED end
+  if return_when ~= FIRST_COMPLETED and return_when ~= FIRST_EXCEPTION
+    and return_when ~= ALL_COMPLETED then
+    raise(("bad argument #3 to 'wait' (concur.FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED expected, got %s)")
+      :format(type(return_when) == "string" and ("'%s'"):format(return_when) or typename(return_when)), 2)
+  end
+  local w = waiter_new(list, kinds)
+  local done, ndone = {}, 0
+  local deadline = timeout and now() + timeout
+  -- Counts v done: true when that ends the wait (FIRST_EXCEPTION).
+  local function take(v)
+    done[v], ndone = true, ndone + 1
+    return return_when == FIRST_EXCEPTION and member_failed(v, kinds[v])
+  end
+  local ok, err = pcall(function()
+    while true do
+      local v = w:next(0)   -- what is done already counts, without waiting
+      while v ~= nil do
+        if take(v) then return end
+        v = w:next(0)
+      end
+      if ndone == #list or return_when == FIRST_COMPLETED and ndone > 0 then return end
+      local left = deadline and deadline - now()
+      if left and left <= 0 then return end
+      v = w:next(left)
+      if v == nil or take(v) then return end
+    end
+  end)
+  withdraw(w, list)
+  if not ok then error(err, 0) end
+  local d, nd = {}, {}
+  for _, v in ipairs(list) do
+    if done[v] then d[#d + 1] = v else nd[#nd + 1] = v end
+  end
+  return d, nd
+end
+
+--- as_completed(fs, [timeout]): an iterator over the members of fs as they
+--- are done (those done already first); concur.TimeoutError when the
+--- timeout (counted from this call) runs out with some not done.
+local function as_completed(fs, timeout)
+  local list, kinds = members_of(fs, "as_completed")
+  check_wait_timeout(timeout, "as_completed")
+  local deadline = timeout and now() + timeout
+  local w = waiter_new(list, kinds)
+  return function()
+    if w.left == 0 then return nil end
+    local ok, v = pcall(w.next, w, deadline and math.max(0, deadline - now()))
+    if not ok then
+      withdraw(w, list)
+      error(v, 0)
+    end
+    if v == nil then
+      withdraw(w, list)
+      raise_value(concur.TimeoutError)
+    end
+    return v
+  end
+end
+
+pool_module.Future = Future
+pool_module.wait, pool_module.as_completed = wait, as_completed
+concur.ThreadPoolExecutor = pool_module.ThreadPoolExecutor
+concur.ProcessPoolExecutor = pool_module.ProcessPoolExecutor
+concur.Future, concur.wait, concur.as_completed = Future, wait, as_completed
 
 pool_module.AsyncResult = AsyncResult
 concur.Pool, concur.ThreadPool = pool_module.Pool, pool_module.ThreadPool
