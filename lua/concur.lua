@@ -483,6 +483,9 @@ function concur.select(objects, timeout)
       if future_done(f) then done[i] = true end
     end
     local left = next(done) and 0 or deadline and math.max(0, deadline - core.time())
+    -- A worker that dies sends no result: its pool notices only when asked,
+    -- so pending futures are collected at least every 0.1 s.
+    if #futures > 0 and (left == nil or left > 0.1) then left = 0.1 end
     local ready = core_call(core.select, cobjs, left)
     for _, k in ipairs(ready) do
       local i = owner[k]
