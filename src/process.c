@@ -87,7 +87,7 @@ static int pr_fd(cobj *o) {
   pthread_mutex_unlock(&pr.lock);
   if (pid <= 0 || pid == concur_pid)
     return -1;
-#ifdef SYS_pidfd_open
+#if defined(SYS_pidfd_open) && !defined(CONCUR_PORTABLE)
   return (int)syscall(SYS_pidfd_open, pid, 0);   /* -1 without pidfds: polled by ready */
 #else
   return -1;
