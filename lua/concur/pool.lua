@@ -1250,7 +1250,7 @@ local function executor_new(threads, fname, opts)
     n, initializer, initargs = opts.max_workers, opts.initializer, opts.initargs
   end
   if n == nil and threads then n = math.min(32, core.cpu_count() + 4) end   -- Python's default
-  local pool = pool_new(Pool, threads, fname, n, initializer, initargs)
+  local pool = pool_new(Pool, threads, fname, 1, n, initializer, initargs)
   return setmetatable({_pool = pool, _threads = threads,
     __concur_untransferable = "concur." .. fname}, Executor)
 end
@@ -1315,13 +1315,15 @@ function Executor:__tostring()
 end
 
 --- ThreadPoolExecutor{max_workers = n, initializer = f, initargs = {...}}
-pool_module.ThreadPoolExecutor = function(opts)
-  local ex = executor_new(true, "ThreadPoolExecutor", opts)
+pool_module.ThreadPoolExecutor = function(...)
+  no_more_args("ThreadPoolExecutor", 1, select("#", ...), 2)
+  local ex = executor_new(true, "ThreadPoolExecutor", (...))
   return ex
 end
 --- ProcessPoolExecutor{max_workers = n, initializer = f, initargs = {...}}
-pool_module.ProcessPoolExecutor = function(opts)
-  local ex = executor_new(false, "ProcessPoolExecutor", opts)
+pool_module.ProcessPoolExecutor = function(...)
+  no_more_args("ProcessPoolExecutor", 1, select("#", ...), 2)
+  local ex = executor_new(false, "ProcessPoolExecutor", (...))
   return ex
 end
 register(pool_module.ThreadPoolExecutor, "concur.ThreadPoolExecutor")
