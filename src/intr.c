@@ -56,7 +56,8 @@ static struct sigaction intr_prev;   /* the handler we wrap */
  * again at each instruction until the call is over. */
 static _Thread_local intr_cancel *intr_self __attribute__((tls_model("initial-exec")));
 static _Thread_local char intr_held __attribute__((tls_model("initial-exec")));
-static int (*intr_push_cancel)(lua_State *L);
+typedef int (*intr_push_fn)(lua_State *L);
+static _Atomic(intr_push_fn) intr_push_cancel;   /* set by every state that opens concur: atomic */
 static void intr_hook(lua_State *L, lua_Debug *ar);
 
 /* Takes the calling thread's pending cancel, if any: 1 when there was one. */
@@ -74,8 +75,9 @@ static int cancel_raise(lua_State *L) {
     lua_sethook(L, NULL, 0, 0);
   if (c->L && c->L != L && lua_gethook(c->L) == intr_hook)
     lua_sethook(c->L, NULL, 0, 0);
-  if (intr_push_cancel)
-    intr_push_cancel(L);
+  intr_push_fn push = atomic_load_explicit(&intr_push_cancel, memory_order_relaxed);
+  if (push)
+    push(L);
   else
     lua_pushliteral(L, "concur.CancelledError");
   return lua_error(L);
@@ -264,7 +266,9 @@ static void cancel_install(void) {
   cancel_signal_ok = sigaction(INTR_CANCEL_SIGNAL, &mine, NULL) == 0;
 }
 
-void intr_on_cancel(int (*push)(lua_State *L)) { intr_push_cancel = push; }
+void intr_on_cancel(int (*push)(lua_State *L)) {
+  atomic_store_explicit(&intr_push_cancel, push, memory_order_relaxed);
+}
 
 void intr_bind(intr_cancel *c, lua_State *L) {
   if (c == NULL) {
