@@ -15,10 +15,14 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
+/* As lua.c's: a non-string error object with a __tostring is its message. */
 static int msgh(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
-  if (msg == NULL)
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
     msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
   luaL_traceback(L, L, msg, 1);
   return 1;
 }
