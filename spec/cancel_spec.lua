@@ -430,3 +430,28 @@ describe("ThreadPool:terminate()", function()
     assert.is_false(ok2)
   end)
 end)
+
+describe("ThreadPool:shutdown(false, true)", function()
+  pending_on(TSAN_LOOP)("cancels a running task that never ends, and the pool stops", function()
+    local t = concur.Thread{target = function()
+      local pool = concur.ThreadPool(1)
+      local started = concur.Event()
+      local f = pool:submit(function(started)
+        started:set()
+        if rawget(_G, "jit") then jit.off() end
+        while true do end
+      end, started)
+      local waiting = pool:submit(function() return 1 end)
+      started:wait()
+      pool:shutdown(false, true)
+      pool:join()
+      return waiting:cancelled(), pcall(f.result, f, 5)
+    end, daemon = true}
+    t:start()
+    assert.is_true(t:join(10), "shutdown(false, true) did not stop the pool")
+    local cancelled, ok = t:result()
+    assert.is_true(cancelled)
+    assert.is_false(ok)
+  end)
+end)
+

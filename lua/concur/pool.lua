@@ -1112,6 +1112,13 @@ function Pool:shutdown(wait, cancel_futures)
     table.sort(fs, function(a, b) return a._tid < b._tid end)
     for _, f in ipairs(fs) do f:cancel() end
   end
+  -- A ThreadPool told not to wait and to cancel: its running tasks are
+  -- cancelled too (terminate cancels its threads), so it stops even when a
+  -- task never ends.
+  if cancel_futures and wait == false and self._threads then
+    self:terminate()
+    return
+  end
   if self._state == RUN then self:close() end
   if wait == nil or wait then self:join() end
 end
