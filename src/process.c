@@ -69,17 +69,10 @@ static struct {
   char identity[64];         /* this process's identity: "" in the main one */
 } pr = {.lock = PTHREAD_MUTEX_INITIALIZER, .started = PTHREAD_COND_INITIALIZER};
 
-/* concur.select: a process is ready once it has ended (reaped), or once a
- * pidfd of it polls readable (ended, not yet reaped); the stand-ins of the
- * parent process poll the same way, this process's own never does. */
-static int pr_ready(cobj *o) {
-  proc_obj *p = (proc_obj *)o;
-  pthread_mutex_lock(&pr.lock);
-  int done = p->state == PR_DONE;
-  pthread_mutex_unlock(&pr.lock);
-  return done;
-}
-
+/* concur.select: a process is ready once it has ended, which a pidfd of it
+ * tells (pr_fd) and, without pidfds, a reap without waiting (pr_ready,
+ * below); the parent's stand-in is ready once the parent is gone, this
+ * process's own never. */
 static int pr_fd(cobj *o) {
   proc_obj *p = (proc_obj *)o;
   pthread_mutex_lock(&pr.lock);
@@ -232,6 +225,20 @@ static int pr_reap(proc_obj *p) {
   pthread_mutex_unlock(&pr.lock);
   pr_reaped(p, &out);
   return done;
+}
+
+static int pr_ready(cobj *o) {
+  proc_obj *p = (proc_obj *)o;
+  if (p->is_main || p == pr.current)
+    return 0;
+  if (p->is_parent)
+    return !(kill(p->pid, 0) == 0 || errno == EPERM);
+  pthread_mutex_lock(&pr.lock);
+  pr_state st = p->state;
+  pthread_mutex_unlock(&pr.lock);
+  if (st != PR_STARTED || p->parent_pid != getpid())
+    return st == PR_DONE;
+  return pr_reap(p);
 }
 
 /* Sleeps until p ends or `timeout` seconds pass (< 0: forever); no lock
