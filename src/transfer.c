@@ -846,6 +846,18 @@ static int names_rebuild(lua_State *L) {
     }
     lua_settop(L, 5);
   }
+  /* Then the globals' C functions: a function under several names (5.1's
+   * `unpack`, which a library may also put in `table`) crosses under its
+   * global one, which every state has; package.loaded's order is the hash's. */
+  if (with_cfuncs && lua_getfield(L, 4, "_G") == LUA_TTABLE) {   /* 5: _G */
+    lua_pushnil(L);
+    while (lua_next(L, 5)) {                           /* 6: key, 7: value */
+      if (lua_type(L, 6) == LUA_TSTRING && lua_iscfunction(L, 7))
+        name_set(L, 2, 7, T_FIELD, "_G", 6);
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, 4);
   lua_pushnil(L);
   while (lua_next(L, 4)) {                             /* 5: name, 6: module */
     if (lua_type(L, 5) == LUA_TSTRING) {
