@@ -65,7 +65,7 @@ FUZZ_TARGETS = $(if $(filter lua5.4,$(LUA)),$(FUZZ_BIN)) $(FUZZ_PIPE_BIN)
 
 fuzz: $(FUZZ_TARGETS)
 	@for bin in $(FUZZ_TARGETS); do \
-	  FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' FUZZ_TRANSFER_SKIP='$(FUZZ_SKIP)' \
+	  $(if $(filter luajit,$(LUA)),LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan-luajit.supp) FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_ARGS='$(FUZZ_ARGS)' FUZZ_TRANSFER_SKIP='$(FUZZ_SKIP)' \
 	    sh fuzz/run.sh $$bin || exit 1; \
 	done
 
