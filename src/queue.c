@@ -1144,14 +1144,8 @@ static int queue_shutdown(lua_State *L) {
       count_done(q);
     }
   }
-  if (atomic_load(&q->getters)) {
-    atomic_fetch_add(&q->gbell, 1);
-    fx_wake(&q->gbell, INT_MAX);
-  }
-  if (atomic_load(&q->putters)) {
-    atomic_fetch_add(&q->pbell, 1);
-    fx_wake(&q->pbell, INT_MAX);
-  }
+  wake(&q->gbell, &q->getters, INT_MAX);
+  wake(&q->pbell, &q->putters, INT_MAX);
   wake_joiners(q);
   sel_notify(&q->watchers);
   return 0;
@@ -1193,10 +1187,8 @@ static int queue_newindex(lua_State *L) {
                           cobj_typename(L, 3));
       uint32_t n = maxsize_arg(L, 3, "maxsize", 3, "");
       uint32_t old = atomic_exchange(&q->maxsize, n);
-      if (old && (n == 0 || n > old) && atomic_load(&q->putters)) {
-        atomic_fetch_add(&q->pbell, 1);
-        fx_wake(&q->pbell, INT_MAX);
-      }
+      if (old && (n == 0 || n > old))
+        wake(&q->pbell, &q->putters, INT_MAX);
       return 0;
     }
   }
