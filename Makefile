@@ -30,7 +30,7 @@ CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden $(LUA_INC) -Isrc -Ivendor/lua-compat-5.3
 LIBS       = -lpthread -ldl
 
-SRCS   = src/arena.c src/intr.c src/wait.c src/object.c src/message.c src/fork.c src/transfer.c src/sync.c src/queue.c src/pipe.c src/select.c src/pool.c src/exit.c src/state.c src/thread.c src/process.c src/core.c
+SRCS   = src/arena.c src/intr.c src/wait.c src/object.c src/message.c src/fork.c src/transfer.c src/sync.c src/queue.c src/pipe.c src/select.c src/pool.c src/shared.c src/dict.c src/exit.c src/state.c src/thread.c src/process.c src/core.c
 HDRS   = src/concur.h $(wildcard src/*.h) src/concur_lua.h
 # PORTABLE=1: the waits without Linux futexes or pidfds (src/wait.c, fx_wait),
 # the path other systems take; it builds in build/portable (5.4).

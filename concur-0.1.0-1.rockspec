@@ -31,7 +31,7 @@ build = {
     ["concur.pool"] = "lua/concur/pool.lua",
     ["concur.core"] = {
       sources = {"src/arena.c", "src/intr.c", "src/wait.c", "src/object.c", "src/message.c", "src/fork.c",
-                 "src/transfer.c", "src/sync.c", "src/queue.c", "src/pipe.c", "src/select.c", "src/pool.c", "src/exit.c",
+                 "src/transfer.c", "src/sync.c", "src/queue.c", "src/pipe.c", "src/select.c", "src/pool.c", "src/shared.c", "src/dict.c", "src/exit.c",
                  "src/state.c", "src/thread.c", "src/process.c", "src/core.c"},
       incdirs = {"src", "vendor/lua-compat-5.3"},
       libraries = {"pthread", "dl"},

@@ -429,6 +429,16 @@ concur.SimpleQueue = core.SimpleQueue
 --- Pipe([duplex]) or Pipe{duplex = b} -> two connections.
 concur.Pipe = core.Pipe
 
+-- Shared state -------------------------------------------------------------------
+-- C (src/shared.c, src/dict.c): numbers and a hash table in the shared arena.
+
+--- Value(init) or Value(typecode, [init], [lock]): v.value, v:add(n), v:cas(old, new).
+concur.Value = core.Value
+--- Array(kind, n_or_list, [lock]): a[i], #a, a:add(i, n), a:totable().
+concur.Array = core.Array
+--- Dict([table]): d[k], d[k] = v, #d, pairs(d), get, pop, setdefault, update, ...
+concur.Dict = core.Dict
+
 -- select ------------------------------------------------------------------------
 -- concur.select(objects, [timeout]) -> the ready objects, in the order given,
 -- each once: a queue with an item to get (or shut down), a connection with

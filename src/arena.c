@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,21 @@ static void self_refresh(void);
 static void pid_refresh(void) {
   concur_pid = (int)getpid();
   self_refresh();
+}
+
+/* ---- test hooks ------------------------------------------------------------ */
+
+_Atomic int concur_fault_point;
+static _Atomic long fault_left;
+
+void concur_fault_arm(int point, long n) {
+  atomic_store(&fault_left, n > 0 ? n : 1);
+  atomic_store(&concur_fault_point, point);
+}
+
+void concur_fault_hit(void) {
+  if (atomic_fetch_sub(&fault_left, 1) == 1)
+    kill(getpid(), SIGKILL);
 }
 
 /* ---- robust process-shared mutexes ---------------------------------------- */

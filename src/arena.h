@@ -43,6 +43,26 @@ size_t shm_in_use(size_t *high_water);  /* bytes in live blocks, family-wide; th
 size_t shm_cost(size_t n);               /* the bytes shm_alloc(n) takes from the arena */
 _Atomic uint32_t *shm_bell(void);        /* the family's select bell (wait.h: sel_ring) */
 
+/* Test hooks (the fault specs): a process armed with concur_fault_arm(p, n)
+ * kills itself with SIGKILL the n-th time it reaches point p, half way
+ * through a change (a journal applied in part, a node unlinked and not yet
+ * freed).  Unarmed, a point costs one relaxed load and a compare. */
+enum {
+  CONCUR_FAULT_NONE = 0,
+  CONCUR_FAULT_DICT_COMMIT,   /* a Dict's journal: its first word written, not the rest */
+  CONCUR_FAULT_DICT_MOVE,     /* the same while growing (a node moved between tables) */
+  CONCUR_FAULT_DICT_SET,      /* d[k] = v committed, the old node not freed yet */
+  CONCUR_FAULT_DICT_UPDATE,   /* d:update's store done, its lock still held */
+  CONCUR_FAULT_NPOINTS
+};
+extern _Atomic int concur_fault_point;
+void concur_fault_arm(int point, long n);
+void concur_fault_hit(void);
+static inline void concur_fault(int point) {
+  if (__builtin_expect(atomic_load_explicit(&concur_fault_point, memory_order_relaxed) == point, 0))
+    concur_fault_hit();
+}
+
 /* Robust process-shared mutexes: a dead holder's mutex is taken over (the
  * lock returns 1 then) and made consistent. */
 int rmutex_init(pthread_mutex_t *m);

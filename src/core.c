@@ -32,6 +32,7 @@
 #include "process.h"
 #include "queue.h"
 #include "select.h"
+#include "shared.h"
 #include "state.h"
 #include "sync.h"
 #include "thread.h"
@@ -209,11 +210,22 @@ static int core_shm_in_use(lua_State *L) {
 static pthread_once_t callbacks_once = PTHREAD_ONCE_INIT;
 static void callbacks_register(void) { state_on_preload(core_preload); }
 
+
+/* core.fault_arm(point, [n]): a test hook (arena.h): this process kills
+ * itself the n-th time it reaches `point` ("dict_commit", "dict_move",
+ * "dict_set", "dict_update"; nil disarms).  For the fault specs only. */
+static int core_fault_arm(lua_State *L) {
+  static const char *const points[] = {"none", "dict_commit", "dict_move", "dict_set",
+                                       "dict_update", NULL};
+  int p = lua_isnoneornil(L, 1) ? 0 : luaL_checkoption(L, 1, NULL, points);
+  concur_fault_arm(p, (long)luaL_optinteger(L, 2, 1));
+  return 0;
+}
 int luaopen_concur_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"set_error_values", core_set_error_values}, {"shm_in_use", core_shm_in_use},
     {"sleep", core_sleep}, {"time", core_time}, {"cpu_count", core_cpu_count},
-    {"getpid", core_getpid}, {"print", state_print}, {NULL, NULL}
+    {"getpid", core_getpid}, {"print", state_print}, {"fault_arm", core_fault_arm}, {NULL, NULL}
   };
   /* The arena first: objects made in any process of the family must all
    * come from the one mapping made before the first fork. */
@@ -234,6 +246,8 @@ int luaopen_concur_core(lua_State *L) {
   select_open(L);
   pipe_open(L);
   pool_open(L);
+  shared_open(L);
+  dict_open(L);
   lua_pushliteral(L, CONCUR_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushnumber(L, (lua_Number)WAIT_TIMEOUT_MAX);   /* the layer's checks read it too */

@@ -268,6 +268,15 @@ static int lock_make(lua_State *L, const cobj_type *type) {
   return 1;
 }
 
+cobj *sync_rlock_make(void) {
+  lock_obj *l = shm_calloc(sizeof *l);
+  if (l)
+    cobj_init(&l->hdr, &rlock_type);
+  return l ? &l->hdr : NULL;
+}
+
+int sync_is_lock(const cobj *o) { return o->type == &lock_type || o->type == &rlock_type; }
+
 static int lock_new(lua_State *L) { return lock_make(L, &lock_type); }
 static int rlock_new(lua_State *L) { return lock_make(L, &rlock_type); }
 
@@ -350,6 +359,10 @@ static int with_finish(lua_State *L, int status, lua_KContext ctx) {
 /* obj:with(fn, ...) -> fn's results; released however fn ends. */
 static int sync_with(lua_State *L) {
   cobj_self(L);   /* Lock.with(5, f) names argument 1, not Lua's index error */
+  return sync_with_body(L);
+}
+
+int sync_with_body(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_getfield(L, 1, "acquire");
   lua_pushvalue(L, 1);
@@ -409,12 +422,11 @@ static int cond_new(lua_State *L) {
     return luaL_error(L, "cannot make a Condition: no mutex");
   }
   if (l == NULL) {
-    l = shm_calloc(sizeof *l);
+    l = (lock_obj *)sync_rlock_make();
     if (l == NULL) {
       shm_free(c);
       return luaL_error(L, "cannot make a Condition: the shared memory arena is full");
     }
-    cobj_init(&l->hdr, &rlock_type);
   } else {
     cobj_incref(&l->hdr);
   }
