@@ -8,8 +8,9 @@
  * key's hash, the key (a number's 8 bytes, or a string's length and then its
  * bytes) and the value as the transfer encoded it (msg_write_body: the
  * object pointers, each a reference the node holds, then the bytes).  The
- * buckets are an array of node pointers, a power of two long, hashed by the
- * family's keyed SipHash (so no one can choose keys that collide).
+ * buckets are an array of node pointers, a power of two long, hashed under the
+ * family's key (SipHash for strings, hash_word for the rest), so no one can
+ * choose keys that collide.
  *
  * Growth is incremental, as Redis does it: when the table holds more keys
  * than buckets (or far fewer), a second array is made (outside the lock) and
@@ -171,10 +172,9 @@ static void check_key(lua_State *L, int idx, dkey *k, int argn, const char *fnam
     luaL_error(L, "bad argument #%d to '%s' (key: string, number or boolean expected, got %s)",
                argn, fname, cobj_typename(L, idx));
   }
-  unsigned char buf[9];
-  buf[0] = (unsigned char)k->type;
-  memcpy(buf + 1, k->bits, 8);
-  k->hash = (uint32_t)mac_of(buf, sizeof buf);
+  uint64_t w;
+  memcpy(&w, k->bits, 8);
+  k->hash = (uint32_t)hash_word(w + k->type * 0x9e3779b97f4a7c15ULL);
 }
 
 static int key_is(const dnode *n, const dkey *k) {
@@ -301,7 +301,7 @@ static void grow_step(dict_obj *d, dnode ***old) {
 static size_t resize_wanted(const dict_obj *d) {
   if (d->t1)
     return 0;
-  if (d->count > d->n0)
+  if (d->count > d->n0 / 2)
     return d->n0 * 2;
   if (d->n0 > DICT_MIN && d->count < d->n0 / 8) {
     size_t n = DICT_MIN;

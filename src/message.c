@@ -57,6 +57,16 @@ void mac_set_key(uint64_t k0, uint64_t k1) {
   mac_key[1] = k1;
 }
 
+uint64_t hash_word(uint64_t x) {
+  x ^= mac_key[0];
+  x ^= x >> 32;
+  x *= 0xd6e8feb86659fd93ULL;
+  x ^= x >> 32;
+  x *= 0xd6e8feb86659fd93ULL;
+  x ^= x >> 32;
+  return x;
+}
+
 #define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                                   \
   do {                                                                                             \

@@ -95,5 +95,9 @@ void mac_begin(mac_state *m);
 void mac_add(mac_state *m, const void *p, size_t n);
 uint64_t mac_end(mac_state *m);
 uint64_t mac_of(const void *p, size_t n);
+/* A keyed hash of one word for hash tables (dict.c), not a MAC: x under the
+ * family key, then a bijective multiply-xor mix, so that no one who lacks
+ * the key can pick numbers that share a bucket. */
+uint64_t hash_word(uint64_t x);
 
 #endif

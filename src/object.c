@@ -679,6 +679,14 @@ void *cobj_shm_alloc(lua_State *L, size_t n) {
   return p;
 }
 
+__attribute__((noinline, cold)) void *cobj_self_fast_miss(lua_State *L, void *ud) {
+  unsigned long gen = atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed);
+  cobj *o = cobj_self(L);
+  cobj_self_cache.ud = ud;
+  cobj_self_cache.gen = gen;
+  return o;
+}
+
 void *cobj_new_shared(lua_State *L, const cobj_type *type, size_t size) {
   cobj_gc_pressure(L, shm_cost(size));
   cobj_newhandle(L, type, 0);

@@ -145,6 +145,21 @@ static inline void *cobj_self(lua_State *L) {
   cobj_self_error(L);
   return NULL;
 }
+/* cobj_self for the hot methods of one type (Lock, Value, Array): a handle
+ * checked a moment ago on this thread is known good (see cobj_self_cache)
+ * and costs one compare. */
+void *cobj_self_fast_miss(lua_State *L, void *ud);
+static inline void *cobj_self_fast(lua_State *L, const cobj_type *type) {
+  void *ud = lua_touserdata(L, 1);
+  if (__builtin_expect(ud != NULL && ud == cobj_self_cache.ud &&
+                       cobj_self_cache.gen == atomic_load_explicit(&cobj_handle_gen,
+                                                                   memory_order_relaxed), 1)) {
+    cobj *o = ((cobj_handle *)ud)->obj;
+    if (__builtin_expect(o->type == type, 1))
+      return o;
+  }
+  return cobj_self_fast_miss(L, ud);
+}
 /* A constructor of a shared object: pushes an empty handle first (a memory
  * error then loses nothing), then makes the object in the arena, zeroed,
  * its count 1; the caller fills it and calls cobj_bind(L, -1, o).  Raises

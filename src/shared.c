@@ -274,7 +274,7 @@ static int value_newindex(lua_State *L) {
 }
 
 static int value_add(lua_State *L) {
-  value_obj *v = cobj_self(L);
+  value_obj *v = cobj_self_fast(L, &value_type);
   cobj_no_more_args(L, 2, "add");
   push_word(L, v->kind, add_word(L, 2, v->kind, &v->word, 2, "add"));
   return 1;
@@ -426,7 +426,7 @@ static inline int64_t array_load(array_obj *a, size_t i) {
 
 static int array_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) {
-    array_obj *a = cobj_self(L);
+    array_obj *a = cobj_self_fast(L, &array_type);
     push_word(L, a->kind, array_load(a, array_at(L, a, 2, "index")));
     return 1;
   }
@@ -436,7 +436,7 @@ static int array_index(lua_State *L) {
 }
 
 static int array_newindex(lua_State *L) {
-  array_obj *a = cobj_self(L);
+  array_obj *a = cobj_self_fast(L, &array_type);
   if (lua_type(L, 2) != LUA_TNUMBER)
     return luaL_error(L, "bad argument #2 to 'newindex' (index: integer expected, got %s)",
                       cobj_typename(L, 2));
@@ -456,7 +456,7 @@ static int array_len(lua_State *L) {
 }
 
 static int array_add(lua_State *L) {
-  array_obj *a = cobj_self(L);
+  array_obj *a = cobj_self_fast(L, &array_type);
   cobj_no_more_args(L, 3, "add");
   size_t i = array_at(L, a, 2, "add");
   if (a->kind != K_BYTE) {

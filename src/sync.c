@@ -133,28 +133,6 @@ static const cobj_type event_type = {"concur.Event", lock_destroy, NULL, 1, even
 static const cobj_type barrier_type = {"concur.Barrier", barrier_destroy, NULL, 1, barrier_meta,
                                        NULL, NULL, NULL};
 
-/* cobj_self for the hot methods of one type: a handle checked a moment ago on
- * this thread is known good (see cobj_self_cache) and costs one compare. */
-__attribute__((noinline, cold)) static void *self_fast_miss(lua_State *L, void *ud) {
-  unsigned long gen = atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed);
-  cobj *o = cobj_self(L);
-  cobj_self_cache.ud = ud;
-  cobj_self_cache.gen = gen;
-  return o;
-}
-
-static inline void *self_fast(lua_State *L, const cobj_type *type) {
-  void *ud = lua_touserdata(L, 1);
-  if (__builtin_expect(ud != NULL && ud == cobj_self_cache.ud &&
-                       cobj_self_cache.gen == atomic_load_explicit(&cobj_handle_gen,
-                                                                   memory_order_relaxed), 1)) {
-    cobj *o = ((cobj_handle *)ud)->obj;
-    if (__builtin_expect(o->type == type, 1))
-      return o;
-  }
-  return self_fast_miss(L, ud);
-}
-
 /* (blocking, timeout) at idx, idx + 1, as Python's acquire takes them. */
 static int blocking_args(lua_State *L, int idx, double *timeout) {
   int blocking = 1;
@@ -282,7 +260,7 @@ static int rlock_new(lua_State *L) { return lock_make(L, &rlock_type); }
 
 /* The hot path: lock:acquire() with no arguments is one compare-and-swap. */
 static int lock_acquire(lua_State *L) {
-  lock_obj *l = self_fast(L, &lock_type);
+  lock_obj *l = cobj_self_fast(L, &lock_type);
   if (lua_gettop(L) == 1 && lock_try(l)) {
     lua_pushboolean(L, 1);
     return 1;
@@ -291,7 +269,7 @@ static int lock_acquire(lua_State *L) {
 }
 
 static int lock_release(lua_State *L) {
-  if (lock_release_word(self_fast(L, &lock_type)) == 0)
+  if (lock_release_word(cobj_self_fast(L, &lock_type)) == 0)
     return luaL_error(L, "release unlocked lock");
   return 0;
 }
@@ -303,11 +281,11 @@ static int lock_locked(lua_State *L) {
 }
 
 static int rlock_acquire(lua_State *L) {
-  return lockish_acquire_lua(L, self_fast(L, &rlock_type));
+  return lockish_acquire_lua(L, cobj_self_fast(L, &rlock_type));
 }
 
 static int rlock_release(lua_State *L) {
-  const char *err = lockish_release(self_fast(L, &rlock_type));
+  const char *err = lockish_release(cobj_self_fast(L, &rlock_type));
   return err ? luaL_error(L, "%s", err) : 0;
 }
 
