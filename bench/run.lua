@@ -15,7 +15,8 @@
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
---                pingpong, queues, qkinds, waitany, pipe, pools, futures)
+--                pingpong, queues, qkinds, waitany, pipe, pools, futures,
+--                shared, dict_scale)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -37,7 +38,8 @@ local DIR = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
 
 -- Workloads. `rows` name what the script prints, in order. `better` says
 -- which direction is good; `goal` is checked against the concur value, or
--- against the concur/python ratio when `goal_ratio` is set.
+-- against the concur/python ratio when `goal_ratio` is set; a row without a
+-- goal is only reported. `python = false`: concur-only rows, no Python script.
 local WORKLOADS = {
   {script = "spawn", rows = {
     {name = "spawn", unit = "µs/thread", better = "lower",
@@ -130,6 +132,27 @@ local WORKLOADS = {
      goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
     {name = "pool-submit", unit = "µs/round trip", better = "lower",
      goal = 0.1, goal_ratio = true, goal_text = "<= 0.1x Python"},
+  }},
+  {script = "shared", rows = {
+    {name = "value-add-proc", unit = "M adds/s", better = "higher",
+     goal = 20, goal_ratio = true, goal_text = ">= 20x Python"},
+    {name = "dict-setget", unit = "M pairs/s", better = "higher",
+     goal = 50, goal_ratio = true, goal_text = ">= 50x Python (a manager's)"},
+    {name = "dict-update-proc", unit = "k updates/s", better = "higher",
+     goal = 20, goal_ratio = true, goal_text = ">= 20x Python (a manager's)"},
+    {name = "array-sum-proc", unit = "M elements/s", better = "higher",
+     goal = 1, goal_ratio = true, goal_text = ">= 1x Python"},
+    {name = "array-sum-totable", unit = "M elements/s", better = "higher",
+     goal = 1, goal_ratio = true, goal_text = ">= 1x Python"},
+  }},
+  {script = "dict_scale", python = false, rows = {
+    {name = "dict-get-1k", unit = "ns/get", better = "lower"},
+    {name = "dict-get-1m", unit = "ns/get", better = "lower"},
+    {name = "dict-get-scale", unit = "get 10^6 / get 10^3", better = "lower",
+     goal = 2, goal_text = "<= 2x"},
+    {name = "dict-arena-1m", unit = "MB of arena", better = "lower",
+     goal = 150, goal_text = "<= 150 MB"},
+    {name = "dict-grow-pause", unit = "µs, longest get", better = "lower"},
   }},
 }
 
@@ -241,7 +264,7 @@ for _, w in ipairs(WORKLOADS) do
     local err = {}
     for _ = 1, RUNS do
       for _, side in ipairs{"lua", "py"} do
-        if not err[side] and (side == "lua" or has_python) then
+        if not err[side] and (side == "lua" or (has_python and w.python ~= false)) then
           local nums, why = run_script(side == "lua" and lua_cmd or py_cmd)
           if nums and #nums ~= #w.rows then
             nums, why = nil, ("printed %d numbers, expected %d"):format(#nums, #w.rows)
@@ -278,6 +301,8 @@ for _, w in ipairs(WORKLOADS) do
       local met
       if err.lua then
         met = "error"
+      elseif not row.goal then
+        met = "-"
       elseif row.min_cpus and ncpu and ncpu < row.min_cpus then
         met = ("n/a (%d CPU)"):format(ncpu)
       else
@@ -291,10 +316,12 @@ for _, w in ipairs(WORKLOADS) do
           met = v >= row.goal and "ok" or "MISSED"
         end
       end
-      local py_cell = not has_python and "n/a" or (err.py and "error" or fmt(pv))
+      local py_cell = w.python == false and "-" or not has_python and "n/a"
+        or (err.py and "error" or fmt(pv))
       print(("| %s | %s | %s | %s | %s | %s | %s |"):format(
         row.name, row.unit, err.lua and "error" or fmt(cv), py_cell,
-        ratio and (fmt(ratio) .. "x") or "n/a", row.goal_text, met))
+        ratio and (fmt(ratio) .. "x") or (w.python == false and "-" or "n/a"),
+        row.goal_text or "-", met))
       io.stdout:flush()
     end
   end
