@@ -30,11 +30,18 @@
 enum { K_INT, K_FLOAT, K_BOOL, K_BYTE };
 static const char *const kind_names[] = {"int", "float", "bool", "byte"};
 
+/* The words that change sit at least a cache line away from the fields every
+ * call reads (the type, the kind, the size): two processes adding to one
+ * Value then pass one line between them, not two. */
+#define LINE 64
+
 typedef struct value_obj {
   cobj hdr;
   cobj *lock;                  /* a Lock or RLock (a reference); NULL: made with lock = false */
   uint32_t kind;
+  char gap[LINE];
   _Atomic int64_t word;        /* the integer, the float's bits, or 0/1 */
+  char tail[LINE - sizeof(int64_t)];
 } value_obj;
 
 typedef struct array_obj {
@@ -42,6 +49,7 @@ typedef struct array_obj {
   cobj *lock;
   uint32_t kind;
   size_t n;
+  char gap[LINE];
   union {                      /* n elements of the kind (a flexible array) */
     _Atomic int64_t w[1];
     _Atomic uint8_t b[1];
