@@ -583,7 +583,8 @@ static int dict_setdefault(lua_State *L) {
     if (rc < 0) {
       after_unlock(d, oldt, want);
       intr_settle(L);
-      return 1;   /* v, stored */
+      lua_pushvalue(L, 3);   /* v, stored (not the copy buffer an earlier round pushed) */
+      return 1;
     }
     if (rc > 0) {
       node_free(n);
