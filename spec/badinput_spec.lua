@@ -130,6 +130,17 @@ local K = {
   maxlength = kind("nil 1 maxint 2^53", "numstr"),
   duplex    = kind("nil true false tbl", "callable", {numeric = false}),
   seconds   = kind("0", "numstr"),
+  -- Shared state: an init of Value, an integer to add, a Dict key, any Lua value.
+  init      = kind("true false " .. NUMBERS, "", {required = true}),
+  integer   = kind("-1 0 1 maxint minint 2^53"),
+  index     = kind("1"),
+  kind_name = kind("", "", {numeric = false, required = true}),
+  size      = kind("0 1 tbl", "callable"),
+  lock_opt  = kind("nil true false", "", {numeric = false}),
+  key       = kind("true false str numstr -1 -0.5 0 0.5 1 huge -huge maxint minint 2^53", "",
+                {required = true}),
+  any       = kind("nil true false str numstr tbl fn callable co ud obj " .. NUMBERS, "",
+                {numeric = false}),
 }
 
 -- Outcomes -------------------------------------------------------------------
@@ -1312,6 +1323,85 @@ describe("bad input:", function()
       x:close(); y:close()
       if not ok then error(err, 0) end
     end, W(bad_arg(3, "send_bytes")))
+  end)
+
+  -- Shared state --------------------------------------------------------------
+  -- (a[i] and d[k] are metamethods: their messages name 'index' and
+  -- 'newindex', which judge() calls unclear; spec/shared_spec.lua checks them.)
+
+  describe_object("Value", function()
+    local G = "Value"
+    local function int() return concur.Value(0) end
+    generate{group = G, ctor = true, name = "Value", base = {0}, params = {{"init", "init"}}}
+    generate{group = G, ctor = true, name = "Value", base = {"i", 0},
+      -- (A number or boolean as the typecode is an init: the next argument is one too many.)
+      params = {{"typecode", "kind_name", want = {{bad_arg(1, "Value")}, {bad_arg(2, "Value")}}},
+        {"init", "integer", over = {["nil"] = "ok"}},
+        {"lock", "lock_opt"}}}
+    generate{group = G, var = "v", name = "add", recv = int, base = {1}, params = {{"n", "integer"}}}
+    generate{group = G, var = "v", name = "cas", recv = int, base = {0, 1},
+      params = {{"expected", "integer"}, {"new", "integer"}}}
+    generate{group = G, var = "v", name = "get_lock", recv = int}
+    generate{group = G, var = "v", name = "with", recv = int, base = {FN},
+      params = {{"fn", "func_only"}}}
+    misuse(G, "v:add(1) on a boolean Value", "error", function() concur.Value(true):add(1) end,
+      W("cannot add to a boolean"))
+    misuse(G, "v.value = 1.5 on an integer Value", "error", function() int().value = 1.5 end,
+      W("bad argument #3 to 'value'", "no integer representation"))
+    misuse(G, "v.other = 1", "error", function() int().other = 1 end, W("no attribute 'other'"))
+    misuse(G, "v:get_lock() made with lock = false", "error",
+      function() concur.Value("i", 0, false):get_lock() end, W("no lock"))
+  end)
+
+  describe_object("Array", function()
+    local G = "Array"
+    local function two() return concur.Array("int", 2) end
+    generate{group = G, ctor = true, name = "Array", base = {"int", 1},
+      params = {{"kind", "kind_name"}, {"n_or_list", "size"}, {"lock", "lock_opt"}}}
+    generate{group = G, var = "a", name = "add", recv = two, base = {1, 1},
+      params = {{"i", "index"}, {"n", "integer"}}}
+    for _, m in ipairs({"totable", "get_lock"}) do
+      generate{group = G, var = "a", name = m, recv = two}
+    end
+    generate{group = G, var = "a", name = "with", recv = two, base = {FN},
+      params = {{"fn", "func_only"}}}
+    misuse(G, "concur.Array('int', {1, 'x'})", "error", function() concur.Array("int", {1, "x"}) end,
+      W(bad_arg(2, "Array"), "element 2"))
+    misuse(G, "concur.Array('byte', {256})", "error", function() concur.Array("byte", {256}) end,
+      W(bad_arg(2, "Array"), "element 1"))
+    misuse(G, "byte a:add(1, 300) wraps", "ok",
+      function() assert(concur.Array("byte", 1):add(1, 300) == 44) end)
+  end)
+
+  describe_object("Dict", function()
+    local G = "Dict"
+    local function full() return concur.Dict{k = 1} end
+    generate{group = G, ctor = true, name = "Dict", params = {{"table", "list_opt"}}}
+    generate{group = G, var = "d", name = "get", recv = full, base = {"k"},
+      params = {{"key", "key"}, {"default", "any"}}}
+    generate{group = G, var = "d", name = "pop", recv = full, base = {"k"},
+      params = {{"key", "key"}, {"default", "any"}}}
+    generate{group = G, var = "d", name = "setdefault", recv = full, base = {"k", 1},
+      params = {{"key", "key"}, {"value", "item", over = {["nil"] = "ok"}}}}
+    generate{group = G, var = "d", name = "update", recv = full, base = {"k", IDENT},
+      params = {{"key", "key"}, {"fn", "func_only"}}}
+    for _, m in ipairs({"clear", "keys", "values", "items", "totable"}) do
+      generate{group = G, var = "d", name = m, recv = full}
+    end
+    misuse(G, "concur.Dict{[{}] = 1}", "error", function() concur.Dict{[{}] = 1} end,
+      W(bad_arg(1, "Dict"), "key"))
+    misuse(G, "concur.Dict{x = coroutine}", "error", function() concur.Dict{x = CO} end,
+      W(bad_arg(1, "Dict"), "coroutine"))
+    misuse(G, "d:setdefault(k, a Thread)", "error",
+      function() full():setdefault("t", concur.Thread{}) end, W(bad_arg(2, "setdefault"), "Thread"))
+    misuse(G, "d:update(k, fn) where fn raises: d unchanged", "error", function()
+      local d = full()
+      local ok, err = pcall(d.update, d, "k", function() error("fn failed", 0) end)
+      assert(not ok and d:get("k") == 1)
+      error(err, 0)
+    end, W("fn failed"))
+    misuse(G, "d:update(k, fn) where fn returns a coroutine", "error",
+      function() full():update("k", function() return CO end) end, W("coroutine"))
   end)
 
   -- Pools ----------------------------------------------------------------------

@@ -479,13 +479,15 @@ static void dict_meta(lua_State *L);
 static void dict_destroy(cobj *o);
 static const cobj_type dict_type = {"concur.Dict", dict_destroy, NULL, 1, dict_meta, NULL, NULL, NULL};
 
-/* d[k] = v (v at vidx; nil deletes). */
-static void set_at(lua_State *L, dict_obj *d, int kidx, int vidx, int argk, const char *fname) {
+/* d[k] = v (v at vidx; nil deletes); a bad key is bad argument #argk, a
+ * bad value #argv. */
+static void set_at(lua_State *L, dict_obj *d, int kidx, int vidx, int argk, int argv,
+                   const char *fname) {
   kidx = lua_absindex(L, kidx);
   vidx = lua_absindex(L, vidx);
   dkey k;
   check_key(L, kidx, &k, argk, fname);
-  dnode *n = lua_isnil(L, vidx) ? NULL : make_node(L, &k, vidx, argk + 1, fname);
+  dnode *n = lua_isnil(L, vidx) ? NULL : make_node(L, &k, vidx, argv, fname);
   dnode **oldt = NULL, *gone = NULL;
   dict_lock(d);
   if (n) {
@@ -505,14 +507,16 @@ static void set_at(lua_State *L, dict_obj *d, int kidx, int vidx, int argk, cons
 
 static int dict_newindex(lua_State *L) {
   dict_obj *d = cobj_self(L);
-  set_at(L, d, 2, 3, 2, "newindex");
+  set_at(L, d, 2, 3, 2, 3, "newindex");
   intr_settle(L);
   return 0;
 }
 
-static int get_or(lua_State *L, dict_obj *d, int kidx, int didx, const char *fname, int take) {
+/* Pushes d[k] (k at kidx, bad argument #argk) or the value at didx. */
+static int get_or(lua_State *L, dict_obj *d, int kidx, int argk, int didx, const char *fname,
+                  int take) {
   dkey k;
-  check_key(L, kidx, &k, kidx, fname);
+  check_key(L, kidx, &k, argk, fname);
   _Alignas(16) unsigned char stackbuf[STACK_COPY];
   vcopy c = {stackbuf, sizeof stackbuf, 0, 0, 0};
   dnode *gone = NULL;
@@ -540,33 +544,33 @@ static int dict_index(lua_State *L) {
   }
   dict_obj *d = cobj_self(L);
   lua_settop(L, 3);
-  return get_or(L, d, 2, 3, "index", 0);   /* 3: nil */
+  return get_or(L, d, 2, 2, 3, "index", 0);   /* 3: nil */
 }
 
 static int dict_get(lua_State *L) {
   dict_obj *d = cobj_self(L);
-  cobj_no_more_args(L, 3, "get");
+  method_no_more_args(L, 3, "get");
   lua_settop(L, 3);
-  return get_or(L, d, 2, 3, "get", 0);
+  return get_or(L, d, 2, 1, 3, "get", 0);
 }
 
 static int dict_pop(lua_State *L) {
   dict_obj *d = cobj_self(L);
-  cobj_no_more_args(L, 3, "pop");
+  method_no_more_args(L, 3, "pop");
   lua_settop(L, 3);
-  return get_or(L, d, 2, 3, "pop", 1);
+  return get_or(L, d, 2, 1, 3, "pop", 1);
 }
 
 /* d:setdefault(k, v): the value k has, or v, stored now if k had none. */
 static int dict_setdefault(lua_State *L) {
   dict_obj *d = cobj_self(L);
-  cobj_no_more_args(L, 3, "setdefault");
+  method_no_more_args(L, 3, "setdefault");
   lua_settop(L, 3);
   dkey k;
-  check_key(L, 2, &k, 2, "setdefault");
+  check_key(L, 2, &k, 1, "setdefault");
   if (lua_isnil(L, 3))
-    return get_or(L, d, 2, 3, "setdefault", 0);
-  dnode *n = make_node(L, &k, 3, 3, "setdefault");
+    return get_or(L, d, 2, 1, 3, "setdefault", 0);
+  dnode *n = make_node(L, &k, 3, 2, "setdefault");
   _Alignas(16) unsigned char stackbuf[STACK_COPY];
   vcopy c = {stackbuf, sizeof stackbuf, 0, 0, 0};
   for (;;) {
@@ -583,7 +587,8 @@ static int dict_setdefault(lua_State *L) {
     if (rc < 0) {
       after_unlock(d, oldt, want);
       intr_settle(L);
-      return 1;   /* v, stored */
+      lua_pushvalue(L, 3);   /* v, stored (not the copy buffer an earlier round pushed) */
+      return 1;
     }
     if (rc > 0) {
       node_free(n);
@@ -618,7 +623,7 @@ static void free_table(dnode **t, size_t n) {
 
 static int dict_clear(lua_State *L) {
   dict_obj *d = cobj_self(L);
-  cobj_no_more_args(L, 1, "clear");
+  method_no_more_args(L, 1, "clear");
   dnode **fresh = shm_calloc(DICT_MIN * sizeof(dnode *));
   if (fresh == NULL)
     return luaL_error(L, "cannot clear a Dict: the shared memory arena is full");
@@ -650,7 +655,8 @@ enum { SNAP_TABLE, SNAP_KEYS, SNAP_VALUES, SNAP_ITEMS };
 typedef struct snap {
   size_t used, next;           /* bytes of copies; the first not decoded yet */
   int values;
-  unsigned char data[];        /* 8-aligned: a userdata is no more on 5.1-5.3 */
+  _Alignas(8) unsigned char data[];   /* 8-aligned (the copies' pointers and words), as a
+                                       * userdata is; without _Alignas it sat at offset 20 */
 } snap;
 
 static void snap_abandon(snap *s) {
@@ -753,19 +759,19 @@ static int push_snapshot(lua_State *L, dict_obj *d, int mode) {
 }
 
 static int dict_totable(lua_State *L) {
-  cobj_no_more_args(L, 1, "totable");
+  method_no_more_args(L, 1, "totable");
   return push_snapshot(L, cobj_self(L), SNAP_TABLE);
 }
 static int dict_keys(lua_State *L) {
-  cobj_no_more_args(L, 1, "keys");
+  method_no_more_args(L, 1, "keys");
   return push_snapshot(L, cobj_self(L), SNAP_KEYS);
 }
 static int dict_values(lua_State *L) {
-  cobj_no_more_args(L, 1, "values");
+  method_no_more_args(L, 1, "values");
   return push_snapshot(L, cobj_self(L), SNAP_VALUES);
 }
 static int dict_items(lua_State *L) {
-  cobj_no_more_args(L, 1, "items");
+  method_no_more_args(L, 1, "items");
   return push_snapshot(L, cobj_self(L), SNAP_ITEMS);
 }
 
@@ -788,10 +794,10 @@ static int update_body(lua_State *L) {
   lua_settop(L, 3);
   lua_pushvalue(L, 3);
   lua_pushnil(L);                     /* no default */
-  get_or(L, d, 2, 5, "update", 0);    /* fn, nil, old */
+  get_or(L, d, 2, 1, 5, "update", 0);    /* fn, nil, old */
   lua_remove(L, -2);
   lua_call(L, 1, 1);                  /* the new value, at 4 */
-  set_at(L, d, 2, 4, 2, "update");
+  set_at(L, d, 2, 4, 1, 2, "update");   /* a bad result: fn's */
   concur_fault(CONCUR_FAULT_DICT_UPDATE);
   return 1;
 }
@@ -806,14 +812,14 @@ static int dict_update(lua_State *L) {
   if (lua_type(L, 2) == LUA_TTABLE && lua_isnone(L, 3)) {   /* Python's d.update(other) */
     lua_pushnil(L);
     while (lua_next(L, 2)) {
-      set_at(L, d, -2, -1, 2, "update");
+      set_at(L, d, -2, -1, 1, 1, "update");
       lua_pop(L, 1);
     }
     return 0;
   }
-  cobj_no_more_args(L, 3, "update");
+  method_no_more_args(L, 3, "update");
   dkey k;
-  check_key(L, 2, &k, 2, "update");
+  check_key(L, 2, &k, 1, "update");
   luaL_checktype(L, 3, LUA_TFUNCTION);
   int mine = ulock_mine(d);
   if (!mine) {
@@ -867,7 +873,7 @@ static int dict_new(lua_State *L) {
   if (lua_istable(L, 1)) {
     lua_pushnil(L);
     while (lua_next(L, 1)) {
-      set_at(L, d, -2, -1, 1, "Dict");
+      set_at(L, d, -2, -1, 1, 1, "Dict");
       lua_pop(L, 1);
     }
   }

@@ -135,7 +135,7 @@ static int64_t check_word(lua_State *L, int idx, uint32_t kind, int argn, const 
 static int64_t add_word(lua_State *L, int idx, uint32_t kind, _Atomic int64_t *w, int argn,
                         const char *fname) {
   if (kind == K_BOOL)
-    luaL_error(L, "bad argument #1 to '%s' (cannot add to a boolean)", fname);
+    luaL_error(L, "calling '%s' on a boolean Value (cannot add to a boolean)", fname);
   int64_t d = check_word(L, idx, kind == K_BYTE ? K_INT : kind, argn, fname, "");
   if (kind == K_FLOAT) {
     int64_t old = atomic_load_explicit(w, memory_order_relaxed), nw;
@@ -283,24 +283,25 @@ static int value_newindex(lua_State *L) {
 
 static int value_add(lua_State *L) {
   value_obj *v = cobj_self_fast(L, &value_type);
-  cobj_no_more_args(L, 2, "add");
-  push_word(L, v->kind, add_word(L, 2, v->kind, &v->word, 2, "add"));
+  method_no_more_args(L, 2, "add");
+  push_word(L, v->kind, add_word(L, 2, v->kind, &v->word, 1, "add"));
   return 1;
 }
 
-/* v:cas(expected, new): a float compares by value (0.0 and -0.0 are equal,
- * NaN equals nothing), as Lua's == does. */
+/* v:cas(expected, new): a float compares by its bits, but for 0.0 and -0.0,
+ * which are equal: so a NaN read from the Value matches itself, and a loop
+ * `repeat local o = v.value until v:cas(o, f(o))` always ends. */
 static int value_cas(lua_State *L) {
   value_obj *v = cobj_self(L);
-  cobj_no_more_args(L, 3, "cas");
-  int64_t want = check_word(L, 2, v->kind, 2, "cas", "");
-  int64_t nw = check_word(L, 3, v->kind, 3, "cas", "");
+  method_no_more_args(L, 3, "cas");
+  int64_t want = check_word(L, 2, v->kind, 1, "cas", "");
+  int64_t nw = check_word(L, 3, v->kind, 2, "cas", "");
   if (v->kind != K_FLOAT) {
     lua_pushboolean(L, atomic_compare_exchange_strong(&v->word, &want, nw));
     return 1;
   }
   int64_t old = atomic_load(&v->word);
-  while (bitsd(old) == bitsd(want)) {
+  while (old == want || (bitsd(old) == 0.0 && bitsd(want) == 0.0)) {
     if (atomic_compare_exchange_weak(&v->word, &old, nw)) {
       lua_pushboolean(L, 1);
       return 1;
@@ -408,19 +409,20 @@ static int array_new(lua_State *L) {
   return 1;
 }
 
-/* The element index at idx (1-based) as a 0-based one, or raises. */
-static size_t array_at(lua_State *L, array_obj *a, int idx, const char *fname) {
+/* The element index at idx (1-based) as a 0-based one, or raises "bad
+ * argument #argn to 'fname' (...)". */
+static size_t array_at(lua_State *L, array_obj *a, int idx, int argn, const char *fname) {
   int isint;
   lua_Integer i = lua_tointegerx(L, idx, &isint);
   if (!isint || lua_type(L, idx) != LUA_TNUMBER) {
     if (lua_type(L, idx) == LUA_TNUMBER)
-      luaL_error(L, "bad argument #%d to '%s' (index has no integer representation)", idx, fname);
-    luaL_error(L, "bad argument #%d to '%s' (index: integer expected, got %s)", idx, fname,
+      luaL_error(L, "bad argument #%d to '%s' (index has no integer representation)", argn, fname);
+    luaL_error(L, "bad argument #%d to '%s' (index: integer expected, got %s)", argn, fname,
                cobj_typename(L, idx));
   }
   if (i < 1 || (uint64_t)i > a->n) {
     char n[24];
-    luaL_error(L, "bad argument #%d to '%s' (index %s out of range (1..%s))", idx, fname,
+    luaL_error(L, "bad argument #%d to '%s' (index %s out of range (1..%s))", argn, fname,
                lua_tostring(L, idx), int_str(n, a->n));
   }
   return (size_t)(i - 1);
@@ -435,7 +437,7 @@ static inline int64_t array_load(array_obj *a, size_t i) {
 static int array_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) {
     array_obj *a = cobj_self_fast(L, &array_type);
-    push_word(L, a->kind, array_load(a, array_at(L, a, 2, "index")));
+    push_word(L, a->kind, array_load(a, array_at(L, a, 2, 2, "index")));
     return 1;
   }
   lua_pushvalue(L, 2);
@@ -448,7 +450,7 @@ static int array_newindex(lua_State *L) {
   if (lua_type(L, 2) != LUA_TNUMBER)
     return luaL_error(L, "bad argument #2 to 'newindex' (index: integer expected, got %s)",
                       cobj_typename(L, 2));
-  size_t i = array_at(L, a, 2, "newindex");
+  size_t i = array_at(L, a, 2, 2, "newindex");
   int64_t w = check_word(L, 3, a->kind, 3, "newindex", "");
   if (a->kind == K_BYTE)
     atomic_store_explicit(&a->e.b[i], (uint8_t)w, memory_order_relaxed);
@@ -465,13 +467,13 @@ static int array_len(lua_State *L) {
 
 static int array_add(lua_State *L) {
   array_obj *a = cobj_self_fast(L, &array_type);
-  cobj_no_more_args(L, 3, "add");
-  size_t i = array_at(L, a, 2, "add");
+  method_no_more_args(L, 3, "add");
+  size_t i = array_at(L, a, 2, 1, "add");
   if (a->kind != K_BYTE) {
-    push_word(L, a->kind, add_word(L, 3, a->kind, &a->e.w[i], 3, "add"));
+    push_word(L, a->kind, add_word(L, 3, a->kind, &a->e.w[i], 2, "add"));
     return 1;
   }
-  int64_t d = check_word(L, 3, K_INT, 3, "add", "");
+  int64_t d = check_word(L, 3, K_INT, 2, "add", "");
   uint8_t old = atomic_fetch_add(&a->e.b[i], (uint8_t)d);
   lua_pushinteger(L, (uint8_t)(old + (uint8_t)d));
   return 1;
