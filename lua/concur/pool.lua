@@ -34,13 +34,14 @@ end
 -- One task Queue that every worker reads, one result Queue that only the owner
 -- reads, and a Slots array in which each worker writes the task it is running.
 --
---   task    {tid, kind, fn, payload, code}   kind "call": payload is the
---           argument list; "map"/"star": payload is a chunk of items (with n);
---           nil stops a worker.  tid is the task's position in the task queue
---           (1, 2, ...).  A function without upvalues (but _ENV) goes as a
---           number, its id, with its bytecode in code: the owner dumps it once
---           and each worker loads it once (a dump and a load per task would
---           cost a microsecond each way).
+--   task    {tid, kind, fn, payload, nil, claim, page}   kind "call": payload
+--           is the argument list; "map"/"star": payload is a chunk of items
+--           (with n); nil stops a worker.  tid is the task's position in the
+--           task queue (1, 2, ...).  A function without upvalues (but _ENV)
+--           goes as a number, its id: the owner dumps it once into the pool's
+--           `codes` Dict (id -> bytecode) before the first task that names it,
+--           and each worker loads it from there once (a dump and a load per
+--           task would cost a microsecond each way, and its bytes a copy).
 --   result  {tid, true, values..., n = k}  for "call": table.pack(tid, results)
 --           {tid, true, results}          for a chunk: its results, with n
 --           {tid, false, {error, traceback}}
@@ -81,7 +82,7 @@ local worker_count = 0
 
 --- The loop every pool worker runs.  It crosses to worker threads as bytecode,
 --- so it uses nothing but its arguments and the globals.
-local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, claims)
+local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, claims, codes)
   -- What Lua 5.1 and LuaJIT lack (as in concur.lua, "Runtimes").
   local unpack = table.unpack or unpack
   local pack = table.pack or function(...) return {n = select("#", ...), ...} end
@@ -131,7 +132,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
     local f = loaded[fn]
     if f == nil then
       if nloaded >= 256 then loaded, nloaded = {}, 0 end
-      f = assert(load_binary(task[5]))
+      f = assert(load_binary(codes[fn]))
       loaded[fn], nloaded = f, nloaded + 1
     end
     return f
@@ -360,6 +361,7 @@ local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
     _threads = threads, _size = size, _state = RUN,
     _initializer = initializer, _initargs = initargs or no_args,
     _tq = core_call(core.Queue), _rq = core_call(core.Queue), _slots = core_call(core.Slots, n),
+    _codes = core_call(core.Dict), _sent = {},
     _workers = {}, _ended = {},
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
@@ -395,7 +397,7 @@ function Pool:_start_worker(wid)
   end
   local opts = {target = pool_worker, daemon = true, name = name,
     args = {self._tq, self._rq, self._slots, wid, name, self._initializer, self._initargs,
-      self._claims[1]}}
+      self._claims[1], self._codes}}
   local w = self._threads and Thread(opts) or Process(opts)
   core_call(w.start, w)
   self._workers[wid] = w
@@ -458,8 +460,11 @@ function Pool:_submit(fname, kind, fn, payload, claim, page)
   local tid = self._nput + 1
   local id = fn_ids[fn]
   if id == nil then id = fn_id(fn) end
-  local task = id and {tid, kind, id, payload, fn_codes[fn], claim, page}
-    or {tid, kind, fn, payload, nil, claim, page}
+  if id and not self._sent[id] then   -- the bytecode goes once, to every worker
+    self._codes[id] = fn_codes[fn]
+    self._sent[id] = true
+  end
+  local task = {tid, kind, id or fn, payload, nil, claim, page}
   local tq = self._tq
   local ok, err = pcall(tq.put, tq, task)
   if not ok and interrupted(err) then
