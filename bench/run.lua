@@ -10,6 +10,12 @@
 -- one line of stdout. Both are run BENCH_RUNS times (default 5), alternating,
 -- and the table shows the medians.
 --
+-- A few rows also have a peer in luv (libuv for Lua, `require "luv"`, Debian's
+-- lua-luv): bench/luv/X.lua, run by the same interpreter with
+-- UV_THREADPOOL_SIZE=2, printing one number, alternating with the other two;
+-- the table shows its median under `luv` and concur/luv under `vs luv`. When
+-- the interpreter cannot load luv, those cells read `-` and a note says so.
+--
 -- Environment:
 --   BENCH_RUNS   runs per script (default 5)
 --   BENCH_SCALE  multiplies the scripts' iteration counts (default 1)
@@ -40,10 +46,14 @@ local DIR = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
 -- which direction is good; `goal` is checked against the concur value, or
 -- against the concur/python ratio when `goal_ratio` is set; a row without a
 -- goal is only reported. `python = false`: concur-only rows, no Python script.
+-- `luv = "X"`: the row's luv peer, bench/luv/X.lua (one number, the same
+-- unit); `goal_luv` is then a goal on concur/luv (`better` says which way),
+-- shown after the other goal as `luv_text`, each goal with its own verdict.
 local WORKLOADS = {
   {script = "spawn", rows = {
     {name = "spawn", unit = "µs/thread", better = "lower",
-     goal = 0.5, goal_ratio = true, goal_text = "<= 0.5x Python"},
+     goal = 0.5, goal_ratio = true, goal_text = "<= 0.5x Python",
+     luv = "spawn", goal_luv = 1, luv_text = "<= luv"},
   }},
   {script = "cpu2", rows = {
     {name = "cpu2", unit = "speedup 2 thr/1 thr", better = "higher",
@@ -123,13 +133,15 @@ local WORKLOADS = {
     {name = "pool-apply-async", unit = "k tasks/s", better = "higher",
      goal = 10, goal_ratio = true, goal_text = ">= 10x Python"},
     {name = "threadpool-apply-async", unit = "k tasks/s", better = "higher",
-     goal = 7, goal_ratio = true, goal_text = ">= 7x Python"},
+     goal = 7, goal_ratio = true, goal_text = ">= 7x Python",
+     luv = "apply_async", goal_luv = 1, luv_text = ">= luv"},
     {name = "pool-map-cpu", unit = "speedup Pool(2)/Pool(1)", better = "higher",
      goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
   }},
   {script = "futures", rows = {
     {name = "threadpool-submit", unit = "µs/round trip", better = "lower",
-     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python"},
+     goal = 0.2, goal_ratio = true, goal_text = "<= 0.2x Python",
+     luv = "submit", goal_luv = 1, luv_text = "<= luv"},
     {name = "pool-submit", unit = "µs/round trip", better = "lower",
      goal = 0.1, goal_ratio = true, goal_text = "<= 0.1x Python"},
   }},
@@ -237,13 +249,24 @@ lua_version = rawget(_G, "jit") and jit.version or lua_version and lua_version:m
 local has_python = have(PYTHON)
 local py_version = has_python and capture(sh_quote(PYTHON) .. " --version") or "python3 missing"
 
-print(("%s | %s | %s | %s CPUs | %s | %s | median of %d run%s%s"):format(
+-- luv is optional: loaded here, by the interpreter that runs the scripts.
+local has_luv, luv = pcall(require, "luv")
+local luv_version = has_luv and type(luv) == "table" and luv.version_string
+  and ("luv " .. luv.version_string()) or nil
+if not luv_version then has_luv = false end
+
+print(("%s | %s | %s | %s CPUs | %s | %s | %s | median of %d run%s%s"):format(
   os.date("%Y-%m-%d"), capture("uname -sm") or "unknown OS", cpu_model(),
-  ncpu and tostring(ncpu) or "?", lua_version, py_version, RUNS, RUNS == 1 and "" or "s",
-  SCALE and (", BENCH_SCALE=" .. SCALE) or ""))
+  ncpu and tostring(ncpu) or "?", lua_version, py_version, luv_version or "luv missing",
+  RUNS, RUNS == 1 and "" or "s", SCALE and (", BENCH_SCALE=" .. SCALE) or ""))
 print()
-print("| workload | metric | concur | Python | ratio | goal | met |")
-print("|---|---|---|---|---|---|---|")
+if not has_luv then
+  print(("Note: luv is missing (`require \"luv\"` failed in %s; Debian: lua-luv), "
+    .. "so the luv and vs luv columns read -."):format(LUA))
+  print()
+end
+print("| workload | metric | concur | Python | ratio | luv | vs luv | goal | met |")
+print("|---|---|---|---|---|---|---|---|---|")
 io.stdout:flush()
 
 -- Runs ------------------------------------------------------------------------
@@ -256,12 +279,31 @@ end
 
 local failures = 0
 
+-- "ok" or "MISSED" for value v against goal in the row's direction.
+local function verdict(v, goal, better)
+  if v == nil then return "n/a" end
+  if better == "lower" then return v <= goal and "ok" or "MISSED" end
+  return v >= goal and "ok" or "MISSED"
+end
+
+local function ratio_cell(r, absent)
+  return r and (fmt(r) .. "x") or absent
+end
+
 for _, w in ipairs(WORKLOADS) do
   if not selected or selected[w.script] then
     local lua_cmd = sh_quote(LUA) .. " " .. sh_quote(DIR .. "/lua/" .. w.script .. ".lua")
     local py_cmd = sh_quote(PYTHON) .. " " .. sh_quote(DIR .. "/py/" .. w.script .. ".py")
     local samples = {lua = {}, py = {}}
     local err = {}
+    -- The rows' luv peers: one script each, one number each.
+    local luv_rows = {}
+    if has_luv then
+      for i, row in ipairs(w.rows) do
+        if row.luv then luv_rows[#luv_rows + 1] = i end
+      end
+    end
+    local luv_samples, luv_err = {}, {}
     for _ = 1, RUNS do
       for _, side in ipairs{"lua", "py"} do
         if not err[side] and (side == "lua" or (has_python and w.python ~= false)) then
@@ -282,14 +324,34 @@ for _, w in ipairs(WORKLOADS) do
           end
         end
       end
+      for _, i in ipairs(luv_rows) do
+        local script = w.rows[i].luv
+        if not luv_err[i] then
+          local nums, why = run_script("UV_THREADPOOL_SIZE=2 " .. sh_quote(LUA) .. " "
+            .. sh_quote(DIR .. "/luv/" .. script .. ".lua"))
+          if nums and #nums ~= 1 then
+            nums, why = nil, ("printed %d numbers, expected 1"):format(#nums)
+          end
+          if nums then
+            luv_samples[i] = luv_samples[i] or {}
+            table.insert(luv_samples[i], nums[1])
+          else
+            luv_err[i] = why
+            io.stderr:write(("bench: luv/%s.lua failed: %s\n"):format(script, why))
+            failures = failures + 1
+          end
+        end
+      end
     end
 
     for i, row in ipairs(w.rows) do
       local cv = not err.lua and samples.lua[i] and median(samples.lua[i]) or nil
       local pv = has_python and not err.py and samples.py[i] and median(samples.py[i]) or nil
+      local lv = not luv_err[i] and luv_samples[i] and median(luv_samples[i]) or nil
       if SHOW then
-        for _, side in ipairs{"lua", "py"} do
-          local s = samples[side][i]
+        for _, side in ipairs{"lua", "py", "luv"} do
+          local s
+          if side == "luv" then s = luv_samples[i] else s = samples[side][i] end
           if s then
             local t = {}
             for k, v in ipairs(s) do t[k] = fmt(v) end
@@ -298,30 +360,37 @@ for _, w in ipairs(WORKLOADS) do
         end
       end
       local ratio = (cv and pv and pv ~= 0) and cv / pv or nil
+      local lratio = (cv and lv and lv ~= 0) and cv / lv or nil
+      local goals, verdicts = {}, {}
+      if row.goal then
+        goals[#goals + 1] = row.goal_text
+        if row.min_cpus and ncpu and ncpu < row.min_cpus then
+          verdicts[#verdicts + 1] = ("n/a (%d CPU)"):format(ncpu)
+        else
+          verdicts[#verdicts + 1] = verdict(row.goal_ratio and ratio or cv, row.goal, row.better)
+        end
+      end
+      if row.goal_luv then
+        goals[#goals + 1] = row.luv_text
+        verdicts[#verdicts + 1] = verdict(lratio, row.goal_luv, row.better)
+      end
       local met
       if err.lua then
         met = "error"
-      elseif not row.goal then
+      elseif #verdicts == 0 then
         met = "-"
-      elseif row.min_cpus and ncpu and ncpu < row.min_cpus then
-        met = ("n/a (%d CPU)"):format(ncpu)
       else
-        local v
-        if row.goal_ratio then v = ratio else v = cv end
-        if v == nil then
-          met = "n/a"
-        elseif row.better == "lower" then
-          met = v <= row.goal and "ok" or "MISSED"
-        else
-          met = v >= row.goal and "ok" or "MISSED"
-        end
+        met = table.concat(verdicts, ", ")
       end
       local py_cell = w.python == false and "-" or not has_python and "n/a"
         or (err.py and "error" or fmt(pv))
-      print(("| %s | %s | %s | %s | %s | %s | %s |"):format(
+      local luv_cell = (not row.luv or not has_luv) and "-"
+        or (luv_err[i] and "error" or fmt(lv))
+      print(("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"):format(
         row.name, row.unit, err.lua and "error" or fmt(cv), py_cell,
-        ratio and (fmt(ratio) .. "x") or (w.python == false and "-" or "n/a"),
-        row.goal_text or "-", met))
+        ratio_cell(ratio, w.python == false and "-" or "n/a"),
+        luv_cell, ratio_cell(lratio, (not row.luv or not has_luv) and "-" or "n/a"),
+        #goals > 0 and table.concat(goals, ", ") or "-", met))
       io.stdout:flush()
     end
   end
