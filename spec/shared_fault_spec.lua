@@ -240,6 +240,31 @@ describe("a process killed inside a Dict's change", function()
     assert_whole(d, want)
   end)
 
+  it("holding both locks and not reaped yet (a zombie): a sibling's set and update go on", function()
+    local d, want = filled(20)
+    d.n = 1
+    want.n = 1
+    local p = go(function()
+      d:update("n", function(x)
+        core.fault_arm("dict_commit", 1)
+        d.z = val("z")                -- killed here: both locks held
+        return x + 1
+      end)
+      return 3
+    end)
+    -- Dead, and not joined: its parent (this process) has not reaped it.
+    assert.is_true(support.eventually(function() return support.pid_gone(p.pid) end, 10))
+    local sib = go(function()
+      d.s = val("s")
+      if d:update("n", function(x) return x + 10 end) ~= 11 then return 2 end
+      return d.z == val("z") and 0 or 4
+    end)
+    assert.are.equal(0, finish(sib, 20))
+    assert.are.equal(-9, finish(p))
+    want.z, want.s, want.n = val("z"), val("s"), 11
+    assert_whole(d, want)
+  end)
+
   describe("in d:update", function()
     it("after its store, holding the update lock (dict_update): the store is kept, the lock taken over", function()
       local d, want = filled(20)
