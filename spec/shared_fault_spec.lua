@@ -326,7 +326,8 @@ end)
 -- a:add(slot, 1), d:update("n", +1), d[key] = seq on a fresh key of its
 -- generation, each acknowledged in `acks` (4 words per generation: the
 -- counts of returned adds, array adds, updates, and the last set's seq)
--- once it returned.  Armed (point ~= "") to kill itself at a fault point.
+-- once it returned (at most 400 keys a generation).  Armed (point ~= "")
+-- to kill itself at a fault point.
 local function hammer(gen, slot, v, a, d, acks, stop, running, point, n)
   local c = require "concur"
   local cc = require "concur.core"
@@ -345,7 +346,7 @@ local function hammer(gen, slot, v, a, d, acks, stop, running, point, n)
       a:add(slot, 1); na = na + 1; acks[base + 2] = na
     elseif op == 2 then
       d:update("n", inc); nu = nu + 1; acks[base + 3] = nu
-    else
+    elseif ns < 400 then       -- (a bounded Dict: its snapshot's strings stay few)
       ns = ns + 1
       d[("g%d_%d"):format(gen, ns)] = ns
       acks[base + 4] = ns
