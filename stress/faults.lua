@@ -44,6 +44,20 @@
 --   running on a killed worker must have failed; a map after the kills must
 --   be exact and close+join must end.
 --
+-- * Shared state (one Dict and one Value for the whole run).  Two workers
+--   per round loop over VALUE:add(1), DICT:update("n", +1) and
+--   DICT[key] = value on fresh keys of their own (every third one deleted
+--   again three sets later, by `= nil` or pop, which must return its value),
+--   each acknowledged in a Slots word once it returned; a third of them arm
+--   a random Dict fault point (core.fault_arm: a journal half applied, a node
+--   half moved, a set or update half done) and kill themselves there.  After
+--   the round: Value and "n" moved by at least their acknowledged adds and
+--   at most one more per killed worker; every acknowledged set is there with
+--   its value and every acknowledged delete gone, but for the one call each
+--   killed worker was in; no other key; #DICT agrees with its snapshot; all
+--   the counters together at most one ahead per kill; the parent's update
+--   takes the update lock within 1.5 s.  Then the Dict is cleared.
+--
 -- Every wait has a timeout; a watchdog thread fails the run (and kills the
 -- processes it started) if the parent makes no progress for 90 s.  The same
 -- seed gives the same rounds and kill plan, not the same kill instants.  Prints a
@@ -81,6 +95,9 @@ local SYNC = {
   {name = "BoundedSemaphore(1)", obj = concur.BoundedSemaphore(1), sem = true},
 }
 local PAIRS = core.Slots(3 * #SYNC)   -- per object: a, b, owner
+local DICT, VALUE = concur.Dict(), concur.Value(0)
+local VALUE_BASE = 0                   -- VALUE at the start of the round (parent only)
+local DPOINTS = {"dict_commit", "dict_move", "dict_set", "dict_update"}
 local A_BASE = {}                      -- a at the start of the round (parent only)
 for k = 1, #SYNC do A_BASE[k] = 0 end
 
@@ -103,7 +120,9 @@ local MAXMSG = 15000           -- items per producer per round
 local TASKS = 4096             -- pool tasks per round, at most
 
 -- phases, written by each worker into phase[li]
-local OUT, ACQ, HOLD, CWAIT, REL, PUT, GET = 0, 1, 2, 3, 4, 5, 6
+local OUT, ACQ, HOLD, CWAIT, REL, PUT, GET, DOP = 0, 1, 2, 3, 4, 5, 6, 7
+-- a dict worker's acknowledgements in R.dacks: 4 words from (li - 1) * 4
+local DA_VAL, DA_UPD, DA_SET, DA_DEL = 1, 2, 3, 4
 
 -- Round objects, made by the parent before it forks the round's workers.
 local R
@@ -273,6 +292,68 @@ local function consumer(li, qi, log)
   return code
 end
 
+-- The value a dict worker stores under its key seq.
+local function dict_value(gid, seq)
+  if seq % 5 == 0 then return {gid, seq, "t" .. seq} end
+  return fmt("%d/%d:", gid, seq) .. string.rep("v", (seq * 7 + gid) % 90)
+end
+local function dict_key(gid, seq) return fmt("d%d_%d", gid, seq) end
+local function dict_value_ok(v, gid, seq)
+  local want = dict_value(gid, seq)
+  if type(want) == "table" then
+    return type(v) == "table" and v[1] == gid and v[2] == seq and v[3] == want[3]
+  end
+  return v == want
+end
+
+local function dict_inc(x) return (x or 0) + 1 end
+
+-- Loops VALUE:add(1), DICT:update("n", +1), DICT[key] = value (and every
+-- third key deleted three sets on), acknowledging each in R.dacks once it
+-- returned.  point ~= "": killed at that Dict fault point, the n-th time.
+local function dict_worker(li, gid, point, n)
+  local phase, stop, acks = R.phase, R.stop, R.dacks
+  local base = (li - 1) * 4
+  local nv, nu, ns = 0, 0, 0
+  if point ~= "" then core.fault_arm(point, n) end
+  local i = 0
+  while not stop:is_set() do
+    i = i + 1
+    local op = i % 3
+    phase:set(li, DOP)
+    if op == 0 then
+      VALUE:add(1)
+      nv = nv + 1
+      acks:set(base + DA_VAL, nv)
+    elseif op == 1 then
+      DICT:update("n", dict_inc)
+      nu = nu + 1
+      acks:set(base + DA_UPD, nu)
+    else
+      ns = ns + 1
+      DICT[dict_key(gid, ns)] = dict_value(gid, ns)
+      acks:set(base + DA_SET, ns)
+      if ns % 3 == 0 and ns > 3 then
+        local del = ns - 3
+        if random(2) == 1 then
+          DICT[dict_key(gid, del)] = nil
+        else
+          local v = DICT:pop(dict_key(gid, del))
+          if not dict_value_ok(v, gid, del) then
+            io.stderr:write(fmt("faults: dict worker %d: pop(%s) gave %s\n", li, dict_key(gid, del), tostring(v)))
+            core.fault_arm(nil)
+            return 6
+          end
+        end
+        acks:set(base + DA_DEL, del)
+      end
+    end
+    phase:set(li, OUT)
+  end
+  core.fault_arm(nil)
+  return 0
+end
+
 -- A pool task: its pid in the slot while it runs, then minus its pid.
 local function pool_task(i, spins, tslots)
   local c = require "concur"
@@ -326,6 +407,14 @@ local function fresh_check()
     for _ = 2, s.depth or 1 do s.obj:acquire() end
     for _ = 1, s.depth or 1 do s.obj:release() end
   end
+  -- the Dict: an update at once, growth to 3000 keys and back
+  local t0 = concur.time()
+  if DICT:update("fresh", dict_inc) ~= 1 or concur.time() - t0 > 1.5 then return 20 end
+  for i = 1, 3000 do DICT["fresh" .. i] = i end
+  if #DICT ~= 3001 then return 21 end
+  for i = 1, 3000 do if DICT:pop("fresh" .. i) ~= i then return 22 end end
+  DICT.fresh = nil
+  if #DICT ~= 0 then return 23 end
   for i, Q in ipairs(QUEUES) do
     if not pcall(Q.q.put, Q.q, {"fresh", i}, true, 5) then return 30 + i end
     local ok, v = pcall(Q.q.get, Q.q, true, 5)
@@ -390,11 +479,13 @@ local S = {
   sem_lost = 0, slow_acquires = 0, sem_timeouts = 0, committed = 0, delivered = 0, indoubt_delivered = 0,
   indoubt_dropped = 0, lost = 0, lost_allowed = 0, pool_tasks = 0, pool_ok = 0,
   pool_failed = 0, pool_rounds = 0, max_join = 0,
+  dict_acked = 0, dict_ahead = 0, dict_sets = 0, dict_selfkills = 0,
 }
 local PLACES = {
   "holding lock", "acquiring lock", "releasing lock", "in Condition.wait", "lock worker outside",
   "inside put", "producer outside put", "inside get", "consumer outside get",
-  "pool worker running a task",
+  "pool worker running a task", "inside a Dict/Value call", "dict worker outside",
+  "Dict fault point (self)",
 }
 for _, p in ipairs(PLACES) do S.place[p] = 0 end
 
@@ -406,6 +497,8 @@ local function place_of(w, ph)
     return ph == PUT and "inside put" or "producer outside put"
   elseif w.role == "cons" then
     return ph == GET and "inside get" or "consumer outside get"
+  elseif w.role == "dict" then
+    return ph == DOP and "inside a Dict/Value call" or "dict worker outside"
   end
   return "pool worker running a task"
 end
@@ -443,6 +536,12 @@ local function start_role(ws, role, where)
     local log = core.Slots(CLOG)
     local w = start_worker(ws, "cons", consumer, where, log)
     w.qi, w.log = where, log
+  elseif role == "dict" then
+    next_gid = next_gid + 1
+    local point, n = "", 0
+    if random(3) == 1 then point, n = DPOINTS[random(#DPOINTS)], random(1, 400) end
+    local w = start_worker(ws, "dict", dict_worker, next_gid, point, n)
+    w.gid = next_gid
   end
 end
 
@@ -685,6 +784,84 @@ local function verify_queues(ws)
   end
 end
 
+local function verify_dict(ws)
+  local kills, av, au, ahead = 0, 0, 0, 0
+  local gens = {}              -- gid -> {set = acked, del = acked, killed = bool, li = li}
+  for _, w in ipairs(ws) do
+    if w.role == "dict" then
+      local base = (w.li - 1) * 4
+      if w.killed then kills = kills + 1 end
+      av = av + R.dacks:get(base + DA_VAL)
+      au = au + R.dacks:get(base + DA_UPD)
+      gens[w.gid] = {set = R.dacks:get(base + DA_SET), del = R.dacks:get(base + DA_DEL),
+                     killed = w.killed, li = w.li}
+    end
+  end
+  local t0 = concur.time()
+  local n0 = DICT:update("n", function(x) return x end) or 0
+  local took = concur.time() - t0
+  if took > 1.5 then fail("Dict: the parent's update took %.2f s to get the update lock", took) end
+  local vmoved = VALUE.value - VALUE_BASE
+  if vmoved < av or vmoved > av + kills then
+    fail("Value moved by %d: %d adds acknowledged, %d dict workers killed", vmoved, av, kills)
+  end
+  if n0 < au or n0 > au + kills then
+    fail("Dict n is %d: %d updates acknowledged, %d dict workers killed", n0, au, kills)
+  end
+  ahead = ahead + (vmoved - av) + (n0 - au)
+  local t, nkeys = DICT:totable(), 0
+  for k, v in pairs(t) do
+    nkeys = nkeys + 1
+    if k ~= "n" then
+      local gid, seq = tostring(k):match("^d(%d+)_(%d+)$")
+      gid, seq = tonumber(gid), tonumber(seq)
+      local g = gid and gens[gid]
+      if not g then
+        fail("Dict: stray key %s", tostring(k))
+      elseif not dict_value_ok(v, gid, seq) then
+        fail("Dict: key %s holds a wrong value (%s)", k, tostring(v))
+      elseif seq > g.set then
+        -- only the set a killed worker was in
+        if seq ~= g.set + 1 or not g.killed then
+          fail("Dict: key %s beyond the %d acknowledged sets (killed: %s)", k, g.set, tostring(g.killed))
+        else
+          ahead = ahead + 1
+        end
+      elseif seq % 3 == 0 and seq + 3 <= g.set then
+        -- deleted right after set seq + 3 returned: it may be here only if
+        -- that delete is the call its worker was killed in
+        if seq <= g.del then
+          fail("Dict: key %s was deleted (acknowledged up to %d) and is back", k, g.del)
+        elseif not (g.killed and seq == g.del + 3 and seq + 3 == g.set) then
+          fail("Dict: key %s not deleted though set %d was acknowledged", k, seq + 3)
+        end
+      end
+    end
+  end
+  for gid, g in pairs(gens) do
+    S.dict_sets = S.dict_sets + g.set
+    for seq = 1, g.set do
+      local k = dict_key(gid, seq)
+      local deleted = seq % 3 == 0 and seq + 3 <= g.set
+      if not deleted and t[k] == nil then
+        fail("Dict: key %s lost (%d sets acknowledged)", k, g.set)
+      elseif deleted and t[k] == nil and seq > g.del then
+        ahead = ahead + 1     -- deleted, its acknowledgement not written
+        if not g.killed then fail("Dict: key %s deleted, not acknowledged, worker not killed", k) end
+      end
+    end
+  end
+  if #DICT ~= nkeys then fail("Dict: #DICT is %d, its snapshot %d keys", #DICT, nkeys) end
+  if ahead > kills then
+    fail("Dict/Value: %d operations beyond the acknowledged ones for %d dict workers killed", ahead, kills)
+  end
+  S.dict_acked = S.dict_acked + av + au
+  S.dict_ahead = S.dict_ahead + ahead
+  DICT:clear()
+  if #DICT ~= 0 then fail("Dict: #DICT is %d after clear", #DICT) end
+  VALUE_BASE = VALUE.value
+end
+
 local function verify_pool(pw, tslots, out)
   local results, ended, mapped = {}, nil, nil
   while ended == nil do
@@ -743,7 +920,7 @@ local function round(limit_t)
   R = {
     stop = concur.Event(), phase = core.Slots(MAXW), done = core.Slots(MAXW),
     slow = core.Slots(MAXW), attempt = core.Slots(MAXW), committed = core.Slots(MAXW),
-    tlog = core.Slots(#SYNC * LOGN),
+    tlog = core.Slots(#SYNC * LOGN), dacks = core.Slots(MAXW * 4),
   }
   pool_killed = {}
   -- lock workers: 3 on two objects (so that two contend)
@@ -756,6 +933,8 @@ local function round(limit_t)
   else local a = random(#QUEUES); local b = a % #QUEUES + 1; qs = {a, b} end
   for _, q in ipairs(qs) do start_role(ws, "prod", q) end
   for _, q in ipairs(qs) do start_role(ws, "cons", q) end
+  start_role(ws, "dict")
+  start_role(ws, "dict")
   local pw, tslots, out
   if pool_rounds then
     tslots, out = core.Slots(TASKS), concur.Queue()
@@ -779,14 +958,17 @@ local function round(limit_t)
       local w = live[random(#live)]
       kill_child(w)
       start_role(ws, w.role, w.role == "lock" and w.k or w.qi)
-    elseif r <= 45 then
+    elseif r <= 38 then
       local want = random(3) == 1 and {[ACQ] = true, [REL] = true, [CWAIT] = true} or {[HOLD] = true}
       local w = find_victim(ws, "lock", want, 0.03)
       if w then kill_child(w); start_role(ws, "lock", w.k) end
-    elseif r <= 67 then
+    elseif r <= 56 then
       local w = find_victim(ws, "prod", {[PUT] = true}, 0.03)
       if w then kill_child(w); start_role(ws, "prod", w.qi) end
-    elseif r <= 90 or not pool_rounds then
+    elseif r <= 74 then
+      local w = find_victim(ws, "dict", {[DOP] = true}, 0.03)
+      if w then kill_child(w); start_role(ws, "dict") end
+    elseif r <= 92 or not pool_rounds then
       local w = find_victim(ws, "cons", {[GET] = true}, 0.03)
       if w then kill_child(w); start_role(ws, "cons", w.qi) end
     else
@@ -807,6 +989,11 @@ local function round(limit_t)
           R.phase:get(w.li))
         w.p:kill(); w.p:join(5)
         w.killed, w.death_phase = true, R.phase:get(w.li)
+      elseif w.p.exitcode == -9 and w.role == "dict" then
+        -- killed itself at its fault point
+        w.killed, w.death_phase = true, R.phase:get(w.li)
+        S.kills, S.dict_selfkills = S.kills + 1, S.dict_selfkills + 1
+        S.place["Dict fault point (self)"] = S.place["Dict fault point (self)"] + 1
       elseif w.p.exitcode ~= 0 then
         fail("%s-%d ended with exit code %s", w.role, w.li, tostring(w.p.exitcode))
       end
@@ -817,6 +1004,8 @@ local function round(limit_t)
   verify_locks(ws)
   progress()
   verify_queues(ws)
+  progress()
+  verify_dict(ws)
   progress()
   if pool_rounds then
     S.pool_rounds = S.pool_rounds + 1
@@ -870,6 +1059,8 @@ print(fmt("  acquire(timeout=3) that timed out %d (Lock/RLock/Condition); semaph
   S.slow_acquires, S.sem_lost, S.sem_timeouts))
 print(fmt("  messages committed     %d; delivered %d; killed inside put: %d delivered, %d not; lost %d (allowed %d: consumers killed inside get)",
   S.committed, S.delivered, S.indoubt_delivered, S.indoubt_dropped, S.lost, S.lost_allowed))
+print(fmt("  Dict/Value             %d adds and updates acknowledged, %d sets; %d operations done but not acknowledged (killed); %d dict workers killed at a fault point",
+  S.dict_acked, S.dict_sets, S.dict_ahead, S.dict_selfkills))
 print(fmt("  pool tasks             %d: %d ok, %d failed (killed worker)", S.pool_tasks, S.pool_ok, S.pool_failed))
 -- The arena grows a little with each kill: a killed process's parent gives
 -- back the references it inherited (the ledger, src/object.c), not those it
