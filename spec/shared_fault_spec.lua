@@ -205,7 +205,7 @@ describe("a process killed inside a Dict's change", function()
           end
         end)
         local a = acked.value
-        assert.is_true(a >= 8, "died after " .. a .. " sets")
+        assert.is_true(a >= 4, "died after " .. a .. " sets")   -- a table of 8 grows past 4 keys
         local want = {}
         for i = 1, a do want["g" .. i] = val("g" .. i) end
         -- The killed set (a + 1) was stored before its growth step moved
