@@ -227,6 +227,35 @@ static inline lua_Integer concur_optinteger(lua_State *L, int arg, lua_Integer d
 #define luaL_optinteger concur_optinteger
 #endif
 
+/* ---- array indices as lua_Integer -------------------------------------------- */
+/* 5.1, 5.2 and LuaJIT take an int index: a larger one wrapped (a slice of
+ * list[2^53 - 1 ..] read list[-1]).  Here an index past int goes through
+ * lua_rawget/lua_rawset with the number as key, as 5.3 does. */
+#if LUA_VERSION_NUM < 503
+#include <limits.h>
+static inline int concur_rawgeti(lua_State *L, int idx, lua_Integer n) {
+  if (n >= INT_MIN && n <= INT_MAX)
+    return lua_rawgeti(L, idx, (int)n);
+  idx = lua_absindex(L, idx);
+  lua_pushinteger(L, n);
+  return lua_rawget(L, idx);
+}
+static inline void concur_rawseti(lua_State *L, int idx, lua_Integer n) {
+  if (n >= INT_MIN && n <= INT_MAX) {
+    lua_rawseti(L, idx, (int)n);
+    return;
+  }
+  idx = lua_absindex(L, idx);
+  lua_pushinteger(L, n);
+  lua_insert(L, -2);
+  lua_rawset(L, idx);
+}
+#undef lua_rawgeti
+#define lua_rawgeti concur_rawgeti
+#undef lua_rawseti
+#define lua_rawseti concur_rawseti
+#endif
+
 /* ---- shared upvalues ------------------------------------------------------- */
 /* Lua 5.1 cannot tell or join shared upvalues (LuaJIT can): every upvalue
  * travels as its own value, and the encoder writes no join. */
