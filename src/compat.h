@@ -277,6 +277,32 @@ static inline void concur_rawseti(lua_State *L, int idx, lua_Integer n) {
   (lua_pushcfunction((L), (f)), lua_pushlightuserdata((L), (ud)), lua_pcall((L), 1, 0, 0))
 #endif
 
+/* ---- room on the stack, without raising ------------------------------------- */
+/* 5.4's lua_checkstack answers 0 when memory runs out; 5.1 to 5.3 and LuaJIT
+ * raise the memory error from it.  concur_checkstack never raises (the
+ * transfer's encoder must not): the stack grows inside a protected call,
+ * after which lua_checkstack finds the room and allocates nothing. */
+#if LUA_VERSION_NUM < 504
+typedef struct concur_room {
+  int n, ok;
+} concur_room;
+static inline int concur_checkstack_f(lua_State *L) {
+  concur_room *r = (concur_room *)lua_touserdata(L, 1);
+  r->ok = lua_checkstack(L, r->n + 4);   /* + the call's own 2 slots */
+  return 0;
+}
+static inline int concur_checkstack(lua_State *L, int n) {
+  concur_room r = {n, 0};
+  if (concur_cpcall(L, concur_checkstack_f, &r) != LUA_OK) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return r.ok && lua_checkstack(L, n);
+}
+#else
+#define concur_checkstack(L, n) lua_checkstack((L), (n))
+#endif
+
 /* ---- C functions pushed without allocating --------------------------------- */
 /* On 5.1 and LuaJIT every lua_pushcfunction makes a closure, so it may raise
  * out of memory where concur holds something it must give back (an item
