@@ -28,8 +28,10 @@ FUZZ_SKIP    ?= chunk-load
 FUZZ_DIR      = build/fuzz$(if $(filter lua5.4,$(LUA)),,-$(LUA))
 FUZZ_BIN      = $(FUZZ_DIR)/fuzz_transfer
 FUZZ_LUA_LIB ?= $(SAN_LUA_LIB)
-# Lua's upvalue functions, checked more strictly (see fuzz_transfer.c).
-FUZZ_WRAP     = -Wl,--wrap=lua_load,--wrap=lua_getupvalue,--wrap=lua_setupvalue,--wrap=lua_upvalueid,--wrap=lua_upvaluejoin
+# Lua's upvalue functions, checked more strictly (see fuzz_transfer.c);
+# stock 5.1 has no lua_upvalueid or lua_upvaluejoin to wrap.
+FUZZ_WRAP     = -Wl,--wrap=lua_load,--wrap=lua_getupvalue,--wrap=lua_setupvalue$(if $(filter lua5.1,$(LUA)),,$(FUZZ_WRAP_JOIN))
+FUZZ_WRAP_JOIN = ,--wrap=lua_upvalueid,--wrap=lua_upvaluejoin
 FUZZ_FLAGS    = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined
 
@@ -57,11 +59,12 @@ $(FUZZ_PIPE_BIN): fuzz/fuzz_pipe.c $(SRCS) $(HDRS)
 	$(FUZZ_CC) -std=c11 $(WARN) $(FUZZ_FLAGS) $(LUA_INC) -Isrc -Ivendor/lua-compat-5.3 -o $@ \
 	  fuzz/fuzz_pipe.c $(SRCS) $(FUZZ_LUA_LIB) -lm -lpthread -ldl
 
-# On 5.4 both targets run.  On the other runtimes the Pipe target feeds
-# arbitrary records to that runtime's frame reader and decoder; the transfer
-# target's Lua half (fuzz_transfer.lua: round trips, string.unpack, integer
-# subtypes) is written for 5.4 and is not built there yet.
-FUZZ_TARGETS = $(if $(filter lua5.4,$(LUA)),$(FUZZ_BIN)) $(FUZZ_PIPE_BIN)
+# Both targets run on every runtime: the transfer's round trips and raw
+# messages against that runtime's encoder and decoder (fuzz_transfer.lua
+# uses only what each runtime has: no integer subtype on 5.1, 5.2 and
+# LuaJIT, no shared upvalues on 5.1), and the Pipe target's arbitrary
+# records against its frame reader.
+FUZZ_TARGETS = $(FUZZ_BIN) $(FUZZ_PIPE_BIN)
 
 fuzz: $(FUZZ_TARGETS)
 	@for bin in $(FUZZ_TARGETS); do \

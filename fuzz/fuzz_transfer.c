@@ -166,12 +166,16 @@ static int fz_panic(lua_State *S) {
  * decode_function, applied here so that fuzzing can go past it. */
 const char *__real_lua_getupvalue(lua_State *S, int funcindex, int n);
 const char *__real_lua_setupvalue(lua_State *S, int funcindex, int n);
-void *__real_lua_upvalueid(lua_State *S, int fidx, int n);
-void __real_lua_upvaluejoin(lua_State *S, int fidx1, int n1, int fidx2, int n2);
 const char *__wrap_lua_getupvalue(lua_State *S, int funcindex, int n);
 const char *__wrap_lua_setupvalue(lua_State *S, int funcindex, int n);
+/* Stock 5.1 has neither (fuzz.mk wraps them everywhere else). */
+#define HAVE_UPVALUEID (LUA_VERSION_NUM >= 502 || CONCUR_LUAJIT)
+#if HAVE_UPVALUEID
+void *__real_lua_upvalueid(lua_State *S, int fidx, int n);
+void __real_lua_upvaluejoin(lua_State *S, int fidx1, int n1, int fidx2, int n2);
 void *__wrap_lua_upvalueid(lua_State *S, int fidx, int n);
 void __wrap_lua_upvaluejoin(lua_State *S, int fidx1, int n1, int fidx2, int n2);
+#endif
 
 static int upvalue_in_closure(lua_State *S, int idx, int n) {
   if (!guard_upvalues || lua_type(S, idx) != LUA_TFUNCTION || lua_iscfunction(S, idx) ||
@@ -191,6 +195,7 @@ const char *__wrap_lua_setupvalue(lua_State *S, int funcindex, int n) {
   return upvalue_in_closure(S, funcindex, n) ? __real_lua_setupvalue(S, funcindex, n) : NULL;
 }
 
+#if HAVE_UPVALUEID
 void *__wrap_lua_upvalueid(lua_State *S, int fidx, int n) {
   return upvalue_in_closure(S, fidx, n) ? __real_lua_upvalueid(S, fidx, n) : NULL;
 }
@@ -199,6 +204,7 @@ void __wrap_lua_upvaluejoin(lua_State *S, int fidx1, int n1, int fidx2, int n2) 
   if (upvalue_in_closure(S, fidx1, n1) && upvalue_in_closure(S, fidx2, n2))
     __real_lua_upvaluejoin(S, fidx1, n1, fidx2, n2);
 }
+#endif
 
 /* liblua's undump (lundump.c) is not hardened against malformed bytecode,
  * and a damaged or made-up message can hold any chunk bytes.  Messages only
@@ -208,17 +214,23 @@ void __wrap_lua_upvaluejoin(lua_State *S, int fidx1, int n1, int fidx2, int n2) 
  * chunk: the decoder's error path still runs, liblua's undump does not. */
 static int guard_chunks;           /* FUZZ_TRANSFER_SKIP=chunk-load */
 static int untrusted;              /* decoding bytes no encoder wrote */
-int __real_lua_load(lua_State *S, lua_Reader reader, void *data, const char *chunkname,
-                    const char *mode);
-int __wrap_lua_load(lua_State *S, lua_Reader reader, void *data, const char *chunkname,
-                    const char *mode);
-int __wrap_lua_load(lua_State *S, lua_Reader reader, void *data, const char *chunkname,
-                    const char *mode) {
+/* The library's own lua_load: 5.1 and LuaJIT's has no mode argument
+ * (lua-compat-5.3's lua_load, which the decoder calls, is a macro over it). */
+#if LUA_VERSION_NUM >= 502
+#define LOAD_PARAMS const char *chunkname, const char *mode
+#define LOAD_ARGS chunkname, mode
+#else
+#define LOAD_PARAMS const char *chunkname
+#define LOAD_ARGS chunkname
+#endif
+int __real_lua_load(lua_State *S, lua_Reader reader, void *data, LOAD_PARAMS);
+int __wrap_lua_load(lua_State *S, lua_Reader reader, void *data, LOAD_PARAMS);
+int __wrap_lua_load(lua_State *S, lua_Reader reader, void *data, LOAD_PARAMS) {
   if (guard_chunks && untrusted) {
     lua_pushliteral(S, "binary chunk from untrusted bytes not loaded (fuzz harness)");
     return LUA_ERRSYNTAX;
   }
-  return __real_lua_load(S, reader, data, chunkname, mode);
+  return __real_lua_load(S, reader, data, LOAD_ARGS);
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -247,6 +259,43 @@ static int noop_cfunction(lua_State *S) {
 
 static int is_concur(lua_State *S) {
   lua_pushboolean(S, cobj_test(S, 1, NULL) != NULL);
+  return 1;
+}
+
+/* What the Lua half needs that not every runtime has (string.unpack, rawlen)
+ * or where the encoder's own rule is wanted (is_integer: lua_isinteger, which
+ * compat.h gives 5.1, 5.2 and LuaJIT as "integral, fits 64 bits, not -0"). */
+static int h_is_integer(lua_State *S) {
+  lua_pushboolean(S, lua_isinteger(S, 1));
+  return 1;
+}
+
+static int h_rawlen(lua_State *S) {
+  luaL_checktype(S, 1, LUA_TTABLE);
+  lua_pushinteger(S, (lua_Integer)lua_rawlen(S, 1));
+  return 1;
+}
+
+/* The 8 bytes of string argument 1 from offset 0, little-endian. */
+static uint64_t h_u64(lua_State *S) {
+  size_t n;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(S, 1, &n);
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < n; i++)
+    v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+static int h_int64(lua_State *S) {
+  lua_pushinteger(S, (lua_Integer)(int64_t)h_u64(S));  /* a double on 5.1, 5.2, LuaJIT */
+  return 1;
+}
+
+static int h_float64(lua_State *S) {
+  uint64_t v = h_u64(S);
+  double d;
+  memcpy(&d, &v, sizeof d);
+  lua_pushnumber(S, (lua_Number)d);
   return 1;
 }
 
@@ -634,10 +683,16 @@ static void mode_program(const uint8_t *data, size_t size) {
 
 /* ---- set-up ------------------------------------------------------------------------ */
 
+/* LuaJIT's compiler is switched off: it only ever compiles the harness's
+ * own Lua (the encoder and decoder are C), and with it on LeakSanitizer
+ * reports blocks of LuaJIT's heap (lj_mem_realloc) as leaked, e.g. after
+ * fuzz/crashes/slice-holds-itself: apparently the trace recorder's IR
+ * buffer, which LuaJIT holds by a pointer biased below the block (lj_ir.c). */
 static const char setup_lua[] =
   "package.path, package.cpath = '', ''\n"
-  "local s = package.searchers\n"
+  "local s = package.searchers or package.loaders   -- 5.1, LuaJIT: loaders\n"
   "for i = #s, 2, -1 do s[i] = nil end      -- package.preload only\n"
+  "if jit then jit.off() end\n"
   "local concur = require 'concur'\n"
   "local objs = {concur.Lock(), concur.RLock(), concur.Event(), concur.Queue(),\n"
   "  concur.Semaphore(2), concur.Condition(), concur.Barrier(2),\n"
@@ -661,10 +716,19 @@ static void setup(void) {
     die("setup: %s", lua_tostring(L, -1));
   int objs = lua_gettop(L);
 
-  /* The Lua half's argument: C helpers, the objects, bad values. */
-  lua_createtable(L, 0, 4);
+  /* The Lua half's argument: C helpers, the objects, bad values (the helpers
+   * are C functions in no module: none is ever a generated value). */
+  lua_createtable(L, 0, 8);
   lua_pushcfunction(L, is_concur);
   lua_setfield(L, -2, "is_concur");
+  lua_pushcfunction(L, h_is_integer);
+  lua_setfield(L, -2, "is_integer");
+  lua_pushcfunction(L, h_rawlen);
+  lua_setfield(L, -2, "rawlen");
+  lua_pushcfunction(L, h_int64);
+  lua_setfield(L, -2, "int64");
+  lua_pushcfunction(L, h_float64);
+  lua_setfield(L, -2, "float64");
   lua_pushvalue(L, objs);
   lua_setfield(L, -2, "objects");
   lua_createtable(L, 8, 0);

@@ -13,16 +13,30 @@
 --   seed_values(), seed_programs()   what FUZZ_TRANSFER_SEEDS writes
 -- Everything here uses raw access only (next, rawget, debug.getmetatable): a
 -- decoded value's metamethods never run.
-local C = ...    -- from the C side: is_concur, objects, bad, core
+--
+-- Written for every runtime (5.1 to 5.4, LuaJIT): no bitwise operators or
+-- integer division, and what only some have is taken from the C side
+-- (string.unpack, rawlen, the encoder's integer rule) or tested for:
+-- integer subtypes (5.3, 5.4), debug.upvalueid and upvaluejoin (not on 5.1,
+-- where every upvalue crosses as its own value).
+local C = ...    -- from the C side: is_concur, is_integer, rawlen, int64,
+                 -- float64, objects, bad
 
-local next, rawget, rawset, rawlen, rawequal = next, rawget, rawset, rawlen, rawequal
-local type, select, tostring, load = type, select, tostring, load
-local mtype, maxinteger, mininteger = math.type, math.maxinteger, math.mininteger
+local next, rawget, rawset, rawequal = next, rawget, rawset, rawequal
+local rawlen, is_integer = C.rawlen, C.is_integer
+local type, select, tostring = type, select, tostring
+local load = _VERSION == "Lua 5.1" and loadstring or load     -- a string chunk
+local floor = math.floor
+local mtype = math.type                     -- nil: no integer subtype
+local maxinteger = math.maxinteger or 2 ^ 53
+local mininteger = math.mininteger or -2 ^ 53
+local pack = table.pack or function(...) return {n = select("#", ...), ...} end
+local unpack = table.unpack or unpack
 local dgetmetatable, dsetmetatable = debug.getmetatable, debug.setmetatable
 local getupvalue, setupvalue = debug.getupvalue, debug.setupvalue
 local upvalueid, upvaluejoin, getinfo = debug.upvalueid, debug.upvaluejoin, debug.getinfo
-local getuservalue = debug.getuservalue
-local sdump, sunpack, schar = string.dump, string.unpack, string.char
+local getuservalue = debug.getuservalue or debug.getfenv    -- 5.1, LuaJIT: the env
+local sdump, schar = string.dump, string.char
 local G = _G
 local is_concur = C.is_concur
 local concur = require "concur"
@@ -30,6 +44,10 @@ local core = require "concur.core"
 
 local H = {}
 local MAX_DEPTH = 1000      -- transfer.c's MAX_DEPTH
+
+-- Bit n (0 = the lowest) of a byte, and the byte's low n bits.
+local function bit(x, n) return floor(x / 2 ^ n) % 2 end
+local function low(x, n) return x % 2 ^ n end
 
 local function iscfunc(f)
   return getinfo(f, "S").what == "C"
@@ -81,8 +99,8 @@ local function keep_named(...)
 end
 
 local NAMED_POOL = keep_named(
-  string, math, table, G, concur, core, utf8,
-  string.format, string.rep, string.byte, math.floor, math.max, table.concat, table.unpack,
+  string, math, table, G, concur, core, rawget(G, "utf8"), rawget(G, "bit"), rawget(G, "jit"),
+  string.format, string.rep, string.byte, math.floor, math.max, table.concat, unpack,
   print, require, pairs, select, core.slice, core.Lock, concur.Thread, concur.Process,
   concur.Timer, concur.Empty, concur.Full, rawget(concur, "__concur_names").class_call,
   rawget(concur, "__concur_names").error_mt)
@@ -109,11 +127,19 @@ local TEMPLATES = {
   "local x = 'k'; return function(y) return x .. tostring(y), 1.5, math.pi, 42 end",
 }
 
+-- (Without integer subtypes maxinteger is 2^53: the last integer a double
+-- holds exactly; 2^63 and beyond cross as floats there.)
 local SPECIAL_INTS = {
   0, 1, -1, 2, 63, 64, -64, -65, 127, 128, 255, 256, 16383, 16384,
   2147483647, 2147483648, -2147483648, 4294967295, 4294967296,
   9007199254740992, -9007199254740992, maxinteger, mininteger, maxinteger - 1, mininteger + 1,
 }
+if not mtype then
+  SPECIAL_INTS[#SPECIAL_INTS + 1] = 2 ^ 63
+  SPECIAL_INTS[#SPECIAL_INTS + 1] = -2 ^ 63
+  SPECIAL_INTS[#SPECIAL_INTS + 1] = 2 ^ 63 - 1024     -- the last double below 2^63
+  SPECIAL_INTS[#SPECIAL_INTS + 1] = 2 ^ 64
+end
 
 local SPECIAL_FLOATS = {
   0.0, -0.0, 1 / 0, -1 / 0, 0 / 0, -(0 / 0), 0.5, -1.5, 3.0, 2.0 ^ 53, 2.0 ^ 63, -2.0 ^ 63,
@@ -184,26 +210,26 @@ function H.build(bytes)
 
   local info = {}
   local h = byte()
-  info.prefix = h & 3
-  if h & 4 ~= 0 then
-    info.n = 2 + ((h >> 5) & 1)
+  info.prefix = low(h, 2)
+  if bit(h, 2) == 1 then
+    info.n = 2 + bit(h, 5)
     info.one_root = 0
   else
     info.n = 1
-    info.one_root = (h >> 5) & 1 == 0 and 1 or 0
+    info.one_root = bit(h, 5) == 0 and 1 or 0
   end
-  info.oom = h & 8 ~= 0 and 1 or 0
+  info.oom = bit(h, 3)
   info.oomk = info.oom == 1 and byte() or 0
-  info.sblob = h & 16 ~= 0 and 1 or 0
-  info.sblob_free = h & 64 ~= 0 and 1 or 0
+  info.sblob = bit(h, 4)
+  info.sblob_free = bit(h, 6)
 
   local ops = {
     [OP.NIL] = function() push(nil) end,
-    [OP.BOOL] = function() push(byte() & 1 == 1) end,
+    [OP.BOOL] = function() push(bit(byte(), 0) == 1) end,
     [OP.SMALLINT] = function() local b = byte(); push(b >= 128 and b - 256 or b) end,
-    [OP.INT64] = function() push((sunpack("<i8", raw(8)))) end,
+    [OP.INT64] = function() push(C.int64(raw(8))) end,
     [OP.SPECIALINT] = function() push(SPECIAL_INTS[byte() % #SPECIAL_INTS + 1]) end,
-    [OP.FLOAT64] = function() push((sunpack("<d", raw(8)))) end,
+    [OP.FLOAT64] = function() push(C.float64(raw(8))) end,
     [OP.SPECIALFLOAT] = function() push(SPECIAL_FLOATS[byte() % #SPECIAL_FLOATS + 1]) end,
     [OP.STR] = function() push(raw(byte())) end,
     [OP.DICTSTR] = function() push(DICT[byte() % #DICT + 1]) end,
@@ -211,7 +237,7 @@ function H.build(bytes)
       local s = pick(byte())
       if type(s) ~= "string" or #s == 0 then s = "ab\0\255" end
       local n = byte() * 256 + byte()
-      if #s * n > 100000 then n = 100000 // #s end
+      if #s * n > 100000 then n = floor(100000 / #s) end
       push(s:rep(n))
     end,
     [OP.NEWTABLE] = function() push(newtable()) end,
@@ -251,7 +277,7 @@ function H.build(bytes)
     end,
     [OP.JOIN] = function()
       local f1, i1, f2, i2 = pick(byte()), byte(), pick(byte()), byte()
-      if funcs[f1] and funcs[f2] then
+      if funcs[f1] and funcs[f2] and upvaluejoin then
         local n1, n2 = nups(f1), nups(f2)
         if n1 > 0 and n2 > 0 then upvaluejoin(f1, i1 % n1 + 1, f2, i2 % n2 + 1) end
       end
@@ -262,10 +288,11 @@ function H.build(bytes)
     [OP.SLICE] = function()
       local list, b, c = pick(byte()), byte(), byte()
       if not gen[list] then return end
-      local first = b < 128 and 1 + b % 8 or maxinteger - b % 8
+      -- from 1, around 2^31 (where an int index would wrap), or at the top
+      local first = b < 128 and 1 + b % 8 or b < 160 and 2147483644 + b % 8 or maxinteger - b % 8
       local count = c % 9
       if first - 1 > maxinteger - count then count = maxinteger - first + 1 end
-      local s = core.slice(list, first, first + count - 1)
+      local s = core.slice(list, first, first + (count - 1))   -- no double past 2^53
       slices[s] = {list = list, first = first, count = count}
       push(s)
     end,
@@ -322,7 +349,7 @@ function H.build(bytes)
   end
   local roots = {}
   for i = 1, info.n do roots[i] = pick(info.n - i) end
-  return info, table.unpack(roots, 1, info.n)
+  return info, unpack(roots, 1, info.n)
 end
 
 -- ---- what the encoder must answer -----------------------------------------
@@ -354,7 +381,7 @@ function H.expect(one_root, n, ...)
           if r then return r end
         end
         for k, x in next, v do
-          if not (na > 0 and mtype(k) == "integer" and k >= 1 and k <= na) then
+          if not (na > 0 and is_integer(k) and k >= 1 and k <= na) then
             if not (type(k) == "string" and #k <= 40) then
               local r = visit(k, d + 1, nil)
               if r then return r end
@@ -371,7 +398,7 @@ function H.expect(one_root, n, ...)
         local name, x = getupvalue(v, i)
         if name == nil then break end
         if not (name == "_ENV" or rawequal(x, G)) then
-          local id = upvalueid(v, i)
+          local id = upvalueid and upvalueid(v, i) or {}    -- 5.1: each its own
           if not useen[id] then
             useen[id] = true
             local r = visit(x, d + 1, nil)
@@ -414,7 +441,7 @@ end
 -- Table keys that are tables or functions are matched once everything else
 -- has bound what it can; the rest are tried one by one, undoing a failed try.
 function H.compare(n, ...)
-  local args = table.pack(...)
+  local args = pack(...)
   local map, rev, umap, urev = {}, {}, {}, {}
   local log, deferred = {}, {}
   local path, why = {}, nil
@@ -456,10 +483,12 @@ function H.compare(n, ...)
     if type(c) ~= "table" then return fail("slice copied as " .. type(c)) end
     if dgetmetatable(c) ~= nil then return fail("slice copy has a metatable") end
     local cn = rawget(c, "n")
-    if mtype(cn) ~= "integer" or cn ~= s.count then return fail("slice n") end
+    if not is_integer(cn) or cn ~= s.count then
+      return fail("slice n " .. tostring(cn) .. " for " .. s.count)
+    end
     local items = 0
     for k = 1, s.count do
-      local x = rawget(s.list, s.first + k - 1)
+      local x = rawget(s.list, s.first + (k - 1))
       if x ~= nil then items = items + 1 end
       seg(keyname(k))
       if not eq(x, rawget(c, k)) then return false end
@@ -518,6 +547,10 @@ function H.compare(n, ...)
       if no == nil then break end
       if no == "_ENV" or rawequal(vo, G) then
         if not rawequal(vc, G) then return fail("upvalue " .. no .. " not the globals") end
+      elseif not upvalueid then       -- 5.1: no sharing to compare
+        seg("<upvalue " .. no .. ">")
+        if not eq(vo, vc) then return false end
+        unseg()
       else
         local uo, uc = upvalueid(o, i), upvalueid(c, i)
         local m = umap[uo]
@@ -542,10 +575,10 @@ function H.compare(n, ...)
     if to == "userdata" and slices[o] then return eq_slice(slices[o], c) end
     if to ~= tc then return fail("type " .. to .. " became " .. tc) end
     if to == "number" then
-      if mtype(o) ~= mtype(c) then return fail("number subtype") end
+      if mtype and mtype(o) ~= mtype(c) then return fail("number subtype") end
       if o ~= o then return c ~= c or fail("NaN lost") end
       if o ~= c then return fail("number " .. tostring(o) .. " became " .. tostring(c)) end
-      if o == 0 and mtype(o) == "float" and 1 / o ~= 1 / c then return fail("sign of zero") end
+      if o == 0 and 1 / o ~= 1 / c then return fail("sign of zero") end
       return true
     elseif to == "table" or to == "function" then
       if named[o] then return rawequal(o, c) or fail("named value is not the receiver's own") end
@@ -706,12 +739,12 @@ function H.seed_values()
   for i = 1, 4 do recs[i] = {id = i, name = "n" .. i, tags = {"x", "y"}} end
   return {
     {"nil", nil},
-    {"numbers", {0, 1, -1, 127, 128, -129, math.maxinteger, math.mininteger, true, false,
+    {"numbers", {0, 1, -1, 127, 128, -129, maxinteger, mininteger, true, false,
       0.0, -0.0, 1 / 0, -1 / 0, 0 / 0, 0.5, 3.0, 5e-324}},
     {"strings", {"", "a", "a\0b", ("x"):rep(40), ("y"):rep(41), "\255\254"}},
     {"array_holes", {1, nil, 3, nil, 5, [10] = 10, [-1] = -1}},
     {"hash", {a = 1, b = "two", c = {d = true}}},
-    {"keys", {[true] = 1, [false] = 0, [1.5] = "f", [1 / 0] = "inf", [math.mininteger] = "min"}},
+    {"keys", {[true] = 1, [false] = 0, [1.5] = "f", [1 / 0] = "inf", [mininteger] = "min"}},
     {"table_keys", {[shared] = "t", [counter] = "f", [string.format] = "c"}},
     {"shared", {shared, shared, {shared}}},
     {"cycles", {cyc, a}},
@@ -736,7 +769,7 @@ function H.seed_programs()
   end
   local o = OP
   return {
-    {"scalars", prog(4 | 32, o.SPECIALINT, 22, o.SPECIALFLOAT, 4, o.DICTSTR, 13)},
+    {"scalars", prog(4 + 32, o.SPECIALINT, 22, o.SPECIALFLOAT, 4, o.DICTSTR, 13)},
     {"table_kv", prog(0, o.NEWTABLE, o.DICTSTR, 4, o.SPECIALFLOAT, 1, o.SET, 2, 1, 0,
       o.SPECIALINT, 21, o.DUP, 0, o.SET, 4, 0, 1, o.DUP, 4)},
     {"cycle", prog(0, o.NEWTABLE, o.DUP, 0, o.DUP, 0, o.SET, 0, 1, 2)},
@@ -769,6 +802,10 @@ function H.seed_programs()
     {"damage_trunc", prog(0, o.NEWTABLE, o.DICTSTR, 4, o.CLOSURE, 1, o.SET, 2, 1, 0,
       o.DUP, 2, 0xff, 1, 0, 7, 0)},
     {"damage_tag", prog(0, o.ARRAY, 0, o.DUP, 0, o.ARRAY, 2, 0xff, 2, 0, 3, 10)},
+    -- list[2^31 - 1] and list[2^31] = "a", then core.slice(list, 2^31 - 1, 2^31):
+    -- 5.1, 5.2 and LuaJIT read list[-2^31] for the second (src/compat.h)
+    {"regress-slice-past-int", prog(0, o.NEWTABLE, o.DICTSTR, 1, o.SPECIALINT, 14,
+      o.SET, 2, 0, 1, o.SPECIALINT, 15, o.SET, 3, 0, 2, o.SLICE, 3, 131, 2)},
   }
 end
 

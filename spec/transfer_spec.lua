@@ -920,4 +920,15 @@ describe("transfer of values the fuzzer built", function()
     local _, back = core.transfer(core.slice({inner, 5}, 1, 2))
     assert.are.same({{20, 30, n = 2}, 5, n = 2}, back)
   end)
+
+  -- 5.1, 5.2 and LuaJIT index tables with an int in C: past 2^31 the index
+  -- wrapped and a slice copied list[-1] and list[0] (src/compat.h).
+  it("a slice past index 2^31 copies its own items", function()
+    for _, first in ipairs{2147483647, 4294967295, 2 ^ 53 - 1} do
+      local list = {[first] = "a", [first + 1] = "b", [-1] = "wrong", [0] = "wrong",
+                    [1] = "wrong"}
+      local _, back = core.transfer(core.slice(list, first, first + 1))
+      assert.are.same({"a", "b", n = 2}, back)
+    end
+  end)
 end)

@@ -227,6 +227,35 @@ static inline lua_Integer concur_optinteger(lua_State *L, int arg, lua_Integer d
 #define luaL_optinteger concur_optinteger
 #endif
 
+/* ---- array indices as lua_Integer -------------------------------------------- */
+/* 5.1, 5.2 and LuaJIT take an int index: a larger one wrapped (a slice of
+ * list[2^53 - 1 ..] read list[-1]).  Here an index past int goes through
+ * lua_rawget/lua_rawset with the number as key, as 5.3 does. */
+#if LUA_VERSION_NUM < 503
+#include <limits.h>
+static inline int concur_rawgeti(lua_State *L, int idx, lua_Integer n) {
+  if (n >= INT_MIN && n <= INT_MAX)
+    return lua_rawgeti(L, idx, (int)n);
+  idx = lua_absindex(L, idx);
+  lua_pushinteger(L, n);
+  return lua_rawget(L, idx);
+}
+static inline void concur_rawseti(lua_State *L, int idx, lua_Integer n) {
+  if (n >= INT_MIN && n <= INT_MAX) {
+    lua_rawseti(L, idx, (int)n);
+    return;
+  }
+  idx = lua_absindex(L, idx);
+  lua_pushinteger(L, n);
+  lua_insert(L, -2);
+  lua_rawset(L, idx);
+}
+#undef lua_rawgeti
+#define lua_rawgeti concur_rawgeti
+#undef lua_rawseti
+#define lua_rawseti concur_rawseti
+#endif
+
 /* ---- shared upvalues ------------------------------------------------------- */
 /* Lua 5.1 cannot tell or join shared upvalues (LuaJIT can): every upvalue
  * travels as its own value, and the encoder writes no join. */
@@ -246,6 +275,32 @@ static inline lua_Integer concur_optinteger(lua_State *L, int arg, lua_Integer d
 #else
 #define concur_cpcall(L, f, ud) \
   (lua_pushcfunction((L), (f)), lua_pushlightuserdata((L), (ud)), lua_pcall((L), 1, 0, 0))
+#endif
+
+/* ---- room on the stack, without raising ------------------------------------- */
+/* 5.4's lua_checkstack answers 0 when memory runs out; 5.1 to 5.3 and LuaJIT
+ * raise the memory error from it.  concur_checkstack never raises (the
+ * transfer's encoder must not): the stack grows inside a protected call,
+ * after which lua_checkstack finds the room and allocates nothing. */
+#if LUA_VERSION_NUM < 504
+typedef struct concur_room {
+  int n, ok;
+} concur_room;
+static inline int concur_checkstack_f(lua_State *L) {
+  concur_room *r = (concur_room *)lua_touserdata(L, 1);
+  r->ok = lua_checkstack(L, r->n + 4);   /* + the call's own 2 slots */
+  return 0;
+}
+static inline int concur_checkstack(lua_State *L, int n) {
+  concur_room r = {n, 0};
+  if (concur_cpcall(L, concur_checkstack_f, &r) != LUA_OK) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return r.ok && lua_checkstack(L, n);
+}
+#else
+#define concur_checkstack(L, n) lua_checkstack((L), (n))
 #endif
 
 /* ---- C functions pushed without allocating --------------------------------- */

@@ -177,6 +177,7 @@ typedef struct enc {
   int names;               /* stack index of the name cache */
   int globals;             /* stack index of the globals table */
   int depth;
+  int room;                /* the stack has room up to this index */
   int failed, cfunc_miss, oom;
   const state_ctx *ctx;    /* for its `named` set */
   pmap seen;               /* table/function -> offset of its tag */
@@ -706,6 +707,19 @@ static int encode_function(enc *e, int idx) {
   return 1;
 }
 
+/* 40 more stack slots (8 levels).  concur_checkstack, which never raises,
+ * costs a protected call before 5.4: it runs only when the encoder goes
+ * deeper than it has been in this message. */
+static int enc_room(enc *e) {
+  int top = lua_gettop(e->L);
+  if (top + 40 <= e->room)
+    return 1;
+  if (!concur_checkstack(e->L, 40))
+    return 0;
+  e->room = top + 40;
+  return 1;
+}
+
 static int encode_value(enc *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
@@ -740,7 +754,7 @@ static int encode_value(enc *e, int idx) {
     if (e->depth >= MAX_DEPTH)
       return enc_fail_msg(e, "value nested too deeply to transfer (more than 1000 levels)");
     /* A level uses at most 4 stack slots: check once every 8 levels. */
-    if ((e->depth & 7) == 0 && !lua_checkstack(L, 40))
+    if ((e->depth & 7) == 0 && !enc_room(e))
       return enc_fail_msg(e, "Lua stack overflow while encoding");
     return lua_type(L, idx) == LUA_TTABLE ? encode_table(e, idx) : encode_function(e, idx);
   }
@@ -753,7 +767,7 @@ static int encode_value(enc *e, int idx) {
       /* A level like a table's: a slice can hold itself through its list. */
       if (e->depth >= MAX_DEPTH)
         return enc_fail_msg(e, "value nested too deeply to transfer (more than 1000 levels)");
-      if ((e->depth & 7) == 0 && !lua_checkstack(L, 40))
+      if ((e->depth & 7) == 0 && !enc_room(e))
         return enc_fail_msg(e, "Lua stack overflow while encoding");
       return encode_slice(e, idx, sl);
     }
@@ -942,6 +956,7 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   e.b = b;
   e.base = b->len;
   e.depth = 0;
+  e.room = 0;
   e.failed = e.cfunc_miss = e.oom = 0;
   e.root = root;
   e.err = err;
@@ -987,7 +1002,7 @@ int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root
   idx = lua_absindex(L, idx);
   /* The encoder checks the stack every 8 levels for 40 slots; the first
    * levels (from depth 1 with several roots) need this much. */
-  if (!lua_checkstack(L, 48)) {
+  if (!concur_checkstack(L, 48)) {
     snprintf(err, TRANSFER_ERRLEN, "Lua stack overflow while encoding");
     return 0;
   }
