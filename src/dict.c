@@ -909,18 +909,7 @@ static void dict_meta(lua_State *L) {
   static const luaL_Reg meta[] = {{"__tostring", dict_tostring}, {"__len", dict_len},
                                   {"__pairs", dict_pairs}, {"__newindex", dict_newindex},
                                   {NULL, NULL}};
-  cobj_newmetatable(L, &dict_type, NULL);
-  lua_pushvalue(L, -1);
-  luaL_setfuncs(L, meta, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, methods, 1);   /* methods: upvalue 1 the metatable */
-  lua_pushvalue(L, -2);
-  lua_insert(L, -2);
-  lua_pushcclosure(L, dict_index, 2);
-  lua_setfield(L, -2, "__index");
-  cobj_register_metatable(L, &dict_type);
-  lua_pop(L, 1);
+  cobj_indexed_metatable(L, &dict_type, methods, meta, dict_index, NULL);
 }
 
 void dict_open(lua_State *L) {

@@ -679,6 +679,29 @@ void *cobj_shm_alloc(lua_State *L, size_t n) {
   return p;
 }
 
+void cobj_indexed_metatable(lua_State *L, const cobj_type *type, const luaL_Reg *methods,
+                            const luaL_Reg *meta, lua_CFunction index, lua_CFunction newindex) {
+  cobj_newmetatable(L, type, NULL);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meta, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);   /* methods: upvalue 1 the metatable */
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, index, 2);
+  lua_setfield(L, -3, "__index");
+  if (newindex) {
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, newindex, 2);
+    lua_setfield(L, -3, "__newindex");
+  }
+  lua_pop(L, 1);                  /* the methods table */
+  cobj_register_metatable(L, type);
+  lua_pop(L, 1);
+}
+
 __attribute__((noinline, cold)) void *cobj_self_fast_miss(lua_State *L, void *ud) {
   unsigned long gen = atomic_load_explicit(&cobj_handle_gen, memory_order_relaxed);
   cobj *o = cobj_self(L);

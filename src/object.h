@@ -126,6 +126,14 @@ cobj *cobj_check(lua_State *L, int idx, const cobj_type *type);
 /* Makes the metatable of `type`, with methods `l` and `__gc`, `__tostring`,
  * `__name`, the handle marker, and leaves it on the stack (not registered). */
 void cobj_newmetatable(lua_State *L, const cobj_type *type, const luaL_Reg *l);
+/* Makes and registers (and pops) the metatable of a type whose handles are
+ * indexed (Value, Array, Dict): `meta` (metamethods) with upvalue 1 the
+ * metatable; the `methods` in a table of their own, each with upvalue 1 the
+ * metatable; `index` and `newindex` (NULL: none, or one in `meta`) as
+ * __index and __newindex closures with upvalues the metatable and that
+ * methods table. */
+void cobj_indexed_metatable(lua_State *L, const cobj_type *type, const luaL_Reg *methods,
+                            const luaL_Reg *meta, lua_CFunction index, lua_CFunction newindex);
 /* Registers the metatable on top (left there) under the type's name: last,
  * once it is complete, so that a memory error half way through leaves no
  * half-built metatable for later handles. */

@@ -510,34 +510,12 @@ static int array_tostring(lua_State *L) {
 
 /* ---- metatables ----------------------------------------------------------------------- */
 
-/* Methods with upvalue 1 the metatable; __index and __newindex closures with
- * upvalue 2 the methods table. */
-static void indexed_meta(lua_State *L, const cobj_type *type, const luaL_Reg *methods,
-                         const luaL_Reg *meta, lua_CFunction index, lua_CFunction newindex) {
-  cobj_newmetatable(L, type, NULL);
-  lua_pushvalue(L, -1);
-  luaL_setfuncs(L, meta, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, methods, 1);   /* methods: upvalue 1 the metatable */
-  lua_pushvalue(L, -2);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, index, 2);
-  lua_setfield(L, -3, "__index");
-  lua_pushvalue(L, -2);
-  lua_insert(L, -2);
-  lua_pushcclosure(L, newindex, 2);
-  lua_setfield(L, -2, "__newindex");
-  cobj_register_metatable(L, type);
-  lua_pop(L, 1);
-}
-
 static void value_meta(lua_State *L) {
   static const luaL_Reg methods[] = {{"add", value_add}, {"cas", value_cas},
                                      {"get_lock", value_get_lock}, {"with", value_with},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", value_tostring}, {NULL, NULL}};
-  indexed_meta(L, &value_type, methods, meta, value_index, value_newindex);
+  cobj_indexed_metatable(L, &value_type, methods, meta, value_index, value_newindex);
 }
 
 static void array_meta(lua_State *L) {
@@ -546,7 +524,7 @@ static void array_meta(lua_State *L) {
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", array_tostring}, {"__len", array_len},
                                   {NULL, NULL}};
-  indexed_meta(L, &array_type, methods, meta, array_index, array_newindex);
+  cobj_indexed_metatable(L, &array_type, methods, meta, array_index, array_newindex);
 }
 
 void shared_open(lua_State *L) {
