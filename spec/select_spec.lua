@@ -151,7 +151,7 @@ describe("concur.select", function()
 
   it("works from a thread too, with the producer in a process", function()
     local q = concur.Queue()
-    local t = concur.Thread{target = function() return #concur.select({q}, 10) end}
+    local t = concur.Thread{target = function() return #concur.select({q}, 60) end}
     t:start()
     local p = go(function() q:put(1); return 0 end)
     assert.are.equal(1, t:result())
