@@ -125,6 +125,13 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
     end
     return slice(items, 1, items.n)   -- sent without a walk over the table
   end
+  -- {tid, ok, values...}: its field n only where the length would not say
+  -- how many values there are (a nil among them), a hash part fewer to send.
+  local function result_msg(tid, ...)
+    local m, n = {tid, ...}, select("#", ...) + 1
+    if #m ~= n then m.n = n end
+    return m
+  end
   local loaded, nloaded = {}, 0   -- function id -> the function, loaded once
   local function task_fn(task)
     local fn = task[3]
@@ -174,7 +181,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
         ok, value = false, init_error
       elseif kind == "call" then
         local args = task[4]
-        msg = pack(tid, xpcall(task_fn(task), on_error, unpack(args, 1, args.n or #args)))
+        msg = result_msg(tid, xpcall(task_fn(task), on_error, unpack(args, 1, args.n or #args)))
         ok, value = msg[2], msg[3]
         if ok then value = nil else msg = nil end
       elseif kind == "cancelled" then
@@ -660,8 +667,13 @@ local function bad_pool(self, fname) bad_self(self, "concur.Pool", fname, 3) end
 local function put_call(self, fname, fn, args, callback, error_callback)
   local tid, err = self:_submit(fname, "call", fn, args or no_args)
   if tid == nil then raise(err, 3) end
-  local r = setmetatable({_pool = self, _kind = "call", _ready = false,
-    _callback = callback, _error_callback = error_callback}, AsyncResult)
+  local r
+  if callback == nil and error_callback == nil then   -- a smaller table
+    r = setmetatable({_pool = self, _kind = "call", _ready = false}, AsyncResult)
+  else
+    r = setmetatable({_pool = self, _kind = "call", _ready = false,
+      _callback = callback, _error_callback = error_callback}, AsyncResult)
+  end
   self._pending[tid] = r
   self._npending = self._npending + 1
   if self._rq:qsize() > 0 then self:_poll() end
@@ -955,8 +967,8 @@ local function future_done(f)
   end
 end
 
--- Settled by the pool: ok with the result message m ({tid, true, values...,
--- n = k}), or failed with the error m.
+-- Settled by the pool: ok with the result message m ({tid, true, values...},
+-- with n where a nil is among them), or failed with the error m.
 function Future:_finish(ok, m)
   if self._ready then return end
   self._ok, self._value, self._ready, self._state = ok, m, true, FINISHED
@@ -1087,8 +1099,9 @@ function Future:__tostring()
   if state ~= FINISHED then return ("<concur.Future %s>"):format(state) end
   if not self._ok then return ("<concur.Future finished raised %s>"):format(typename(self._value)) end
   local v = self._value
-  return ("<concur.Future finished returned %s>"):format(v.n <= 2 and "nothing"
-    or v.n == 3 and typename(v[3]) or ("%d values"):format(v.n - 2))
+  local n = v.n or #v
+  return ("<concur.Future finished returned %s>"):format(n <= 2 and "nothing"
+    or n == 3 and typename(v[3]) or ("%d values"):format(n - 2))
 end
 
 -- For concur.select (see the top of this section).
