@@ -77,10 +77,14 @@ local layer_source = getinfo and getinfo(1, "S").source
 
 -- Whether a function of that source is one of the layer's: a closure of
 -- another state's copy (an imap iterator sent to a thread) has that state's.
+-- The second rock's Lua files (concur-redis: concur/redis.lua and
+-- concur/redis/*.lua) use these helpers too, and count as the layer's.
 local function in_layer(source)
   return source == layer_source or source == "=concur" or source == "=concur.pool"
     or source:sub(1, 1) == "@" and (source:find("[@/\\]concur%.lua$") ~= nil
-      or source:find("[@/\\]concur[/\\]pool%.lua$") ~= nil)
+      or source:find("[@/\\]concur[/\\]pool%.lua$") ~= nil
+      or source:find("[@/\\]concur[/\\]redis%.lua$") ~= nil
+      or source:find("[@/\\]concur[/\\]redis[/\\][%w_]+%.lua$") ~= nil)
 end
 
 -- Raises the message msg at the line that called into this module, as a C
