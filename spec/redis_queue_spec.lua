@@ -170,6 +170,21 @@ describe("redis.Queue", function()
     q:close()
   end)
 
+  it("keeps an item it cannot decode (another secret) and says so", function()
+    local q = fresh{secret = "one"}
+    local k = 1
+    if not pcall(q.put, q, function() return k end) then
+      q:close()
+      return pending("core.encode cannot encode functions here")
+    end
+    local other = redis.Queue{url = URL, name = q.name, secret = "two"}
+    local e = raised(other.get, other)
+    assert.matches("cannot decode an item of queue", e)
+    assert.matches("undecodable", e)
+    assert.equal(1, other.conn:call("LLEN", other.k_undecodable))
+    other:close(); q:close()
+  end)
+
   it("checks its arguments", function()
     local q = fresh()
     assert.matches("bad argument #2 to 'put' %(boolean expected, got number%)", raised(q.put, q, 1, 2))

@@ -295,6 +295,9 @@ local function new(opts, ...)
     conn = conn, name = name, url = url, secret = secret, prefix = prefix,
     lease_ms = math.floor(lease * 1000 + 0.5),
     recover_every = math.min(lease / 3, 5),
+    -- a blocked get renews its lease between blocks: a block is at most
+    -- half the lease, so a live consumer's lease never runs out
+    slice = math.min(SLICE, lease / 2),
     k_items = prefix .. "items", k_unfinished = prefix .. "unfinished",
     k_shutdown = prefix .. "shutdown", k_maxsize = prefix .. "maxsize",
     k_consumers = prefix .. "consumers", k_undecodable = prefix .. "undecodable",
@@ -407,7 +410,7 @@ local function do_get(self, block, timeout)
     if r[1] then return decode_item(self, r[1]) end
     if r[2] == 1 then raise_value(concur.ShutDown) end
     if not block then raise_value(concur.Empty) end
-    local wait = SLICE
+    local wait = self.slice
     if timeout >= 0 then
       local t = now()
       if deadline == nil then deadline = t + timeout end
