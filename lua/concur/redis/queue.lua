@@ -337,7 +337,7 @@ local function encode_item(self, item, fname)
   local ok, s = pcall(core.encode, item, self.secret)
   if not ok then
     if type(s) == "string" then
-      s = strip(s)
+      s = strip(s):gsub("%(value([%.%[%)])", "(item%1")   -- the path: item, item.x, item[2]
       if not s:find("^bad argument") then s = ("bad argument #1 to '%s' (%s)"):format(fname, s) end
       raise(s, 3)
     end
