@@ -183,6 +183,28 @@ describe("redis.Queue", function()
     q:close()
   end)
 
+  it("serves a forked child through its parent's Queue (another consumer there)", function()
+    local q = fresh()
+    q:put("parent's"); q:put("child's")
+    assert.equal("parent's", q:get())
+    local parent_cid = q.cid
+    local p = concur.Process{target = function()
+      local v = q:get(true, 10)
+      q:task_done()
+      os.exit(v == "child's" and q.cid ~= parent_cid and 0 or 3, true)
+    end}
+    p:start()
+    p:join()
+    assert.equal(0, p.exitcode)
+    -- the parent's connection still works, and its taken item is still its
+    -- own (the child's get dropped only the child's)
+    assert.equal(1, q.conn:call("LLEN", q.k_taken))
+    q:task_done()
+    assert.equal(0, q.conn:call("LLEN", q.k_taken))
+    q:join()
+    q:close()
+  end)
+
   it("passes items from a producer process to a consumer process", function()
     local q = fresh()
     local consumer = spawn(([[
