@@ -263,6 +263,21 @@ describe("redis.Queue", function()
     q:close()
   end)
 
+  it("drops its taken item when collected (a clean end)", function()
+    local q = fresh()
+    q:put("x")
+    local other = redis.Queue{url = URL, name = q.name}
+    assert.equal("x", other:get())
+    local key = other.k_taken
+    assert.equal(1, q.conn:call("EXISTS", key))
+    other = nil   -- luacheck: ignore
+    assert.is_true(support.eventually(function()
+      collectgarbage(); collectgarbage()
+      return q.conn:call("EXISTS", key) == 0
+    end, 10))
+    q:close()
+  end)
+
   it("shuts down as the local Queue does", function()
     local q = fresh()
     q:put(1); q:put(2)
@@ -301,10 +316,15 @@ describe("redis.Queue", function()
     local q = fresh()
     local name = q.name
     for i = 1, 3 do q:put({i = i}) end
-    q:close()
+    server.kill9()
+    -- with the server down, calls raise clear errors
+    assert.matches("^concur.redis: ", raised(q.put, q, 4))
+    assert.matches("^concur.redis: ", raised(redis.Queue, {url = URL, name = name}))
     server.restart()
+    -- the open Queue reconnects; a new one sees the same items
+    assert.equal(3, q:qsize())
     local q2 = redis.Queue{url = URL, name = name}
     for i = 1, 3 do assert.equal(i, q2:get(true, 5).i) end
-    q2:close()
+    q2:close(); q:close()
   end)
 end)
