@@ -54,7 +54,9 @@ describe("redis.Queue", function()
     local q = fresh{maxsize = 1}
     assert.equal(concur.Empty, raised(q.get_nowait, q))
     assert.equal(concur.Empty, raised(q.get, q, false))
-    local took = support.timed(function() assert.equal(concur.Empty, raised(q.get, q, true, 0.3)) end)
+    local took, ok, e = support.timed(q.get, q, true, 0.3)
+    assert.is_false(ok)
+    assert.equal(concur.Empty, e)
     assert.is_true(took >= 0.25 and took < 5)
     q:put("a")
     assert.is_true(q:full())
@@ -298,17 +300,22 @@ describe("redis.Queue", function()
 
   it("wakes a blocked get on shutdown", function()
     local q = fresh()
-    local t = concur.Thread{target = function(url, nm)
-      local r = require("concur.redis")
-      local mine = r.Queue{url = url, name = nm}
+    local result = concur.Queue()
+    local t = concur.Thread{target = function(url, nm, res)
+      local c = require "concur"
+      local mine = require("concur.redis").Queue{url = url, name = nm}
+      res:put("blocking")
       local ok, e = pcall(mine.get, mine)
       mine:close()
-      return not ok and e == require("concur").ShutDown
-    end, args = {URL, q.name}}
+      res:put(not ok and e == c.ShutDown)
+    end, args = {URL, q.name, result}}
     t:start()
-    concur.sleep(0.2)   -- not ordering: the get must wake whether it blocks yet or not
+    assert.equal("blocking", result:get(true, 10))
+    local t0 = concur.time()
     q:shutdown()
-    assert.is_true(t:join(10) ~= false)
+    assert.is_true(result:get(true, 10))
+    assert.is_true(concur.time() - t0 < 5)   -- noticed within a block (1 s), with room for a loaded machine
+    t:join()
     q:close()
   end)
 

@@ -43,6 +43,9 @@
 -- backoff up to 50 ms.  qsize, empty and full read LLEN: approximate, as
 -- Python says.
 --
+-- shutdown() sets a flag that stays: the name is shut down for every
+-- process from then on (delete the keys concur:q:{NAME}:* to start over).
+--
 -- Items are core.encode(item, secret) bytes: the transfer rules, functions
 -- as bytecode with upvalues (their MAC keyed by `secret`, default
 -- $CONCUR_REDIS_SECRET or a built-in key), concur objects refused at put
