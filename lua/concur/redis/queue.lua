@@ -20,15 +20,16 @@
 --
 -- Delivery is at least once (Redis' reliable-queue pattern): get moves the
 -- item atomically from items into the consumer's taken list (LMOVE, or
--- BLMOVE when blocking) and refreshes its lease; the item stays there until
+-- BLMOVE when blocking; one pipelined round trip with the DEL of the item
+-- taken before, and, every lease/3, the lease's renewal); the item stays there until
 -- the consumer's next get, task_done or close, which drop it (it was handed
 -- over).  A consumer killed meanwhile stops refreshing its lease; any other
 -- consumer's get, every few seconds (lease/3, at most 5 s), runs one script
 -- that moves the taken items of every consumer whose lease expired back to
 -- the front of items (the next get has them) and forgets the consumer.  So a
--- consumer must call the queue (get or task_done) at least once per lease
--- (default 30 s, option `lease`) while it works on an item, or the item is
--- given to another consumer too.  A clean end drops the taken item: close(),
+-- consumer whose work on one item takes longer than the lease (default 30 s,
+-- option `lease`) has that item given to another consumer too: choose the
+-- lease above the longest task.  A clean end drops the taken item: close(),
 -- the collector, or os.exit(code, true) (which closes the state); a plain
 -- os.exit() or a kill leaves it to be given again after the lease.
 --
@@ -91,18 +92,6 @@ if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return 0 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[2])
 return 1
-]]
-
--- KEYS: items, taken, alive, shutdown, consumers; ARGV: cid, lease ms.
--- Drops the item this consumer took before, renews its lease, takes one.
--- Returns {item} or {false, shut (0/1)}.
-local GET = script [[
-redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
-redis.call('SADD', KEYS[5], ARGV[1])
-local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-if v then return {v} end
-return {false, redis.call('EXISTS', KEYS[4])}
 ]]
 
 -- KEYS: items, consumers; ARGV: prefix ("concur:q:{NAME}:").
@@ -230,6 +219,7 @@ local function consumer(self)
     self.k_taken = self.prefix .. "taken:" .. self.cid
     self.k_alive = self.prefix .. "alive:" .. self.cid
     self.next_recover = 0
+    self.next_renew = 0
   end
   return self.cid
 end
@@ -298,6 +288,7 @@ local function new(opts, ...)
     conn = conn, name = name, url = url, secret = secret, prefix = prefix,
     lease_ms = math.floor(lease * 1000 + 0.5),
     recover_every = math.min(lease / 3, 5),
+    renew_every = lease / 3,
     -- a blocked get renews its lease between blocks: a block is at most
     -- half the lease, so a live consumer's lease never runs out
     slice = math.min(SLICE, lease / 2),
@@ -402,16 +393,51 @@ local function decode_item(self, bytes)
     :format(self.name, self.k_undecodable, tostring(strip(v))), 3)
 end
 
+-- One look: drops the item taken before, renews the lease when due (every
+-- lease/3: SET PX and SADD in the same round trip), takes one item.  A
+-- pipeline of plain commands, not a script: the common get is one round
+-- trip with no script to run.  Returns the item's bytes, or nil.
+local function take(self, cid)
+  local t = now()
+  local cmds
+  if t >= self.next_renew then
+    self.next_renew = t + self.renew_every
+    cmds = {{"DEL", self.k_taken}, {"SET", self.k_alive, "1", "PX", self.lease_ms},
+      {"SADD", self.k_consumers, cid}, {"LMOVE", self.k_items, self.k_taken, "RIGHT", "LEFT"}}
+  else
+    cmds = {{"DEL", self.k_taken}, {"LMOVE", self.k_items, self.k_taken, "RIGHT", "LEFT"}}
+  end
+  local ok, r = pcall(self.conn.pipeline, self.conn, cmds)
+  if not ok then
+    self.next_renew = 0
+    if type(r) == "string" then raise(strip(r), 3) end
+    error(r, 0)
+  end
+  for i = 1, #cmds do
+    local x = r[i]
+    if type(x) == "table" and x.err then
+      self.next_renew = 0
+      raise("concur.redis: " .. tostring(x.err):gsub("^concur%.redis: ", ""), 3)
+    end
+  end
+  return r[#cmds]
+end
+
 local function do_get(self, block, timeout)
   if self.closed then raise("concur.redis: the queue is closed", 3) end
   local cid = consumer(self)
   local deadline
   while true do
     recover(self)
-    local r = eval(self, GET, 5, self.k_items, self.k_taken, self.k_alive, self.k_shutdown,
-      self.k_consumers, cid, self.lease_ms)
-    if r[1] then return decode_item(self, r[1]) end
-    if r[2] == 1 then raise_value(concur.ShutDown) end
+    local v = take(self, cid)
+    if v ~= nil then return decode_item(self, v) end
+    if call(self, "EXISTS", self.k_shutdown) == 1 then
+      -- shut down: no put succeeds from now on, so one more empty look
+      -- means empty (an item put before the shutdown is still given)
+      v = take(self, cid)
+      if v ~= nil then return decode_item(self, v) end
+      raise_value(concur.ShutDown)
+    end
     if not block then raise_value(concur.Empty) end
     local wait = self.slice
     if timeout >= 0 then
@@ -421,10 +447,12 @@ local function do_get(self, block, timeout)
       if left <= 0 then raise_value(concur.Empty) end
       if left < wait then wait = left end
     end
-    -- BLMOVE's timeout: seconds as a decimal (Redis >= 6); at least 1 ms
+    -- BLMOVE's timeout: seconds as a decimal (Redis >= 6); at least 1 ms.
+    -- The lease was renewed at most lease/3 ago and the block is at most
+    -- lease/2, so it does not run out meanwhile.
     if wait < 0.001 then wait = 0.001 end
-    local v = call(self, "BLMOVE", self.k_items, self.k_taken, "RIGHT", "LEFT",
-      ("%.3f"):format(wait))
+    if now() + wait >= self.next_renew then self.next_renew = 0 end
+    v = call(self, "BLMOVE", self.k_items, self.k_taken, "RIGHT", "LEFT", ("%.3f"):format(wait))
     if v ~= nil then return decode_item(self, v) end
   end
 end
