@@ -68,6 +68,27 @@ describe("redis.Queue", function()
     q:close()
   end)
 
+  it("blocks a put on a full queue until a get makes room", function()
+    local q = fresh{maxsize = 1}
+    q:put("a")
+    local result = concur.Queue()
+    local t = concur.Thread{target = function(url, nm, res)
+      local mine = require("concur.redis").Queue{url = url, name = nm}
+      res:put("putting")
+      mine:put("b", true, 20)
+      res:put("put")
+      mine:close()
+    end, args = {URL, q.name, result}}
+    t:start()
+    assert.equal("putting", result:get(true, 10))
+    assert.equal(concur.Empty, select(2, pcall(result.get, result, true, 0.2)))
+    assert.equal("a", q:get())
+    assert.equal("put", result:get(true, 10))
+    assert.equal("b", q:get(true, 10))
+    t:join()
+    q:close()
+  end)
+
   it("stores the maxsize at the first opening", function()
     local q = fresh{maxsize = 3}
     local again = redis.Queue{url = URL, name = q.name}

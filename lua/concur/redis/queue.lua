@@ -30,7 +30,7 @@
 -- consumer whose work on one item takes longer than the lease (default 30 s,
 -- option `lease`) has that item given to another consumer too: choose the
 -- lease above the longest task.  A clean end drops the taken item: close(),
--- the collector, or os.exit(code, true) (which closes the state); a plain
+-- the collector, or os.exit(code, true) on 5.2+ (which closes the state); a plain
 -- os.exit() or a kill leaves it to be given again after the lease.
 --
 -- maxsize: stored at the first opening (SET NX); a later opening without
@@ -83,11 +83,11 @@ local function script(body)
   return {body = body, sha = core.sha1 and core.sha1(body) or nil}
 end
 
--- KEYS: items, unfinished, shutdown, maxsize; ARGV: item.
--- Returns 1 pushed, 0 full, -1 shut down.
+-- KEYS: items, unfinished, shutdown; ARGV: item, maxsize (the stored one,
+-- which never changes).  Returns 1 pushed, 0 full, -1 shut down.
 local PUT = script [[
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-local max = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+local max = tonumber(ARGV[2])
 if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return 0 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[2])
@@ -342,10 +342,10 @@ end
 
 local function do_put(self, item, block, timeout, fname)
   local bytes = encode_item(self, item, fname)
-  local keys = {self.k_items, self.k_unfinished, self.k_shutdown, self.k_maxsize}
   local deadline, step = nil, 0.001
   while true do
-    local r = eval(self, PUT, 4, keys[1], keys[2], keys[3], keys[4], bytes)
+    local r = eval(self, PUT, 3, self.k_items, self.k_unfinished, self.k_shutdown, bytes,
+      self.maxsize)
     if r == 1 then return end
     if r == -1 then raise_value(concur.ShutDown) end
     if not block then raise_value(concur.Full) end
