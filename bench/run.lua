@@ -22,7 +22,7 @@
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
 --                pingpong, queues, qkinds, waitany, pipe, pools, futures,
---                shared, dict_scale)
+--                shared, dict_scale, redis_queue)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -156,6 +156,13 @@ local WORKLOADS = {
      goal = 1, goal_ratio = true, goal_text = ">= 1x Python"},
     {name = "array-sum-totable", unit = "M elements/s", better = "higher",
      goal = 1, goal_ratio = true, goal_text = ">= 1x Python"},
+  }},
+  -- concur-redis: a redis.Queue against redis-py (LPUSH/BRPOP with pickle),
+  -- each script on a redis-server it starts itself; Debian's python3 has
+  -- python3-redis.
+  {script = "redis_queue", python_bin = "/usr/bin/python3", rows = {
+    {name = "redis-queue", unit = "µs/round trip", better = "lower",
+     goal = 1, goal_ratio = true, goal_text = "<= 1x redis-py"},
   }},
   {script = "dict_scale", python = false, rows = {
     {name = "dict-get-1k", unit = "ns/get", better = "lower"},
@@ -293,7 +300,7 @@ end
 for _, w in ipairs(WORKLOADS) do
   if not selected or selected[w.script] then
     local lua_cmd = sh_quote(LUA) .. " " .. sh_quote(DIR .. "/lua/" .. w.script .. ".lua")
-    local py_cmd = sh_quote(PYTHON) .. " " .. sh_quote(DIR .. "/py/" .. w.script .. ".py")
+    local py_cmd = sh_quote(w.python_bin or PYTHON) .. " " .. sh_quote(DIR .. "/py/" .. w.script .. ".py")
     local samples = {lua = {}, py = {}}
     local err = {}
     -- The rows' luv peers: one script each, one number each.
