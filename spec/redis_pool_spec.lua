@@ -221,6 +221,7 @@ describe("redis.Pool with workers dying", function()
       if k == 20 then kill_group(w1, "KILL") end
     end
     assert.equal(200, k)
+    assert.is_true(support.eventually(function() return support.pid_gone(w1) end, 10))
     for i = 1, 200 do assert.equal(3 * i, out[i]) end
     -- the pool still serves with the one worker left
     assert.same({2, 4}, pool:map(function(x) return 2 * x end, {1, 2}))

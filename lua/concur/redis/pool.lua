@@ -762,7 +762,7 @@ local function worker_main(argv)
 
   local next_hb, next_scan = 0, 0
   local inflight = {}   -- {rec=, cid=, tid=, r=}
-  local cap = nproc * 2
+  local cap = nproc * 2   -- tasks taken ahead of the local pool
 
   local function beat()
     call_retry(conn, nil, "SET", P .. "hb:" .. wid, "1", "PX", ttl_ms)
@@ -770,20 +770,32 @@ local function worker_main(argv)
     next_hb = now() + hb / 3
   end
 
+  -- Result entries waiting to be pushed: one MULTI/EXEC for all of them
+  -- (each entry with its record's LREM), at the end of each turn.
+  local outbox = {}
   local function send(job, ok, value)
     local ok_enc, body = pcall(core.encode, {ok, value}, secret)
     if not ok_enc then
       body = core.encode({false, ("the task's %s could not be sent back: %s")
         :format(ok and "results" or "error", describe(body))}, secret)
     end
-    local entry = ("R %d "):format(job.tid) .. body
+    outbox[#outbox + 1] = {job, ("R %d "):format(job.tid) .. body}
+  end
+  local function flush()
+    if #outbox == 0 then return end
+    local cmds = {{"MULTI"}}
+    for _, o in ipairs(outbox) do
+      cmds[#cmds + 1] = {"RPUSH", P .. "results:" .. o[1].cid, o[2]}
+      cmds[#cmds + 1] = {"LREM", running, 1, o[1].rec}
+    end
+    cmds[#cmds + 1] = {"EXEC"}
     while true do
-      local done, err = pcall(conn.pipeline, conn, {
-        {"MULTI"}, {"RPUSH", P .. "results:" .. job.cid, entry}, {"LREM", running, 1, job.rec}, {"EXEC"}})
-      if done then return end
+      local done, err = pcall(conn.pipeline, conn, cmds)
+      if done then break end
       if not transient(err) then error(err, 0) end
       sleep(0.2)
     end
+    outbox = {}
   end
 
   local function start(rec)
@@ -845,6 +857,7 @@ local function worker_main(argv)
           k = k + 1
         end
       end
+      flush()
       -- take more
       local free = cap - #inflight
       if free > 0 then
