@@ -41,6 +41,11 @@ BUILD ?= build/portable$(if $(filter lua5.4,$(LUA)),,-$(LUA))
 endif
 BUILD ?= $(if $(filter lua5.4,$(LUA)),build,build/$(LUA))
 SO     = $(BUILD)/concur/core.so
+# concur.redis.core (the concur-redis rock's C part, on hiredis): built beside
+# the core, so `require "concur.redis.core"` finds it on the same LUA_CPATH.
+REDIS_SO   = $(BUILD)/concur/redis/core.so
+REDIS_SRCS = src/redis/redis.c
+REDIS_LIBS = -lhiredis
 # The example host links the runtime's library: examples/embed/host for the
 # default build, BUILD/host for the others.
 HOST   = $(if $(filter build,$(BUILD)),examples/embed/host,$(BUILD)/host)
@@ -49,11 +54,12 @@ HOST   = $(if $(filter build,$(BUILD)),examples/embed/host,$(BUILD)/host)
 # libluajit-5.1-dev (the 5.4 ones are always there: the tools run on 5.4).
 LUA_DEBS = $(if $(filter luajit,$(LUA)),luajit libluajit-5.1-dev,$(LUA) lib$(LUA)-dev)
 LUA_DEBS := $(subst liblua5.1-dev,liblua5.1-0-dev,$(LUA_DEBS))
-DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev $(LUA_DEBS) lua-busted luarocks python3 pkg-config
+DEB_PKGS = gcc libc6-dev lua5.4 liblua5.4-dev $(LUA_DEBS) lua-busted luarocks python3 pkg-config \
+           redis-server libhiredis-dev python3-redis python3-rq
 
 .PHONY: rock all test demo check check-tsan check-asan bench deps clean valgrind warnings oom scale
 
-all: $(SO) $(HOST)
+all: $(SO) $(REDIS_SO) $(HOST)
 
 # The compiled-in copy of the Lua layer: concur.lua and the modules beside it.
 src/concur_lua.h: lua/concur.lua lua/concur/pool.lua tools/embed.lua
@@ -62,6 +68,10 @@ src/concur_lua.h: lua/concur.lua lua/concur/pool.lua tools/embed.lua
 $(SO): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SRCS) $(LIBS) $(LDFLAGS)
+
+$(REDIS_SO): $(REDIS_SRCS) src/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(REDIS_SRCS) $(REDIS_LIBS) $(LDFLAGS)
 
 $(HOST): examples/embed/host.c $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ examples/embed/host.c $(SRCS) $(LUA_LIB) -lm $(LIBS) $(LDFLAGS)
@@ -74,13 +84,15 @@ warnings: deps src/concur_lua.h
 	@sh tools/deps.sh clang
 	@for cc in gcc clang; do \
 	  echo "== $$cc -Wall -Wextra -Werror"; \
-	  $(MAKE) --no-print-directory CC=$$cc BUILD=build/$$cc build/$$cc/concur/core.so || exit 1; \
+	  $(MAKE) --no-print-directory CC=$$cc BUILD=build/$$cc build/$$cc/concur/core.so \
+	    build/$$cc/concur/redis/core.so || exit 1; \
 	done
 	@# compat.h's other halves (5.1, 5.2 and LuaJIT share lua-compat-5.3's), under clang
 	@for lua in lua5.1 lua5.2 luajit; do \
 	  sh tools/deps.sh $$( [ $$lua = luajit ] && echo libluajit-5.1-dev || echo lib$$lua-dev | sed s/liblua5.1-dev/liblua5.1-0-dev/ ) || exit 1; \
 	  echo "== clang -Wall -Wextra -Werror, $$lua"; \
-	  $(MAKE) --no-print-directory CC=clang LUA=$$lua BUILD=build/clang-$$lua build/clang-$$lua/concur/core.so || exit 1; \
+	  $(MAKE) --no-print-directory CC=clang LUA=$$lua BUILD=build/clang-$$lua build/clang-$$lua/concur/core.so \
+	    build/clang-$$lua/concur/redis/core.so || exit 1; \
 	done
 
 # Lua paths for the in-tree build.
@@ -115,7 +127,7 @@ TSAN_OPTS = halt_on_error=1 exitcode=66 second_deadlock_stack=1 die_after_fork=0
 
 check-tsan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)' \
-	  SAN_CFLAGS='$(TSAN_FLAGS)' build/tsan/concur/core.so build/tsan/lua
+	  SAN_CFLAGS='$(TSAN_FLAGS)' build/tsan/concur/core.so build/tsan/concur/redis/core.so build/tsan/lua
 	@echo "== specs under ThreadSanitizer"
 	@SPECS='$(SPECS)' TSAN_OPTIONS="$(TSAN_OPTS)" \
 	  LUA_PATH='./lua/?.lua;./spec/?.lua;;' LUA_CPATH='./build/tsan/?.so;;' \
@@ -123,7 +135,7 @@ check-tsan: deps src/concur_lua.h
 
 check-asan: deps src/concur_lua.h
 	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS='$(ASAN_FLAGS)' LDFLAGS='$(ASAN_FLAGS)' \
-	  SAN_CFLAGS='$(ASAN_FLAGS)' build/asan/concur/core.so build/asan/lua
+	  SAN_CFLAGS='$(ASAN_FLAGS)' build/asan/concur/core.so build/asan/concur/redis/core.so build/asan/lua
 	@echo "== specs under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@SPECS='$(SPECS)' ASAN_OPTIONS="detect_leaks=1 exitcode=66" \
 	  LSAN_OPTIONS="suppressions=$(CURDIR)/tools/lsan.supp print_suppressions=0" \

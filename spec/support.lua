@@ -453,4 +453,138 @@ function support.assert_shm_back(start)
   luassert.is_true(grown < support.SHM_SLACK, "the arena grew by " .. grown .. " bytes")
 end
 
+-- Redis servers of the specs' own ---------------------------------------------
+
+-- A random number for ports: from /dev/urandom, not math.random (the specs'
+-- own sequence stays theirs).
+local function urandom_int(lo, hi)
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(4) or tostring(os.time() + concur.getpid())
+  if f then f:close() end
+  local n = 0
+  for i = 1, #b do n = (n * 256 + b:byte(i)) % 2147483647 end
+  return lo + n % (hi - lo + 1)
+end
+
+local function file_text(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a") or ""
+  f:close()
+  return s
+end
+
+-- Whether a server at url answers PING (with concur.redis.core).
+local function redis_answers(url)
+  local ok, rc = pcall(require, "concur.redis.core")
+  if not ok then error("concur.redis.core does not load: " .. tostring(rc), 0) end
+  local ok2, conn = pcall(rc.connect, url, 1)
+  if not ok2 then return false end
+  local ok3, pong = pcall(conn.call, conn, "PING")
+  conn:close()
+  return ok3 and pong == "PONG"
+end
+
+-- Starts a redis-server of this spec's own on 127.0.0.1 at a free random
+-- high port, in a fresh temporary folder, and returns it once PING answers:
+--   {port =, url =, dir =, pid =, socket = (its unix socket), password =,
+--    stop = function () (ends it, removes the folder; again: nothing),
+--    restart = function () (same port and folder: data kept with appendonly),
+--    kill9 = function () (SIGKILL, the folder kept for restart),
+--    log = function () (its log so far)}.
+-- opts: appendonly (true: --appendonly yes), password (--requirepass).
+-- One server per spec file: lazy_setup / lazy_teardown.
+function support.redis_server(opts)
+  opts = opts or {}
+  if not execute_ok("command -v redis-server >/dev/null 2>&1") then
+    error("redis-server is not installed: apt-get install redis-server (or `make deps`)", 2)
+  end
+  local q = support.shell_quote
+  local mk = io.popen("mktemp -d /tmp/concur-redis.XXXXXX")
+  local dir = mk:read("*l")
+  mk:close()
+  assert(dir and dir ~= "", "mktemp -d failed")
+  local server = {dir = dir, socket = dir .. "/redis.sock", password = opts.password}
+  local function url_of(port)
+    local cred = opts.password and (":" .. opts.password .. "@") or ""
+    return ("redis://%s127.0.0.1:%d/0"):format(cred, port)
+  end
+  -- Starts redis-server on `port`; the pid, or nil and why.
+  local function start(port)
+    local args = {"redis-server", "--port", tostring(port), "--bind", "127.0.0.1",
+                  "--protected-mode", "yes", "--daemonize", "no", "--dir", dir,
+                  "--save", "", "--appendonly", opts.appendonly and "yes" or "no",
+                  "--unixsocket", server.socket, "--unixsocketperm", "700",
+                  "--logfile", "", "--databases", "16"}
+    if opts.password then
+      args[#args + 1] = "--requirepass"
+      args[#args + 1] = opts.password
+    end
+    for i, a in ipairs(args) do args[i] = q(a) end
+    local log = dir .. "/redis.log"
+    local p = io.popen(table.concat(args, " ") .. " </dev/null >>" .. q(log) .. " 2>&1 & echo $!")
+    local pid = tonumber(p:read("*l"))
+    p:close()
+    assert(pid, "could not start redis-server")
+    local url = url_of(port)
+    local t0 = concur.time()
+    while concur.time() - t0 < 10 do
+      if redis_answers(url) then return pid end
+      if support.pid_gone(pid) then
+        return nil, file_text(log)
+      end
+      concur.sleep(0.02)
+    end
+    execute_ok("kill -9 " .. pid .. " 2>/dev/null")
+    return nil, "no PING answer within 10 s: " .. file_text(log)
+  end
+  local why
+  for _ = 1, 20 do
+    local port = urandom_int(20000, 59999)
+    local pid
+    pid, why = start(port)
+    if pid then
+      server.port, server.pid, server.url = port, pid, url_of(port)
+      break
+    end
+    if not why:find("in use", 1, true) then break end   -- only a taken port is retried
+  end
+  if not server.pid then
+    execute_ok("rm -rf " .. q(dir))
+    error("could not start redis-server: " .. tostring(why), 2)
+  end
+  -- Gone, and its sockets closed: a zombie leader can show while the
+  -- server's other threads (which share its sockets) still end.
+  local function wait_gone(pid)
+    luassert.is_true(support.eventually(function ()
+      if not support.pid_gone(pid) then return false end
+      local threads = tonumber(file_text("/proc/" .. pid .. "/status"):match("Threads:%s*(%d+)"))
+      return threads == nil or threads <= 1
+    end, 20), "redis-server " .. pid .. " did not end")
+  end
+  local function halt(sig)
+    if server.pid then
+      execute_ok(("kill -%s %d 2>/dev/null"):format(sig, server.pid))
+      wait_gone(server.pid)
+      server.pid = nil
+    end
+  end
+  function server.log() return file_text(dir .. "/redis.log") end
+  function server.kill9() halt("KILL") end
+  function server.restart()
+    halt("TERM")
+    local pid, err = start(server.port)
+    if not pid then error("could not restart redis-server: " .. tostring(err), 2) end
+    server.pid = pid
+  end
+  function server.stop()
+    halt("TERM")
+    if server.dir then
+      execute_ok("rm -rf " .. q(server.dir))
+      server.dir = nil
+    end
+  end
+  return server
+end
+
 return support

@@ -78,15 +78,17 @@ uint64_t hash_word(uint64_t x) {
     m->v[2] = ROTL64(m->v[2], 32);                                                                 \
   } while (0)
 
-void mac_begin(mac_state *m) {
-  m->v[0] = 0x736f6d6570736575ULL ^ mac_key[0];
-  m->v[1] = 0x646f72616e646f6dULL ^ mac_key[1];
-  m->v[2] = 0x6c7967656e657261ULL ^ mac_key[0];
-  m->v[3] = 0x7465646279746573ULL ^ mac_key[1];
+void mac_begin_key(mac_state *m, const uint64_t key[2]) {
+  m->v[0] = 0x736f6d6570736575ULL ^ key[0];
+  m->v[1] = 0x646f72616e646f6dULL ^ key[1];
+  m->v[2] = 0x6c7967656e657261ULL ^ key[0];
+  m->v[3] = 0x7465646279746573ULL ^ key[1];
   m->tail = 0;
   m->ntail = 0;
   m->total = 0;
 }
+
+void mac_begin(mac_state *m) { mac_begin_key(m, mac_key); }
 
 static inline void mac_word(mac_state *m, uint64_t w) {
   m->v[3] ^= w;
@@ -132,6 +134,29 @@ uint64_t mac_of(const void *p, size_t n) {
   mac_begin(&m);
   mac_add(&m, p, n);
   return mac_end(&m);
+}
+
+uint64_t mac_of_key(const uint64_t key[2], const void *p, size_t n) {
+  mac_state m;
+  mac_begin_key(&m, key);
+  mac_add(&m, p, n);
+  return mac_end(&m);
+}
+
+/* Two SipHashes of the secret under fixed keys of their own; without a
+ * secret, a fixed key (bytes for another machine need a key both know). */
+void mac_derive_key(uint64_t key[2], const void *secret, size_t n) {
+  static const uint64_t fixed[2][2] = {
+    {0x636f6e6375722d72ULL, 0x65646973206b6579ULL},
+    {0x9e3779b97f4a7c15ULL, 0xc2b2ae3d27d4eb4fULL},
+  };
+  if (secret == NULL) {
+    key[0] = 0x5f636f6e6375725fULL;   /* "_concur_" */
+    key[1] = 0x6e6f2d7365637265ULL;
+    return;
+  }
+  key[0] = mac_of_key(fixed[0], secret, n);
+  key[1] = mac_of_key(fixed[1], secret, n);
 }
 
 

@@ -95,6 +95,11 @@ void mac_begin(mac_state *m);
 void mac_add(mac_state *m, const void *p, size_t n);
 uint64_t mac_end(mac_state *m);
 uint64_t mac_of(const void *p, size_t n);
+/* The same MAC under a key of the caller's (core.encode for another machine),
+ * and that key made from a secret (NULL: a fixed built-in key). */
+void mac_begin_key(mac_state *m, const uint64_t key[2]);
+uint64_t mac_of_key(const uint64_t key[2], const void *p, size_t n);
+void mac_derive_key(uint64_t key[2], const void *secret, size_t n);
 /* A keyed hash of one word for hash tables (dict.c), not a MAC: x under the
  * family key, then a bijective multiply-xor mix, so that no one who lacks
  * the key can pick numbers that share a bucket. */

@@ -180,6 +180,8 @@ typedef struct enc {
   int room;                /* the stack has room up to this index */
   int failed, cfunc_miss, oom;
   const state_ctx *ctx;    /* for its `named` set */
+  const uint64_t *mackey;  /* bytecode MAC key; NULL: the family's */
+  int remote;              /* for another machine: concur objects refused */
   pmap seen;               /* table/function -> offset of its tag */
   pmap upvals;             /* upvalue id -> offset << 8 | upvalue index */
   pmap keystrs;            /* short key string -> its KEYSTR number */
@@ -349,6 +351,8 @@ static const char *type_label(lua_State *L, int idx) {
 
 /* Records the failure of the value at idx, naming where it sits and, in
  * parentheses, what it is (label; NULL: its type). */
+static void enc_path_cat(enc *e, char *d, int is_key);
+
 static int enc_fail_as(enc *e, int idx, const char *label) {
   char *d = e->err;
   if (e->failed)
@@ -359,6 +363,38 @@ static int enc_fail_as(enc *e, int idx, const char *label) {
   e->failed = 1;
   d[0] = 0;
   err_cat(d, is_key ? "bad key at " : "bad value at ", is_key ? 11 : 13);
+  enc_path_cat(e, d, is_key);
+  err_cat(d, " (", 2);
+  if (label == NULL)
+    label = type_label(e->L, idx);
+  err_cat(d, label, strlen(label));
+  err_cat(d, ")", 1);
+  return 0;
+}
+
+/* A concur object met while encoding for another machine (core.encode):
+ * "cannot send a concur.Queue to another machine (args[2].q)". */
+static int enc_fail_remote(enc *e, int idx, const char *tname) {
+  char *d = e->err;
+  if (e->failed)
+    return 0;
+  int is_key = e->depth > 0 && e->depth <= PATH_SEGS &&
+               e->path[e->depth - 1].kind == SEG_KEYITSELF &&
+               e->path[e->depth - 1].stack_idx == idx;
+  e->failed = 1;
+  d[0] = 0;
+  err_cat(d, "cannot send a ", 14);
+  err_cat(d, tname, strlen(tname));
+  err_cat(d, " to another machine (", 21);
+  if (is_key)
+    err_cat(d, "key in ", 7);
+  enc_path_cat(e, d, is_key);
+  err_cat(d, ")", 1);
+  return 0;
+}
+
+/* Appends the path of the value being encoded to d. */
+static void enc_path_cat(enc *e, char *d, int is_key) {
   size_t prefix = strlen(d);
   err_cat(d, e->root, strlen(e->root));
   int shown = e->depth < PATH_SEGS ? e->depth : PATH_SEGS;
@@ -389,12 +425,6 @@ static int enc_fail_as(enc *e, int idx, const char *label) {
     err_cat(d, "...", 3);
   if (strlen(d) == prefix)
     err_cat(d, "(value)", 7);
-  err_cat(d, " (", 2);
-  if (label == NULL)
-    label = type_label(e->L, idx);
-  err_cat(d, label, strlen(label));
-  err_cat(d, ")", 1);
-  return 0;
 }
 
 static int enc_fail(enc *e, int idx) {
@@ -688,7 +718,8 @@ static int encode_function(enc *e, int idx) {
   if (dlen > UINT32_MAX)
     return enc_fail_msg(e, "function too large to transfer");
   patch_u32(e, len_at, (uint32_t)dlen);
-  uint64_t tag = mac_of(e->b->data + len_at + 4, dlen);
+  const unsigned char *code = e->b->data + len_at + 4;
+  uint64_t tag = e->mackey ? mac_of_key(e->mackey, code, dlen) : mac_of(code, dlen);
   unsigned char tb[8];
   for (int k = 0; k < 8; k++)
     tb[k] = (unsigned char)(tag >> (8 * k));
@@ -771,6 +802,8 @@ static int encode_value(enc *e, int idx) {
         return enc_fail_msg(e, "Lua stack overflow while encoding");
       return encode_slice(e, idx, sl);
     }
+    if (e->remote)
+      return enc_fail_remote(e, idx, o->type->name);
     tbuf *b = e->b;
     size_t i;
     for (i = 0; i < b->nobjs && b->objs[i] != o; i++)
@@ -950,9 +983,11 @@ static int loaded_newindex(lua_State *L) {
 /* ---- encode entry points ---------------------------------------------- */
 
 static int encode_once(lua_State *L, int idx, int n, const char *root, int one_root,
-                       tbuf *b, char *err, int *cfunc_miss) {
+                       tbuf *b, char *err, int *cfunc_miss, const uint64_t *mackey) {
   enc e;
   e.L = L;
+  e.mackey = mackey;
+  e.remote = mackey != NULL;
   e.b = b;
   e.base = b->len;
   e.depth = 0;
@@ -996,8 +1031,8 @@ static int encode_once(lua_State *L, int idx, int n, const char *root, int one_r
   return ok;
 }
 
-int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root,
-                    tbuf *b, char err[TRANSFER_ERRLEN]) {
+static int encode_keyed(lua_State *L, int idx, int n, const char *root, int one_root,
+                        tbuf *b, char err[TRANSFER_ERRLEN], const uint64_t *mackey) {
   int miss = 0;
   idx = lua_absindex(L, idx);
   /* The encoder checks the stack every 8 levels for 40 slots; the first
@@ -1014,16 +1049,21 @@ int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root
       break;
     }
   }
-  if (encode_once(L, idx, n, root, one_root, b, err, &miss))
+  if (encode_once(L, idx, n, root, one_root, b, err, &miss, mackey))
     return 1;
   /* A C function missed: the cache may lack C functions, or be older than a
    * change to a module table.  Rebuild with them and try once more. */
   if (miss) {
     ctx_get(L)->cache_version = 0;
     if (names_refresh(L, 1))
-      return encode_once(L, idx, n, root, one_root, b, err, &miss);
+      return encode_once(L, idx, n, root, one_root, b, err, &miss, mackey);
   }
   return 0;
+}
+
+int transfer_encode(lua_State *L, int idx, int n, const char *root, int one_root,
+                    tbuf *b, char err[TRANSFER_ERRLEN]) {
+  return encode_keyed(L, idx, n, root, one_root, b, err, NULL);
 }
 
 /* ---- decoder ----------------------------------------------------------- */
@@ -1036,6 +1076,7 @@ typedef struct dec {
   int strs;        /* stack index of the KEYSTR strings, in order (nil until needed) */
   lua_Integer nstrs;
   int depth;
+  const uint64_t *mackey;   /* bytecode MAC key; NULL: the family's */
   size_t owed;     /* bytes the tables being decoded still need for their
                       entries: 1 per item, 2 per record */
 } dec;
@@ -1292,7 +1333,8 @@ static void decode_function(dec *d, int shared, size_t off) {
   for (int k = 0; k < 8; k++)
     tag |= (uint64_t)tb[k] << (8 * k);
   /* Only bytecode concur's encoder wrote in this family is ever loaded. */
-  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0] || tag != mac_of(r.p, r.n))
+  if (r.n == 0 || r.p[0] != LUA_SIGNATURE[0] ||
+      tag != (d->mackey ? mac_of_key(d->mackey, r.p, r.n) : mac_of(r.p, r.n)))
     dec_bad(d);
   if (concur_load_binary(L, read_chunk, &r, "=(transfer)") != LUA_OK)
     luaL_error(L, "cannot transfer function: %s", lua_tostring(L, -1));
@@ -1414,8 +1456,10 @@ static void decode_value(dec *d) {
   d->depth--;
 }
 
-static int decode_message(lua_State *L, const tbuf *b, size_t at, size_t len) {
+static int decode_message(lua_State *L, const tbuf *b, size_t at, size_t len,
+                          const uint64_t *mackey) {
   dec d;
+  d.mackey = mackey;
   if (at > b->len || len > b->len - at)
     luaL_error(L, "malformed transfer message (bad length)");
   d.L = L;
@@ -1447,12 +1491,13 @@ static int decode_message(lua_State *L, const tbuf *b, size_t at, size_t len) {
 typedef struct decode_args {
   const tbuf *b;
   size_t at, len;
+  const uint64_t *mackey;
 } decode_args;
 
 static int decode_protected(lua_State *L) {
   decode_args *a = lua_touserdata(L, 1);
   lua_pop(L, 1);
-  return decode_message(L, a->b, a->at, a->len);
+  return decode_message(L, a->b, a->at, a->len, a->mackey);
 }
 
 /* Everything a decode makes stays reachable until it ends, so collector steps
@@ -1460,10 +1505,11 @@ static int decode_protected(lua_State *L) {
  * decoded with the collector paused (and resumed, even on error). */
 #define DECODE_PAUSE_GC_BYTES (64 * 1024)
 
-int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
+static int decode_keyed(lua_State *L, const tbuf *b, size_t at, size_t len,
+                        const uint64_t *mackey) {
   if (len < DECODE_PAUSE_GC_BYTES || !concur_lua_gc(L, LUA_GCISRUNNING, 0))
-    return decode_message(L, b, at, len);
-  decode_args a = {b, at, len};
+    return decode_message(L, b, at, len, mackey);
+  decode_args a = {b, at, len, mackey};
   int top = lua_gettop(L);
   lua_pushcfunction(L, decode_protected);
   lua_pushlightuserdata(L, &a);
@@ -1473,6 +1519,10 @@ int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
   if (st != LUA_OK)
     return lua_error(L);
   return lua_gettop(L) - top;
+}
+
+int transfer_decode_tbuf(lua_State *L, const tbuf *b, size_t at, size_t len) {
+  return decode_keyed(L, b, at, len, NULL);
 }
 
 #define LOCAL_ELSEWHERE \
@@ -1540,6 +1590,127 @@ static int tr_roundtrip(lua_State *L) {
   return r + 1;   /* size, values... */
 }
 
+/* ---- bytes for another machine (core.encode, core.decode) --------------- */
+
+/* An encoded value outside the process family:
+ *
+ *   "CNR1" runtime(u8) flags(u8) message mac(u64le)
+ *
+ * runtime names the Lua that wrote it (bytecode loads only in the same one);
+ * flags is 0 (reserved); mac is the keyed MAC (mac_derive_key of the secret)
+ * of everything before it, so bytes damaged or written under another secret
+ * are refused before the decoder reads them.  The functions inside carry
+ * their MAC under that key too.  Concur objects are refused: they live in
+ * one machine's memory. */
+#define XFER_MAGIC "CNR1"
+#define XFER_HEAD 6
+#define XFER_TAIL 8
+#if CONCUR_LUAJIT
+#define XFER_RUNTIME 0x4a
+#else
+#define XFER_RUNTIME (LUA_VERSION_NUM / 100 * 16 + LUA_VERSION_NUM % 100)
+#endif
+
+static const char *runtime_name(int r, char *buf, size_t size) {
+  if (r == 0x4a)
+    return "LuaJIT";
+  if (r >= 0x51 && r <= 0x5f)
+    snprintf(buf, size, "Lua 5.%d", r - 0x50);
+  else
+    snprintf(buf, size, "an unknown runtime (%d)", r);
+  return buf;
+}
+
+static void xfer_key(lua_State *L, int arg, uint64_t key[2]) {
+  if (lua_isnoneornil(L, arg)) {
+    mac_derive_key(key, NULL, 0);
+  } else {
+    size_t n;
+    if (lua_type(L, arg) != LUA_TSTRING)
+      luaL_typeerror(L, arg, "string");
+    const char *sec = lua_tolstring(L, arg, &n);
+    mac_derive_key(key, sec, n);
+  }
+}
+
+static int tbuf_append(tbuf *b, const void *p, size_t n) {
+  if (b->cap - b->len < n) {
+    size_t ncap = b->cap ? b->cap : 64;
+    while (ncap - b->len < n) {
+      if (ncap > SIZE_MAX / 2)
+        return 0;
+      ncap *= 2;
+    }
+    unsigned char *nd = realloc(b->data, ncap);
+    if (nd == NULL)
+      return 0;
+    b->data = nd;
+    b->cap = ncap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 1;
+}
+
+/* core.encode(value [, secret [, name]]) -> bytes; name (default "value")
+ * starts the path in error messages. */
+static int tr_encode(lua_State *L) {
+  char err[TRANSFER_ERRLEN];
+  uint64_t key[2];
+  luaL_checkany(L, 1);
+  xfer_key(L, 2, key);
+  const char *root = luaL_optstring(L, 3, "value");
+  lua_settop(L, 3);
+  tbuf *box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = (tbuf)TBUF_INIT;
+  luaL_setmetatable(L, "concur.tbuf");
+  unsigned char head[XFER_HEAD] = {'C', 'N', 'R', '1', XFER_RUNTIME, 0};
+  if (!tbuf_append(box, head, sizeof head))
+    return luaL_error(L, "not enough memory");
+  if (!encode_keyed(L, 1, 1, root, 1, box, err, key))
+    return luaL_error(L, "%s", err);
+  uint64_t tag = mac_of_key(key, box->data, box->len);
+  unsigned char tb[XFER_TAIL];
+  for (int k = 0; k < XFER_TAIL; k++)
+    tb[k] = (unsigned char)(tag >> (8 * k));
+  if (!tbuf_append(box, tb, sizeof tb))
+    return luaL_error(L, "not enough memory");
+  lua_pushlstring(L, (const char *)box->data, box->len);
+  return 1;
+}
+
+/* core.decode(bytes [, secret]) -> value. */
+static int tr_decode(lua_State *L) {
+  size_t n;
+  uint64_t key[2];
+  const char *s = luaL_checklstring(L, 1, &n);
+  xfer_key(L, 2, key);
+  lua_settop(L, 1);
+  const unsigned char *u = (const unsigned char *)s;
+  if (n < XFER_HEAD + XFER_TAIL + 2 || memcmp(s, XFER_MAGIC, 4) != 0)
+    return luaL_error(L, "cannot decode: not bytes from concur's encode (%s)",
+                      n < XFER_HEAD + XFER_TAIL + 2 ? "too short" : "bad magic");
+  if (u[4] != XFER_RUNTIME) {
+    char a[40], b[40];
+    return luaL_error(L, "cannot decode: encoded by %s, this is %s",
+                      runtime_name(u[4], a, sizeof a), runtime_name(XFER_RUNTIME, b, sizeof b));
+  }
+  if (u[5] != 0)
+    return luaL_error(L, "cannot decode: unknown format flags (%d)", (int)u[5]);
+  uint64_t tag = 0;
+  for (int k = 0; k < XFER_TAIL; k++)
+    tag |= (uint64_t)u[n - XFER_TAIL + k] << (8 * k);
+  if (tag != mac_of_key(key, s, n - XFER_TAIL))
+    return luaL_error(L, "cannot decode: the bytes are damaged or were encoded with another secret");
+  tbuf view = TBUF_INIT;
+  view.data = (unsigned char *)(uintptr_t)(s + XFER_HEAD);   /* only read */
+  view.len = view.cap = n - XFER_HEAD - XFER_TAIL;
+  int r = decode_keyed(L, &view, 0, view.len, key);
+  if (r != 1)
+    return luaL_error(L, "cannot decode: malformed transfer message (%d values)", r);
+  return 1;
+}
+
 /* core.slice(list, i, j): list[i..j] to send as a table of its own. */
 static int tr_slice(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -1569,6 +1740,8 @@ static int tbuf_box_gc(lua_State *L) {
 int transfer_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"transfer", tr_roundtrip},
+    {"encode", tr_encode},
+    {"decode", tr_decode},
     {"slice", tr_slice},
     {"names_changed", tr_names_changed},
     {NULL, NULL}
