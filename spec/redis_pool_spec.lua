@@ -7,34 +7,8 @@ local redis = require "concur.redis"
 
 local LUA = support.LUA
 
--- The server: helper A's support.redis_server() once merged; until then a
--- small stand-in with the same shape (url, port, stop, restart).
-local function start_server()
-  if support.redis_server then return support.redis_server({appendonly = true}) end
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir) ~= false)
-  local port = 20000 + (concur.getpid() * 7) % 20000
-  local srv = {port = port, dir = dir, url = ("redis://127.0.0.1:%d/0"):format(port)}
-  function srv.start()
-    assert(support.execute(("redis-server --port %d --bind 127.0.0.1 --dir %s --appendonly yes "
-      .. "--appendfsync always --save '' --daemonize yes --pidfile %s/r.pid --logfile %s/r.log")
-      :format(port, dir, dir, dir)))
-    assert(support.eventually(function()
-      return support.execute(("redis-cli -p %d ping >/dev/null 2>&1"):format(port))
-    end, 10))
-  end
-  function srv.stop()
-    support.execute(("redis-cli -p %d shutdown >/dev/null 2>&1"):format(port))
-    support.eventually(function()
-      return not support.execute(("redis-cli -p %d ping >/dev/null 2>&1"):format(port))
-    end, 10)
-  end
-  function srv.restart() srv.stop(); srv.start() end
-  function srv.cleanup() srv.stop(); os.execute("rm -rf " .. dir) end
-  srv.start()
-  return srv
-end
+-- The server: appendonly, so a restart keeps what was committed.
+local function start_server() return support.redis_server({appendonly = true}) end
 
 local srv
 local workers = {}
@@ -64,7 +38,7 @@ end
 setup(function() srv = start_server() end)
 teardown(function()
   for _, pid in ipairs(workers) do kill_group(pid, "KILL") end
-  if srv then (srv.cleanup or srv.stop)(srv) end
+  if srv then srv.stop() end
 end)
 
 describe("redis.Pool", function()
@@ -250,7 +224,7 @@ describe("redis.Pool with workers dying", function()
     for v, i in pool:imap(function(x) require("concur").sleep(0.02) return x + 1 end, list) do
       k = k + 1
       out[i] = v
-      if k == 10 then srv.restart(srv) end
+      if k == 10 then srv.restart() end
     end
     assert.equal(60, k)
     for i = 1, 60 do assert.equal(i + 1, out[i]) end
