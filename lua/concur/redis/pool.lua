@@ -696,15 +696,36 @@ local function usage(msg)
   os.exit(2)
 end
 
--- Runs a chunk in a local pool process.
-local function run_chunk(fn, items, star)
-  local unpack_ = table.unpack or unpack
-  local out = {n = items.n}
-  if star then
-    for i = 1, items.n do local a = items[i]; out[i] = fn(unpack_(a, 1, a.n or #a)) end
+-- Runs a task in a local pool process: decodes its body there, runs it,
+-- and returns its result entry's body, encoded there too, so the worker's
+-- main loop only moves strings (and the local pool sends this one function
+-- once, not a new closure per task).  A task's error is raised, for the
+-- local pool to report it with the worker's traceback, as it does its own.
+-- It crosses as bytecode: globals only, no upvalues.
+local function run_task(body, secret)
+  local core = require "concur.core"
+  local unpack = table.unpack or unpack
+  local t = core.decode(body, secret)
+  local kind, fn, payload = t[1], t[2], t[3]
+  local value
+  if kind == "call" then
+    value = {n = 0}
+    local function keep(...)
+      value.n = select("#", ...)
+      for i = 1, value.n do value[i] = (select(i, ...)) end
+    end
+    keep(fn(unpack(payload, 1, payload.n or #payload)))
   else
-    for i = 1, items.n do out[i] = fn(items[i]) end
+    local n = payload.n
+    value = {n = n}
+    if kind == "star" then
+      for i = 1, n do local a = payload[i]; value[i] = fn(unpack(a, 1, a.n or #a)) end
+    else
+      for i = 1, n do value[i] = fn(payload[i]) end
+    end
   end
+  local ok, out = pcall(core.encode, {true, value}, secret)
+  if not ok then error("the task's results could not be sent back: " .. tostring(out), 0) end
   return out
 end
 
@@ -805,35 +826,21 @@ local function worker_main(argv)
       return
     end
     local job = {rec = rec, cid = cid, tid = tonumber(tid)}
-    local ok, t = pcall(core.decode, body, secret)
-    if not ok then return send(job, false, "the task could not be received: " .. describe(t)) end
-    local kind, fn, payload = t[1], t[2], t[3]
-    local okp, r
-    if kind == "call" then
-      okp, r = pcall(pool.apply_async, pool, fn, payload)
-    else
-      okp, r = pcall(pool.apply_async, pool, run_chunk, {fn, payload, kind == "star"})
-    end
+    local okp, r = pcall(pool.apply_async, pool, run_task, {body, secret})
     if not okp then return send(job, false, describe(r)) end
-    job.r, job.kind = r, kind
+    job.r = r
     inflight[#inflight + 1] = job
   end
 
   local function finish(job)
     local r = job.r
-    local res = pack(pcall(r.get, r))
-    if res[1] then
-      if job.kind == "call" then
-        local v = {n = res.n - 1}
-        for k = 2, res.n do v[k - 1] = res[k] end
-        send(job, true, v)
-      else
-        send(job, true, res[2])
-      end
-    elseif death_error(res[2]) then
-      call_retry(conn, nil, "EVAL", REQUEUE, 0, P, running, job.rec, (tostring(res[2]):gsub("\n.*", "")))
+    local ok, v = pcall(r.get, r)
+    if ok then
+      outbox[#outbox + 1] = {job, ("R %d "):format(job.tid) .. v}
+    elseif death_error(v) then
+      call_retry(conn, nil, "EVAL", REQUEUE, 0, P, running, job.rec, (tostring(v):gsub("\n.*", "")))
     else
-      send(job, false, res[2])
+      send(job, false, v)
     end
   end
 
