@@ -55,6 +55,7 @@ local WAIT_SLICE = 0.5      -- a blocking read's slice (s)
 local SCAN_EVERY = 2        -- a client's recovery scan while it waits (s)
 local RETRY_FOR = 60        -- a client retries a lost connection this long (s)
 local DEFAULT_HEARTBEAT = 10
+local PREFETCH = 8         -- a worker's tasks taken per local process (default)
 
 local function default_url()
   return os.getenv("CONCUR_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -692,7 +693,8 @@ Pool.__close = Pool.terminate
 
 local function usage(msg)
   io.stderr:write("concur-worker: ", msg, "\n",
-    "usage: concur-worker --url URL --name NAME [--processes N] [--secret S] [--heartbeat SECONDS]\n")
+    "usage: concur-worker --url URL --name NAME [--processes N] [--secret S] [--heartbeat SECONDS]"
+    .. " [--prefetch N]\n")
   os.exit(2)
 end
 
@@ -751,7 +753,7 @@ local function worker_main(argv)
       if val == nil then usage("--" .. key .. " needs a value") end
     end
     if key ~= "url" and key ~= "name" and key ~= "processes" and key ~= "secret"
-      and key ~= "heartbeat" then
+      and key ~= "heartbeat" and key ~= "prefetch" then
       usage("unknown option --" .. key)
     end
     o[key] = val
@@ -766,6 +768,9 @@ local function worker_main(argv)
   local hb = tonumber(o.heartbeat or DEFAULT_HEARTBEAT)
   if not hb or hb <= 0 then usage("--heartbeat must be a positive number of seconds") end
   local ttl_ms = math.floor(hb * 1000)
+  local prefetch = tonumber(o.prefetch or PREFETCH)
+  if not prefetch or prefetch < 1 then usage("--prefetch must be a positive integer") end
+  prefetch = math.floor(prefetch)
 
   local conn = rc.connect(url, 5)
   local P = prefix_of(name)
@@ -783,7 +788,7 @@ local function worker_main(argv)
 
   local next_hb, next_scan = 0, 0
   local inflight = {}   -- {rec=, cid=, tid=, r=}
-  local cap = nproc * 2   -- tasks taken ahead of the local pool
+  local cap = nproc * prefetch   -- tasks taken at once: running or queued locally
 
   local function beat()
     call_retry(conn, nil, "SET", P .. "hb:" .. wid, "1", "PX", ttl_ms)
@@ -802,23 +807,6 @@ local function worker_main(argv)
     end
     outbox[#outbox + 1] = {job, ("R %d "):format(job.tid) .. body}
   end
-  local function flush()
-    if #outbox == 0 then return end
-    local cmds = {{"MULTI"}}
-    for _, o in ipairs(outbox) do
-      cmds[#cmds + 1] = {"RPUSH", P .. "results:" .. o[1].cid, o[2]}
-      cmds[#cmds + 1] = {"LREM", running, 1, o[1].rec}
-    end
-    cmds[#cmds + 1] = {"EXEC"}
-    while true do
-      local done, err = pcall(conn.pipeline, conn, cmds)
-      if done then break end
-      if not transient(err) then error(err, 0) end
-      sleep(0.2)
-    end
-    outbox = {}
-  end
-
   local function start(rec)
     local tries, max, cid, tid, body = rec:match("^(%d+) (%d+) (%S+) (%d+) (.*)$")
     if tries == nil then   -- not ours: drop it
@@ -844,7 +832,7 @@ local function worker_main(argv)
     end
   end
 
-  local stop = false
+  local stop, adopt = false, false
   while not stop do
     local ok, err = pcall(function()
       local t = now()
@@ -864,36 +852,52 @@ local function worker_main(argv)
           k = k + 1
         end
       end
-      flush()
-      -- take more
-      local free = cap - #inflight
-      if free > 0 then
-        if #inflight == 0 then
-          local wait = math.min(0.5, hb / 3)
-          conn:set_timeout(wait + 5)
-          local rec = call_retry(conn, nil, "BLMOVE", tasks, running, "RIGHT", "LEFT",
-            ("%.3f"):format(wait))
-          conn:set_timeout(5)
-          if rec ~= nil then start(rec) end
-        else
-          local cmds = {}
-          for _ = 1, free do cmds[#cmds + 1] = {"LMOVE", tasks, running, "RIGHT", "LEFT"} end
-          local got = conn:pipeline(cmds)
-          for j = 1, #cmds do
-            local rec = got[j]
-            if type(rec) == "string" then start(rec) end
-          end
+      if adopt then   -- after a lost connection: records moved but never seen
+        adopt = false
+        local held = {}
+        for _, job in ipairs(inflight) do held[job.rec] = true end
+        for _, o in ipairs(outbox) do held[o[1].rec] = true end
+        local recs = conn:call("LRANGE", running, 0, -1) or {}
+        for j = (recs.n or #recs), 1, -1 do
+          if not held[recs[j]] then start(recs[j]) end
         end
       end
-      if #inflight > 0 and #inflight >= cap or (#inflight > 0 and free <= 0) then
-        inflight[1].r:wait(0.05)
-      elseif #inflight > 0 then
-        inflight[1].r:wait(0.001)
+      local free = cap - #inflight
+      if #inflight == 0 and #outbox == 0 then
+        local wait = math.min(0.5, hb / 3)
+        conn:set_timeout(wait + 5)
+        local rec = conn:call("BLMOVE", tasks, running, "RIGHT", "LEFT", ("%.3f"):format(wait))
+        conn:set_timeout(5)
+        if rec ~= nil then start(rec) end
+      else
+        -- One round trip: the finished tasks' entries (one MULTI/EXEC) and,
+        -- while there is room, the next tasks.
+        local cmds = {}
+        if #outbox > 0 then
+          cmds[1] = {"MULTI"}
+          for _, o in ipairs(outbox) do
+            cmds[#cmds + 1] = {"RPUSH", P .. "results:" .. o[1].cid, o[2]}
+            cmds[#cmds + 1] = {"LREM", running, 1, o[1].rec}
+          end
+          cmds[#cmds + 1] = {"EXEC"}
+        end
+        local first = #cmds
+        for _ = 1, free do cmds[#cmds + 1] = {"LMOVE", tasks, running, "RIGHT", "LEFT"} end
+        local got = conn:pipeline(cmds)
+        outbox = {}
+        for j = first + 1, #cmds do
+          if type(got[j]) == "string" then start(got[j]) end
+        end
+      end
+      -- Waits for half the tasks taken, so that the next round trip carries
+      -- several results while the local pool runs the rest.
+      if #inflight > 0 then
+        inflight[math.min(#inflight, math.max(1, idiv(cap, 2)))].r:wait(0.05)
       end
     end)
     if not ok then
       if interrupted(err) then stop = true
-      elseif transient(err) then sleep(0.2)
+      elseif transient(err) then adopt = true; sleep(0.2)
       else
         io.stderr:write("concur-worker: ", describe(err), "\n")
         sleep(0.5)
