@@ -10,7 +10,8 @@
 --   P.."hb:"..WID        the worker's heartbeat: SET PX ttl, refreshed every
 --                        ttl/3 while the worker lives
 --   P.."workers"         set of worker ids (to scan for dead ones)
---   P.."results:"..CID   list of result entries for client CID
+--   P.."results:"..CID   list of result entries for client CID (expires a
+--                        day after the last entry pushed)
 --   P.."cid"             counter giving each client its id
 --
 -- A task record is a plain header then the encoded body:
@@ -31,8 +32,16 @@
 -- process that dies while running a task (os.exit in the task) counts as a
 -- death too (REQUEUE, one record).
 --
--- A worker finishing a task pushes its entry and LREMs the record from its
--- running list in one MULTI/EXEC.  A task may run twice (a worker thought
+-- The worker (worker_main) runs a local concur.Pool of N processes and takes
+-- up to N * prefetch (default 8) tasks at once.  A task's body goes to a
+-- local process as a string, decoded, run and its result encoded there
+-- (run_task), so the main loop only moves strings.  Each turn of the loop is
+-- one round trip: a MULTI/EXEC that pushes the finished tasks' entries and
+-- LREMs their records from the running list, then an LMOVE per free place;
+-- then it waits for half the tasks it holds (at most 0.05 s).  When it holds
+-- none it blocks in BLMOVE (0.5 s slices).  After a lost connection it adopts
+-- the records in its running list that it does not hold (an LMOVE whose
+-- reply was lost).  A task may run twice (a worker thought
 -- dead that was only slow); the client settles a tid once and ignores later
 -- entries, so each result is delivered once.
 --
@@ -55,6 +64,7 @@ local WAIT_SLICE = 0.5      -- a blocking read's slice (s)
 local SCAN_EVERY = 2        -- a client's recovery scan while it waits (s)
 local RETRY_FOR = 60        -- a client retries a lost connection this long (s)
 local DEFAULT_HEARTBEAT = 10
+local RESULTS_TTL = 86400    -- a results list untouched this long (s) goes
 local PREFETCH = 8         -- a worker's tasks taken per local process (default)
 
 local function default_url()
@@ -772,7 +782,11 @@ local function worker_main(argv)
   if not prefetch or prefetch < 1 then usage("--prefetch must be a positive integer") end
   prefetch = math.floor(prefetch)
 
-  local conn = rc.connect(url, 5)
+  local okc, conn = pcall(rc.connect, url, 5)
+  if not okc then
+    io.stderr:write("concur-worker: ", describe(conn), "\n")
+    return 1
+  end
   local P = prefix_of(name)
   local wid = ("%s:%d:%d"):format(io.popen and (function()
     local f = io.popen("hostname 2>/dev/null")
@@ -875,9 +889,15 @@ local function worker_main(argv)
         local cmds = {}
         if #outbox > 0 then
           cmds[1] = {"MULTI"}
+          local cids = {}
           for _, o in ipairs(outbox) do
             cmds[#cmds + 1] = {"RPUSH", P .. "results:" .. o[1].cid, o[2]}
             cmds[#cmds + 1] = {"LREM", running, 1, o[1].rec}
+            cids[o[1].cid] = true
+          end
+          -- A client gone (terminated, or dead) leaves no list forever.
+          for cid in pairs(cids) do
+            cmds[#cmds + 1] = {"EXPIRE", P .. "results:" .. cid, RESULTS_TTL}
           end
           cmds[#cmds + 1] = {"EXEC"}
         end
