@@ -437,7 +437,8 @@ function Pool:_on_entry(e)
   end
   local ok, m = pcall(core.decode, rest, self._secret)
   if not ok then
-    self:_settle(tid, false, "the task's result could not be received: " .. describe(m))
+    self:_settle(tid, false, "the task's result could not be received: " .. describe(m)
+      .. " (the pool's secret and its workers' must be the same)")
   else
     self:_settle(tid, m[1], m[2])
   end
