@@ -521,18 +521,17 @@ static int conn_pipeline(lua_State *L) {
    * pipeline would go out with the next command. */
   for (size_t i = 1; i <= ncmds; i++) {
     if (lua_rawgeti(L, 2, (lua_Integer)i) != LUA_TTABLE)
-      return luaL_error(L, "bad argument #1 to 'pipeline' (command %d: expected a table, got %s)",
-                        (int)i, luaL_typename(L, -1));
+      return luaL_argerror(L, 2, lua_pushfstring(L, "command %d: expected a table, got %s",
+                                                 (int)i, luaL_typename(L, -1)));
     size_t nargs = (size_t)lua_rawlen(L, -1);
     if (nargs == 0)
-      return luaL_error(L, "bad argument #1 to 'pipeline' (command %d: empty)", (int)i);
+      return luaL_argerror(L, 2, lua_pushfstring(L, "command %d: empty", (int)i));
     for (size_t j = 1; j <= nargs; j++) {
       lua_rawgeti(L, -1, (lua_Integer)j);
       if (!arg_ok(L, -1))
-        return luaL_error(L,
-                          "bad argument #1 to 'pipeline' (command %d, argument %d: "
-                          "string or number expected, got %s)",
-                          (int)i, (int)j, luaL_typename(L, -1));
+        return luaL_argerror(L, 2, lua_pushfstring(L,
+                             "command %d, argument %d: string or number expected, got %s",
+                             (int)i, (int)j, luaL_typename(L, -1)));
       lua_pop(L, 1);
     }
     if (nargs > maxargs)
