@@ -214,6 +214,27 @@ describe("redis.Pool with workers dying", function()
     pool:terminate()
   end)
 
+  it("fails a task whose worker was killed, found by the client alone (max_tries = 1)", function()
+    local name = new_name()
+    local w = start_worker(name, 1)
+    local pool = redis.Pool{url = srv.url, name = name, max_tries = 1}
+    local started = pool:apply_async(function() return require("concur").getpid() end)
+    started:get(60)   -- the worker is up
+    local r = pool:apply_async(function() require("concur").sleep(30) end)
+    local conn = require("concur.redis.core").connect(srv.url)
+    assert.is_true(support.eventually(function()   -- the worker holds it
+      local keys = conn:call("KEYS", "concur:p:{" .. name .. "}:running:*")
+      return keys[1] ~= nil and conn:call("LLEN", keys[1]) > 0
+    end, 30))
+    conn:close()
+    kill_group(w, "KILL")
+    local ok, err = pcall(r.get, r, 60)
+    assert.is_false(ok)
+    support.assert_has(err, "task failed: its worker died once (last: its worker ")
+    support.assert_has(err, "stopped sending heartbeats)")
+    pool:terminate()
+  end)
+
   it("finishes a map across a server restart", function()
     local name = new_name()
     start_worker(name, 2)

@@ -432,7 +432,9 @@ function Pool:_on_entry(e)
   if self._pending[tid] == nil then return end
   if kind == "D" then
     local tries, why = rest:match("^(%d+) (.*)$")
-    self:_settle(tid, false, ("task failed: its worker died %s times (last: %s)"):format(tries, why))
+    tries = tonumber(tries)
+    self:_settle(tid, false, ("task failed: its worker died %s (last: %s)")
+      :format(tries == 1 and "once" or tries .. " times", why))
     return
   end
   local ok, m = pcall(core.decode, rest, self._secret)
