@@ -12,6 +12,8 @@
 --   P.."workers"         set of worker ids (to scan for dead ones)
 --   P.."results:"..CID   list of result entries for client CID (expires a
 --                        day after the last entry pushed)
+--   P.."taken:"..CID     the entries the client read last (moved there by the
+--                        read itself): reread after a lost connection
 --   P.."cid"             counter giving each client its id
 --
 -- A task record is a plain header then the encoded body:
@@ -46,7 +48,8 @@
 -- entries, so each result is delivered once.
 --
 -- The client reads its results list in its own calls (get, wait, ready, map,
--- join: LPOP with a count, BLPOP when it must wait, in slices of WAIT_SLICE),
+-- join: POP, a script moving a batch to its taken list, or BLMOVE when it
+-- must wait, in slices of WAIT_SLICE),
 -- as the local Pool collects results inside its calls.  A lost connection
 -- (server restart) is retried for up to RETRY_FOR seconds, in the client and
 -- forever in the worker.
@@ -112,6 +115,19 @@ else
   redis.call('RPUSH', P .. 'tasks', tries .. ' ' .. max .. ' ' .. cid .. ' ' .. tid .. ' ' .. rest)
 end
 return 1
+]]
+
+-- A client's read: drops the batch it took before (handled by now), moves
+-- up to ARGV[1] entries from its results list to its taken list, returns them.
+local POP_MAX = 256
+local POP = [[
+redis.call('DEL', KEYS[2])
+local t = redis.call('LPOP', KEYS[1], ARGV[1])
+if t then
+  redis.call('RPUSH', KEYS[2], unpack(t))
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return t
 ]]
 
 local function transient(e)
@@ -354,7 +370,8 @@ local function new_pool(_, opts, ...)
   cid = ("%d"):format(cid)
   local self = setmetatable({
     _conn = conn, _name = name, _url = url, _secret = secret, _P = P, _cid = cid,
-    _results = P .. "results:" .. cid, _tasks = P .. "tasks",
+    _results = P .. "results:" .. cid, _taken = P .. "taken:" .. cid, _tasks = P .. "tasks",
+    _lost = false,
     _max_tries = tointeger(max_tries), _timeout = timeout,
     _state = RUN, _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _next_scan = 0, _size = 4,
@@ -447,13 +464,35 @@ function Pool:_on_entry(e)
 end
 
 -- Handles what is in the results list; never blocks (but for a lost connection).
+-- The next entries: normally up to POP_MAX moved from the results list to
+-- the taken list (POP drops the batch taken before, handled by now); after a
+-- lost connection, the taken list as it is (a batch whose reply was lost
+-- would else be lost; entries handled twice are ignored by tid).
+function Pool:_pop()
+  local conn = self._conn
+  if self._lost then
+    local got = conn:call("LRANGE", self._taken, 0, -1)
+    self._lost = false
+    return got, true
+  end
+  return conn:call("EVAL", POP, 2, self._results, self._taken, POP_MAX, RESULTS_TTL), false
+end
+
+-- Handles what is in the results list; never blocks (but for a lost connection).
 function Pool:_poll()
   if self._npending == 0 then return end
+  local until_t = now() + RETRY_FOR
   while true do
-    local got = call_retry(self._conn, now() + RETRY_FOR, "LPOP", self._results, 256)
-    if got == nil then return end
-    for i = 1, got.n or #got do self:_on_entry(got[i]) end
-    if (got.n or #got) < 256 then return end
+    local ok, got, again = pcall(self._pop, self)
+    if not ok then
+      if not transient(got) or now() > until_t then error(got, 0) end
+      self._lost = true
+      sleep(0.2)
+    else
+      local n = got and (got.n or #got) or 0
+      for i = 1, n do self:_on_entry(got[i]) end
+      if not again and n < POP_MAX then return end
+    end
   end
 end
 
@@ -468,6 +507,7 @@ function Pool:_collect(pred, arg, timeout)
   if pred(arg) then return true end
   local deadline = timeout and now() + timeout
   local conn = self._conn
+  local lost_since
   while true do
     local t = now()
     if t >= self._next_scan then
@@ -483,11 +523,21 @@ function Pool:_collect(pred, arg, timeout)
     end
     if wait < 0.01 then wait = 0.01 end
     conn:set_timeout(wait + self._timeout)
-    local ok, got = pcall(call_retry, conn, now() + RETRY_FOR, "BLPOP", self._results,
+    -- Into the taken list too, so that an entry whose reply is lost is not.
+    local ok, got = pcall(conn.call, conn, "BLMOVE", self._results, self._taken, "LEFT", "RIGHT",
       ("%.3f"):format(wait))
     conn:set_timeout(self._timeout)
-    if not ok then error(got, 0) end
-    if got ~= nil then self:_on_entry(got[2]) end
+    if ok then
+      if got ~= nil then self:_on_entry(got) end
+      lost_since = nil
+    elseif transient(got) then
+      lost_since = lost_since or now()
+      if now() - lost_since > RETRY_FOR then error(got, 0) end
+      self._lost = true
+      sleep(0.2)
+    else
+      error(got, 0)
+    end
     self:_poll()
     if pred(arg) then return true end
   end
@@ -696,7 +746,7 @@ function Pool:terminate()
   for _, tid in ipairs(tids) do
     self:_settle(tid, false, "the pool was terminated before the task finished")
   end
-  pcall(self._conn.call, self._conn, "DEL", self._results)
+  pcall(self._conn.call, self._conn, "DEL", self._results, self._taken)
   pcall(self._conn.close, self._conn)
 end
 
