@@ -374,7 +374,10 @@ local function new_pool(_, opts, ...)
     _lost = false,
     _max_tries = tointeger(max_tries), _timeout = timeout,
     _state = RUN, _pending = {}, _start = {}, _npending = 0, _nput = 0,
-    _next_scan = 0, _size = 4,
+    _next_scan = 0,
+    -- map's default chunksize counts on 4 worker processes (it cannot know
+    -- how many will serve): about 16 chunks per map.
+    _size = 4,
   }, Pool)
   return self
 end
