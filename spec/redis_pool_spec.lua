@@ -77,6 +77,18 @@ describe("redis.Pool", function()
     assert.equal(3, z)
     assert.is_true(f:done())
     assert.is_nil(f:exception())
+    local seen_f
+    local f2 = pool:submit(function() return "later" end)
+    f2:add_done_callback(function(ff) seen_f = ff end)
+    assert.equal("later", f2:result(30))
+    assert.equal(f2, seen_f)
+    local now_f
+    f2:add_done_callback(function(ff) now_f = ff end)   -- done: runs at once
+    assert.equal(f2, now_f)
+    local it = pool:imap(function() return nil end, {1})
+    local okn, en = pcall(it)
+    assert.is_false(okn)
+    support.assert_has(en, "imap: the result for item 1 is nil")
     local rm = pool:map_async(function(x) return x end, {})
     assert.same({}, rm:get(1))
   end)
