@@ -32,7 +32,8 @@ local function start_worker(name, nproc, extra)
 end
 
 local function kill_group(pid, sig)
-  os.execute(("kill -%s -- -%d 2>/dev/null; kill -%s %d 2>/dev/null"):format(sig, pid, sig, pid))
+  -- (dash's kill takes no "--": the group as -PID right after the signal)
+  os.execute(("kill -%s -%d 2>/dev/null; kill -%s %d 2>/dev/null"):format(sig, pid, sig, pid))
 end
 
 setup(function() srv = start_server() end)

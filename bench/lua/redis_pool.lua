@@ -22,7 +22,7 @@ os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --dir %s --daemon
   .. "--pidfile %s/r.pid --logfile %s/r.log"):format(port, dir, dir, dir))
 local pids = {}
 local function cleanup()
-  for _, pid in ipairs(pids) do os.execute(("kill -KILL -- -%d %d 2>/dev/null"):format(pid, pid)) end
+  for _, pid in ipairs(pids) do os.execute(("kill -KILL -%d 2>/dev/null; kill -KILL %d 2>/dev/null"):format(pid, pid)) end
   os.execute(("redis-cli -p %d shutdown nosave >/dev/null 2>&1; rm -rf %s"):format(port, dir))
 end
 local ok, err = pcall(function()
