@@ -22,7 +22,7 @@
 --   BENCH_ONLY   comma-separated workload scripts to run (e.g. "spawn,cpu2";
 --                all: spawn, cpu2, str1m, tables, proc, cpu2proc, lock,
 --                pingpong, queues, qkinds, waitany, pipe, pools, futures,
---                shared, dict_scale, redis_queue)
+--                shared, dict_scale, redis_queue, redis_pool)
 --   BENCH_SHOW   if set, also prints every sample to stderr
 --   PYTHON       the Python interpreter (default python3)
 
@@ -46,6 +46,8 @@ local DIR = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "."
 -- which direction is good; `goal` is checked against the concur value, or
 -- against the concur/python ratio when `goal_ratio` is set; a row without a
 -- goal is only reported. `python = false`: concur-only rows, no Python script.
+-- `py = "X"`: the Python script is bench/py/X.py (default: the Lua one's
+-- name); `python_bin`: the interpreter for it (default PYTHON).
 -- `luv = "X"`: the row's luv peer, bench/luv/X.lua (one number, the same
 -- unit); `goal_luv` is then a goal on concur/luv (`better` says which way),
 -- shown after the other goal as `luv_text`, each goal with its own verdict.
@@ -137,6 +139,13 @@ local WORKLOADS = {
      luv = "apply_async", goal_luv = 1, luv_text = ">= luv"},
     {name = "pool-map-cpu", unit = "speedup Pool(2)/Pool(1)", better = "higher",
      goal = 1.9, goal_text = ">= 1.9x", min_cpus = 2},
+  }},
+  -- concur-redis (a second rock): redis.Pool with two concur-worker
+  -- processes against Python RQ with two workers, each on a redis-server
+  -- its script starts; RQ is Debian's python3-rq, for /usr/bin/python3.
+  {script = "redis_pool", py = "redis_pool_rq", python_bin = "/usr/bin/python3", rows = {
+    {name = "redis-pool", unit = "k tasks/s", better = "higher",
+     goal = 10, goal_ratio = true, goal_text = ">= 10x RQ"},
   }},
   {script = "futures", rows = {
     {name = "threadpool-submit", unit = "µs/round trip", better = "lower",
@@ -300,7 +309,8 @@ end
 for _, w in ipairs(WORKLOADS) do
   if not selected or selected[w.script] then
     local lua_cmd = sh_quote(LUA) .. " " .. sh_quote(DIR .. "/lua/" .. w.script .. ".lua")
-    local py_cmd = sh_quote(w.python_bin or PYTHON) .. " " .. sh_quote(DIR .. "/py/" .. w.script .. ".py")
+    local py_cmd = sh_quote(w.python_bin or PYTHON) .. " "
+      .. sh_quote(DIR .. "/py/" .. (w.py or w.script) .. ".py")
     local samples = {lua = {}, py = {}}
     local err = {}
     -- The rows' luv peers: one script each, one number each.
