@@ -50,4 +50,27 @@ describe("luarocks make", function()
     assert.matches("^42\t%d+%.%d+%.%d+\n", out)
     assert.matches("/T/lib/lua/" .. version:gsub("%.", "%%.") .. "/concur/core%.so", out)
   end)
+
+  it("installs concur-redis beside it: concur.redis loads and concur-worker is a script in bin", function()
+    local tmp = assert(io.popen("mktemp -d")):read("*l")
+    local ok, out = sh(("cp -r src lua bin vendor concur-scm-1.rockspec concur-redis-scm-1.rockspec %s/ && cd %s && "
+      .. "luarocks --lua-version %s make --tree %s/T concur-scm-1.rockspec && "
+      .. "luarocks --lua-version %s make --tree %s/T concur-redis-scm-1.rockspec")
+      :format(tmp, tmp, version, tmp, version, tmp))
+    assert.is_true(ok, out)
+    local f = assert(io.open(tmp .. "/check.lua", "w"))
+    f:write([[
+      local redis = require "concur.redis"
+      print(type(redis.Queue), type(redis.Pool), require("concur.redis.core").version)]])
+    f:close()
+    local v_ = version:gsub("%.", "_")
+    ok, out = sh(("cd %s && env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_%s -u LUA_CPATH_%s "
+      .. "sh -c 'eval \"$(luarocks --lua-version %s path --tree %s/T)\" && %s check.lua && "
+      .. "test -x T/bin/concur-worker && T/bin/concur-worker --help; echo rc=$?'")
+      :format(tmp, v_, v_, version, tmp, lua))
+    sh("rm -rf " .. tmp)
+    assert.is_true(ok, out)
+    assert.matches("^table\ttable\t%d+%.%d+%.%d+\n", out)
+    assert.matches("concur%-worker", out)
+  end)
 end)
