@@ -902,7 +902,7 @@ local function worker_main(argv)
     end
   end
 
-  local stop, adopt = false, false
+  local stop, adopt, next_adopt = false, false, 0
   while not stop do
     local ok, err = pcall(function()
       local t = now()
@@ -922,8 +922,15 @@ local function worker_main(argv)
           k = k + 1
         end
       end
-      if adopt then   -- after a lost connection: records moved but never seen
+      -- Every record in the running list is held (in inflight or the
+      -- outbox) at this point of a turn.  A turn cut short (a lost
+      -- connection: an LMOVE whose reply never came; any other error) can
+      -- leave one that is not, and the heartbeat would keep the recovery
+      -- scan off it for ever: so after an error, and every scan period
+      -- anyway, the records not held are started.
+      if adopt or t >= next_adopt then
         adopt = false
+        next_adopt = t + math.max(1, hb / 2)
         local held = {}
         for _, job in ipairs(inflight) do held[job.rec] = true end
         for _, o in ipairs(outbox) do held[o[1].rec] = true end
@@ -972,8 +979,9 @@ local function worker_main(argv)
       end
     end)
     if not ok then
+      adopt = true
       if interrupted(err) then stop = true
-      elseif transient(err) then adopt = true; sleep(0.2)
+      elseif transient(err) then sleep(0.2)
       else
         io.stderr:write("concur-worker: ", describe(err), "\n")
         sleep(0.5)
