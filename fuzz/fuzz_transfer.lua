@@ -44,6 +44,7 @@ local core = require "concur.core"
 
 local H = {}
 local MAX_DEPTH = 1000      -- transfer.c's MAX_DEPTH
+local MAX_TABLES = 50000    -- tables one build program may make
 
 -- Bit n (0 = the lowest) of a byte, and the byte's low n bits.
 local function bit(x, n) return floor(x / 2 ^ n) % 2 end
@@ -202,9 +203,14 @@ function H.build(bytes)
     return vals[(top - 1 - b % nv) % 64 + 1]
   end
   local gen, funcs = {}, {}       -- the tables and closures made here
+  -- At most MAX_TABLES tables per program: thousands of CHAINs of 2047 levels
+  -- made `gen` a hash part bigger than the allocator's MAX_BLOCK, and build
+  -- itself ran out of memory (fuzz/crashes/build-many-chains, on 5.2).
+  local made = 0
   local function newtable()
     local t = {}
     gen[t] = true
+    made = made + 1
     return t
   end
 
@@ -298,6 +304,7 @@ function H.build(bytes)
     end,
     [OP.CHAIN] = function()
       local depth = byte() * 8 + byte() % 8
+      if made + depth > MAX_TABLES then depth = math.max(MAX_TABLES - made, 1) end
       local leaf = pick(byte())
       local root = newtable()
       local cur = root
