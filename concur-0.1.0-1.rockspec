@@ -35,7 +35,6 @@ build = {
                  "src/state.c", "src/thread.c", "src/process.c", "src/core.c"},
       incdirs = {"src", "vendor/lua-compat-5.3"},
       libraries = {"pthread", "dl"},
-      defines = {"_GNU_SOURCE"},
     },
   },
   copy_directories = {},

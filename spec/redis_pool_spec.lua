@@ -20,9 +20,11 @@ local function new_name()
 end
 
 -- A concur-worker in a process group of its own; its pid (= its group).
+-- What it prints goes to NAME.log in the server's directory (left there when
+-- a spec hangs and teardown never runs: read it to see why).
 local function start_worker(name, nproc, extra)
   local cmd = ("setsid %s bin/concur-worker --url %s --name %s --processes %d --heartbeat 1 %s "
-    .. ">/dev/null 2>&1 & echo $!"):format(LUA, srv.url, name, nproc or 1, extra or "")
+    .. ">>%s/%s.log 2>&1 & echo $!"):format(LUA, srv.url, name, nproc or 1, extra or "", srv.dir, name)
   local f = assert(io.popen(cmd))
   local pid = tonumber(f:read("*l"))
   f:close()

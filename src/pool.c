@@ -5,9 +5,11 @@
  * died.  Shared, so it serves worker threads and worker processes alike.
  * A Future's claim is a slot too: the owner writes the task's id there, a
  * worker swaps it for -id before running the task and the owner for 0 to
- * cancel it; the swap that finds the id wins (slots:cas).
+ * cancel it; the swap that finds the id wins (slots:cas).  And newtable,
+ * a presized table for a map's results.
  */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <stdint.h>
 
 #include "pool.h"
@@ -75,7 +77,16 @@ static void slots_meta(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* core.newtable(narr) -> an empty table with room for narr array items: a
+ * map's result list, filled chunk by chunk without a rehash on the way. */
+static int pool_newtable(lua_State *L) {
+  lua_Integer narr = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, narr >= 0 && narr <= INT_MAX, 1, "size out of range");
+  lua_createtable(L, (int)narr, 0);
+  return 1;
+}
+
 void pool_open(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"Slots", slots_new}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"Slots", slots_new}, {"newtable", pool_newtable}, {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

@@ -237,16 +237,21 @@ static inline int put_bytes(enc *e, const void *p, size_t n) {
   return 1;
 }
 
-static inline int put_varint(enc *e, uint64_t v) {
-  if (!enc_reserve(e, 10))
-    return ENC_FAIL_OOM(e);
-  unsigned char *p = e->b->data + e->b->len, *start = p;
+/* Writes v as a varint at p (room for 10 bytes); returns its length. */
+static inline size_t varint_at(unsigned char *p, uint64_t v) {
+  unsigned char *start = p;
   while (v >= 0x80) {
     *p++ = (unsigned char)(v | 0x80);
     v >>= 7;
   }
   *p++ = (unsigned char)v;
-  e->b->len += (size_t)(p - start);
+  return (size_t)(p - start);
+}
+
+static inline int put_varint(enc *e, uint64_t v) {
+  if (!enc_reserve(e, 10))
+    return ENC_FAIL_OOM(e);
+  e->b->len += varint_at(e->b->data + e->b->len, v);
   return 1;
 }
 
@@ -254,8 +259,10 @@ static inline int put_varint(enc *e, uint64_t v) {
 static inline int put_tag_varint(enc *e, unsigned char tag, uint64_t v) {
   if (!enc_reserve(e, 11))
     return ENC_FAIL_OOM(e);
-  e->b->data[e->b->len++] = tag;
-  return put_varint(e, v);
+  unsigned char *p = e->b->data + e->b->len;
+  *p = tag;
+  e->b->len += 1 + varint_at(p + 1, v);
+  return 1;
 }
 
 static inline int put_u32(enc *e, uint32_t v) {
@@ -1103,10 +1110,22 @@ static uint64_t get_varint_slow(dec *d) {
   dec_bad(d);
 }
 
+/* In line: a varint that cannot run past the end (10 bytes at most) is read
+ * without a bound check per byte; one near the end goes the slow way. */
 static inline uint64_t get_varint(dec *d) {
-  if (d->p < d->end && *d->p < 0x80)
-    return *d->p++;
-  return get_varint_slow(d);
+  const unsigned char *p = d->p;
+  if (d->end - p < 10)
+    return get_varint_slow(d);
+  uint64_t v = 0;
+  for (int i = 0; i < 10; i++) {
+    unsigned char c = p[i];
+    v |= (uint64_t)(c & 0x7f) << (7 * i);
+    if (!(c & 0x80)) {
+      d->p = p + i + 1;
+      return v;
+    }
+  }
+  dec_bad(d);
 }
 
 static uint32_t get_u32(dec *d) {

@@ -789,7 +789,10 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   end
   chunksize = tointeger(chunksize)
   local r = new_result(self, mode, callback, error_callback)
-  r._value, r._len, r._chunksize = {}, n, chunksize
+  -- A map's list is presized: filled chunk by chunk, a growing table would
+  -- rehash on the way (a third of the owner's time for 100 000 trivial tasks).
+  r._value = mode ~= "imap_unordered" and core.newtable(n) or {}
+  r._len, r._chunksize = n, chunksize
   r._left = n == 0 and 0 or idiv(n - 1, chunksize) + 1   -- n + chunksize - 1 may overflow
   if mode == "imap" then r._arrived = {}
   elseif mode == "imap_unordered" then
