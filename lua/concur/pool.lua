@@ -791,7 +791,8 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   local r = new_result(self, mode, callback, error_callback)
   -- A map's list is presized: filled chunk by chunk, a growing table would
   -- rehash on the way (a third of the owner's time for 100 000 trivial tasks).
-  r._value = mode ~= "imap_unordered" and core.newtable(n) or {}
+  -- (Up to 2^24 items: a list.n of a billion asks for no 16 GB at once.)
+  r._value = mode ~= "imap_unordered" and core.newtable(math.min(n, 0x1000000)) or {}
   r._len, r._chunksize = n, chunksize
   r._left = n == 0 and 0 or idiv(n - 1, chunksize) + 1   -- n + chunksize - 1 may overflow
   if mode == "imap" then r._arrived = {}
