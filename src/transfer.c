@@ -1114,6 +1114,10 @@ static uint64_t get_varint_slow(dec *d) {
  * without a bound check per byte; one near the end goes the slow way. */
 static inline uint64_t get_varint(dec *d) {
   const unsigned char *p = d->p;
+  if (p < d->end && *p < 0x80) {   /* one byte: most counts, tags' lengths, small ints */
+    d->p = p + 1;
+    return *p;
+  }
   if (d->end - p < 10)
     return get_varint_slow(d);
   uint64_t v = 0;
