@@ -148,6 +148,12 @@ describe("redis.Pool", function()
     support.assert_has(err2, "map: the task cannot be sent: ")
   end)
 
+  it("maps in one chunk when chunksize is near math.maxinteger (no wrap of the chunk loop)", function()
+    local huge = math.maxinteger or 2 ^ 53
+    local out = pool:map(function(x) return x * 2 end, {1, 2, 3}, huge)
+    assert.same({2, 4, 6}, out)
+  end)
+
   it("checks its arguments", function()
     assert.has_error(function() redis.Pool{url = srv.url} end,
       "bad argument #1 to 'Pool' (name: expected a non-empty string, got nil)")

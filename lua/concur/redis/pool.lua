@@ -634,8 +634,10 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
   end
   local records, starts = {}, {}
   local tid = self._nput
-  for start = 1, n, chunksize do
-    local stop = math.min(n, start + chunksize - 1)
+  -- Stepping by at most n: with a chunksize near math.maxinteger a start
+  -- past n + chunksize would wrap (5.3) and the loop never end.
+  for start = 1, n, math.min(chunksize, n) do
+    local stop = n - start < chunksize and n or start + chunksize - 1
     local chunk = {n = stop - start + 1}
     for i = start, stop do chunk[i - start + 1] = list[i] end
     tid = tid + 1
