@@ -148,6 +148,19 @@ describe("redis.Pool", function()
     support.assert_has(err2, "map: the task cannot be sent: ")
   end)
 
+  it("never reuses a task id: a push that raised but landed does not answer the next call", function()
+    local real = pool._push
+    -- The LPUSH lands, then its reply is "lost".
+    pool._push = function(self, records) real(self, records); error("connection lost (simulated)", 0) end
+    assert.has_error(function() pool:apply_async(function() return "old" end) end,
+      "connection lost (simulated)")
+    assert.has_error(function() pool:map(function() return "old" end, {1, 2}) end,
+      "connection lost (simulated)")
+    pool._push = nil   -- the class's own again
+    assert.equal("new", pool:apply(function() return "new" end))
+    assert.same({"new1", "new2"}, pool:map(function(x) return "new" .. x end, {1, 2}))
+  end)
+
   it("maps in one chunk when chunksize is near math.maxinteger (no wrap of the chunk loop)", function()
     local huge = math.maxinteger or 2 ^ 53
     local out = pool:map(function(x) return x * 2 end, {1, 2, 3}, huge)

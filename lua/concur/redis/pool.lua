@@ -550,8 +550,10 @@ local function put_call(self, fname, fn, args, r)
   local tid = self._nput + 1
   local rec, err = self:_record(fname, tid, "call", fn, args or {n = 0})
   if rec == nil then raise(err, 3) end
-  self:_push({rec})
+  -- The tid is used up before the push: a push that raises may still have
+  -- landed (its reply lost), and a reused tid would take that task's result.
   self._nput = tid
+  self:_push({rec})
   self._pending[tid] = r
   self._npending = self._npending + 1
   return r
@@ -645,12 +647,13 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
     if rec == nil then raise(err, 3) end
     records[#records + 1], starts[tid] = rec, start
   end
+  local first = self._nput + 1
+  self._nput = tid   -- used up before the push (see put_call)
   self:_push(records)
-  for t = self._nput + 1, tid do
+  for t = first, tid do
     self._pending[t], self._start[t] = r, starts[t]
     self._npending = self._npending + 1
   end
-  self._nput = tid
   return r
 end
 
