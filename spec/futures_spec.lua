@@ -164,7 +164,7 @@ describe(kind, function()
       assert_has(err_of(pool.submit, pool, 5), "bad argument #1 to 'submit' (callable expected, got number)")
       assert_has(err_of(pool.submit, {}, print), "bad argument #1 to 'submit' (concur.Pool expected")
       assert_has(err_of(pool.submit, pool, print, coroutine.create(function() end)),
-        "submit: the task cannot be sent")
+        "submit: the task cannot be sent: bad value in the arguments[1] (coroutine)")
       local f = pool:submit(function() return 1 end)
       assert_has(err_of(f.result, f, -1), "bad argument #1 to 'result' (timeout must be a non-negative number")
       assert_has(err_of(f.exception, f, "x"), "bad argument #1 to 'exception'")

@@ -154,6 +154,8 @@ describe("redis.Queue", function()
     local e = raised(q.put, q, {lock = concur.Lock()})
     assert.matches("^bad argument #1 to 'put' %(cannot send a", e)
     assert.matches("concur.Lock to another machine %(item.lock%)", e)
+    assert.equal("bad argument #1 to 'put' (bad value at item.a[1] (coroutine))",
+      raised(q.put, q, {a = {coroutine.create(print)}}))
     assert.equal(0, q:qsize())
     q:close()
   end)

@@ -478,7 +478,7 @@ function Pool:_submit(fname, kind, fn, payload, claim, page)
     error(err, 0)
   elseif not ok then
     err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
-      :gsub("^bad value at item%[4%]", kind == "call" and "bad value in the arguments"
+      :gsub("^bad value at item%[4%]", (kind == "call" or kind == "future") and "bad value in the arguments"
         or "bad value in the list")
     return nil, ("%s: the task cannot be sent: %s"):format(fname, err)
   end

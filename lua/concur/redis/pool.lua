@@ -412,10 +412,17 @@ local function check_callable(v, n, fname, optional)
 end
 
 -- The record of task tid, or nil and the error naming what cannot be sent.
-function Pool:_record(fname, tid, kind, fn, payload)
-  local ok, body = pcall(core.encode, {kind, fn, payload}, self._secret)
+function Pool:_record(fname, tid, kind, fn, payload, first)
+  local ok, body = pcall(core.encode, {kind, fn, payload}, self._secret, "task")
   if not ok then
-    local err = describe(body)
+    -- The path as the caller wrote it: task[2] is fn, task[3] the arguments
+    -- (or a map's list), as the local Pool says.
+    local what = kind == "call" and "the arguments" or "the list"
+    local err = describe(body):gsub("at task%[2%]", "in fn"):gsub("at task%[3%]", "in " .. what)
+      :gsub("%(task%[2%]", "(fn"):gsub("%(task%[3%]", "(" .. what)
+    if first then   -- a chunk's item i is item first + i - 1 of the list
+      err = err:gsub("the list%[(%d+)%]", function(i) return ("the list[%d]"):format(first + i - 1) end)
+    end
     return nil, ("%s: the task cannot be sent: %s"):format(fname, err)
   end
   return ("0 %d %s %d "):format(self._max_tries, self._cid, tid) .. body
@@ -643,7 +650,7 @@ function Pool:_map(fname, mode, kind, fn, list, chunksize, callback, error_callb
     local chunk = {n = stop - start + 1}
     for i = start, stop do chunk[i - start + 1] = list[i] end
     tid = tid + 1
-    local rec, err = self:_record(fname, tid, kind, fn, chunk)
+    local rec, err = self:_record(fname, tid, kind, fn, chunk, start)
     if rec == nil then raise(err, 3) end
     records[#records + 1], starts[tid] = rec, start
   end

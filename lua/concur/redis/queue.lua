@@ -328,10 +328,10 @@ end
 -- Methods -----------------------------------------------------------------------
 
 local function encode_item(self, item, fname)
-  local ok, s = pcall(core.encode, item, self.secret)
+  local ok, s = pcall(core.encode, item, self.secret, "item")   -- the path: item, item.x, item[2]
   if not ok then
     if type(s) == "string" then
-      s = strip(s):gsub("%(value([%.%[%)])", "(item%1")   -- the path: item, item.x, item[2]
+      s = strip(s)
       if not s:find("^bad argument") then s = ("bad argument #1 to '%s' (%s)"):format(fname, s) end
       raise(s, 3)
     end
