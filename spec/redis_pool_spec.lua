@@ -151,7 +151,7 @@ describe("redis.Pool", function()
     -- a map's item by its index in the list, not in its chunk
     local _, err3 = pcall(pool.map, pool, print, {1, 2, {q = q}}, 1)
     support.assert_has(err3, "(the list[3].q)")
-    local _, err4 = pcall(pool.submit, pool, print, 1, coroutine.create(print))
+    local _, err4 = pcall(pool.submit, pool, print, 1, coroutine.create(function() end))
     support.assert_has(err4, "submit: the task cannot be sent: bad value in the arguments[2] (coroutine)")
   end)
 
