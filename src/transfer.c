@@ -360,13 +360,18 @@ static const char *type_label(lua_State *L, int idx) {
  * parentheses, what it is (label; NULL: its type). */
 static void enc_path_cat(enc *e, char *d, int is_key);
 
+/* Whether the value at idx failing now is the key of the innermost path
+ * segment (the message then says "bad key at"). */
+static int enc_at_key(const enc *e, int idx) {
+  return e->depth > 0 && e->depth <= PATH_SEGS && e->path[e->depth - 1].kind == SEG_KEYITSELF &&
+         e->path[e->depth - 1].stack_idx == idx;
+}
+
 static int enc_fail_as(enc *e, int idx, const char *label) {
   char *d = e->err;
   if (e->failed)
     return 0;
-  int is_key = e->depth > 0 && e->depth <= PATH_SEGS &&
-               e->path[e->depth - 1].kind == SEG_KEYITSELF &&
-               e->path[e->depth - 1].stack_idx == idx;
+  int is_key = enc_at_key(e, idx);
   e->failed = 1;
   d[0] = 0;
   err_cat(d, is_key ? "bad key at " : "bad value at ", is_key ? 11 : 13);
@@ -385,9 +390,7 @@ static int enc_fail_remote(enc *e, int idx, const char *tname) {
   char *d = e->err;
   if (e->failed)
     return 0;
-  int is_key = e->depth > 0 && e->depth <= PATH_SEGS &&
-               e->path[e->depth - 1].kind == SEG_KEYITSELF &&
-               e->path[e->depth - 1].stack_idx == idx;
+  int is_key = enc_at_key(e, idx);
   e->failed = 1;
   d[0] = 0;
   err_cat(d, "cannot send a ", 14);

@@ -61,6 +61,7 @@ local layer = getmetatable(concur).layer
 local raise, raise_value, check_options = layer.raise, layer.raise_value, layer.check_options
 local tointeger, idiv = layer.tointeger, layer.idiv
 local pack, unpack = layer.pack, layer.unpack
+local callable = layer.callable
 local now, sleep = core.time, core.sleep
 
 local WAIT_SLICE = 0.5      -- a blocking read's slice (s)
@@ -397,12 +398,6 @@ local function check_running(self, fname)
   if self._state ~= RUN then
     raise(("%s: pool is %s"):format(fname, self._state == CLOSE and "closed" or "terminated"), 3)
   end
-end
-
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
 end
 
 local function check_callable(v, n, fname, optional)
