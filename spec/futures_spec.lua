@@ -18,6 +18,7 @@ local support = require "support"
 
 local err_of, raised, assert_has = support.err_of, support.raised, support.assert_has
 local timed = support.timed
+local unpack = table.unpack or unpack
 
 -- Runs the Lua source `src` in a subprocess; returns stdout and stderr together.
 local function run_lua(src)
@@ -165,6 +166,14 @@ describe(kind, function()
       assert_has(err_of(pool.submit, {}, print), "bad argument #1 to 'submit' (concur.Pool expected")
       assert_has(err_of(pool.submit, pool, print, coroutine.create(function() end)),
         "submit: the task cannot be sent: bad value in the arguments[1] (coroutine)")
+      -- more than 16 arguments go as a table (Pool:_submit): the same words
+      local many = {n = 20}
+      many[20] = coroutine.create(function() end)
+      assert_has(err_of(pool.submit, pool, print, unpack(many, 1, 20)),
+        "submit: the task cannot be sent: bad value in the arguments[20] (coroutine)")
+      many[20] = "last"
+      local count = function(...) return select("#", ...), (select(20, ...)) end
+      assert.same({20, "last"}, {pool:submit(count, unpack(many, 1, 20)):result(10)})
       local f = pool:submit(function() return 1 end)
       assert_has(err_of(f.result, f, -1), "bad argument #1 to 'result' (timeout must be a non-negative number")
       assert_has(err_of(f.exception, f, "x"), "bad argument #1 to 'exception'")

@@ -358,6 +358,30 @@ describe(kind, function()
       assert.same({n = 3, 2, "a", "b"}, pack(pool:apply(count, {"a", "b"})))
     end)
 
+    -- Up to 16 arguments go as values of the task's message, more as their
+    -- table (lua/concur/pool.lua, Pool:_submit): both ways give the same.
+    it("passes many arguments, nils included, and names a refused one by its place", function()
+      local pool = new(1)
+      local count = function(...) return select("#", ...), ... end
+      for _, n in ipairs({15, 16, 17, 40, 300}) do
+        local args = {n = n}
+        for i = 1, n, 3 do args[i] = i end
+        local got = pack(pool:apply(count, args))
+        assert.equal(n + 1, got.n)
+        assert.equal(n, got[1])
+        for i = 1, n do assert.equal(args[i], got[i + 1], "n " .. n .. ", argument " .. i) end
+        args[n] = coroutine.create(noop)
+        assert_has(err_of(pool.apply, pool, count, args),
+          ("apply: the task cannot be sent: bad value in the arguments[%d] (coroutine)"):format(n))
+        args[n] = {k = {coroutine.create(noop)}}
+        assert_has(err_of(pool.apply_async, pool, count, args),
+          ("apply_async: the task cannot be sent: bad value in the arguments[%d].k[1] (coroutine)"):format(n))
+      end
+      local weird = {1, 2, n = "x"}   -- not a count: the worker's unpack says so
+      assert_has(err_of(pool.apply, pool, count, weird), "unpack")
+      assert.same({n = 3, 2, 7, 8}, pack(pool:apply(count, {7, 8})))   -- the pool goes on
+    end)
+
     it("moves arguments and results by the transfer rules", function()
       local pool = new(1)
       local cyc = {name = "cyc"}
@@ -642,6 +666,8 @@ describe(kind, function()
       local pool = new(1)
       local e = err_of(pool.apply, pool, function() return coroutine.create(function() end) end)
       assert_lacks(e, "task's its")
+      e = err_of(pool.apply, pool, function() return 1, {coroutine.create(function() end)} end)
+      assert_has(e, "the task's results could not be sent back: bad value in result[2][1] (coroutine)")
     end)
   end)
 

@@ -848,21 +848,30 @@ static void drop_put(queue_obj *q, tbuf *b, sblob *blob, const oent *e) {
     drop_item(b, blob);
 }
 
-/* q:put(item, [block], [timeout]) */
-static int queue_put(lua_State *L) {
-  queue_obj *q = cobj_self(L);
-  luaL_checkany(L, 2);
-  double timeout;
-  int block = block_args(L, 3, &timeout);
+/* An error of a put: raised, or with `soft` pushed as nil and the message
+ * (q:_putv's way: the caller words it without a pcall). */
+static int put_fail(lua_State *L, int soft, const char *msg) {
+  if (!soft)
+    return luaL_error(L, "%s", msg);
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  return 2;
+}
+
+/* Puts the n values at idx..idx+n-1 as one item (q:put: one value; q:_putv:
+ * several, taken together by q:_getv).  With `soft` a value that cannot be
+ * sent or a full arena returns nil and the message; otherwise it raises. */
+static int put_values(lua_State *L, queue_obj *q, int idx, int n, int block, double timeout,
+                      int soft) {
   oent e = {{0}, 0, NULL, 0, KEY_NONE};
   if (q->kind == Q_PRIO)
-    prio_key(L, 2, &e);
+    prio_key(L, idx, &e);
   if (atomic_load(&q->shut))
     return raise_shutdown(L);
   tbuf *b = tbuf_scratch();
   char err[TRANSFER_ERRLEN];
-  if (!transfer_encode(L, 2, 1, "item", 1, b, err))
-    return luaL_error(L, "%s", err);
+  if (!transfer_encode(L, idx, n, "item", n == 1, b, err))
+    return put_fail(L, soft, err);
   sblob *blob = NULL;
   int local = tbuf_has_local(b);   /* found before the lock is taken */
   if (q->oh || sizeof(qrec) + b->nobjs * sizeof(cobj *) + b->len > INLINE_MAX) {
@@ -880,7 +889,7 @@ static int queue_put(lua_State *L) {
     }
     if (blob == NULL) {
       tbuf_free(b);
-      return luaL_error(L, "cannot put: the shared memory arena is full");
+      return put_fail(L, soft, "cannot put: the shared memory arena is full");
     }
     if (q->oh)
       e.item = blob;
@@ -906,16 +915,19 @@ static int queue_put(lua_State *L) {
       wake(&q->gbell, &q->getters, 1);
       sel_notify(&q->watchers);
       intr_settle(L);   /* put: an interrupt now comes after the call */
-      return 0;
+      if (!soft)
+        return 0;
+      lua_pushboolean(L, 1);
+      return 1;
     }
     if (rc < 0) {
       drop_put(q, b, blob, &e);
       if (rc == -3)
         return raise_shutdown(L);
       if (rc == -2)
-        return luaL_argerror(L, 2, "the priority does not compare with those in the queue "
-                                   "(numbers and strings)");
-      return luaL_error(L, "cannot put: the shared memory arena is full");
+        return luaL_argerror(L, idx, "the priority does not compare with those in the queue "
+                                     "(numbers and strings)");
+      return put_fail(L, soft, "cannot put: the shared memory arena is full");
     }
     if (gives_up(block, timeout, &d, &timed)) {
       /* A consumer killed after journaling its get: commit it first. */
@@ -935,6 +947,26 @@ static int queue_put(lua_State *L) {
       return intr_raise(L);
     }
   }
+}
+
+/* q:put(item, [block], [timeout]) */
+static int queue_put(lua_State *L) {
+  queue_obj *q = cobj_self(L);
+  luaL_checkany(L, 2);
+  double timeout;
+  int block = block_args(L, 3, &timeout);
+  return put_values(L, q, 2, 1, block, timeout, 0);
+}
+
+/* q:_putv(...): the values as one item, blocking while the queue is full;
+ * true, or nil and why when a value cannot be sent or the arena is full
+ * (never raised: a pool's hot path needs no pcall).  The pools' task and
+ * result messages (lua/concur/pool.lua); values named item[1], item[2]... */
+static int queue_putv(lua_State *L) {
+  queue_obj *q = cobj_self(L);
+  int n = lua_gettop(L) - 1;
+  luaL_argcheck(L, n >= 1, 2, "value expected");
+  return put_values(L, q, 2, n, 1, -1, 1);
 }
 
 /* ---- get -------------------------------------------------------------------------- */
@@ -970,8 +1002,9 @@ static int take_one(queue_obj *q, unsigned char *buf, size_t cap, size_t *need, 
   return rc;
 }
 
-/* q:get([block], [timeout]) */
-static int queue_get(lua_State *L) {
+/* q:get([block], [timeout]): the item; with `all` (q:_getv) every value of
+ * it (q:_putv's). */
+static int get_values(lua_State *L, int all) {
   queue_obj *q = cobj_self(L);
   double timeout;
   int block = block_args(L, 2, &timeout);
@@ -993,7 +1026,14 @@ static int queue_get(lua_State *L) {
       shm_free(key);
       int held = intr_hold(L);   /* taken: the call completes (see intr_pending) */
       int n = push_item(L, buf, blob);
-      if (n != 1) {   /* a record always holds one value */
+      if (all) {
+        if (held)
+          intr_rearm(L);
+        else
+          intr_settle(L);
+        return n;
+      }
+      if (n != 1) {   /* q:put's record holds one value */
         lua_settop(L, 3);
         lua_pushnil(L);
       }
@@ -1026,6 +1066,9 @@ static int queue_get(lua_State *L) {
   }
 }
 
+static int queue_get(lua_State *L) { return get_values(L, 0); }
+static int queue_getv(lua_State *L) { return get_values(L, 1); }
+
 static int queue_put_nowait(lua_State *L) {
   cobj_self(L);   /* self first: q.put_nowait() names argument 1 */
   luaL_checkany(L, 2);
@@ -1038,6 +1081,12 @@ static int queue_get_nowait(lua_State *L) {
   lua_settop(L, 1);
   lua_pushboolean(L, 0);
   return queue_get(L);
+}
+
+static int queue_getv_nowait(lua_State *L) {
+  lua_settop(L, 1);
+  lua_pushboolean(L, 0);
+  return queue_getv(L);
 }
 
 /* ---- the rest ---------------------------------------------------------------------- */
@@ -1214,7 +1263,9 @@ static const luaL_Reg queue_m[] = {
   {"put", queue_put}, {"get", queue_get}, {"put_nowait", queue_put_nowait},
   {"get_nowait", queue_get_nowait}, {"qsize", queue_qsize}, {"empty", queue_empty},
   {"full", queue_full}, {"task_done", queue_task_done}, {"join", queue_join},
-  {"shutdown", queue_shutdown}, {"__tostring", queue_tostring}, {NULL, NULL}};
+  {"shutdown", queue_shutdown}, {"__tostring", queue_tostring},
+  {"_putv", queue_putv}, {"_getv", queue_getv}, {"_getv_nowait", queue_getv_nowait},
+  {NULL, NULL}};
 
 /* Python's SimpleQueue has no bound, task_done or join. */
 static const luaL_Reg simple_m[] = {

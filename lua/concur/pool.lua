@@ -125,16 +125,8 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
     end
     return slice(items, 1, items.n)   -- sent without a walk over the table
   end
-  -- {tid, ok, values...}: its field n only where the length would not say
-  -- how many values there are (a nil among them), a hash part fewer to send.
-  local function result_msg(tid, ...)
-    local m, n = {tid, ...}, select("#", ...) + 1
-    if #m ~= n then m.n = n end
-    return m
-  end
   local loaded, nloaded = {}, 0   -- function id -> the function, loaded once
-  local function task_fn(task)
-    local fn = task[3]
+  local function task_fn(fn)
     if type(fn) ~= "number" then return fn end
     local f = loaded[fn]
     if f == nil then
@@ -158,50 +150,78 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
         :format(name, tostring(err[1]), err[2]))
     end
   end
-  while true do
-    local got, task = pcall(tq.get, tq)
-    if not got and interrupted(task) then
-      error(task, 0)   -- Ctrl-C in a worker process: it ends, as in Python
-    elseif not got and task == require("concur").CancelledError then
-      break            -- a ThreadPool's terminate cancelled this worker
-    elseif not got then
-      -- The message could not be decoded here: say so; the owner finds the task.
-      pcall(rq.put, rq, {0, false, {"a task could not be received by pool worker "
-        .. name .. ": " .. tostring(task)}})
-    elseif task == nil then
-      break
-    else
-      local tid, kind = task[1], task[2]
-      if slots then slots:set(wid, tid) end
-      if kind == "future" then   -- claimed before it runs: f:cancel() may have won
-        kind = (task[7] or claims):cas(task[6], tid, -tid) and "call" or "cancelled"
-      end
-      local ok, value, msg
-      if init_error then
-        ok, value = false, init_error
-      elseif kind == "call" then
-        local args = task[4]
-        msg = result_msg(tid, xpcall(task_fn(task), on_error, unpack(args, 1, args.n or #args)))
-        ok, value = msg[2], msg[3]
-        if ok then value = nil else msg = nil end
-      elseif kind == "cancelled" then
-        ok = true   -- the owner dropped the task: its message is ignored there
-      else
-        ok, value = xpcall(run_chunk, on_error, task_fn(task), task[4], kind == "star")
-      end
-      local sent, err = pcall(rq.put, rq, msg or {tid, ok, value})
-      if not sent then
-        local what = ok and "results" or "error"
-        if not ok then   -- an error value that cannot cross goes as its string
-          sent = pcall(rq.put, rq, {tid, false, {describe(value[1]), value[2]}})
-        end
-        if not sent then
-          rq:put({tid, false, {("the task's %s could not be sent back: %s"):format(what, err)}})
-        end
-      end
-      if slots then slots:set(wid, 0) end
+  -- A result message: tid, ok, then the results or the error record, as
+  -- the values of one item (rq:_putv).  One that cannot be sent fails the
+  -- task with an error that says why.
+  local putv = rq._putv
+  local function send(tid, ok, ...)
+    local sent, err = putv(rq, tid, ok, ...)
+    if sent then return end
+    err = tostring(err):gsub("^bad (%a+) at item%[(%d+)%]", function(what, k)
+      return ("bad %s in result[%d]"):format(what, tonumber(k) - 2)
+    end)
+    if not ok then   -- an error value that cannot cross goes as its string
+      local rec = ...
+      if putv(rq, tid, false, {describe(rec[1]), rec[2]}) then return end
     end
+    sent, err = putv(rq, tid, false,
+      {("the task's %s could not be sent back: %s"):format(ok and "results" or "error", err)})
+    if not sent then error(err, 0) end
   end
+  local function call(tid, fn, ...)
+    if init_error then return send(tid, false, init_error) end
+    return send(tid, xpcall(task_fn(fn), on_error, ...))
+  end
+  -- (The unpack is in the protected call: a bad args.n fails the task.)
+  local function call_list(tid, fn, args)
+    if init_error then return send(tid, false, init_error) end
+    local f = task_fn(fn)
+    return send(tid, xpcall(function() return f(unpack(args, 1, args.n or #args)) end, on_error))
+  end
+  -- A task message (Pool:_submit): tid, kind, fn or its id, then the kind's
+  -- values: the arguments ("call"), a table of them ("callt": many), the
+  -- claim's slot and page first ("future", "futuret"), a chunk (the rest).
+  local function run(tid, kind, fn, ...)
+    if slots then slots:set(wid, tid) end
+    if kind == "call" then
+      call(tid, fn, ...)
+    elseif kind == "callt" then
+      call_list(tid, fn, ...)
+    elseif kind == "future" or kind == "futuret" then
+      local slot, page = ...
+      if not (page or claims):cas(slot, tid, -tid) then
+        send(tid, true)   -- cancelled: the owner dropped the task, ignores this
+      elseif kind == "future" then
+        call(tid, fn, select(3, ...))
+      else
+        call_list(tid, fn, (select(3, ...)))
+      end
+    elseif init_error then
+      send(tid, false, init_error)
+    else
+      send(tid, xpcall(run_chunk, on_error, task_fn(fn), (...), kind == "star"))
+    end
+    if slots then slots:set(wid, 0) end
+  end
+  -- One message from the task queue; false at the end.
+  local function step(got, tid, ...)
+    if got and tid ~= nil then
+      run(tid, ...)
+      return true
+    elseif got then
+      return false     -- the owner's nil: close or terminate
+    elseif interrupted(tid) then
+      error(tid, 0)    -- Ctrl-C in a worker process: it ends, as in Python
+    elseif tid == require("concur").CancelledError then
+      return false     -- a ThreadPool's terminate cancelled this worker
+    end
+    -- The message could not be decoded here: say so; the owner finds the task.
+    putv(rq, 0, false, {"a task could not be received by pool worker " .. name .. ": "
+      .. tostring(tid)})
+    return true
+  end
+  local getv = tq._getv
+  while step(pcall(getv, tq)) do end
 end
 
 -- The error a failed task's get raises: a string error with the worker's
@@ -281,7 +301,7 @@ function AsyncResult:get(timeout)
   end
   local v = self._value
   if not self._ok then error(v, 0) end
-  if self._kind == "call" then return unpack(v, 3, v.n) end
+  if self._packed then return unpack(v, 1, v.n) end
   return v
 end
 
@@ -307,17 +327,26 @@ local function notify_waiters(r)
   for w in pairs(waiters) do w[#w + 1] = r end
 end
 
--- Marks r done with a value (ok) or an error, then runs its callback.
-local function result_finish(r, ok, value)
-  r._ok, r._value, r._ready = ok, value, true
+-- Keeps a task's values in r (a result or a future): one as itself, any
+-- other number packed (r._packed), so that the commonest case needs no table.
+local function keep_values(r, ...)
+  if select("#", ...) == 1 then
+    r._value = ...
+  else
+    r._value, r._packed = pack(...), true
+  end
+end
+
+-- Marks r done with its values (ok: the task's results, a map's list) or an
+-- error, then runs its callback.
+local function result_finish(r, ok, ...)
+  keep_values(r, ...)
+  r._ok, r._ready = ok, true
   if ok then
     local cb = r._callback
-    if cb ~= nil then
-      if r._kind == "call" then run_callback(cb, unpack(value, 3, value.n))
-      else run_callback(cb, value) end
-    end
+    if cb ~= nil then run_callback(cb, ...) end
   elseif r._error_callback ~= nil then
-    run_callback(r._error_callback, value)
+    run_callback(r._error_callback, r._value)
   end
 end
 
@@ -369,6 +398,7 @@ local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
     _initializer = initializer, _initargs = initargs or no_args,
     _tq = core_call(core.Queue), _rq = core_call(core.Queue), _slots = core_call(core.Slots, n),
     _codes = core_call(core.Dict), _sent = {},
+    _putv = core.Queue()._putv,   -- the task queue's, without its __index each time
     _workers = {}, _ended = {},
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
@@ -460,9 +490,42 @@ local function fn_id(fn)
   return id
 end
 
+-- How many arguments a task carries as values of its message; more go as
+-- their table (kinds "callt", "futuret").
+local FLAT_ARGS = 16
+
+-- The arguments' count when they go as values of the message, else nil.
+local function flat_count(args)
+  local n = args.n
+  if n == nil then n = #args end
+  if type(n) == "number" and n >= 0 and n <= FLAT_ARGS and n % 1 == 0 then return n end
+end
+
+-- A refused value's place in a task message (item[k]: its k-th value) in the
+-- words of the caller: fn, the arguments[i], the list.
+local function task_place(err, kind, first)
+  return (tostring(err):gsub("^bad (%a+) at item%[(%d+)%]", function(what, k)
+    k = tonumber(k)
+    local place
+    if k == 3 then
+      place = "fn"
+    elseif kind == "call" or kind == "future" then
+      place = ("the arguments[%d]"):format(k - first + 1)
+    elseif kind == "callt" or kind == "futuret" then
+      place = "the arguments"
+    else
+      place = "the list"
+    end
+    return ("bad %s in %s"):format(what, place)
+  end))
+end
+
 -- Puts a task: its tid, or nil and the message (nothing is put) naming
--- fname's argument, for the caller to raise at its caller's line.  A
--- future's task carries its claim: the slot, and the page past the first.
+-- fname's argument, for the caller to raise at its caller's line.  The
+-- message's values (one item, q:_putv): tid, kind, fn or its id, then the
+-- arguments (payload unpacked, or as a table when there are many), or the
+-- chunk.  A future's task carries its claim first: the slot, and the page
+-- past the first (else false).
 function Pool:_submit(fname, kind, fn, payload, claim, page)
   local tid = self._nput + 1
   local id = fn_ids[fn]
@@ -471,37 +534,48 @@ function Pool:_submit(fname, kind, fn, payload, claim, page)
     self._codes[id] = fn_codes[fn]
     self._sent[id] = true
   end
-  local task = {tid, kind, id or fn, payload, nil, claim, page}
-  local tq = self._tq
-  local ok, err = pcall(tq.put, tq, task)
-  if not ok and interrupted(err) then
-    error(err, 0)
-  elseif not ok then
-    err = tostring(err):gsub("^bad value at item%[3%]", "bad value in fn")
-      :gsub("^bad value at item%[4%]", (kind == "call" or kind == "future") and "bad value in the arguments"
-        or "bad value in the list")
-    return nil, ("%s: the task cannot be sent: %s"):format(fname, err)
+  local f, tq, ok, err, first = id or fn, self._tq
+  if kind == "call" then
+    local n = flat_count(payload)
+    if n then
+      first, ok, err = 4, self._putv(tq, tid, "call", f, unpack(payload, 1, n))
+    else
+      kind, ok, err = "callt", self._putv(tq, tid, "callt", f, payload)
+    end
+  elseif kind == "future" then
+    local n = flat_count(payload)
+    if n then
+      first, ok, err = 6, self._putv(tq, tid, "future", f, claim, page or false, unpack(payload, 1, n))
+    else
+      kind, ok, err = "futuret", self._putv(tq, tid, "futuret", f, claim, page or false, payload)
+    end
+  else
+    ok, err = self._putv(tq, tid, kind, f, payload)
+  end
+  if not ok then
+    return nil, ("%s: the task cannot be sent: %s"):format(fname, task_place(err, kind, first))
   end
   self._nput = tid
   return tid
 end
 
--- Settles the task tid: ok with its result message m, or failed with the
--- error m.  A task settled already (terminate, a death) is left alone.
-function Pool:_settle(tid, ok, m)
+-- Settles the task tid: ok with its results (a chunk's: one list), or
+-- failed with the error.  A task settled already (terminate, a death) is
+-- left alone.
+function Pool:_settle(tid, ok, ...)
   local r = self._pending[tid]
   if r == nil then return end
   self._pending[tid] = nil
   self._npending = self._npending - 1
   local kind = r._kind
   if kind == "future" then
-    return r:_finish(ok, m)
+    return r:_finish(ok, ...)
   elseif kind == "call" then
-    if not r._ready then result_finish(r, ok, m) end
+    if not r._ready then result_finish(r, ok, ...) end
   else
     local start = self._start[tid]
     self._start[tid] = nil
-    r:_chunk(start, ok, ok and m[3] or m)
+    r:_chunk(start, ok, (...))
   end
   if r._waiters ~= nil and r._ready then notify_waiters(r) end
 end
@@ -512,16 +586,31 @@ function Pool:_lost(reason)
   self._deaths = self._deaths + 1
 end
 
--- Handles one message from the result queue.
-function Pool:_on_message(m)
-  local tid = m[1]
+-- Handles one message from the result queue (its values: tid, ok, then
+-- the results or the error record).
+function Pool:_on_message(tid, ok, ...)
   if tid == 0 then   -- a worker could not receive a task
-    self:_lost(m[3][1])
-  elseif m[2] then
-    self:_settle(tid, true, m)
-  else
-    self:_settle(tid, false, task_error(m[3]))
+    self:_lost((...)[1])
+  elseif ok then
+    self:_settle(tid, true, ...)
+  elseif tid ~= nil then
+    self:_settle(tid, false, task_error((...)))
   end
+end
+
+-- What a pcall of the result queue's _getv gave: a message, Empty, an
+-- interrupt or a message that cannot be decoded here.
+local function pool_take(pool, got, ...)
+  if got then
+    pool:_on_message(...)
+    return true
+  end
+  local e = ...
+  if e == Empty then return false end
+  if interrupted(e) then error(e, 0) end
+  -- a result that cannot be decoded here: the census finds its task
+  pool:_lost("its result could not be received: " .. tostring(e))
+  return true
 end
 
 -- Fails the task tid with err (a death, terminate).
@@ -534,15 +623,9 @@ function Pool:_poll()
   local rq = self._rq
   if rq:qsize() == 0 then return end
   self:_check_owner()
+  local getv_nowait = rq._getv_nowait
   repeat
-    local ok, m = pcall(rq.get_nowait, rq)
-    if ok then
-      self:_on_message(m)
-    elseif m == Empty then
-      return
-    else   -- a result that cannot be decoded here: the census finds its task
-      self:_lost("its result could not be received: " .. tostring(m))
-    end
+    if not pool_take(self, pcall(getv_nowait, rq)) then return end
   until rq:qsize() == 0
 end
 
@@ -567,14 +650,7 @@ function Pool:_collect(pred, arg, timeout)
       if left <= 0 then return false end
       if left < wait then wait = left end
     end
-    local ok, m = pcall(rq.get, rq, true, wait > 0 and wait or 0)
-    if ok then
-      self:_on_message(m)
-    elseif interrupted(m) then
-      error(m, 0)
-    elseif m ~= Empty then
-      self:_lost("its result could not be received: " .. tostring(m))
-    end
+    pool_take(self, pcall(rq._getv, rq, true, wait > 0 and wait or 0))
     if pred(arg) then return true end
   end
 end
@@ -971,11 +1047,11 @@ local function future_done(f)
   end
 end
 
--- Settled by the pool: ok with the result message m ({tid, true, values...},
--- with n where a nil is among them), or failed with the error m.
-function Future:_finish(ok, m)
+-- Settled by the pool: ok with the task's results, or failed with the error.
+function Future:_finish(ok, ...)
   if self._ready then return end
-  self._ok, self._value, self._ready, self._state = ok, m, true, FINISHED
+  keep_values(self, ...)
+  self._ok, self._ready, self._state = ok, true, FINISHED
   local free = self._pool._claim_free
   free[#free + 1] = self._claim
   future_done(self)
@@ -1066,7 +1142,8 @@ function Future:result(timeout)
   future_wait(self, timeout, "result")
   local v = self._value
   if not self._ok then error(v, 0) end
-  return unpack(v, 3, v.n)
+  if self._packed then return unpack(v, 1, v.n) end
+  return v
 end
 
 --- fn's error, or nil if it returned; raises as result does but for fn's error.
@@ -1103,9 +1180,11 @@ function Future:__tostring()
   if state ~= FINISHED then return ("<concur.Future %s>"):format(state) end
   if not self._ok then return ("<concur.Future finished raised %s>"):format(typename(self._value)) end
   local v = self._value
-  local n = v.n or #v
-  return ("<concur.Future finished returned %s>"):format(n <= 2 and "nothing"
-    or n == 3 and typename(v[3]) or ("%d values"):format(n - 2))
+  if not self._packed then
+    return ("<concur.Future finished returned %s>"):format(typename(v))
+  end
+  return ("<concur.Future finished returned %s>"):format(v.n == 0 and "nothing"
+    or ("%d values"):format(v.n))
 end
 
 -- For concur.select (see the top of this section).
