@@ -1003,8 +1003,8 @@ static int take_one(queue_obj *q, unsigned char *buf, size_t cap, size_t *need, 
 }
 
 /* q:get([block], [timeout]): the item; with `all` (q:_getv) every value of
- * it (q:_putv's). */
-static int get_values(lua_State *L, int all) {
+ * it (q:_putv's); with `soft` (q:_takev) false instead of raising Empty. */
+static int get_values(lua_State *L, int all, int soft) {
   queue_obj *q = cobj_self(L);
   double timeout;
   int block = block_args(L, 2, &timeout);
@@ -1057,6 +1057,10 @@ static int get_values(lua_State *L, int all) {
       tail_check(q);
       if (atomic_load(&q->nput) != seen)
         continue;
+      if (soft) {
+        lua_pushboolean(L, 0);
+        return 1;
+      }
       cobj_push_error(L, "Empty");
       return lua_error(L);
     }
@@ -1066,8 +1070,8 @@ static int get_values(lua_State *L, int all) {
   }
 }
 
-static int queue_get(lua_State *L) { return get_values(L, 0); }
-static int queue_getv(lua_State *L) { return get_values(L, 1); }
+static int queue_get(lua_State *L) { return get_values(L, 0, 0); }
+static int queue_getv(lua_State *L) { return get_values(L, 1, 0); }
 
 static int queue_put_nowait(lua_State *L) {
   cobj_self(L);   /* self first: q.put_nowait() names argument 1 */
@@ -1083,10 +1087,12 @@ static int queue_get_nowait(lua_State *L) {
   return queue_get(L);
 }
 
-static int queue_getv_nowait(lua_State *L) {
+/* q:_takev(): q:_getv without waiting; false when the queue is empty (a
+ * pool's results are polled after every submit: no error made each time). */
+static int queue_takev(lua_State *L) {
   lua_settop(L, 1);
   lua_pushboolean(L, 0);
-  return queue_getv(L);
+  return get_values(L, 1, 1);
 }
 
 /* ---- the rest ---------------------------------------------------------------------- */
@@ -1264,7 +1270,7 @@ static const luaL_Reg queue_m[] = {
   {"get_nowait", queue_get_nowait}, {"qsize", queue_qsize}, {"empty", queue_empty},
   {"full", queue_full}, {"task_done", queue_task_done}, {"join", queue_join},
   {"shutdown", queue_shutdown}, {"__tostring", queue_tostring},
-  {"_putv", queue_putv}, {"_getv", queue_getv}, {"_getv_nowait", queue_getv_nowait},
+  {"_putv", queue_putv}, {"_getv", queue_getv}, {"_takev", queue_takev},
   {NULL, NULL}};
 
 /* Python's SimpleQueue has no bound, task_done or join. */

@@ -294,7 +294,7 @@ end
 --- The task's results, or raises its error, or concur.TimeoutError.
 function AsyncResult:get(timeout)
   if getmetatable(self) ~= AsyncResult then bad_result(self, "get") end
-  timeout = check_timeout(timeout, 1, "get")
+  if timeout ~= nil then timeout = check_timeout(timeout, 1, "get") end
   if not self._ready then
     self._pool:_collect(is_ready, self, timeout)
     if not self._ready then raise_value(concur.TimeoutError) end
@@ -367,6 +367,13 @@ local originals = setmetatable({}, {__mode = "k"})
 
 local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
 
+-- The task and result queues' methods of the hot paths, kept in each pool:
+-- a queue's methods are found by a C __index, a call each time.
+local queue_m do
+  local q = core_call(core.Queue)
+  queue_m = {_putv = q._putv, _getv = q._getv, _takev = q._takev, qsize = q.qsize}
+end
+
 -- nargs: how many arguments the constructor was given.
 local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
   no_more_args(fname, type(n) == "table" and 1 or 3, nargs, 3)
@@ -398,7 +405,7 @@ local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
     _initializer = initializer, _initargs = initargs or no_args,
     _tq = core_call(core.Queue), _rq = core_call(core.Queue), _slots = core_call(core.Slots, n),
     _codes = core_call(core.Dict), _sent = {},
-    _putv = core.Queue()._putv,   -- the task queue's, without its __index each time
+    _putv = queue_m._putv, _getv = queue_m._getv, _takev = queue_m._takev, _qsize = queue_m.qsize,
     _workers = {}, _ended = {},
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
@@ -562,23 +569,30 @@ end
 -- Settles the task tid: ok with its results (a chunk's: one list), or
 -- failed with the error.  A task settled already (terminate, a death) is
 -- left alone.
-function Pool:_settle(tid, ok, ...)
-  local r = self._pending[tid]
+local function settle(pool, tid, ok, ...)
+  local pending = pool._pending
+  local r = pending[tid]
   if r == nil then return end
-  self._pending[tid] = nil
-  self._npending = self._npending - 1
+  pending[tid] = nil
+  pool._npending = pool._npending - 1
   local kind = r._kind
-  if kind == "future" then
+  if kind == "call" then
+    if r._ready then   -- (left as it is)
+    elseif ok and r._callback == nil and select("#", ...) == 1 then
+      r._value, r._ok, r._ready = ..., true, true   -- the commonest: result_finish's work
+    else
+      result_finish(r, ok, ...)
+    end
+  elseif kind == "future" then
     return r:_finish(ok, ...)
-  elseif kind == "call" then
-    if not r._ready then result_finish(r, ok, ...) end
   else
-    local start = self._start[tid]
-    self._start[tid] = nil
+    local start = pool._start[tid]
+    pool._start[tid] = nil
     r:_chunk(start, ok, (...))
   end
   if r._waiters ~= nil and r._ready then notify_waiters(r) end
 end
+Pool._settle = settle
 
 -- A task or a result that went missing (reason): the census finds the task.
 function Pool:_lost(reason)
@@ -586,47 +600,44 @@ function Pool:_lost(reason)
   self._deaths = self._deaths + 1
 end
 
--- Handles one message from the result queue (its values: tid, ok, then
--- the results or the error record).
-function Pool:_on_message(tid, ok, ...)
-  if tid == 0 then   -- a worker could not receive a task
-    self:_lost((...)[1])
-  elseif ok then
-    self:_settle(tid, true, ...)
-  elseif tid ~= nil then
-    self:_settle(tid, false, task_error((...)))
-  end
-end
-
--- What a pcall of the result queue's _getv gave: a message, Empty, an
--- interrupt or a message that cannot be decoded here.
-local function pool_take(pool, got, ...)
+-- What a pcall of the result queue's _getv or _takev gave: a message (its
+-- values: tid, ok, then the results or the error record), false or Empty
+-- when there was none, an interrupt, or a message that cannot be decoded
+-- here.  Whether there was a message.
+local function pool_take(pool, got, tid, ok, ...)
   if got then
-    pool:_on_message(...)
+    if ok then
+      settle(pool, tid, true, ...)
+    elseif tid == 0 then   -- a worker could not receive a task
+      pool:_lost((...)[1])
+    elseif tid then
+      settle(pool, tid, false, task_error((...)))
+    else
+      return false   -- _takev: empty
+    end
     return true
   end
-  local e = ...
-  if e == Empty then return false end
-  if interrupted(e) then error(e, 0) end
+  if tid == Empty then return false end
+  if interrupted(tid) then error(tid, 0) end
   -- a result that cannot be decoded here: the census finds its task
-  pool:_lost("its result could not be received: " .. tostring(e))
+  pool:_lost("its result could not be received: " .. tostring(tid))
   return true
 end
 
 -- Fails the task tid with err (a death, terminate).
 function Pool:_fail(tid, err)
-  self:_settle(tid, false, err)
+  settle(self, tid, false, err)
 end
 
 -- Handles every message already in the result queue; never blocks.
 function Pool:_poll()
-  local rq = self._rq
-  if rq:qsize() == 0 then return end
-  self:_check_owner()
-  local getv_nowait = rq._getv_nowait
+  local rq, qsize = self._rq, self._qsize
+  if qsize(rq) == 0 then return end
+  if not originals[self] or getpid() ~= self._pid then self:_check_owner() end
+  local takev = self._takev
   repeat
-    if not pool_take(self, pcall(getv_nowait, rq)) then return end
-  until rq:qsize() == 0
+    if not pool_take(self, pcall(takev, rq)) then return end
+  until qsize(rq) == 0
 end
 
 --- Collects results until pred(arg) holds or timeout seconds pass; false on
@@ -650,7 +661,7 @@ function Pool:_collect(pred, arg, timeout)
       if left <= 0 then return false end
       if left < wait then wait = left end
     end
-    pool_take(self, pcall(rq._getv, rq, true, wait > 0 and wait or 0))
+    pool_take(self, pcall(self._getv, rq, true, wait > 0 and wait or 0))
     if pred(arg) then return true end
   end
 end
@@ -752,7 +763,7 @@ local function put_call(self, fname, fn, args, callback, error_callback)
   end
   self._pending[tid] = r
   self._npending = self._npending + 1
-  if self._rq:qsize() > 0 then self:_poll() end
+  if self._qsize(self._rq) > 0 then self:_poll() end
   return r
 end
 
@@ -1084,7 +1095,7 @@ function Pool:submit(fn, ...)
     _state = PENDING, _tid = tid, _claim = g, _cpage = claims, _cslot = slot}, Future)
   self._pending[tid] = f
   self._npending = self._npending + 1
-  if self._rq:qsize() > 0 then self:_poll() end
+  if self._qsize(self._rq) > 0 then self:_poll() end
   return f
 end
 
