@@ -367,13 +367,6 @@ local originals = setmetatable({}, {__mode = "k"})
 
 local pool_options = {processes = true, threads = true, initializer = true, initargs = true}
 
--- The task and result queues' methods of the hot paths, kept in each pool:
--- a queue's methods are found by a C __index, a call each time.
-local queue_m do
-  local q = core_call(core.Queue)
-  queue_m = {_putv = q._putv, _getv = q._getv, _takev = q._takev, qsize = q.qsize}
-end
-
 -- nargs: how many arguments the constructor was given.
 local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
   no_more_args(fname, type(n) == "table" and 1 or 3, nargs, 3)
@@ -405,13 +398,16 @@ local function pool_new(cls, threads, fname, nargs, n, initializer, initargs)
     _initializer = initializer, _initargs = initargs or no_args,
     _tq = core_call(core.Queue), _rq = core_call(core.Queue), _slots = core_call(core.Slots, n),
     _codes = core_call(core.Dict), _sent = {},
-    _putv = queue_m._putv, _getv = queue_m._getv, _takev = queue_m._takev, _qsize = queue_m.qsize,
     _workers = {}, _ended = {},
     _pending = {}, _start = {}, _npending = 0, _nput = 0,
     _deaths = 0, _suspects = false, _next_check = 0,
     _pid = getpid(),
     __concur_untransferable = threads and "concur.ThreadPool" or "concur.Pool",
   }, {__index = cls})
+  -- The queues' methods of the hot paths, kept in the pool: a queue's
+  -- methods are found by a C __index, a call each time.
+  local tq = self._tq
+  self._putv, self._getv, self._takev, self._qsize = tq._putv, tq._getv, tq._takev, tq.qsize
   originals[self] = true
   for wid = 1, self._size do
     local ok, err = pcall(self._start_worker, self, wid)
