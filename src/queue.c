@@ -44,6 +44,17 @@
  * the bell) when it sees sleepers, and a sleeper reads the bell before it
  * looks at its condition a last time.
  *
+ * Spinning getters: before it sleeps a getter spins a while (fx_spin_lease),
+ * counted in `gspin`, renewing `gspin_lease` (a monotonic time a few µs
+ * ahead) as it goes and zeroing it when it stops.  A putter that sees a
+ * spinner with a live lease does not wake a sleeper (wake_getter): the
+ * spinner sees the item, and a getter that takes an item and leaves more
+ * behind wakes the next (get_values).  So a busy producer makes no futex call
+ * while a consumer spins: the owner of a pool with idle workers paid one per
+ * task.  A spinner killed mid-spin leaves `gspin` counted, but its lease runs
+ * out in FX_LEASE_NS; an item put within that time waits for a sleeper's
+ * next look (QUEUE_SLICE_MS), never lost.
+ *
  * Lock order: tail_lock and head_lock are never held together; the arena's
  * mutex may be taken under either.  No Lua call is made under either.
  */
@@ -182,6 +193,13 @@ typedef struct queue_obj {
       _Atomic uint32_t watchers;   /* concur.select callers watching */
     };
     char line6[LINE];
+  };
+  union {                       /* spinning getters (see the top) */
+    struct {
+      _Atomic uint32_t gspin;   /* how many spin now */
+      _Atomic int64_t gspin_lease;   /* a spinner looks until then (ns), 0: none */
+    };
+    char line7[LINE];
   };
 } queue_obj;
 
@@ -646,7 +664,15 @@ static void queue_destroy(cobj *o) {
  * happened. */
 static void wait_change(queue_obj *q, _Atomic uint32_t *word, uint32_t seen,
                         _Atomic uint32_t *sleepers, _Atomic uint32_t *bell, const deadline *d) {
-  if (fx_spin(word, seen))
+  int changed;
+  if (word == &q->nput) {   /* a getter: counted while it spins (wake_getter) */
+    atomic_fetch_add(&q->gspin, 1);
+    changed = fx_spin_lease(word, seen, &q->gspin_lease);
+    atomic_fetch_sub(&q->gspin, 1);
+  } else {
+    changed = fx_spin(word, seen);
+  }
+  if (changed)
     return;
   atomic_fetch_add(sleepers, 1);   /* seq_cst: see wake */
   uint32_t rung = atomic_load(bell);
@@ -671,6 +697,19 @@ static inline void wake(_Atomic uint32_t *bell, _Atomic uint32_t *sleepers, int 
     atomic_fetch_add(bell, 1);
     fx_wake(bell, n);
   }
+}
+
+/* After an item is put (a seq_cst store to nput), or taken with more left:
+ * wakes a sleeping getter, unless a spinning one holds a live lease.  It
+ * will see the item: if our load sees its count, our store came before its
+ * stop, and it looks at the queue after it stops. */
+static inline void wake_getter(queue_obj *q) {
+  if (!atomic_load(&q->getters))
+    return;
+  if (atomic_load(&q->gspin) && atomic_load(&q->gspin_lease) > fx_now_ns())
+    return;
+  atomic_fetch_add(&q->gbell, 1);
+  fx_wake(&q->gbell, 1);
 }
 
 /* Wakes every joiner (they sleep on ndone itself: it only grows). */
@@ -912,7 +951,7 @@ static int put_values(lua_State *L, queue_obj *q, int idx, int n, int block, dou
         b->nobjs = 0;   /* the references are the queue's now */
         tbuf_scratch_trim(b);
       }
-      wake(&q->gbell, &q->getters, 1);
+      wake_getter(q);
       sel_notify(&q->watchers);
       intr_settle(L);   /* put: an interrupt now comes after the call */
       if (!soft)
@@ -1002,6 +1041,8 @@ static int take_one(queue_obj *q, unsigned char *buf, size_t cap, size_t *need, 
   return rc;
 }
 
+static uint32_t queue_size(queue_obj *q);
+
 /* q:get([block], [timeout]): the item; with `all` (q:_getv) every value of
  * it (q:_putv's); with `soft` (q:_takev) false instead of raising Empty. */
 static int get_values(lua_State *L, int all, int soft) {
@@ -1023,6 +1064,8 @@ static int get_values(lua_State *L, int all, int soft) {
     if (rc > 0) {
       if (atomic_load_explicit(&q->maxsize, memory_order_relaxed))
         wake(&q->pbell, &q->putters, 1);
+      if (queue_size(q) > 0)   /* more left: the next getter (see wake_getter) */
+        wake_getter(q);
       shm_free(key);
       int held = intr_hold(L);   /* taken: the call completes (see intr_pending) */
       int n = push_item(L, buf, blob);

@@ -197,18 +197,39 @@ static inline void cpu_relax(void) {
  * and then): a waiter on another core usually sees the change sooner than a
  * sleep and a wake-up would let it.  Returns 1 when the word changed. */
 int fx_spin(_Atomic uint32_t *word, uint32_t expected) {
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  return fx_spin_lease(word, expected, NULL);
+}
+
+int64_t fx_now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* fx_spin that, each time it reads the clock, renews *lease (when not NULL)
+ * to FX_LEASE_NS from then: "a spinner is looking at the word until then".
+ * On leaving it sets the lease to 0 (the other spinners renew it). */
+int fx_spin_lease(_Atomic uint32_t *word, uint32_t expected, _Atomic int64_t *lease) {
+  int64_t t0 = fx_now_ns(), t = t0;
+  int changed = 0;
   for (;;) {
+    if (lease)
+      atomic_store(lease, t + FX_LEASE_NS);
     for (int i = 0; i < 64; i++) {
-      if (atomic_load_explicit(word, memory_order_acquire) != expected)
-        return 1;
+      if (atomic_load_explicit(word, memory_order_acquire) != expected) {
+        changed = 1;
+        goto out;
+      }
       cpu_relax();
     }
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
-      return 0;
+    t = fx_now_ns();
+    if (t - t0 > SPIN_NS)
+      break;
   }
+out:
+  if (lease)
+    atomic_store(lease, 0);
+  return changed;
 }
 
 /* A process lock word: 0 when free, else the holder's pid with PWORD_WAITERS

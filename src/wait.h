@@ -45,6 +45,12 @@ int fx_wait(_Atomic uint32_t *word, uint32_t expected, const deadline *d, int sl
 void fx_wake(_Atomic uint32_t *word, int n);
 /* Spins a few microseconds while *word == expected; 1 if it changed. */
 int fx_spin(_Atomic uint32_t *word, uint32_t expected);
+/* fx_spin renewing *lease (a CLOCK_MONOTONIC time in ns) while it spins,
+ * then setting it to 0: queue.c's getters, so that a putter can tell that a
+ * spinner will see its item and skip the wake-up (see queue.c, wake_getter). */
+#define FX_LEASE_NS 10000
+int fx_spin_lease(_Atomic uint32_t *word, uint32_t expected, _Atomic int64_t *lease);
+int64_t fx_now_ns(void);   /* CLOCK_MONOTONIC in ns */
 
 /* A process lock word (Lock, and the Queue's own locks): 0 when free, else
  * the holder's pid | PWORD_WAITERS.  Any thread may release it; a holder
