@@ -457,3 +457,31 @@ describe("a process killed in the middle of an ordered queue's call", function()
     assert.are.same({1, 2}, drain(q))
   end)
 end)
+
+-- Was a bug (fixed; the test stays): a LifoQueue or PriorityQueue collected
+-- with items in it also walked the FIFO record area it never writes, as many
+-- records as it had items; memory reused from a Queue freed just before still
+-- held that Queue's records, and the walk freed the old Queue's large item a
+-- second time (abort in shm_free, or a crash).  Seen as an abort after
+-- fault_spec's os.exit case when select_spec's LifoQueue was collected.
+describe("an ordered queue collected with items in it", function()
+  for _, kind in ipairs{"LifoQueue", "PriorityQueue"} do
+    it("(" .. kind .. ") frees its own items only", function()
+      local before = support.shm_in_use()
+      for _ = 1, 20 do
+        do
+          local q = concur.Queue()
+          q:put(string.rep("x", 100000))   -- a blob, pointed at by a record
+          q:put(string.rep("y", 100000))
+        end
+        collectgarbage(); collectgarbage()   -- freed: its blocks go back to the arena
+        do
+          local o = concur[kind]()
+          for i = 1, 3 do o:put(i) end   -- counted in nput, no records
+        end
+        collectgarbage(); collectgarbage()
+      end
+      assert.is_true(support.shm_in_use() - before < 65536)
+    end)
+  end
+end)

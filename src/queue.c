@@ -623,7 +623,8 @@ static void rec_release(qrec *r) {
 static void queue_destroy(cobj *o) {
   queue_obj *q = (queue_obj *)o;
   /* No one else holds a reference; a dead process may have left a journal. */
-  if (q->oh) {
+  int ordered = q->oh != NULL;
+  if (ordered) {
     if (q->oh->j.valid)
       ord_apply(q);
     for (uint32_t i = 0; i < q->oh->count; i++)
@@ -637,7 +638,10 @@ static void queue_destroy(cobj *o) {
     get_apply(q);
   qseg *s = q->head;
   uint32_t off = q->read;
-  for (uint32_t left = q->nput - q->nget; left > 0;) {
+  /* The records (the ordered kinds keep none: their items, counted in nput
+   * too, were the entries freed above; their segment may hold a freed
+   * queue's old bytes, which must not be read as records). */
+  for (uint32_t left = ordered ? 0 : q->nput - q->nget; left > 0;) {
     qrec *r = rec_at(s, off);
     if (r->kind == REC_NEXT) {
       s = s->next;
