@@ -281,6 +281,25 @@ describe("a process killed", function()
     end)
   end)
 
+  -- A getter spins a while before it sleeps, counted in the queue with a
+  -- lease it renews (src/queue.c, wake_getter): a putter that sees a live
+  -- spinner wakes nobody, the spinner takes the item.  One killed mid-spin
+  -- stays counted for ever; once its lease has run out (10 µs) a put must
+  -- wake a sleeping getter at once, not at that sleeper's next look (every
+  -- second).  Without the lease each put below waited ~0.95 s.
+  describe("in Queue.get while it spins for an item", function()
+    it("a put afterwards still wakes a sleeping getter at once", function()
+      local out, code = support.shell(support.fixture_command("queue_spin_kill.lua") .. " 2>&1")
+      assert.are.equal(0, code, out)
+      local n = 0
+      for s in out:gmatch("woken ([%d.]+)") do
+        n = n + 1
+        assert.is_true(tonumber(s) < 0.5, "woken " .. s .. " s after the put\n" .. out)
+      end
+      assert.are.equal(5, n, out)
+    end)
+  end)
+
   describe("in a Pool", function()
     it("both workers killed while running tasks: those two fail, every queued task after them succeeds", function()
       local pool = concur.Pool(2)
