@@ -588,7 +588,6 @@ local function settle(pool, tid, ok, ...)
   end
   if r._waiters ~= nil and r._ready then notify_waiters(r) end
 end
-Pool._settle = settle
 
 -- A task or a result that went missing (reason): the census finds the task.
 function Pool:_lost(reason)
@@ -1008,7 +1007,7 @@ end
 -- goes to each worker when it starts; a task whose claim is on a later page
 -- (more than CLAIM_PAGE futures outstanding) carries that page with it.
 --
--- A future is settled by Pool:_settle like an apply_async result (a dead
+-- A future is settled by settle like an apply_async result (a dead
 -- worker, terminate: the same errors); its done callbacks then run in the
 -- owner, in the pool call that collected the result.
 --
@@ -1448,7 +1447,7 @@ register(pool_module.ProcessPoolExecutor, "concur.ProcessPoolExecutor")
 -- concur.wait and concur.as_completed over Futures, AsyncResults, Threads and
 -- Processes, mixed.  A waiter is a list of arrivals: the pool members
 -- (Futures, AsyncResults) put themselves in it when they are settled
--- (notify_waiters, called from Pool:_settle and Future:cancel), so a wait
+-- (notify_waiters, called from settle and Future:cancel), so a wait
 -- over many futures costs one step per arrival, not a scan.  Threads and
 -- processes are asked (is_alive) at each step.
 --
