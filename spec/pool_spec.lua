@@ -380,6 +380,22 @@ describe(kind, function()
       local weird = {1, 2, n = "x"}   -- not a count: the worker's unpack says so
       assert_has(err_of(pool.apply, pool, count, weird), "unpack")
       assert.same({n = 3, 2, 7, 8}, pack(pool:apply(count, {7, 8})))   -- the pool goes on
+      -- A few arguments to a function sent before take put_call's shorter
+      -- way: the same answers, the same errors.
+      for n = 0, 5 do
+        local args = {n = n}
+        for i = 1, n - 1 do args[i] = i * 10 end
+        local got = pack(pool:apply_async(count, args):get())
+        assert.equal(n + 1, got.n)
+        for i = 1, n do assert.equal(args[i], got[i + 1], "n " .. n .. ", argument " .. i) end
+        if n > 0 then
+          args[n] = coroutine.create(noop)
+          assert_has(err_of(pool.apply_async, pool, count, args),
+            ("apply_async: the task cannot be sent: bad value in the arguments[%d] (coroutine)"):format(n))
+        end
+      end
+      assert.same({n = 1, 0}, pack(pool:apply(count, {1, 2, n = -1})))
+      assert.same({n = 3, 2, 7, 8}, pack(pool:apply(count, {7, 8})))
     end)
 
     it("moves arguments and results by the transfer rules", function()

@@ -747,8 +747,27 @@ local function bad_pool(self, fname) bad_self(self, "concur.Pool", fname, 3) end
 -- are done; its result.  Called by them directly: an error goes to level 3,
 -- their caller's line.
 local function put_call(self, fname, fn, args, callback, error_callback)
-  local tid, err = self:_submit(fname, "call", fn, args or no_args)
-  if tid == nil then raise(err, 3) end
+  local tid, err, n
+  local id = fn_ids[fn]
+  if args and id ~= nil and (id == false or self._sent[id]) then
+    n = args.n
+    if n == nil then n = #args end
+    if type(n) ~= "number" or n < 0 or n > 4 or n % 1 ~= 0 then n = nil end
+  end
+  if n then
+    -- the commonest task (a function seen before, a few arguments):
+    -- _submit's work inline (0.05-0.08 us of 0.8 per apply_async here)
+    tid = self._nput + 1
+    local ok
+    ok, err = self._putv(self._tq, tid, "call", id or fn, unpack(args, 1, n))
+    if not ok then
+      raise(("%s: the task cannot be sent: %s"):format(fname, task_place(err, "call", 4)), 3)
+    end
+    self._nput = tid
+  else
+    tid, err = self:_submit(fname, "call", fn, args or no_args)
+    if tid == nil then raise(err, 3) end
+  end
   local r
   if callback == nil and error_callback == nil then   -- a smaller table
     r = setmetatable({_pool = self, _kind = "call", _ready = false}, AsyncResult)
