@@ -602,6 +602,14 @@ end
 local function pool_take(pool, got, tid, ok, ...)
   if got then
     if ok then
+      local r = pool._pending[tid]
+      if r ~= nil and r._kind == "call" and r._callback == nil and r._waiters == nil
+        and not r._ready and select("#", ...) == 1 then   -- the commonest: settle's work
+        pool._pending[tid] = nil
+        pool._npending = pool._npending - 1
+        r._value, r._ok, r._ready = ..., true, true
+        return true
+      end
       settle(pool, tid, true, ...)
     elseif tid == 0 then   -- a worker could not receive a task
       pool:_lost((...)[1])
@@ -630,9 +638,7 @@ function Pool:_poll()
   if qsize(rq) == 0 then return end
   if not originals[self] or getpid() ~= self._pid then self:_check_owner() end
   local takev = self._takev
-  repeat
-    if not pool_take(self, pcall(takev, rq)) then return end
-  until qsize(rq) == 0
+  while pool_take(self, pcall(takev, rq)) do end
 end
 
 --- Collects results until pred(arg) holds or timeout seconds pass; false on
