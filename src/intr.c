@@ -181,16 +181,23 @@ static void intr_on_signal(int sig) {
  * signal between the look and the change would have lua.c's handler reset it
  * to SIG_DFL, and we would put a handler back where a second Ctrl-C must
  * kill. */
+static int intr_wrappable(const struct sigaction *cur) {
+  return !(cur->sa_flags & SA_SIGINFO) && cur->sa_handler != SIG_DFL &&
+         cur->sa_handler != SIG_IGN && cur->sa_handler != intr_on_signal;
+}
+
 static void intr_watch(void) {
+  struct sigaction cur;
+  /* A look first, unblocked (one system call, not three: the host's thread
+   * comes here before each sleep, and the handler is nearly always ours). */
+  if (sigaction(SIGINT, NULL, &cur) != 0 || !intr_wrappable(&cur))
+    return;
   sigset_t block, old;
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   if (pthread_sigmask(SIG_BLOCK, &block, &old) != 0)
     return;
-  struct sigaction cur;
-  if (sigaction(SIGINT, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
-      cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN &&
-      cur.sa_handler != intr_on_signal) {
+  if (sigaction(SIGINT, NULL, &cur) == 0 && intr_wrappable(&cur)) {
     intr_prev = cur;
     struct sigaction mine = cur;
     mine.sa_handler = intr_on_signal;
