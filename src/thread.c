@@ -23,6 +23,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,8 @@ struct worker {
   worker *all_prev, *all_next;   /* (rt) rt.workers, from creation to free */
   int abandoned;             /* (rt) its OS thread is ending the process and
                                 never comes back (see self_abandon_locked) */
+  _Atomic int pins;          /* starters signalling `wake` after their unlock:
+                                w is not freed until none is (worker_free) */
 };
 
 static struct {
@@ -541,6 +544,10 @@ static int run_task(worker *w, thread_obj *t) {
   return a.ok;
 }
 
+/* The broadcasts come after the unlock: a joiner woken under the lock would
+ * only wake to sleep on the lock and be woken again by the unlock (two
+ * context switches on the path of every join).  t lives on: the worker
+ * holds its reference until after this. */
 static void task_finish(thread_obj *t, int ok) {
   pthread_mutex_lock(&rt.lock);
   live_remove(t);
@@ -549,11 +556,11 @@ static void task_finish(thread_obj *t, int ok) {
   else
     rt.ndaemon_busy--;   /* the exit rules now wait for this worker: its state,
                             closed next, holds references to shared objects */
-  pthread_cond_broadcast(&rt.exit_cond);
   t->failed = !ok;
   t->state = TH_DONE;
-  pthread_cond_broadcast(&t->changed);
   pthread_mutex_unlock(&rt.lock);
+  pthread_cond_broadcast(&t->changed);
+  pthread_cond_broadcast(&rt.exit_cond);
   sel_notify(&t->watchers);
 }
 
@@ -566,6 +573,15 @@ static int th_ready(cobj *o) {
 }
 
 static _Atomic uint32_t *th_watchers(cobj *o) { return &((thread_obj *)o)->watchers; }
+
+/* Frees a worker that has left (off the lists), once no starter that
+ * assigned it a task is still signalling it (th_start: microseconds). */
+static void worker_free(worker *w) {
+  while (atomic_load(&w->pins))
+    sched_yield();
+  pthread_cond_destroy(&w->wake);
+  free(w);
+}
 
 static void *worker_main(void *arg) {
   worker *w = arg;
@@ -638,10 +654,8 @@ static void *worker_main(void *arg) {
     workers_remove(w);
   pthread_cond_broadcast(&rt.exit_cond);
   pthread_mutex_unlock(&rt.lock);
-  if (!joined) {
-    pthread_cond_destroy(&w->wake);
-    free(w);
-  }
+  if (!joined)
+    worker_free(w);
   return NULL;
 }
 
@@ -740,8 +754,12 @@ static int th_start(lua_State *L) {
     t->ident = w->ident;
     t->native_id = w->native_id;
     t->have_ids = 1;
-    pthread_cond_signal(&w->wake);
+    /* Signalled after the unlock (a worker woken under the lock would only
+     * sleep on it again), pinned so that it is not freed meanwhile. */
+    atomic_fetch_add(&w->pins, 1);
     pthread_mutex_unlock(&rt.lock);
+    pthread_cond_signal(&w->wake);
+    atomic_fetch_sub(&w->pins, 1);
     return 0;
   }
   rt.nworkers++;
@@ -1201,8 +1219,7 @@ static void thread_exit_stop(void) {
     pthread_mutex_lock(&rt.lock);
     workers_remove(gone);
     pthread_mutex_unlock(&rt.lock);
-    pthread_cond_destroy(&gone->wake);
-    free(gone);
+    worker_free(gone);
     gone = next;
   }
 }
