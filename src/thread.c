@@ -547,7 +547,11 @@ static int run_task(worker *w, thread_obj *t) {
 /* The broadcasts come after the unlock: a joiner woken under the lock would
  * only wake to sleep on the lock and be woken again by the unlock (two
  * context switches on the path of every join).  t lives on: the worker
- * holds its reference until after this. */
+ * holds its reference until after this.  A fork between the unlock and a
+ * broadcast may leave the child a copy of t->changed caught mid-broadcast:
+ * the child re-initialises exit_cond, and never waits on or signals the
+ * condition of a thread that is TH_DONE (pthread_cond_destroy takes no
+ * lock of it). */
 static void task_finish(thread_obj *t, int ok) {
   pthread_mutex_lock(&rt.lock);
   live_remove(t);
