@@ -548,10 +548,11 @@ static int run_task(worker *w, thread_obj *t) {
  * only wake to sleep on the lock and be woken again by the unlock (two
  * context switches on the path of every join).  t lives on: the worker
  * holds its reference until after this.  A fork between the unlock and a
- * broadcast may leave the child a copy of t->changed caught mid-broadcast:
- * the child re-initialises exit_cond, and never waits on or signals the
- * condition of a thread that is TH_DONE (pthread_cond_destroy takes no
- * lock of it). */
+ * broadcast may leave the child a copy of t->changed caught mid-broadcast,
+ * or with a parent joiner still counted asleep on it: the child re-inits
+ * exit_cond, never waits on or signals the condition of a TH_DONE thread,
+ * and never destroys this one (that joiner's state holds a reference the
+ * child never drops). */
 static void task_finish(thread_obj *t, int ok) {
   pthread_mutex_lock(&rt.lock);
   live_remove(t);
