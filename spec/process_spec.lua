@@ -24,23 +24,9 @@ local TSAN = os.getenv("CONCUR_SANITIZER") == "thread"
 local ASAN = os.getenv("CONCUR_SANITIZER") == "address"
 local it_unless_asan = ASAN and pending or it
 
--- GCC 12's ThreadSanitizer runtime does not lock its stack depot around fork
--- either: a child forked while another thread records a stack can spin for
--- ever on that lock (seen 2026-12-07: a child of the busy-fork test below at
--- 100 % CPU in StackDepot's refillAndAlloc, one thread, no concur frame).
--- Such a child stays runnable; one stuck in concur would sleep.  True when
--- the process pid stays in state R over five looks 0.1 s apart.
-local function spinning(pid)
-  for _ = 1, 5 do
-    local f = io.open("/proc/" .. pid .. "/stat")
-    if f == nil then return false end
-    local stat = f:read("*a")
-    f:close()
-    if stat:match("^%d+ %b() (%a)") ~= "R" then return false end
-    concur.sleep(0.1)
-  end
-  return true
-end
+-- Under ThreadSanitizer a child forked while the parent's threads are busy
+-- can hang in the sanitizer itself (support.spinning).
+local spinning = support.spinning
 
 -- From support.lua: err_of(fn, ...) is pcall returning the error message.
 local err_of = support.err_of

@@ -308,6 +308,23 @@ function support.finish(p, timeout)
   return p.exitcode
 end
 
+-- Whether pid stays runnable (state R in /proc/<pid>/stat) over five looks
+-- 0.1 s apart.  Under ThreadSanitizer a child forked while another thread of
+-- the parent was inside the sanitizer's stack depot (GCC 12's runtime does
+-- not lock it around fork) spins for ever on that lock, one thread, no
+-- concur frame: seen 2026-12-07.  A child stuck in concur would sleep.
+function support.spinning(pid)
+  for _ = 1, 5 do
+    local f = io.open("/proc/" .. pid .. "/stat")
+    if f == nil then return false end
+    local stat = f:read("*a")
+    f:close()
+    if stat:match("^%d+ %b() (%a)") ~= "R" then return false end
+    concur.sleep(0.1)
+  end
+  return true
+end
+
 -- Kills process p, joins it and asserts that the SIGKILL ended it (exit
 -- code -9).  With `settle`, first asserts that p still runs `settle` seconds
 -- on (it is blocked where the test put it, not ended).
