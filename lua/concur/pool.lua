@@ -178,13 +178,34 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
     local f = task_fn(fn)
     return send(tid, xpcall(function() return f(unpack(args, 1, args.n or #args)) end, on_error))
   end
-  -- A task message (Pool:_submit): tid, kind, fn or its id, then the kind's
-  -- values: the arguments ("call"), a table of them ("callt": many), the
-  -- claim's slot and page first ("future", "futuret"), a chunk (the rest).
-  local function run(tid, kind, fn, ...)
-    if slots then slots:set(wid, tid) end
+  -- One message from the task queue (pcall of _getv), run: false at the
+  -- end.  A task message (Pool:_submit): tid, kind, fn or its id, then the
+  -- kind's values: the arguments ("call"), a table of them ("callt": many),
+  -- the claim's slot and page first ("future", "futuret"), a chunk (the
+  -- rest).  A "call" is sent from here (call's work inline: one vararg pass
+  -- fewer on the commonest task).
+  local slots_set = slots and slots.set
+  local function step(got, tid, kind, fn, ...)
+    if not got then
+      if interrupted(tid) then
+        error(tid, 0)    -- Ctrl-C in a worker process: it ends, as in Python
+      elseif tid == require("concur").CancelledError then
+        return false     -- a ThreadPool's terminate cancelled this worker
+      end
+      -- The message could not be decoded here: say so; the owner finds the task.
+      putv(rq, 0, false, {"a task could not be received by pool worker " .. name .. ": "
+        .. tostring(tid)})
+      return true
+    elseif tid == nil then
+      return false       -- the owner's nil: close or terminate
+    end
+    if slots then slots_set(slots, wid, tid) end
     if kind == "call" then
-      call(tid, fn, ...)
+      if init_error then
+        send(tid, false, init_error)
+      else
+        send(tid, xpcall(task_fn(fn), on_error, ...))
+      end
     elseif kind == "callt" then
       call_list(tid, fn, ...)
     elseif kind == "future" or kind == "futuret" then
@@ -201,31 +222,7 @@ local function pool_worker(tq, rq, slots, wid, name, initializer, initargs, clai
     else
       send(tid, xpcall(run_chunk, on_error, task_fn(fn), (...), kind == "star"))
     end
-    if slots then slots:set(wid, 0) end
-  end
-  -- One message from the task queue; false at the end.  A "call" is run
-  -- here, run's work for it inline (one vararg pass fewer per task).
-  local slots_set = slots and slots.set
-  local function step(got, tid, kind, fn, ...)
-    if got and tid ~= nil then
-      if kind == "call" and not init_error then
-        if slots then slots_set(slots, wid, tid) end
-        send(tid, xpcall(task_fn(fn), on_error, ...))
-        if slots then slots_set(slots, wid, 0) end
-      else
-        run(tid, kind, fn, ...)
-      end
-      return true
-    elseif got then
-      return false     -- the owner's nil: close or terminate
-    elseif interrupted(tid) then
-      error(tid, 0)    -- Ctrl-C in a worker process: it ends, as in Python
-    elseif tid == require("concur").CancelledError then
-      return false     -- a ThreadPool's terminate cancelled this worker
-    end
-    -- The message could not be decoded here: say so; the owner finds the task.
-    putv(rq, 0, false, {"a task could not be received by pool worker " .. name .. ": "
-      .. tostring(tid)})
+    if slots then slots_set(slots, wid, 0) end
     return true
   end
   local getv = tq._getv
@@ -531,6 +528,11 @@ local function task_place(err, kind, first)
   end))
 end
 
+-- The message for a task that cannot be sent (err from q:_putv).
+local function unsendable(fname, err, kind, first)
+  return ("%s: the task cannot be sent: %s"):format(fname, task_place(err, kind, first))
+end
+
 -- Puts a task: its tid, or nil and the message (nothing is put) naming
 -- fname's argument, for the caller to raise at its caller's line.  The
 -- message's values (one item, q:_putv): tid, kind, fn or its id, then the
@@ -563,9 +565,7 @@ function Pool:_submit(fname, kind, fn, payload, claim, page)
   else
     ok, err = self._putv(tq, tid, kind, f, payload)
   end
-  if not ok then
-    return nil, ("%s: the task cannot be sent: %s"):format(fname, task_place(err, kind, first))
-  end
+  if not ok then return nil, unsendable(fname, err, kind, first) end
   self._nput = tid
   return tid
 end
@@ -581,12 +581,8 @@ local function settle(pool, tid, ok, ...)
   pool._npending = pool._npending - 1
   local kind = r._kind
   if kind == "call" then
-    if r._ready then   -- (left as it is)
-    elseif ok and r._callback == nil and select("#", ...) == 1 then
-      r._value, r._ok, r._ready = ..., true, true   -- the commonest: result_finish's work
-    else
-      result_finish(r, ok, ...)
-    end
+    -- (a ready one is left as it is; pool_take settles the commonest itself)
+    if not r._ready then result_finish(r, ok, ...) end
   elseif kind == "future" then
     return r:_finish(ok, ...)
   else
@@ -774,9 +770,7 @@ local function put_call(self, fname, fn, args, callback, error_callback)
     tid = self._nput + 1
     local ok
     ok, err = self._putv(self._tq, tid, "call", id or fn, unpack(args, 1, n))
-    if not ok then
-      raise(("%s: the task cannot be sent: %s"):format(fname, task_place(err, "call", 4)), 3)
-    end
+    if not ok then raise(unsendable(fname, err, "call", 4), 3) end
     self._nput = tid
   else
     tid, err = self:_submit(fname, "call", fn, args or no_args)
